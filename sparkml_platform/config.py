@@ -1,0 +1,408 @@
+"""Typed configuration: YAML under conf/base/, overlaid by conf/ENV/, then SPARKML_* variables.
+
+Every model forbids unknown keys, so a typo is an error naming the file and the key path
+instead of a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import envvars
+from .errors import ConfigError
+
+NAME = r"^[a-z][a-z0-9_]*$"
+TABLE_REF = r"^(raw|features|entities|trainsets|predictions)\.[a-z][a-z0-9_]*$"
+DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- platform.yml -------------------------------------------------------------------------
+
+
+class MlflowSettings(Strict):
+    tracking_uri: str = "sqlite:///.sparkml/mlflow.db"
+    artifact_root: str = ".sparkml/mlartifacts"
+    experiment: str = "sparkml"
+
+
+class SparkSettings(Strict):
+    master: str = "local[*]"
+    app_name: str = "sparkml"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(8, ge=1)
+    jars_dir: str = ".sparkml/jars"
+    conf: dict[str, str] = {}
+
+
+class PlatformSettings(Strict):
+    lake_root: str = ".sparkml/lake"
+    mlflow: MlflowSettings = MlflowSettings()
+    spark: SparkSettings = SparkSettings()
+
+
+# --- sources.yml --------------------------------------------------------------------------
+
+
+class Source(Strict):
+    """A raw table loaded into the lake as `raw.NAME`."""
+
+    path: str  # a file path, or `package:PKG/relative/path` for data shipped in a package
+    format: Literal["csv", "parquet", "json"] = "csv"
+    options: dict[str, str] = {}
+    filter: str | None = None  # SQL predicate applied on load (e.g. a slice for tests)
+    description: str = ""
+
+
+class EntityTable(Strict):
+    """Entity rows (keys + event time) derived from a table, e.g. the flights to score."""
+
+    source: str = Field(pattern=TABLE_REF)
+    transform: str
+    filter: str | None = None
+    description: str = ""
+
+
+class SourcesFile(Strict):
+    sources: dict[str, Source] = {}
+    entity_tables: dict[str, EntityTable] = {}
+
+
+# --- features.yml -------------------------------------------------------------------------
+
+
+class Feature(Strict):
+    type: Literal["double", "float", "int", "bigint", "string", "boolean", "timestamp"]
+    description: str = ""
+
+
+class FeatureTable(Strict):
+    description: str
+    owner: str
+    tags: list[str] = []
+    keys: list[str] = Field(min_length=1)
+    event_time: str
+    sources: dict[str, str] = Field(min_length=1)  # argument name -> table reference
+    transformation: str  # dotted path of a pure DataFrame -> DataFrame function
+    features: dict[str, Feature] = Field(min_length=1)
+    lookback: str | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for ref in value.values():
+            if not re.match(TABLE_REF, ref):
+                raise ValueError(f"{ref!r} is not a table reference like raw.NAME or features.NAME")
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class FeaturesFile(Strict):
+    feature_tables: dict[str, FeatureTable] = {}
+
+
+# --- training_sets.yml --------------------------------------------------------------------
+
+
+class LabelSource(Strict):
+    table: str = Field(pattern=TABLE_REF)
+    keys: list[str] = Field(min_length=1)
+    event_time: str
+    label: str  # SQL expression giving the label
+    filter: str | None = None
+    passthrough: list[str] = []  # entity columns used as features as they are
+
+
+class Lookup(Strict):
+    table: str  # feature table name
+    features: list[str] = Field(min_length=1)
+    key_map: dict[str, str] = {}  # feature table key -> entity column, where names differ
+    rename: dict[str, str] = {}
+    lookback: str | None = None
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class Split(Strict):
+    type: Literal["time", "random"] = "time"
+    test_start: str | None = None  # time split: rows at or after this instant are the test split
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # random split
+    seed: int = 42
+
+
+class TrainingSet(Strict):
+    description: str = ""
+    label: LabelSource
+    features: list[Lookup] = Field(min_length=1)
+    split: Split = Split()
+
+
+class TrainingSetsFile(Strict):
+    training_sets: dict[str, TrainingSet] = {}
+
+
+# --- models.yml ---------------------------------------------------------------------------
+
+
+class Estimator(Strict):
+    type: Literal["gbt_classifier", "random_forest_classifier", "logistic_regression"]
+    params: dict[str, float | int | str | bool] = {}
+
+
+class ModelSpec(Strict):
+    description: str = ""
+    training_set: str
+    categorical: list[str] = []
+    estimator: Estimator
+    thresholds: dict[Literal["roc_auc", "pr_auc", "accuracy"], float] = {}
+
+
+class ModelsFile(Strict):
+    models: dict[str, ModelSpec] = {}
+
+
+# --- pipelines.yml ------------------------------------------------------------------------
+
+
+class ScoreStep(Strict):
+    model: str
+    input: str = Field(pattern=TABLE_REF)
+    output: str = Field(pattern=TABLE_REF)
+    run_date: str | None = None
+
+
+class Step(Strict):
+    """Exactly one of the fields is set: the kind of step and its argument."""
+
+    load_sources: list[str] | None = None
+    build_features: list[str] | None = None
+    build_entities: list[str] | None = None
+    build_trainset: str | None = None
+    train: str | None = None
+    score: ScoreStep | None = None
+
+    def kind(self) -> tuple[str, Any]:
+        set_fields = [(k, v) for k, v in self if v is not None]
+        if len(set_fields) != 1:
+            raise ValueError("a step sets exactly one of " + ", ".join(type(self).model_fields))
+        return set_fields[0]
+
+
+class Pipeline(Strict):
+    description: str = ""
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _one_kind(cls, steps: list[Step]) -> list[Step]:
+        for step in steps:
+            step.kind()
+        return steps
+
+
+class PipelinesFile(Strict):
+    pipelines: dict[str, Pipeline] = {}
+
+
+# --- loading ------------------------------------------------------------------------------
+
+FILES: dict[str, type[Strict]] = {
+    "platform.yml": PlatformSettings,
+    "sources.yml": SourcesFile,
+    "features.yml": FeaturesFile,
+    "training_sets.yml": TrainingSetsFile,
+    "models.yml": ModelsFile,
+    "pipelines.yml": PipelinesFile,
+}
+
+
+def parse_duration(text: str) -> int:
+    """'3h' -> 10800 seconds. Units: s, m, h, d."""
+    match = DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90m, 3h or 7d")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return int(match.group(1)) * seconds
+
+
+class Config:
+    """The merged, validated configuration, with paths resolved against the project root."""
+
+    def __init__(self, conf_dir: Path, env: str | None, parts: dict[str, Strict]):
+        self.conf_dir = conf_dir
+        self.env = env
+        self.root = conf_dir.resolve().parent
+        self.platform: PlatformSettings = parts["platform.yml"]  # type: ignore[assignment]
+        self.sources: SourcesFile = parts["sources.yml"]  # type: ignore[assignment]
+        self.features: FeaturesFile = parts["features.yml"]  # type: ignore[assignment]
+        self.training_sets: TrainingSetsFile = parts["training_sets.yml"]  # type: ignore[assignment]
+        self.models: ModelsFile = parts["models.yml"]  # type: ignore[assignment]
+        self.pipelines: PipelinesFile = parts["pipelines.yml"]  # type: ignore[assignment]
+
+    def path(self, value: str) -> Path:
+        """A configured path; relative ones are relative to the project root."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def lake_root(self) -> Path:
+        return self.path(self.platform.lake_root)
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.path(self.platform.spark.jars_dir)
+
+    @property
+    def tracking_uri(self) -> str:
+        uri = self.platform.mlflow.tracking_uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            return prefix + str(self.path(uri[len(prefix):]))
+        return uri
+
+    @property
+    def artifact_root(self) -> str:
+        root = self.platform.mlflow.artifact_root
+        return root if "://" in root else self.path(root).as_uri()
+
+    def feature_table(self, name: str) -> FeatureTable:
+        return _lookup(self.features.feature_tables, name, "feature table", "features.yml")
+
+    def training_set(self, name: str) -> TrainingSet:
+        return _lookup(self.training_sets.training_sets, name, "training set", "training_sets.yml")
+
+    def model(self, name: str) -> ModelSpec:
+        return _lookup(self.models.models, name, "model", "models.yml")
+
+    def pipeline(self, name: str) -> Pipeline:
+        return _lookup(self.pipelines.pipelines, name, "pipeline", "pipelines.yml")
+
+
+def _lookup(table: dict, name: str, what: str, file: str):
+    from .errors import NotFoundError
+
+    if name not in table:
+        known = ", ".join(sorted(table)) or "none"
+        raise NotFoundError(f"no {what} named {name!r} in conf/*/{file} (known: {known})")
+    return table[name]
+
+
+def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = None) -> Config:
+    conf = Path(conf_dir or envvars.SPARKML_CONF.get() or "conf")
+    env = env or envvars.SPARKML_ENV.get()
+    base = conf / "base"
+    if not base.is_dir():
+        raise ConfigError(
+            f"configuration directory {base} not found: run from the project root, "
+            "or pass --conf DIR (a directory holding base/platform.yml)"
+        )
+    overlay = conf / env if env else None
+    if overlay is not None and not overlay.is_dir():
+        raise ConfigError(f"--env {env}: overlay directory {overlay} not found")
+
+    parts: dict[str, Strict] = {}
+    for filename, model in FILES.items():
+        layers = [(base / filename, _read_yaml(base / filename))]
+        if overlay is not None:
+            layers.append((overlay / filename, _read_yaml(overlay / filename)))
+        merged: dict = {}
+        for _, data in layers:
+            merged = _deep_merge(merged, data)
+        if filename == "platform.yml":
+            merged = _apply_env_overrides(merged)
+        try:
+            parts[filename] = model.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, layers)) from None
+    return Config(conf, env, parts)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_env_overrides(data: dict) -> dict:
+    data = _deep_merge({}, data)
+    for var, path in envvars.PLATFORM_OVERRIDES:
+        value = var.get() if var.name in os.environ else None
+        if value:
+            node = data
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+    return data
+
+
+def _describe(exc: ValidationError, layers: list[tuple[Path, dict]]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        where = _file_defining(loc, layers)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+            if "input" in err and err["type"] != "value_error":
+                msg += f" (got {err['input']!r})"
+        lines.append(f"{where}: {key}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _file_defining(loc: list[str], layers: list[tuple[Path, dict]]) -> Path:
+    """The last layer (overlay before base) whose YAML holds the longest prefix of `loc`."""
+    best, best_depth = layers[0][0], -1
+    for path, data in layers:
+        node, depth = data, 0
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node, depth = node[part], depth + 1
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node, depth = node[int(part)], depth + 1
+            else:
+                break
+        if depth >= best_depth and depth > 0:
+            best, best_depth = path, depth
+    return best

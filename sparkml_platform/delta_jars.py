@@ -1,0 +1,86 @@
+"""The Delta Lake JVM jars: fetched from Maven Central at set-up, cached in the project.
+
+The delta-spark wheel on PyPI ships no JVM code, so every SparkSession and spark-submit
+points at this cache (`spark.jars`). `python -m sparkml_platform.delta_jars fetch DIR`
+fills it; `check` tells how to fix a missing or broken cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .errors import SetupError
+
+DELTA_VERSION = "4.4.0"  # the Delta release built for Spark 4.2 (pyspark==4.2.0)
+SPARK_BINARY = "4.2"
+SCALA_BINARY = "2.13"
+ARTIFACTS = [
+    f"io.delta:delta-spark_{SPARK_BINARY}_{SCALA_BINARY}:{DELTA_VERSION}",
+    f"io.delta:delta-storage:{DELTA_VERSION}",
+]
+FIX = "run `make setup` (or `.venv/bin/python -m sparkml_platform.delta_jars fetch {dir}`)"
+
+
+def jar_names() -> list[str]:
+    return [f"{a.split(':')[1]}-{a.split(':')[2]}.jar" for a in ARTIFACTS]
+
+
+def check(jars_dir: Path) -> list[Path]:
+    """The cached jars, or a SetupError saying what is wrong and how to fix it."""
+    fix = FIX.format(dir=jars_dir)
+    if not jars_dir.is_dir():
+        raise SetupError(f"Delta jar cache {jars_dir} does not exist: {fix}")
+    paths = []
+    for name in jar_names():
+        path = jars_dir / name
+        if not path.is_file():
+            raise SetupError(f"Delta jar cache {jars_dir} lacks {name}: {fix}")
+        try:
+            with zipfile.ZipFile(path) as jar:
+                if jar.testzip() is not None:
+                    raise zipfile.BadZipFile("corrupt entry")
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SetupError(f"Delta jar {path} is broken ({exc}): delete it and {fix}") from None
+        paths.append(path)
+    return paths
+
+
+def fetch(jars_dir: Path) -> list[Path]:
+    """Download the jars with Maven into `jars_dir`; a no-op when the cache is whole."""
+    try:
+        return check(jars_dir)
+    except SetupError:
+        pass
+    if shutil.which("mvn") is None:
+        raise SetupError("Maven (`mvn`) is needed once to fetch the Delta jars; install it")
+    jars_dir.mkdir(parents=True, exist_ok=True)
+    for artifact in ARTIFACTS:
+        name = f"{artifact.split(':')[1]}-{artifact.split(':')[2]}.jar"
+        (jars_dir / name).unlink(missing_ok=True)
+        cmd = ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}",
+               f"-DoutputDirectory={jars_dir}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SetupError(f"fetching {artifact} failed:\n{result.stdout}{result.stderr}")
+    return check(jars_dir)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("fetch", "check"):
+        print("usage: python -m sparkml_platform.delta_jars fetch|check DIR", file=sys.stderr)
+        return 2
+    try:
+        paths = (fetch if argv[0] == "fetch" else check)(Path(argv[1]))
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

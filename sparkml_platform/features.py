@@ -1,0 +1,93 @@
+"""Feature tables: a declared transformation of source tables, computed by Spark into Delta."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from . import lake
+from .config import Config, FeatureTable
+from .errors import ConfigError, JobFailed
+from .provenance import code_version, definition_hash, import_function
+
+
+def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] | None:
+    """`--start/--end` (both days included) -> dates; None when no window is given."""
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ConfigError("--start and --end go together: give both dates or neither")
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError as exc:
+        raise ConfigError(f"--start/--end: {exc} (use YYYY-MM-DD)") from None
+    if last < first:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    return first, last
+
+
+def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
+    """The feature table's rows as a DataFrame, and the Delta versions of the sources read."""
+    definition = config.feature_table(name)
+    where = f"features.yml: feature_tables.{name}"
+    transform = import_function(definition.transformation, f"{where}.transformation")
+    inputs, versions = {}, {}
+    for arg, ref in definition.sources.items():
+        path = lake.table_path(config.lake_root, ref)
+        if not lake.exists(path):
+            raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet "
+                            "(load sources first: sparkml run flights)")
+        versions[ref] = lake.version(spark, path)
+        inputs[arg] = lake.read(spark, path, versions[ref], ref)
+    try:
+        df = transform(**inputs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {definition.transformation} does not take the declared "
+                          f"sources {sorted(inputs)}: {exc}") from None
+    return conform(df, definition, where), versions
+
+
+def conform(df, definition: FeatureTable, where: str):
+    """Check the output against the definition and keep only its declared columns."""
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    expected = {k: None for k in definition.keys}
+    expected[definition.event_time] = "timestamp"
+    expected.update({n: f.type for n, f in definition.features.items()})
+    problems = []
+    for column, wanted in expected.items():
+        if column not in types:
+            problems.append(f"column {column!r} is missing")
+        elif wanted is not None and types[column] != wanted:
+            problems.append(f"column {column!r} is {types[column]}, declared {wanted}")
+    if problems:
+        raise ConfigError(f"{where}: the transformation's output does not match the definition: "
+                          + "; ".join(problems) + f" (output columns: {types})")
+    return df.select(*expected)
+
+
+def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None) -> dict:
+    """Compute the table (or one window of it) and replace exactly that part in one commit."""
+    window = parse_window(start, end)
+    definition = config.feature_table(name)
+    df, source_versions = compute(spark, config, name)
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    replace_where = None
+    if window is not None:
+        first, last = window
+        upper = last + dt.timedelta(days=1)
+        replace_where = (f"`{definition.event_time}` >= '{first}' AND "
+                         f"`{definition.event_time}` < '{upper}'")
+        df = df.where(replace_where)
+        if not lake.exists(path):
+            replace_where = None  # the first write creates the table
+    metadata = {
+        "kind": "feature_table",
+        "name": name,
+        "definition_hash": definition_hash(definition),
+        "sources": source_versions,
+        "code": code_version(),
+        "window": [str(d) for d in window] if window else None,
+    }
+    version = lake.write(df, path, replace_where=replace_where, metadata=metadata)
+    rows = lake.read(spark, path, version).count()
+    return {"table": f"features.{name}", "version": version, "rows": rows,
+            "window": metadata["window"]}

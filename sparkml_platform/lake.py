@@ -1,0 +1,99 @@
+"""Reading and writing Delta tables under the lake root: the one place that touches storage.
+
+Tables are named `ZONE.NAME` (zones: raw, features, entities, trainsets, predictions) and
+live at `LAKE_ROOT/ZONE/NAME`. Names never carry paths, so nothing is written outside the
+lake root.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .errors import ConfigError, NotFoundError
+
+ZONES = ("raw", "features", "entities", "trainsets", "predictions")
+REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
+
+
+def table_path(lake_root: Path, ref: str) -> Path:
+    match = REF.match(ref)
+    if not match:
+        raise ConfigError(
+            f"table {ref!r} is not a lake table name: use ZONE.NAME with ZONE one of "
+            f"{', '.join(ZONES)} and NAME in lower case (paths are not accepted, so that "
+            f"nothing is written outside the lake root {lake_root})"
+        )
+    return lake_root / match.group(1) / match.group(2)
+
+
+def exists(path: Path) -> bool:
+    return (path / "_delta_log").is_dir()
+
+
+def read(spark, path: Path, version: int | None = None, ref: str | None = None):
+    if not exists(path):
+        raise NotFoundError(f"Delta table {ref or path} does not exist (looked in {path})")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(path))
+
+
+def version(spark, path: Path) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"]
+
+
+def history(spark, path: Path, limit: int = 20) -> list[dict]:
+    from delta.tables import DeltaTable
+
+    rows = (
+        DeltaTable.forPath(spark, str(path))
+        .history(limit)
+        .select("version", "timestamp", "operation", "operationMetrics", "userMetadata")
+        .collect()
+    )
+    out = []
+    for row in rows:
+        meta = row["userMetadata"]
+        try:
+            meta = json.loads(meta) if meta else None
+        except ValueError:
+            pass
+        out.append({
+            "version": row["version"],
+            "timestamp": row["timestamp"].isoformat(),
+            "operation": row["operation"],
+            "rows_written": (row["operationMetrics"] or {}).get("numOutputRows"),
+            "metadata": meta,
+        })
+    return out
+
+
+def write(
+    df,
+    path: Path,
+    *,
+    replace_where: str | None = None,
+    partition_by: list[str] | None = None,
+    metadata: dict | None = None,
+) -> int:
+    """Overwrite the table (or only the rows matching `replace_where`) in one Delta commit.
+
+    One commit means a failed or killed run leaves the previous version in place, and a
+    re-run replaces instead of appending: no duplicates. Returns the new table version.
+    """
+    writer = df.write.format("delta").mode("overwrite")
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    else:
+        writer = writer.option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if metadata:
+        writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True, default=str))
+    writer.save(str(path))
+    return version(df.sparkSession, path)

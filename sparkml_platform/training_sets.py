@@ -1,0 +1,210 @@
+"""Training sets: labels joined point-in-time with features, written as immutable versions.
+
+Version N of training set NAME is the Delta table `LAKE/trainsets/NAME/vNNNN` and its
+manifest `LAKE/trainsets/NAME/vNNNN.json`, written last: a version without a manifest was
+never finished and does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from . import lake
+from .config import Config, TrainingSet, parse_duration
+from .errors import ConfigError, JobFailed, NotFoundError
+from .pit import FeatureLookup, content_digest, join_features
+from .provenance import code_version, definition_hash
+
+LABEL = "label"
+SPLIT = "split"
+VERSION_DIR = re.compile(r"^v(\d{4,})$")
+
+
+def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
+    """The definition's lookups with the feature tables' keys, event times and lookbacks."""
+    lookups = []
+    for i, item in enumerate(definition.features):
+        where = f"training_sets.yml: training_sets.{name}.features.{i}"
+        table = config.feature_table(item.table)
+        missing = [f for f in item.features if f not in table.features]
+        if missing:
+            raise ConfigError(f"{where}.features: feature table {item.table} has no feature "
+                              f"{', '.join(missing)} (it has {', '.join(table.features)})")
+        unknown = [k for k in item.key_map if k not in table.keys]
+        if unknown:
+            raise ConfigError(f"{where}.key_map: {', '.join(unknown)} is not a key of "
+                              f"{item.table} (keys: {', '.join(table.keys)})")
+        lookback = item.lookback or table.lookback
+        lookups.append(FeatureLookup(
+            table=item.table,
+            key_map={k: item.key_map.get(k, k) for k in table.keys},
+            event_time=table.event_time,
+            columns={f: item.rename.get(f, f) for f in item.features},
+            lookback_seconds=parse_duration(lookback) if lookback else None,
+        ))
+    return lookups
+
+
+def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
+                        pinned: dict[str, int] | None = None) -> list[tuple[FeatureLookup, object]]:
+    """Each lookup with its feature table read at a pinned (or the current) Delta version."""
+    out = []
+    for lookup in lookups:
+        ref = f"features.{lookup.table}"
+        path = lake.table_path(config.lake_root, ref)
+        if not lake.exists(path):
+            raise JobFailed(f"feature table {lookup.table} has not been built "
+                            f"(run: sparkml features build {lookup.table})")
+        version = (pinned or {}).get(ref)
+        version = lake.version(spark, path) if version is None else version
+        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version}),
+                    lake.read(spark, path, version, ref)))
+    return out
+
+
+def check_entity_columns(entities, lookups: list[FeatureLookup], event_time: str, where: str) -> None:
+    needed = {event_time} | {c for lk in lookups for c in lk.key_map.values()}
+    missing = sorted(needed - set(entities.columns))
+    if missing:
+        raise ConfigError(f"{where}: column {', '.join(missing)} is missing "
+                          f"(columns: {', '.join(entities.columns)})")
+
+
+def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = None):
+    """The training set's rows and the facts the manifest records."""
+    definition = config.training_set(name)
+    label = definition.label
+    where = f"training_sets.yml: training_sets.{name}"
+    label_path = lake.table_path(config.lake_root, label.table)
+    if not lake.exists(label_path):
+        raise JobFailed(f"{where}.label.table: table {label.table} does not exist yet")
+    label_version = (pinned or {}).get(label.table)
+    label_version = lake.version(spark, label_path) if label_version is None else label_version
+    source = lake.read(spark, label_path, label_version, label.table)
+    if label.filter:
+        source = source.where(label.filter)
+    lookups = resolve_lookups(config, name, definition)
+    lookup_keys = [c for lk in lookups for c in lk.key_map.values()]
+    columns = list(dict.fromkeys([*label.keys, label.event_time, *lookup_keys, *label.passthrough]))
+    missing = [c for c in columns if c not in source.columns]
+    if missing:
+        raise ConfigError(f"{where}.label: column {', '.join(missing)} is not in {label.table} "
+                          f"(columns: {', '.join(source.columns)})")
+    from pyspark.sql import functions as F
+
+    entities = source.select(*columns, F.expr(label.label).alias(LABEL))
+    entities = entities.withColumn(SPLIT, _split_column(definition, label.keys, label.event_time))
+    tables = read_feature_tables(spark, config, lookups, pinned)
+    joined, flags = join_features(entities, label.event_time, tables)
+    facts = {
+        "label_source": {"table": label.table, "version": label_version},
+        "lookups": [lk.to_dict() for lk, _ in tables],
+        "definition_hash": definition_hash(definition),
+        "entity": {"keys": label.keys, "event_time": label.event_time,
+                   "columns": columns, "passthrough": label.passthrough},
+        "feature_columns": [*label.passthrough,
+                            *[out for lk in lookups for out in lk.columns.values()]],
+        "flags": flags,
+    }
+    return joined, facts
+
+
+def _split_column(definition: TrainingSet, keys: list[str], event_time: str):
+    from pyspark.sql import functions as F
+
+    split = definition.split
+    if split.type == "time":
+        if not split.test_start:
+            raise ConfigError("training_sets.yml: split.test_start is required for a time split")
+        is_test = F.col(event_time) >= F.lit(split.test_start).cast("timestamp")
+    else:
+        # A hash of the keys, not rand(): the same row lands in the same split on every rebuild.
+        bucket = F.abs(F.xxhash64(F.lit(split.seed), *keys)) % 1_000_000
+        is_test = bucket < int(split.test_fraction * 1_000_000)
+    return F.when(is_test, F.lit("test")).otherwise(F.lit("train"))
+
+
+def build(spark, config: Config, name: str) -> dict:
+    """Write the next version of training set NAME and its manifest."""
+    joined, facts = assemble(spark, config, name)
+    if not joined.limit(1).count():
+        raise JobFailed(f"training set {name}: the label source {facts['label_source']['table']} "
+                        "gave no rows (check its filter); nothing written")
+    return write_version(spark, config, name, joined, facts)
+
+
+def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict:
+    from pyspark.sql import functions as F
+
+    base = lake.table_path(config.lake_root, f"trainsets.{name}")
+    number = (max(list_versions(config, name), default=0)) + 1
+    path = base / f"v{number:04d}"
+    if path.exists():  # left by a run that died before its manifest: never a version
+        shutil.rmtree(path)
+    flags = facts.pop("flags")
+    joined = joined.persist()  # written and counted: compute the join once
+    data = joined.drop(*flags)
+    lake.write(data, path, metadata={"kind": "training_set", "name": name, "version": number})
+    stored = lake.read(spark, path)
+    counts = {r[SPLIT]: r["n"] for r in stored.groupBy(SPLIT).agg(F.count("*").alias("n")).collect()}
+    unmatched_row = joined.select(
+        *[F.sum((~F.col(f)).cast("long")).alias(lk["table"]) for f, lk in zip(flags, facts["lookups"])]
+    ).collect()[0]
+    joined.unpersist()
+    manifest = {
+        "name": name,
+        "version": number,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "path": str(path),
+        **facts,
+        "code": code_version(),
+        "rows": {"total": sum(counts.values()), **counts},
+        "rows_without_match": unmatched_row.asDict(),
+        "columns": stored.columns,
+        "digest": content_digest(stored),
+    }
+    tmp = base / f".v{number:04d}.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, base / f"v{number:04d}.json")  # atomic: the version now exists
+    return manifest
+
+
+def list_versions(config: Config, name: str) -> list[int]:
+    base = lake.table_path(config.lake_root, f"trainsets.{name}")
+    if not base.is_dir():
+        return []
+    return sorted(int(p.stem[1:]) for p in base.glob("v*.json") if VERSION_DIR.match(p.stem))
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    name, _, version = ref.partition("@")
+    if not version:
+        return name, None
+    try:
+        return name, int(version.lstrip("v"))
+    except ValueError:
+        raise ConfigError(f"{ref!r}: the version after @ must be a number, like {name}@3") from None
+
+
+def manifest(config: Config, ref: str) -> dict:
+    """The manifest of NAME@VERSION, or of the newest version of NAME."""
+    name, version = parse_ref(ref)
+    config.training_set(name)
+    versions = list_versions(config, name)
+    if not versions:
+        raise NotFoundError(f"training set {name} has no version yet (run: sparkml trainset build {name})")
+    version = versions[-1] if version is None else version
+    if version not in versions:
+        raise NotFoundError(f"training set {name} has no version {version} "
+                            f"(versions: {', '.join(map(str, versions))})")
+    base = lake.table_path(config.lake_root, f"trainsets.{name}")
+    return json.loads((base / f"v{version:04d}.json").read_text())
+
+
+def read_version(spark, man: dict):
+    return lake.read(spark, Path(man["path"]), ref=f"trainset {man['name']}@{man['version']}")
