@@ -46,6 +46,7 @@ class SparkSettings(Strict):
 
 class PlatformSettings(Strict):
     lake_root: str = ".sparkml/lake"
+    environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
     spark: SparkSettings = SparkSettings()
 
@@ -267,6 +268,10 @@ class Config:
     @property
     def lake_root(self) -> Path:
         return self.path(self.platform.lake_root)
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.path(self.platform.environments_dir)
 
     @property
     def jars_dir(self) -> Path:

@@ -97,3 +97,26 @@ def write(
         writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True, default=str))
     writer.save(str(path))
     return version(df.sparkSession, path)
+
+
+def commits(path: Path) -> list[dict]:
+    """Each commit's version, time and user metadata, read from the Delta log without Spark.
+
+    Cheap enough for listings and lineage; `history` (through Spark) is the full record.
+    """
+    log_dir = path / "_delta_log"
+    out = []
+    for entry in sorted(log_dir.glob("[0-9]*.json")):
+        info = {}
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                info = action["commitInfo"]
+        meta = info.get("userMetadata")
+        try:
+            meta = json.loads(meta) if meta else None
+        except ValueError:
+            pass
+        out.append({"version": int(entry.stem), "timestamp": info.get("timestamp"),
+                    "operation": info.get("operation"), "metadata": meta})
+    return out

@@ -1,0 +1,91 @@
+"""Discovery: what feature tables and training sets exist, what they hold, who owns them."""
+
+from __future__ import annotations
+
+from . import lake, training_sets
+from .config import Config
+
+
+def feature_tables(config: Config) -> list[dict]:
+    out = []
+    for name, table in sorted(config.features.feature_tables.items()):
+        path = lake.table_path(config.lake_root, f"features.{name}")
+        history = lake.commits(path) if lake.exists(path) else []
+        out.append({
+            "name": name,
+            "description": table.description,
+            "owner": table.owner,
+            "tags": table.tags,
+            "keys": table.keys,
+            "event_time": table.event_time,
+            "features": list(table.features),
+            "version": history[-1]["version"] if history else None,
+        })
+    return out
+
+
+def search(config: Config, text: str) -> list[dict]:
+    """Feature tables whose name, description, tags, owner or feature names contain `text`."""
+    needle = text.lower()
+    hits = []
+    for entry in feature_tables(config):
+        table = config.feature_table(entry["name"])
+        haystack = [entry["name"], table.description, table.owner, *table.tags,
+                    *[f"{n} {f.description}" for n, f in table.features.items()]]
+        if any(needle in h.lower() for h in haystack):
+            hits.append(entry)
+    return hits
+
+
+def show_feature_table(spark, config: Config, name: str) -> dict:
+    from pyspark.sql import functions as F
+
+    table = config.feature_table(name)
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    info = {
+        "name": name,
+        "table": f"features.{name}",
+        "path": str(path),
+        "description": table.description,
+        "owner": table.owner,
+        "tags": table.tags,
+        "keys": table.keys,
+        "event_time": table.event_time,
+        "lookback": table.lookback,
+        "transformation": table.transformation,
+        "sources": table.sources,
+        "features": {n: f.model_dump() for n, f in table.features.items()},
+        "built": lake.exists(path),
+    }
+    if info["built"]:
+        df = lake.read(spark, path)
+        row = df.agg(F.count("*").alias("rows"), F.min(table.event_time).alias("first"),
+                     F.max(table.event_time).alias("last")).collect()[0]
+        info["rows"] = row["rows"]
+        info["event_time_range"] = [str(row["first"]), str(row["last"])]
+        info["history"] = lake.history(spark, path)
+        info["used_by"] = used_by(config, name)
+    return info
+
+
+def used_by(config: Config, feature_table: str) -> list[str]:
+    """Training-set versions built from this feature table."""
+    out = []
+    for name in sorted(config.training_sets.training_sets):
+        for version in training_sets.list_versions(config, name):
+            man = training_sets.manifest(config, f"{name}@{version}")
+            if any(lk["table"] == feature_table for lk in man["lookups"]):
+                out.append(f"{name}@{version}")
+    return out
+
+
+def trainsets(config: Config) -> list[dict]:
+    out = []
+    for name, definition in sorted(config.training_sets.training_sets.items()):
+        for version in training_sets.list_versions(config, name) or [None]:
+            entry = {"name": name, "description": definition.description, "version": version}
+            if version is not None:
+                man = training_sets.manifest(config, f"{name}@{version}")
+                entry.update(created_at=man["created_at"], rows=man["rows"], digest=man["digest"])
+            out.append(entry)
+    return out

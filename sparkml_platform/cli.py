@@ -1,0 +1,403 @@
+"""The `sparkml` command line. Heavy imports (pyspark, mlflow) happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from . import envvars
+from .errors import SparkmlError
+
+
+class State:
+    def __init__(self, conf: str, env: str | None, verbose: bool):
+        self.conf_dir, self.env, self.verbose = conf, env, verbose
+        self._config = None
+        self._spark = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from .config import load_config
+
+            self._config = load_config(self.conf_dir, self.env)
+        return self._config
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            from .session import get_spark
+
+            self._spark = get_spark(self.config)
+        return self._spark
+
+
+pass_state = click.make_pass_decorator(State)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def emit(data, as_json: bool, human=None) -> None:
+    if as_json or human is None:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+def table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _cell(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--conf", default="conf", show_default=True, envvar=envvars.SPARKML_CONF.name,
+              help="Configuration directory holding base/ and overlays.")
+@click.option("--env", default=None, envvar=envvars.SPARKML_ENV.name,
+              help="Overlay conf/ENV/ on conf/base/.")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.pass_context
+def cli(ctx, conf, env, verbose):
+    """sparkml: features, training sets, training, registry and batch scoring on Spark + Delta."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    ctx.obj = State(conf, env, verbose)
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+@cli.group()
+def sources():
+    """Raw tables and entity tables."""
+
+
+@sources.command("load")
+@click.argument("names", nargs=-1)
+@pass_state
+def sources_load(state, names):
+    """Load raw sources (all when no NAME is given) into the lake as raw.NAME."""
+    from . import sources as src
+
+    for name in names or list(state.config.sources.sources):
+        click.echo(json.dumps(src.load_source(state.spark, state.config, name)))
+
+
+# --- features -----------------------------------------------------------------------------
+
+
+@cli.group()
+def features():
+    """Feature tables: list, search, show, build."""
+
+
+@features.command("list")
+@json_option
+@pass_state
+def features_list(state, as_json):
+    from . import catalog
+
+    emit(catalog.feature_tables(state.config), as_json,
+         lambda rows: table(rows, ["name", "version", "owner", "keys", "event_time", "description"]))
+
+
+@features.command("search")
+@click.argument("text")
+@json_option
+@pass_state
+def features_search(state, text, as_json):
+    from . import catalog
+
+    emit(catalog.search(state.config, text), as_json,
+         lambda rows: table(rows, ["name", "owner", "tags", "description"]))
+
+
+@features.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def features_show(state, name, as_json):
+    from . import catalog
+
+    state.config.feature_table(name)
+    emit(catalog.show_feature_table(state.spark, state.config, name), as_json,
+         lambda d: click.echo(json.dumps(d, indent=2, default=str)))
+
+
+@features.command("build")
+@click.argument("name")
+@click.option("--start", help="First day of the window (YYYY-MM-DD).")
+@click.option("--end", help="Last day of the window, included (YYYY-MM-DD).")
+@pass_state
+def features_build(state, name, start, end):
+    """Compute feature table NAME (or one window of it) into Delta in one commit."""
+    from . import features as feat
+
+    feat.parse_window(start, end)
+    state.config.feature_table(name)
+    click.echo(json.dumps(feat.build(state.spark, state.config, name, start, end)))
+
+
+# --- training sets ------------------------------------------------------------------------
+
+
+@cli.group()
+def trainset():
+    """Training sets: list, show, build."""
+
+
+@trainset.command("list")
+@json_option
+@pass_state
+def trainset_list(state, as_json):
+    from . import catalog
+
+    emit(catalog.trainsets(state.config), as_json,
+         lambda rows: table(rows, ["name", "version", "created_at", "rows", "digest"]))
+
+
+@trainset.command("show")
+@click.argument("ref")
+@json_option
+@pass_state
+def trainset_show(state, ref, as_json):
+    from . import training_sets
+
+    emit(training_sets.manifest(state.config, ref), True)
+
+
+@trainset.command("build")
+@click.argument("name")
+@pass_state
+def trainset_build(state, name):
+    """Write the next version of training set NAME (point-in-time join) and its manifest."""
+    from . import training_sets
+
+    state.config.training_set(name)
+    man = training_sets.build(state.spark, state.config, name)
+    click.echo(json.dumps({k: man[k] for k in ("name", "version", "rows", "digest", "path")}))
+
+
+# --- training, registry, scoring ----------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--no-tune", is_flag=True, help="Train with the fixed hyper-parameters only.")
+@pass_state
+def train(state, model, no_tune):
+    """Train MODEL on its training set's newest version, evaluate, register, apply its gate."""
+    from . import training
+
+    state.config.model(model)
+    click.echo(json.dumps(training.train(state.spark, state.config, model), default=str))
+
+
+@cli.command()
+@click.argument("model")
+@pass_state
+def retrain(state, model):
+    """Rebuild MODEL's inputs (features, training set), train, and promote only if it passes."""
+    from . import features as feat
+    from . import training, training_sets
+
+    spec = state.config.model(model)
+    definition = state.config.training_set(spec.training_set)
+    for lookup in definition.features:
+        click.echo(json.dumps(feat.build(state.spark, state.config, lookup.table)))
+    man = training_sets.build(state.spark, state.config, spec.training_set)
+    click.echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
+    click.echo(json.dumps(training.train(state.spark, state.config, model), default=str))
+
+
+@cli.group()
+def models():
+    """Registered models: list, show."""
+
+
+@models.command("list")
+@json_option
+@pass_state
+def models_list(state, as_json):
+    from . import registry
+
+    emit(registry.list_models(state.config), as_json,
+         lambda rows: table(rows, ["name", "versions", "latest_version", "aliases"]))
+
+
+@models.command("show")
+@click.argument("ref")
+@json_option
+@pass_state
+def models_show(state, ref, as_json):
+    from . import registry
+
+    emit(registry.show(state.config, ref), True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input", "input_table", required=True, help="Entity table, e.g. entities.NAME.")
+@click.option("--output", "output_table", required=True, help="Predictions table, e.g. predictions.NAME.")
+@click.option("--run-date", help="Partition to (re)write, YYYY-MM-DD (default: today, UTC).")
+@pass_state
+def score(state, model, input_table, output_table, run_date):
+    """Score MODEL[@ALIAS|/VERSION] on the entity rows of --input into --output."""
+    from . import lake, registry, scoring
+
+    scoring.parse_run_date(run_date)
+    lake.table_path(state.config.lake_root, output_table)
+    registry.parse_ref(model)
+    click.echo(json.dumps(scoring.score(state.spark, state.config, model, input_table,
+                                        output_table, run_date)))
+
+
+# --- environment and lineage --------------------------------------------------------------
+
+
+@cli.group()
+def env():
+    """Environment artifacts: capture, show, diff, pack."""
+
+
+@env.command("capture")
+@json_option
+@pass_state
+def env_capture(state, as_json):
+    from . import environment
+
+    captured = environment.capture(state.spark)
+    path = environment.save(captured, state.config.environments_dir)
+    emit({"id": captured["id"], "path": str(path), "python": captured["python"],
+          "spark": captured.get("spark"), "packages": len(captured["packages"])}, as_json,
+         lambda d: click.echo(f"{d['id']}  python {d['python']}  spark {d['spark']}  "
+                              f"{d['packages']} packages  {d['path']}"))
+
+
+def _env_ref(state, ref: str) -> dict:
+    """An environment id, or a model reference whose version records one."""
+    from . import environment, registry
+    from .errors import NotFoundError
+
+    store = state.config.environments_dir
+    try:
+        return environment.load(store, ref)
+    except NotFoundError:
+        if not any(ch in ref for ch in "@/") and not _is_model(state, ref):
+            raise
+    mv = registry.resolve(state.config, ref)
+    return environment.load(store, (mv.tags or {}).get("environment_id", ""))
+
+
+def _is_model(state, name: str) -> bool:
+    return name in state.config.models.models
+
+
+@env.command("show")
+@click.argument("ref", required=False)
+@json_option
+@pass_state
+def env_show(state, ref, as_json):
+    """Show environment REF (an id or a model reference); the running one without REF."""
+    from . import environment
+
+    data = _env_ref(state, ref) if ref else environment.capture()
+    emit(data, as_json, lambda d: click.echo(
+        f"id {d['id']}\npython {d['python']}  spark {d.get('spark', '-')}  "
+        f"java {d.get('java', '-')}  delta {d.get('delta', '-')}\n"
+        + "\n".join(f"  {k}=={v}" for k, v in d["packages"].items())))
+
+
+@env.command("diff")
+@click.argument("ref_a")
+@click.argument("ref_b", required=False)
+@json_option
+@pass_state
+def env_diff(state, ref_a, ref_b, as_json):
+    """Packages added, removed and changed from REF_A to REF_B (default: the running one)."""
+    from . import environment
+
+    a = _env_ref(state, ref_a)
+    b = _env_ref(state, ref_b) if ref_b else environment.capture()
+    emit(environment.diff(a, b), as_json)
+
+
+@env.command("pack")
+@click.option("--output", default=".sparkml/env.tar.gz", show_default=True)
+@pass_state
+def env_pack(state, output):
+    """Pack the project's virtual environment for YARN / standalone executors (venv-pack)."""
+    import venv_pack
+
+    target = state.config.path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    venv_pack.pack(prefix=sys.prefix, output=str(target), force=True)
+    click.echo(json.dumps({"archive": str(target), "python": sys.version.split()[0]}))
+
+
+@cli.command()
+@click.argument("ref")
+@json_option
+@pass_state
+def lineage(state, ref, as_json):
+    """What REF (feature table, trainset[@v], model[@alias|/v]) came from and fed."""
+    from .lineage import lineage as find
+
+    emit(find(state.config, ref), True)
+
+
+# --- pipelines ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("pipeline")
+@pass_state
+def run(state, pipeline):
+    """Run the steps PIPELINE declares in pipelines.yml, then print a summary."""
+    from . import summary
+    from .pipeline import run as run_pipeline
+
+    state.config.pipeline(pipeline)
+    report = run_pipeline(state.spark, state.config, pipeline, echo=click.echo)
+    click.echo(summary.render(state.spark, state.config, report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="sparkml", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return 2  # bad usage
+    except SparkmlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - any other failure is a failed job, exit 1
+        if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
+            raise
+        click.echo(f"error: job failed: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

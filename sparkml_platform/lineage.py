@@ -1,0 +1,85 @@
+"""`sparkml lineage REF`: what an artifact was made from, and what was made from it."""
+
+from __future__ import annotations
+
+import json
+
+from . import catalog, lake, registry, training_sets
+from .config import Config
+from .errors import NotFoundError
+
+
+def lineage(config: Config, ref: str) -> dict:
+    name = ref.split("@")[0].split("/")[0]
+    for zone in ("features.", "trainsets."):
+        if name.startswith(zone):
+            name = name[len(zone):]
+            ref = ref[len(zone):]
+    if name in config.features.feature_tables:
+        return feature_table(config, name)
+    if name in config.training_sets.training_sets:
+        return trainset(config, ref)
+    try:
+        return model(config, ref)
+    except NotFoundError:
+        raise NotFoundError(f"{ref!r} is neither a feature table, a training set nor a registered "
+                            "model (see: sparkml features list, trainset list, models list)") from None
+
+
+def feature_table(config: Config, name: str) -> dict:
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    commits = lake.commits(path) if lake.exists(path) else []
+    latest = (commits[-1]["metadata"] or {}) if commits else {}
+    return {
+        "kind": "feature_table",
+        "ref": f"features.{name}",
+        "version": commits[-1]["version"] if commits else None,
+        "upstream": latest.get("sources", dict(config.feature_table(name).sources.items())),
+        "definition_hash": latest.get("definition_hash"),
+        "code": latest.get("code"),
+        "downstream": catalog.used_by(config, name),
+    }
+
+
+def trainset(config: Config, ref: str) -> dict:
+    man = training_sets.manifest(config, ref)
+    upstream = {man["label_source"]["table"]: man["label_source"]["version"]}
+    upstream.update({f"features.{lk['table']}": lk["version"] for lk in man["lookups"]})
+    return {
+        "kind": "training_set",
+        "ref": f"{man['name']}@{man['version']}",
+        "digest": man["digest"],
+        "upstream": upstream,
+        "code": man["code"],
+        "downstream": _models_trained_on(config, man["name"], man["version"]),
+    }
+
+
+def model(config: Config, ref: str) -> dict:
+    mv = registry.resolve(config, ref)
+    tags = dict(mv.tags or {})
+    return {
+        "kind": "model_version",
+        "ref": f"{mv.name}/{mv.version}",
+        "run_id": mv.run_id,
+        "upstream": {
+            "training_set": f"{tags.get('training_set')}@{tags.get('training_set_version')}",
+            "training_set_digest": tags.get("training_set_digest"),
+            "feature_tables": json.loads(tags.get("feature_tables", "{}")),
+            "environment_id": tags.get("environment_id"),
+            "code": json.loads(tags.get("code_version", "null")),
+        },
+    }
+
+
+def _models_trained_on(config: Config, name: str, version: int) -> list[str]:
+    from . import tracking
+
+    client = tracking.client(config)
+    found = []
+    for rm in client.search_registered_models():
+        for mv in client.search_model_versions(f"name = '{rm.name}'"):
+            tags = mv.tags or {}
+            if tags.get("training_set") == name and tags.get("training_set_version") == str(version):
+                found.append(f"{mv.name}/{mv.version}")
+    return sorted(found)

@@ -1,0 +1,53 @@
+"""`sparkml run PIPELINE`: the ordered steps a pipeline declares in pipelines.yml."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from . import features, scoring, sources, training, training_sets
+from .config import Config
+
+
+def run(spark, config: Config, name: str, echo: Callable[[str], None] = print) -> dict:
+    pipeline = config.pipeline(name)
+    report: dict = {"pipeline": name, "steps": []}
+    for i, step in enumerate(pipeline.steps, 1):
+        kind, arg = step.kind()
+        started = time.monotonic()
+        echo(f"[{i}/{len(pipeline.steps)}] {kind} {_describe(arg)}")
+        outputs = _run_step(spark, config, kind, arg)
+        seconds = round(time.monotonic() - started, 1)
+        report["steps"].append({"step": kind, "outputs": outputs, "seconds": seconds})
+        for out in outputs:
+            echo("    " + _one_line(out))
+    return report
+
+
+def _run_step(spark, config: Config, kind: str, arg) -> list[dict]:
+    if kind == "load_sources":
+        return [sources.load_source(spark, config, n) for n in arg]
+    if kind == "build_entities":
+        return [sources.build_entity_table(spark, config, n) for n in arg]
+    if kind == "build_features":
+        return [features.build(spark, config, n) for n in arg]
+    if kind == "build_trainset":
+        man = training_sets.build(spark, config, arg)
+        return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],
+                 "digest": man["digest"]}]
+    if kind == "train":
+        return [training.train(spark, config, arg)]
+    if kind == "score":
+        return [scoring.score(spark, config, arg.model, arg.input, arg.output, arg.run_date)]
+    raise AssertionError(kind)
+
+
+def _describe(arg) -> str:
+    if hasattr(arg, "model_dump"):
+        return " ".join(f"{k}={v}" for k, v in arg.model_dump().items() if v is not None)
+    return ", ".join(arg) if isinstance(arg, list) else str(arg)
+
+
+def _one_line(out: dict) -> str:
+    keys = ("table", "output", "model", "version", "rows", "metrics", "aliases", "predicted_positive")
+    return "  ".join(f"{k}={out[k]}" for k in keys if k in out)

@@ -1,0 +1,118 @@
+"""The MLflow model registry: versions with aliases (`challenger`, `champion`), never stages."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from . import tracking
+from .config import Config
+from .errors import ConfigError, NotFoundError
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
+    match = REF.match(ref)
+    if not match:
+        raise ConfigError(f"{ref!r} is not a model reference: use MODEL, MODEL@ALIAS or MODEL/VERSION")
+    return match.group("name"), match.group("alias"), match.group("version")
+
+
+def record_version(config: Config, name: str, version: str, run_id: str, manifest: dict,
+                   env: dict, metrics: dict, verdict: dict) -> dict:
+    """Tag the version with what it was made from, and set its aliases."""
+    client = tracking.client(config)
+    tags = {
+        "training_set": manifest["name"],
+        "training_set_version": str(manifest["version"]),
+        "training_set_digest": manifest["digest"],
+        "feature_tables": json.dumps({lk["table"]: lk["version"] for lk in manifest["lookups"]}),
+        "code_version": json.dumps(manifest["code"]),
+        "environment_id": env["id"],
+        "python": env["python"],
+        "gate": "passed" if verdict["passed"] else "failed",
+        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        "train_rows": str(manifest["rows"].get("train", 0)),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    aliases = [CHALLENGER]
+    if verdict["passed"]:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        aliases.append(CHAMPION)
+    return {"aliases": aliases}
+
+
+def resolve(config: Config, ref: str):
+    """MODEL (newest version), MODEL@ALIAS or MODEL/VERSION -> an MLflow ModelVersion."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_ref(ref)
+    client = tracking.client(config)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise NotFoundError(f"no registered model named {name!r} in {config.tracking_uri}") from None
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        if version:
+            return client.get_model_version(name, version)
+    except MlflowException:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        known = _aliases(client, name)
+        raise NotFoundError(f"model {name} has no {what} (aliases: {known or 'none'})") from None
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise NotFoundError(f"model {name} has no versions")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def _aliases(client, name: str) -> str:
+    model = client.get_registered_model(name)
+    return ", ".join(f"{a}->{v}" for a, v in sorted((model.aliases or {}).items()))
+
+
+def list_models(config: Config) -> list[dict]:
+    client = tracking.client(config)
+    out = []
+    for model in client.search_registered_models():
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        out.append({
+            "name": model.name,
+            "description": model.description or "",
+            "versions": len(versions),
+            "latest_version": max((int(v.version) for v in versions), default=None),
+            "aliases": dict(model.aliases or {}),
+        })
+    return sorted(out, key=lambda m: m["name"])
+
+
+def show(config: Config, ref: str) -> dict:
+    client = tracking.client(config)
+    mv = resolve(config, ref)
+    run = client.get_run(mv.run_id)
+    model = client.get_registered_model(mv.name)
+    return {
+        "name": mv.name,
+        "version": mv.version,
+        "aliases": [a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version)],
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "created": mv.creation_timestamp,
+        "tags": dict(mv.tags or {}),
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+    }
+
+
+def load_feature_spec(config: Config, run_id: str) -> dict:
+    import mlflow
+
+    tracking.configure(config)
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="feature_spec.json")
+    with open(path) as handle:
+        return json.load(handle)

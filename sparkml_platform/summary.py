@@ -1,0 +1,39 @@
+"""The short summary printed at the end of `sparkml run`."""
+
+from __future__ import annotations
+
+from . import lake, tracking
+from .config import Config
+
+
+def table_rows(spark, config: Config) -> dict[str, int]:
+    rows = {}
+    for zone in ("raw", "entities", "features", "predictions"):
+        zone_dir = config.lake_root / zone
+        for path in sorted(zone_dir.iterdir()) if zone_dir.is_dir() else []:
+            if lake.exists(path):
+                rows[f"{zone}.{path.name}"] = lake.read(spark, path).count()
+    return rows
+
+
+def render(spark, config: Config, report: dict) -> str:
+    lines = ["", f"== {report['pipeline']}: summary", "rows per table:"]
+    for ref, n in table_rows(spark, config).items():
+        lines.append(f"  {ref:<40} {n:>10,}")
+    for step in report["steps"]:
+        for out in step["outputs"]:
+            if step["step"] == "build_trainset":
+                lines.append(f"training set {out['table']} version {out['version']}: "
+                             + ", ".join(f"{k} {v:,}" for k, v in out["rows"].items()))
+            if step["step"] == "train":
+                m = out["metrics"]
+                lines.append(f"model {out['model']} version {out['version']} "
+                             f"(aliases: {', '.join(out['aliases'])}): ROC AUC {m['roc_auc']:.4f} "
+                             f"on the held-out test split ({int(m['test_rows']):,} rows)")
+            if step["step"] == "score":
+                lines.append(f"scored {out['rows']:,} rows into {out['output']} (run date "
+                             f"{out['run_date']}): {out['predicted_positive']:,} predicted positive")
+    lines.append(f"lake root: {config.lake_root}")
+    lines.append(f"MLflow: {config.tracking_uri}")
+    lines.append(f"open the MLflow UI: {tracking.ui_command(config)}")
+    return "\n".join(lines)

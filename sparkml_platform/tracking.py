@@ -1,0 +1,49 @@
+"""MLflow set-up: the one place that points MLflow at the configured tracking server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+
+def configure(config: Config) -> str:
+    """Point MLflow (tracking and registry) at the configured URI; returns the experiment id."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    uri = config.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = config.platform.mlflow.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        # A remote server keeps its own artifact store; a local store gets the configured root.
+        location = None if uri.startswith("http") else f"{config.artifact_root}/{name}"
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def client(config: Config):
+    from mlflow import MlflowClient
+
+    configure(config)
+    return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+
+def ui_command(config: Config) -> str:
+    """How to open the MLflow UI on what the platform wrote."""
+    uri = config.tracking_uri
+    if uri.startswith("http"):
+        return f"open {uri}"
+    return (f".venv/bin/mlflow ui --backend-store-uri {uri} "
+            f"--default-artifact-root {config.artifact_root} --host 127.0.0.1 --port 5000")
