@@ -43,12 +43,19 @@ def get_spark(config: Config):
     from pyspark.sql import SparkSession
 
     settings = config.platform.spark
-    jars = [str(p) for p in check(config.jars_dir)]
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # the JVM was started by spark-submit
+    # spark-submit.sh ships the Delta jars with --jars; otherwise they come from the cache.
+    jars = [] if submitted else [str(p) for p in check(config.jars_dir)]
     conf = spark_conf(settings, jars)
+    if submitted:
+        for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
+            conf.pop(key)
     if settings.master.startswith("local"):
         # Python workers must run the interpreter that has the project's packages.
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # Local mode serves nothing to other machines: bind the driver to loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -56,8 +63,8 @@ def get_spark(config: Config):
         return active
 
     builder = SparkSession.builder.appName(settings.app_name)
-    # Under spark-submit (the JVM gateway already runs) the master comes from its command line.
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+    # Under spark-submit the master comes from its command line.
+    if not submitted:
         builder = builder.master(settings.master)
     for key, value in conf.items():
         builder = builder.config(key, value)

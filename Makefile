@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up first;
+# a second run of the set-up is a no-op.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+JARS_DIR := .sparkml/jars
+
+.PHONY: setup jars demo test test-fast clean-lake clean
+
+setup: $(INSTALLED) jars
+
+# Reinstall only when the dependency pins change.
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(INSTALLED)
+
+# The Delta jars from Maven Central into the project's cache (a no-op when it is whole).
+jars: $(INSTALLED)
+	@$(PY) -m sparkml_platform.delta_jars fetch $(JARS_DIR) >/dev/null && echo "Delta jars: $(JARS_DIR)"
+
+demo: setup
+	$(VENV)/bin/sparkml run flights
+
+test: setup
+	$(VENV)/bin/pytest -q -ra
+
+# Unit tests only (no end-to-end pipeline, no servers).
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+clean-lake:
+	rm -rf .sparkml/lake .sparkml/staging .sparkml/mlflow.db .sparkml/mlartifacts .sparkml/environments
+
+clean: clean-lake
+	rm -rf $(VENV) .sparkml

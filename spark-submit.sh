@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Run a job under jobs/ with spark-submit, shipping the package, the configuration and the
+# Delta jars. Masters: local[*] (default), spark://HOST:PORT (standalone), yarn.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${SPARKML_VENV:-$ROOT/.venv}"
+
+usage() {
+  cat >&2 <<EOF
+usage: spark-submit.sh [--master MASTER] [--deploy-mode client|cluster] [--conf-dir DIR]
+                       [--env NAME] [--archives ENV.tar.gz] [--spark-conf KEY=VALUE]...
+                       JOB [JOB ARGS...]
+
+  MASTER   local[N] or local[*] (default), spark://HOST:PORT, or yarn
+  JOB      one of: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')
+  --archives  a packed environment (sparkml env pack) for the executors, used as
+              ./environment/bin/python on YARN and standalone
+
+examples:
+  ./spark-submit.sh features_build origin_weather_hourly --start 2013-01-01 --end 2013-01-31
+  ./spark-submit.sh --master spark://127.0.0.1:7077 score flight_delay_gbt@champion \\
+      --input entities.flights_to_score --output predictions.flight_delays --run-date 2013-12-31
+  ./spark-submit.sh --master yarn --deploy-mode cluster --archives .sparkml/env.tar.gz run_pipeline flights
+EOF
+  exit 2
+}
+
+MASTER="local[*]"
+DEPLOY_MODE="client"
+CONF_DIR="${SPARKML_CONF:-$ROOT/conf}"
+ENV_NAME="${SPARKML_ENV:-}"
+ARCHIVE=""
+EXTRA_CONF=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --master) [[ $# -ge 2 ]] || usage; MASTER="$2"; shift 2 ;;
+    --deploy-mode) [[ $# -ge 2 ]] || usage; DEPLOY_MODE="$2"; shift 2 ;;
+    --conf-dir) [[ $# -ge 2 ]] || usage; CONF_DIR="$2"; shift 2 ;;
+    --env) [[ $# -ge 2 ]] || usage; ENV_NAME="$2"; shift 2 ;;
+    --archives) [[ $# -ge 2 ]] || usage; ARCHIVE="$2"; shift 2 ;;
+    --spark-conf) [[ $# -ge 2 ]] || usage; EXTRA_CONF+=(--conf "$2"); shift 2 ;;
+    -h|--help) usage ;;
+    --*) echo "spark-submit.sh: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+[[ $# -ge 1 ]] || { echo "spark-submit.sh: no JOB given" >&2; usage; }
+JOB="$1"; shift
+JOB_FILE="$ROOT/jobs/${JOB%.py}.py"
+[[ -f "$JOB_FILE" ]] || { echo "spark-submit.sh: no job named '$JOB' under jobs/" >&2; usage; }
+
+case "$MASTER" in
+  local|local\[*\]) ;;
+  spark://*:*) ;;
+  yarn) ;;
+  *) echo "spark-submit.sh: unknown master '$MASTER' (local[*], spark://HOST:PORT or yarn)" >&2; usage ;;
+esac
+case "$DEPLOY_MODE" in
+  client|cluster) ;;
+  *) echo "spark-submit.sh: --deploy-mode must be client or cluster, not '$DEPLOY_MODE'" >&2; usage ;;
+esac
+if [[ "$DEPLOY_MODE" == cluster && "$MASTER" != yarn ]]; then
+  echo "spark-submit.sh: --deploy-mode cluster is supported on yarn only (Python jobs)" >&2; usage
+fi
+[[ -d "$CONF_DIR/base" ]] || { echo "spark-submit.sh: no configuration at $CONF_DIR/base" >&2; exit 2; }
+
+PY="$VENV/bin/python"
+[[ -x "$PY" ]] || { echo "spark-submit.sh: $PY not found: run 'make setup' first" >&2; exit 2; }
+SUBMIT="$VENV/bin/spark-submit"
+
+# The Delta jars, checked (and located) by the same code the sessions use.
+JARS_DIR="$("$PY" - "$CONF_DIR" "$ENV_NAME" <<'EOF'
+import sys
+from sparkml_platform.config import load_config
+from sparkml_platform.errors import SparkmlError
+try:
+    print(load_config(sys.argv[1], sys.argv[2] or None).jars_dir)
+except SparkmlError as exc:
+    print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
+EOF
+)"
+JARS="$("$PY" -m sparkml_platform.delta_jars check "$JARS_DIR" | paste -sd, -)"
+
+# The package, zipped for the executors (and the driver in cluster mode).
+STAGE="$ROOT/.sparkml/submit"
+mkdir -p "$STAGE"
+(cd "$ROOT" && rm -f "$STAGE/sparkml_platform.zip" && \
+  "$PY" -c "import shutil; shutil.make_archive('$STAGE/sparkml_platform', 'zip', '.', 'sparkml_platform')")
+(cd "$CONF_DIR" && rm -f "$STAGE/conf.zip" && "$PY" -c "import shutil; shutil.make_archive('$STAGE/conf', 'zip', '.')")
+
+ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
+      --jars "$JARS" --py-files "$STAGE/sparkml_platform.zip"
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+      --conf spark.sql.session.timeZone=UTC
+      --conf spark.ui.showConsoleProgress=false
+      --conf "spark.driver.extraJavaOptions=-Dlog4j.configurationFile=file:$ROOT/log4j2.properties")
+ARCHIVES=()
+if [[ -n "$ARCHIVE" ]]; then
+  # A packed environment: executors (and a cluster-mode driver) run its Python.
+  ARCHIVES+=("$ARCHIVE#environment")
+  ARGS+=(--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
+         --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
+else
+  # Same machine (local, or a standalone cluster on it): the project's own interpreter.
+  export PYSPARK_PYTHON="$PY"
+fi
+if [[ "$MASTER" != yarn ]]; then
+  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"  # stay on loopback unless told otherwise
+fi
+if [[ "$DEPLOY_MODE" == cluster ]]; then
+  ARCHIVES+=("$STAGE/conf.zip#conf")
+  ARGS+=(--conf spark.yarn.appMasterEnv.SPARKML_CONF=conf)
+  [[ -n "$ENV_NAME" ]] && ARGS+=(--conf "spark.yarn.appMasterEnv.SPARKML_ENV=$ENV_NAME")
+else
+  export SPARKML_CONF="$CONF_DIR"
+  [[ -n "$ENV_NAME" ]] && export SPARKML_ENV="$ENV_NAME"
+fi
+export PYSPARK_DRIVER_PYTHON="$PY"
+if [[ ${#ARCHIVES[@]} -gt 0 ]]; then
+  ARGS+=(--archives "$(IFS=,; echo "${ARCHIVES[*]}")")
+fi
+
+exec "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@"
