@@ -1,0 +1,84 @@
+"""Shared fixtures: one SparkSession for the whole run (Delta on, UI off, UTC, few partitions),
+and throw-away projects (conf + lake + MLflow) under a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+JARS_DIR = REPO / ".sparkml" / "jars"
+SLICE = {  # a small slice of the reference data for end-to-end runs: 2 days a month
+    "sources.yml": {"sources": {
+        "flights": {"filter": "day IN (5, 20)"},
+        "weather": {"filter": "day IN (4, 5, 19, 20)"},
+    }},
+    "models.yml": {"models": {"flight_delay_gbt": {"estimator": {
+        "type": "gbt_classifier", "params": {"maxIter": 10, "maxDepth": 4, "seed": 7}}}}},
+    "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
+}
+
+
+def make_project(root: Path, overlay: dict | None = None, env: str = "test") -> Path:
+    """A copy of conf/base under `root`, plus an overlay conf/ENV/ from `overlay`."""
+    conf = root / "conf"
+    shutil.copytree(REPO / "conf" / "base", conf / "base")
+    (conf / env).mkdir()
+    for filename, data in (overlay or {}).items():
+        (conf / env / filename).write_text(yaml.safe_dump(data))
+    return conf
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKML_")}
+    env.update({"SPARKML_JARS_DIR": str(JARS_DIR), "PYSPARK_PYTHON": sys.executable}, **extra)
+    return env
+
+
+def run_cli(conf: Path, *args: str, env: str | None = "test", timeout: int = 900,
+            **extra_env: str) -> subprocess.CompletedProcess:
+    """`sparkml --conf CONF --env ENV ARGS...` in a subprocess (its own JVM), as a user runs it."""
+    cmd = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf)]
+    if env:
+        cmd += ["--env", env]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(**extra_env), cwd=conf.parent)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    """A project for in-process tests: its conf dir (lake and MLflow beside it)."""
+    return make_project(tmp_path_factory.mktemp("project"), {
+        "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2,
+                                   "driver_memory": "2g", "master": "local[2]"}},
+    })
+
+
+@pytest.fixture(scope="session")
+def config(project):
+    from sparkml_platform.config import load_config
+
+    return load_config(project, "test")
+
+
+@pytest.fixture(scope="session")
+def spark(config):
+    """The one session of the test run; tests never stop it."""
+    from sparkml_platform.session import get_spark
+
+    return get_spark(config)
+
+
+@pytest.fixture(scope="session")
+def flights_project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The reference pipeline run once end to end through the CLI on a slice of the data."""
+    conf = make_project(tmp_path_factory.mktemp("flights"), SLICE)
+    result = run_cli(conf, "run", "flights")
+    assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-2000:]
+    return conf, result

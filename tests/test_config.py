@@ -1,0 +1,155 @@
+"""Configuration: typed, overlays, environment overrides, and errors that name file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_project
+from sparkml_platform.cli import main
+from sparkml_platform.config import load_config, parse_duration
+from sparkml_platform.errors import ConfigError
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_base_configuration_loads_with_embedded_defaults(tmp_path):
+    conf = make_project(tmp_path)
+    config = load_config(conf)
+    assert config.lake_root == tmp_path / ".sparkml" / "lake"
+    assert config.tracking_uri == f"sqlite:///{tmp_path}/.sparkml/mlflow.db"
+    assert config.artifact_root == (tmp_path / ".sparkml" / "mlartifacts").as_uri()
+    assert "origin_weather_hourly" in config.features.feature_tables
+    assert config.pipeline("flights").steps[0].kind()[0] == "load_sources"
+
+
+def test_env_overlay_merges_over_base(tmp_path):
+    conf = make_project(tmp_path, {"platform.yml": {"spark": {"shuffle_partitions": 3}}}, env="dev")
+    config = load_config(conf, "dev")
+    assert config.platform.spark.shuffle_partitions == 3
+    assert config.platform.spark.master == "local[*]"  # untouched keys keep the base value
+
+
+def test_sparkml_variables_override_yaml(tmp_path, monkeypatch):
+    conf = make_project(tmp_path)
+    monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.setenv("SPARKML_LAKE_ROOT", str(tmp_path / "elsewhere"))
+    config = load_config(conf)
+    assert config.tracking_uri == "http://127.0.0.1:5999"
+    assert config.lake_root == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("filename, data, key", [
+    ("platform.yml", {"spark": {"shuffle_partitons": 4}}, "spark.shuffle_partitons"),
+    ("sources.yml", {"sources": {"flights": {"paht": "x"}}}, "sources.flights.paht"),
+    ("features.yml", {"feature_tables": {"plane_attributes": {"ownr": "me"}}},
+     "feature_tables.plane_attributes.ownr"),
+    ("training_sets.yml", {"training_sets": {"flight_delays": {"lable": {}}}},
+     "training_sets.flight_delays.lable"),
+    ("models.yml", {"models": {"flight_delay_gbt": {"treshold": 1}}}, "models.flight_delay_gbt.treshold"),
+    ("pipelines.yml", {"pipelines": {"flights": {"stpes": []}}}, "pipelines.flights.stpes"),
+])
+def test_unknown_key_names_file_and_key(tmp_path, filename, data, key):
+    conf = make_project(tmp_path, {filename: data}, env="dev")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, "dev")
+    message = str(err.value)
+    assert str(conf / "dev" / filename) in message
+    assert f"{key}: unknown key" in message
+
+
+@pytest.mark.parametrize("filename, data, key", [
+    ("platform.yml", {"spark": {"shuffle_partitions": "many"}}, "spark.shuffle_partitions"),
+    ("features.yml", {"feature_tables": {"plane_attributes": {"keys": "tailnum"}}},
+     "feature_tables.plane_attributes.keys"),
+    ("features.yml", {"feature_tables": {"plane_attributes": {"lookback": "soon"}}},
+     "feature_tables.plane_attributes.lookback"),
+    ("models.yml", {"models": {"flight_delay_gbt": {"estimator": {"type": "svm"}}}},
+     "models.flight_delay_gbt.estimator.type"),
+])
+def test_wrong_type_names_file_and_key(tmp_path, filename, data, key):
+    conf = make_project(tmp_path, {filename: data}, env="dev")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, "dev")
+    assert str(conf / "dev" / filename) in str(err.value)
+    assert key in str(err.value)
+
+
+def test_error_in_base_file_names_the_base_file(tmp_path):
+    conf = make_project(tmp_path)
+    text = (conf / "base" / "models.yml").read_text().replace("training_set:", "trainingset:")
+    (conf / "base" / "models.yml").write_text(text)
+    with pytest.raises(ConfigError, match=r"base/models.yml: models.flight_delay_gbt.trainingset: unknown key"):
+        load_config(conf)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    conf = make_project(tmp_path)
+    (conf / "base" / "features.yml").write_text("feature_tables: [unclosed\n")
+    with pytest.raises(ConfigError, match="features.yml: not valid YAML"):
+        load_config(conf)
+
+
+def test_cli_exits_2_on_bad_config_and_writes_nothing(tmp_path, capsys):
+    conf = make_project(tmp_path, {"features.yml": {"feature_tables": {"plane_attributes": {"x": 1}}}})
+    code = main(["--conf", str(conf), "--env", "test", "features", "build", "plane_attributes"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "features.yml: feature_tables.plane_attributes.x: unknown key" in err
+    assert not (tmp_path / ".sparkml").exists()
+
+
+def test_cli_exits_2_on_missing_conf_directory(tmp_path, capsys):
+    code = main(["--conf", str(tmp_path / "nowhere"), "features", "list"])
+    assert code == 2
+    assert f"configuration directory {tmp_path / 'nowhere' / 'base'} not found" in capsys.readouterr().err
+
+
+def test_cli_exits_2_on_missing_overlay(tmp_path, capsys):
+    conf = make_project(tmp_path)
+    assert main(["--conf", str(conf), "--env", "prod", "features", "list"]) == 2
+    assert "overlay directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["features", "show", "no_such_table"], "no feature table named 'no_such_table'"),
+    (["features", "build", "no_such_table"], "no feature table named 'no_such_table'"),
+    (["train", "no_such_model"], "no model named 'no_such_model'"),
+    (["trainset", "build", "no_such_set"], "no training set named 'no_such_set'"),
+    (["run", "no_such_pipeline"], "no pipeline named 'no_such_pipeline'"),
+    (["features", "build", "plane_attributes", "--start", "2013-02-01", "--end", "2013-01-01"],
+     "--end 2013-01-01 is before --start 2013-02-01"),
+    (["features", "build", "plane_attributes", "--start", "2013-02-01"], "--start and --end go together"),
+])
+def test_cli_names_what_was_not_found_and_writes_nothing(tmp_path, capsys, args, message):
+    conf = make_project(tmp_path)
+    assert main(["--conf", str(conf), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / ".sparkml").exists()
+
+
+def test_durations():
+    assert parse_duration("90m") == 5400
+    assert parse_duration("3h") == 10800
+    assert parse_duration("7d") == 604800
+    with pytest.raises(ValueError):
+        parse_duration("3 weeks")
+
+
+def test_help_imports_no_heavy_library():
+    """`sparkml --help` stays fast because the CLI module imports neither Spark nor MLflow
+    (its latency is measured in benchmarks/cli_help.py)."""
+    exe = str(Path(sys.executable).parent / "sparkml")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "features" in result.stdout
+    probe = subprocess.run([sys.executable, "-c", "import sys, sparkml_platform.cli; "
+                            "print(sorted(m for m in ('pyspark', 'mlflow') if m in sys.modules))"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "[]"
