@@ -21,6 +21,7 @@ def run(spark, config: Config, name: str, echo: Callable[[str], None] = print) -
         report["steps"].append({"step": kind, "outputs": outputs, "seconds": seconds})
         for out in outputs:
             echo("    " + _one_line(out))
+        echo(f"    ({seconds}s)")
     return report
 
 

@@ -98,7 +98,7 @@ def show(config: Config, ref: str) -> dict:
     model = client.get_registered_model(mv.name)
     return {
         "name": mv.name,
-        "version": mv.version,
+        "version": str(mv.version),
         "aliases": [a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version)],
         "run_id": mv.run_id,
         "source": mv.source,

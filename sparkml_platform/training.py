@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import environment, registry, tracking, training_sets
@@ -127,7 +128,10 @@ def train(spark, config: Config, model_name: str) -> dict:
 
         sample = train_df.drop(LABEL).limit(50).toPandas()
         prediction = fitted.transform(train_df.limit(50)).select("prediction").toPandas()
-        signature = infer_signature(sample, prediction)
+        with warnings.catch_warnings():
+            # Integer columns draw a hint about missing values; Spark scoring does not enforce it.
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(sample, prediction)
         feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
         feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
                                         "digest": manifest["digest"]}

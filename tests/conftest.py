@@ -19,8 +19,9 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: 2 days a m
         "flights": {"filter": "day IN (5, 20)"},
         "weather": {"filter": "day IN (4, 5, 19, 20)"},
     }},
-    "models.yml": {"models": {"flight_delay_gbt": {"estimator": {
-        "type": "gbt_classifier", "params": {"maxIter": 10, "maxDepth": 4, "seed": 7}}}}},
+    "models.yml": {"models": {"flight_delay_gbt": {
+        "estimator": {"type": "gbt_classifier", "params": {"maxIter": 10, "maxDepth": 4, "seed": 7}},
+        "thresholds": {"roc_auc": 0.55}}}},
     "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
 }
 

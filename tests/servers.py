@@ -1,0 +1,106 @@
+"""Real servers for tests, on 127.0.0.1 only: a Spark standalone master and worker, and an
+`mlflow server`. Each is started by a fixture and stopped after."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, what: str, timeout: float = 120.0, procs=()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def _http_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _stop(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def spark_standalone(workdir: Path, cores: int = 2, memory: str = "3g"):
+    """A master and one worker from the pyspark wheel; yields the master URL."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": LOOPBACK,
+           "SPARK_LOG_DIR": str(workdir / "logs"), "PYSPARK_PYTHON": sys.executable}
+    port, ui, worker_ui = free_port(), free_port(), free_port()
+    spark_class = [str(home / "bin" / "spark-class")]
+    logs = open(workdir / "standalone.log", "w")
+    master = subprocess.Popen(
+        [*spark_class, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK,
+         "--port", str(port), "--webui-port", str(ui)], env=env, stdout=logs, stderr=logs)
+    procs = [master]
+    try:
+        wait_for(lambda: _http_json(f"http://{LOOPBACK}:{ui}/json/")["status"] == "ALIVE",
+                 "spark master", procs=procs)
+        worker = subprocess.Popen(
+            [*spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://{LOOPBACK}:{port}",
+             "--host", LOOPBACK, "--cores", str(cores), "--memory", memory,
+             "--webui-port", str(worker_ui), "--work-dir", str(workdir / "work")],
+            env=env, stdout=logs, stderr=logs)
+        procs.append(worker)
+        wait_for(lambda: _http_json(f"http://{LOOPBACK}:{ui}/json/")["aliveworkers"] >= 1,
+                 "spark worker", procs=procs)
+        yield f"spark://{LOOPBACK}:{port}"
+    finally:
+        _stop(procs)
+        logs.close()
+
+
+@contextmanager
+def mlflow_server(workdir: Path):
+    """`mlflow server` with a SQLite store and served artifacts; yields its URI."""
+    port = free_port()
+    logs = open(workdir / "mlflow-server.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server",
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "server-artifacts"),
+         "--host", LOOPBACK, "--port", str(port), "--workers", "1"],
+        stdout=logs, stderr=logs, cwd=workdir)
+    uri = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200,
+                 "mlflow server", procs=[proc])
+        yield uri
+    finally:
+        _stop([proc])
+        logs.close()

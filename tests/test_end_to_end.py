@@ -1,0 +1,119 @@
+"""`sparkml run flights` end to end through the CLI on a slice of the reference data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import JARS_DIR, run_cli
+from sparkml_platform.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def count(spark, path) -> int:
+    return spark.read.format("delta").load(str(path)).count()
+
+
+def lake_counts(spark, lake_root) -> dict[str, int]:
+    counts = {}
+    for zone in ("raw", "entities", "features", "predictions"):
+        for path in sorted((lake_root / zone).iterdir()):
+            counts[f"{zone}.{path.name}"] = count(spark, path)
+    return counts
+
+
+def test_pipeline_leaves_tables_a_model_and_predictions(spark, flights_project):
+    conf, result = flights_project
+    lake_root = conf.parent / ".sparkml" / "lake"
+    counts = lake_counts(spark, lake_root)
+    assert {"raw.flights", "raw.weather", "raw.planes", "entities.flights",
+            "entities.flights_to_score", "features.origin_weather_hourly",
+            "features.plane_attributes", "features.carrier_delay_stats",
+            "features.route_delay_stats", "predictions.flight_delays"} <= set(counts)
+    assert all(n > 0 for n in counts.values()), counts
+    # every flight to score got exactly one prediction, with model name, version and run id
+    preds = spark.read.format("delta").load(str(lake_root / "predictions" / "flight_delays"))
+    assert preds.count() == counts["entities.flights_to_score"]
+    assert preds.select("flight_id").distinct().count() == preds.count()
+    row = preds.select("model_name", "model_version", "run_id", "run_date").distinct().collect()
+    assert len(row) == 1 and row[0].model_name == "flight_delay_gbt" and row[0].model_version == 1
+    assert str(row[0].run_date) == "2013-12-31"
+    assert preds.where("sched_dep_ts < '2013-10-01'").count() == 0
+    # the summary names the AUC, the model version and how to open the UI
+    assert "ROC AUC" in result.stdout and "flight_delay_gbt version 1" in result.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+
+
+def test_training_set_is_point_in_time_and_versioned(flights_project):
+    conf, _ = flights_project
+    result = run_cli(conf, "trainset", "show", "flight_delays@1")
+    assert result.returncode == 0, result.stderr
+    man = json.loads(result.stdout)
+    assert man["rows"]["train"] > 0 and man["rows"]["test"] > 0
+    assert {lk["table"] for lk in man["lookups"]} == {
+        "origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"}
+    assert man["label_source"]["table"] == "entities.flights"
+
+
+def test_model_version_records_its_inputs(flights_project):
+    conf, _ = flights_project
+    result = run_cli(conf, "models", "show", "flight_delay_gbt@champion", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["version"] == "1" and set(shown["aliases"]) == {"champion", "challenger"}
+    tags = shown["tags"]
+    assert tags["training_set"] == "flight_delays" and tags["training_set_version"] == "1"
+    assert json.loads(tags["feature_tables"])["route_delay_stats"] >= 0
+    assert float(shown["metrics"]["roc_auc"]) > 0.55
+    lineage = json.loads(run_cli(conf, "lineage", "flight_delay_gbt@champion").stdout)
+    assert lineage["upstream"]["training_set"] == "flight_delays@1"
+    lineage = json.loads(run_cli(conf, "lineage", "route_delay_stats").stdout)
+    assert lineage["upstream"] == {"raw.flights": 0} and "flight_delays@1" in lineage["downstream"]
+
+
+def test_second_run_duplicates_no_rows(spark, flights_project):
+    conf, _ = flights_project
+    lake_root = conf.parent / ".sparkml" / "lake"
+    before = lake_counts(spark, lake_root)
+    result = run_cli(conf, "run", "flights")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert lake_counts(spark, lake_root) == before
+    assert "flight_delay_gbt version 2" in result.stdout  # a new version, trained again
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "flight_delay_gbt@nosuchalias", "--input", "entities.flights_to_score",
+      "--output", "predictions.flight_delays"], "model flight_delay_gbt has no alias 'nosuchalias'"),
+    (["score", "no_such_model", "--input", "entities.flights_to_score",
+      "--output", "predictions.flight_delays"], "no registered model named 'no_such_model'"),
+    (["score", "flight_delay_gbt@champion", "--input", "entities.flights_to_score",
+      "--output", "../outside"], "is not a lake table name"),
+    (["score", "flight_delay_gbt@champion", "--input", "raw.weather",
+      "--output", "predictions.flight_delays"], "input table raw.weather lacks column flight_id"),
+    (["score", "flight_delay_gbt@champion", "--input", "entities.flights_to_score",
+      "--output", "predictions.flight_delays", "--run-date", "yesterday"], "--run-date 'yesterday' is not a date"),
+])
+def test_bad_scoring_input_exits_2_and_leaves_output_unchanged(spark, flights_project, args, message,
+                                                               capsys, monkeypatch):
+    conf, _ = flights_project
+    log = conf.parent / ".sparkml" / "lake" / "predictions" / "flight_delays" / "_delta_log"
+    before = sorted(p.name for p in log.iterdir())
+    monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
+    # In-process (the shared session) to spare a JVM start per case; same code path as the CLI.
+    assert main(["--conf", str(conf), "--env", "test", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in log.iterdir()) == before
+    assert not (conf.parent / "outside").exists()
+
+
+def test_listing_commands_answer_in_json(flights_project):
+    conf, _ = flights_project
+    for args in (["features", "list", "--json"], ["trainset", "list", "--json"],
+                 ["models", "list", "--json"], ["features", "search", "weather", "--json"]):
+        result = run_cli(conf, *args)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout), args
+    hits = json.loads(run_cli(conf, "features", "search", "landed", "--json").stdout)
+    assert {h["name"] for h in hits} == {"carrier_delay_stats", "route_delay_stats"}

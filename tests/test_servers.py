@@ -1,0 +1,64 @@
+"""Jobs on real servers started here on 127.0.0.1: a Spark standalone cluster through
+spark-submit.sh, and training against a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import REPO, cli_env, run_cli
+from servers import mlflow_server, spark_standalone
+
+pytestmark = pytest.mark.slow
+
+
+def submit(conf, *args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test", *args],
+                          capture_output=True, text=True, timeout=900, env=cli_env(**env))
+
+
+def test_jobs_run_on_a_standalone_cluster(spark, flights_project, tmp_path):
+    conf, _ = flights_project
+    lake_root = conf.parent / ".sparkml" / "lake"
+    with spark_standalone(tmp_path) as master:
+        built = submit(conf, "--master", master, "features_build", "route_delay_stats")
+        assert built.returncode == 0, built.stderr[-3000:]
+        scored = submit(conf, "--master", master, "score", "flight_delay_gbt@champion",
+                        "--input", "entities.flights_to_score",
+                        "--output", "predictions.flights_standalone", "--run-date", "2013-12-30")
+        assert scored.returncode == 0, scored.stderr[-3000:]
+    out = json.loads(built.stdout.strip().splitlines()[-1])
+    assert out["table"] == "features.route_delay_stats" and out["rows"] > 0
+    preds = spark.read.format("delta").load(str(lake_root / "predictions" / "flights_standalone"))
+    entities = spark.read.format("delta").load(str(lake_root / "entities" / "flights_to_score"))
+    assert preds.count() == entities.count()
+    assert {r.run_date.isoformat() for r in preds.select("run_date").distinct().collect()} == {"2013-12-30"}
+
+
+def test_spark_submit_refuses_unknown_master_and_job(flights_project):
+    conf, _ = flights_project
+    bad_master = submit(conf, "--master", "mesos://x:5050", "features_build", "plane_attributes")
+    assert bad_master.returncode == 2 and "unknown master 'mesos://x:5050'" in bad_master.stderr
+    bad_job = submit(conf, "no_such_job")
+    assert bad_job.returncode == 2 and "no job named 'no_such_job' under jobs/" in bad_job.stderr
+    assert "usage: spark-submit.sh" in bad_job.stderr
+
+
+def test_training_against_a_real_mlflow_server(flights_project, tmp_path):
+    from mlflow import MlflowClient
+
+    conf, _ = flights_project
+    with mlflow_server(tmp_path) as uri:
+        result = run_cli(conf, "train", "flight_delay_gbt", SPARKML_MLFLOW_TRACKING_URI=uri)
+        assert result.returncode == 0, result.stderr[-3000:]
+        trained = json.loads(result.stdout.strip().splitlines()[-1])
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        champion = client.get_model_version_by_alias("flight_delay_gbt", "champion")
+        assert str(champion.version) == trained["version"] == "1"  # the server's own registry
+        assert champion.tags["training_set"] == "flight_delays"
+        run = client.get_run(champion.run_id)
+        assert run.data.metrics["roc_auc"] == pytest.approx(trained["metrics"]["roc_auc"])
+        artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+        assert {"feature_spec.json", "environment.json"} <= artifacts
