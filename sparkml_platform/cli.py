@@ -340,16 +340,19 @@ def env_diff(state, ref_a, ref_b, as_json):
 
 
 @env.command("pack")
+@click.argument("ref", required=False)
 @click.option("--output", default=".sparkml/env.tar.gz", show_default=True)
 @pass_state
-def env_pack(state, output):
-    """Pack the project's virtual environment for YARN / standalone executors (venv-pack)."""
-    import venv_pack
+def env_pack(state, ref, output):
+    """Build environment REF (default: the running one) from its metadata and pack it
+    (venv-pack) for YARN and standalone executors."""
+    from . import environment
 
-    target = state.config.path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    venv_pack.pack(prefix=sys.prefix, output=str(target), force=True)
-    click.echo(json.dumps({"archive": str(target), "python": sys.version.split()[0]}))
+    data = _env_ref(state, ref) if ref else environment.capture()
+    if not ref:
+        environment.save(data, state.config.environments_dir)
+    click.echo(json.dumps(environment.pack(data, state.config.path(".sparkml/envs"),
+                                           state.config.path(output))))
 
 
 @cli.command()

@@ -71,3 +71,48 @@ def diff(a: dict, b: dict) -> dict:
         if a.get(key) != b.get(key):
             out["changed"][key] = [a.get(key), b.get(key)]
     return out
+
+
+# Never pinned into a built environment: the installer itself, and the project (installed
+# from its source tree so the archive carries the code that is checked out).
+NOT_PINNED = {"pip", "setuptools", "wheel", "sparkml-platform"}
+
+
+def requirements(env: dict) -> list[str]:
+    return [f"{name}=={version}" for name, version in env["packages"].items()
+            if name not in NOT_PINNED]
+
+
+def pack(env: dict, work_dir: Path, output: Path) -> dict:
+    """Build a virtual environment from captured metadata and pack it with venv-pack.
+
+    The running venv holds the project as an editable install, which venv-pack refuses and
+    executors could not use; a fresh venv with exact pins and a normal install can be shipped.
+    """
+    import subprocess
+    import venv
+
+    import venv_pack
+
+    if platform.python_version() != env["python"]:
+        from .errors import ConfigError
+
+        raise ConfigError(f"environment {env['id']} needs Python {env['python']}, this is "
+                          f"{platform.python_version()}: run env pack with that Python")
+    project_root = Path(__file__).resolve().parent.parent
+    target = work_dir / env["id"]
+    if not (target / ".complete").exists():
+        venv.EnvBuilder(clear=True, with_pip=True).create(target)
+        pip = [str(target / "bin" / "python"), "-m", "pip", "install", "-q"]
+        reqs = work_dir / f"{env['id']}.requirements.txt"
+        reqs.write_text("\n".join(requirements(env)) + "\n")
+        for cmd in (pip + ["-r", str(reqs)], pip + ["--no-deps", str(project_root)]):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                from .errors import JobFailed
+
+                raise JobFailed(f"building environment {env['id']} failed: {result.stderr[-2000:]}")
+        (target / ".complete").touch()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    venv_pack.pack(prefix=str(target), output=str(output), force=True)
+    return {"environment_id": env["id"], "archive": str(output), "python": env["python"]}
