@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set up first;
 # a second run of the set-up is a no-op.
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed

@@ -82,12 +82,22 @@ EOF
 )"
 JARS="$("$PY" -m sparkml_platform.delta_jars check "$JARS_DIR" | paste -sd, -)"
 
-# The package, zipped for the executors (and the driver in cluster mode).
-STAGE="$ROOT/.sparkml/submit"
-mkdir -p "$STAGE"
-(cd "$ROOT" && rm -f "$STAGE/sparkml_platform.zip" && \
-  "$PY" -c "import shutil; shutil.make_archive('$STAGE/sparkml_platform', 'zip', '.', 'sparkml_platform')")
-(cd "$CONF_DIR" && rm -f "$STAGE/conf.zip" && "$PY" -c "import shutil; shutil.make_archive('$STAGE/conf', 'zip', '.')")
+# The package and the configuration, zipped for the executors (and a cluster-mode driver).
+# A fresh directory per run, so that overlapping runs (cron) never ship each other's files.
+mkdir -p "$ROOT/.sparkml"
+STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
+trap 'rm -rf "$STAGE"' EXIT
+"$PY" - "$ROOT" "$CONF_DIR" "$STAGE" <<'EOF'
+import shutil, sys, zipfile
+from pathlib import Path
+root, conf, stage = map(Path, sys.argv[1:])
+shutil.make_archive(str(stage / "sparkml_platform"), "zip", root, "sparkml_platform")
+with zipfile.ZipFile(stage / "conf.zip", "w") as archive:
+    for path in sorted(conf.rglob("*")):
+        rel = path.relative_to(conf)
+        if path.is_file() and rel.parts[0] != "local":  # personal settings stay home
+            archive.write(path, rel)
+EOF
 
 ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
       --jars "$JARS" --py-files "$STAGE/sparkml_platform.zip"
@@ -95,20 +105,22 @@ ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
       --conf spark.sql.session.timeZone=UTC
       --conf spark.ui.showConsoleProgress=false
-      --conf "spark.driver.extraJavaOptions=-Dlog4j.configurationFile=file:$ROOT/log4j2.properties")
+      --driver-java-options "-Dlog4j.configurationFile=log4j2.properties"
+      --driver-class-path "$ROOT")
 ARCHIVES=()
 if [[ -n "$ARCHIVE" ]]; then
   # A packed environment: executors (and a cluster-mode driver) run its Python.
   ARCHIVES+=("$ARCHIVE#environment")
-  ARGS+=(--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python
+  ARGS+=(--conf spark.pyspark.python=./environment/bin/python
          --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
 else
   # Same machine (local, or a standalone cluster on it): the project's own interpreter.
   export PYSPARK_PYTHON="$PY"
 fi
-if [[ "$MASTER" != yarn ]]; then
-  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"  # stay on loopback unless told otherwise
-fi
+case "$MASTER" in
+  # Stay on loopback when everything runs here; a remote master must reach the driver.
+  local*|spark://127.0.0.1:*|spark://localhost:*) export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" ;;
+esac
 if [[ "$DEPLOY_MODE" == cluster ]]; then
   ARCHIVES+=("$STAGE/conf.zip#conf")
   ARGS+=(--conf spark.yarn.appMasterEnv.SPARKML_CONF=conf)
@@ -116,10 +128,13 @@ if [[ "$DEPLOY_MODE" == cluster ]]; then
 else
   export SPARKML_CONF="$CONF_DIR"
   [[ -n "$ENV_NAME" ]] && export SPARKML_ENV="$ENV_NAME"
+  export PYSPARK_DRIVER_PYTHON="$PY"  # client mode: the driver runs here
 fi
-export PYSPARK_DRIVER_PYTHON="$PY"
 if [[ ${#ARCHIVES[@]} -gt 0 ]]; then
   ARGS+=(--archives "$(IFS=,; echo "${ARCHIVES[*]}")")
 fi
 
-exec "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@"
+# Not exec: the staging directory is removed when the job ends (trap above).
+status=0
+"$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" || status=$?
+exit "$status"

@@ -95,8 +95,14 @@ def sources():
 def sources_load(state, names):
     """Load raw sources (all when no NAME is given) into the lake as raw.NAME."""
     from . import sources as src
+    from .errors import NotFoundError
 
-    for name in names or list(state.config.sources.sources):
+    known = state.config.sources.sources
+    missing = [n for n in names if n not in known]
+    if missing:  # checked before the first load, so nothing is written
+        raise NotFoundError(f"no source named {', '.join(map(repr, missing))} in conf/*/sources.yml "
+                            f"(known: {', '.join(sorted(known))})")
+    for name in names or list(known):
         click.echo(json.dumps(src.load_source(state.spark, state.config, name)))
 
 
@@ -377,7 +383,9 @@ def run(state, pipeline):
     from . import summary
     from .pipeline import run as run_pipeline
 
-    state.config.pipeline(pipeline)
+    from .pipeline import validate
+
+    validate(state.config, pipeline)
     report = run_pipeline(state.spark, state.config, pipeline, echo=click.echo)
     click.echo(summary.render(state.spark, state.config, report))
 

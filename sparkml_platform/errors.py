@@ -1,5 +1,7 @@
 """The few error classes the platform raises; the CLI maps them to exit codes."""
 
+from contextlib import contextmanager
+
 
 class SparkmlError(Exception):
     """Base class. `exit_code` is what the CLI exits with (see README, "Exit codes")."""
@@ -35,3 +37,16 @@ class GateFailed(SparkmlError):
     """A gate said no: data validation or metric thresholds."""
 
     exit_code = 3
+
+
+@contextmanager
+def sql_from_config(where: str):
+    """Spark's parse and analysis errors in SQL written in the configuration -> a ConfigError
+    that names the file and key (exit 2), instead of a raw Spark trace (exit 1)."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        yield
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{where}: {first}") from None

@@ -9,7 +9,36 @@ from . import features, scoring, sources, training, training_sets
 from .config import Config
 
 
+def validate(config: Config, name: str) -> None:
+    """Every name a pipeline's steps use must exist before the first step writes anything."""
+    from . import lake, registry
+    from .errors import NotFoundError
+
+    where = f"pipelines.yml: pipelines.{name}.steps"
+    known = {
+        "load_sources": config.sources.sources,
+        "build_entities": config.sources.entity_tables,
+        "build_features": config.features.feature_tables,
+        "build_trainset": config.training_sets.training_sets,
+        "train": config.models.models,
+    }
+    for i, step in enumerate(config.pipeline(name).steps):
+        kind, arg = step.kind()
+        if kind == "score":
+            model = registry.parse_ref(arg.model)[0]
+            names, table = [model], config.models.models
+            for ref in (arg.input, arg.output):
+                lake.table_path(config.lake_root, ref)
+        else:
+            names, table = (arg if isinstance(arg, list) else [arg]), known[kind]
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise NotFoundError(f"{where}.{i}.{kind}: no {kind.replace('_', ' ')} target named "
+                                f"{', '.join(map(repr, missing))} (known: {', '.join(sorted(table)) or 'none'})")
+
+
 def run(spark, config: Config, name: str, echo: Callable[[str], None] = print) -> dict:
+    validate(config, name)
     pipeline = config.pipeline(name)
     report: dict = {"pipeline": name, "steps": []}
     for i, step in enumerate(pipeline.steps, 1):

@@ -54,14 +54,18 @@ def resolve(config: Config, ref: str):
     client = tracking.client(config)
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
         raise NotFoundError(f"no registered model named {name!r} in {config.tracking_uri}") from None
     try:
         if alias:
             return client.get_model_version_by_alias(name, alias)
         if version:
             return client.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
         what = f"alias {alias!r}" if alias else f"version {version}"
         known = _aliases(client, name)
         raise NotFoundError(f"model {name} has no {what} (aliases: {known or 'none'})") from None
@@ -69,6 +73,11 @@ def resolve(config: Config, ref: str):
     if not versions:
         raise NotFoundError(f"model {name} has no versions")
     return max(versions, key=lambda v: int(v.version))
+
+
+def _missing(exc) -> bool:
+    """True when MLflow said the thing does not exist (not: server unreachable, etc.)."""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 
 def _aliases(client, name: str) -> str:

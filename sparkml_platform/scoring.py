@@ -50,7 +50,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     tables = read_feature_tables(spark, config, lookups)
     joined, flags = join_features(entities.select(*needed), entity["event_time"], tables)
     model = mlflow.spark.load_model(f"models:/{mv.name}/{mv.version}")
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    scored_at = dt.datetime.now(dt.timezone.utc)
     predictions = model.transform(joined.drop(*flags)).select(
         *entity["keys"],
         entity["event_time"],

@@ -50,7 +50,7 @@ def get_spark(config: Config):
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
             conf.pop(key)
-    if settings.master.startswith("local"):
+    if settings.master.startswith("local") and not submitted:
         # Python workers must run the interpreter that has the project's packages.
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import lake
 from .config import Config, EntityTable, Source
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, NotFoundError, sql_from_config
 from .provenance import code_version, import_function
 
 
@@ -49,7 +49,8 @@ def load_source(spark, config: Config, name: str) -> dict:
     options.update(source.options)
     df = spark.read.format(source.format).options(**options).load(str(path))
     if source.filter:
-        df = df.where(source.filter)
+        with sql_from_config(f"sources.yml: sources.{name}.filter"):
+            df = df.where(source.filter)
     target = lake.table_path(config.lake_root, f"raw.{name}")
     version = lake.write(df, target, metadata={
         "kind": "raw", "source": source.path, "filter": source.filter, "code": code_version()})
@@ -67,7 +68,8 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
     src_version = lake.version(spark, src_path) if lake.exists(src_path) else None
     df = transform(lake.read(spark, src_path, src_version, spec.source))
     if spec.filter:
-        df = df.where(spec.filter)
+        with sql_from_config(f"sources.yml: entity_tables.{name}.filter"):
+            df = df.where(spec.filter)
     target = lake.table_path(config.lake_root, f"entities.{name}")
     version = lake.write(df, target, metadata={
         "kind": "entities", "sources": {spec.source: src_version}, "code": code_version()})

@@ -21,7 +21,8 @@ ESTIMATORS = {
 FEATURES_VECTOR = "features"
 
 
-def build_pipeline(spec: ModelSpec, feature_columns: list[str], types: dict[str, str]):
+def build_pipeline(spec: ModelSpec, feature_columns: list[str], types: dict[str, str],
+                   max_categories: int = 0):
     """Index categoricals, impute numerics, assemble, then the configured estimator."""
     from pyspark.ml import Pipeline, classification
     from pyspark.ml.feature import Imputer, SQLTransformer, StringIndexer, VectorAssembler
@@ -47,7 +48,8 @@ def build_pipeline(spec: ModelSpec, feature_columns: list[str], types: dict[str,
     except TypeError as exc:
         raise ConfigError(f"models.yml: estimator.params: {exc}") from None
     if spec.estimator.type != "logistic_regression" and categorical:
-        estimator.setMaxBins(max(32, estimator.getMaxBins()))
+        # Trees need a bin per category (plus the unseen and null buckets of the indexer).
+        estimator.setMaxBins(max(estimator.getMaxBins(), max_categories + 2))
     return Pipeline(stages=[*stages, estimator])
 
 
@@ -98,7 +100,18 @@ def train(spark, config: Config, model_name: str) -> dict:
     types = {f.name: f.dataType.simpleString() for f in data.schema.fields}
     train_df = data.where(f"{SPLIT} = 'train'").select(*feature_columns, LABEL)
     test_df = data.where(f"{SPLIT} = 'test'").select(*feature_columns, LABEL)
-    pipeline = build_pipeline(spec, feature_columns, types)
+    if not manifest["rows"].get("train") or not manifest["rows"].get("test"):
+        raise JobFailed(f"training set {manifest['name']}@{manifest['version']} has an empty "
+                        f"train or test split ({manifest['rows']}): check its split in "
+                        "training_sets.yml")
+    categorical = [c for c in feature_columns if c in spec.categorical or types[c] == "string"]
+    max_categories = 0
+    if categorical:
+        from pyspark.sql import functions as F
+
+        row = train_df.agg(*[F.approx_count_distinct(c).alias(c) for c in categorical]).collect()[0]
+        max_categories = int(max(row) * 1.1) + 1  # approximate: leave a margin
+    pipeline = build_pipeline(spec, feature_columns, types, max_categories)
 
     tracking.configure(config)
     env = environment.capture(spark)

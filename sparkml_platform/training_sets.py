@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import lake
 from .config import Config, TrainingSet, parse_duration
-from .errors import ConfigError, JobFailed, NotFoundError
+from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
 from .provenance import code_version, definition_hash
 
@@ -35,6 +35,10 @@ def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[
         if missing:
             raise ConfigError(f"{where}.features: feature table {item.table} has no feature "
                               f"{', '.join(missing)} (it has {', '.join(table.features)})")
+        stray = [r for r in item.rename if r not in item.features]
+        if stray:
+            raise ConfigError(f"{where}.rename: {', '.join(stray)} is not one of the looked-up "
+                              f"features ({', '.join(item.features)})")
         unknown = [k for k in item.key_map if k not in table.keys]
         if unknown:
             raise ConfigError(f"{where}.key_map: {', '.join(unknown)} is not a key of "
@@ -87,7 +91,8 @@ def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = N
     label_version = lake.version(spark, label_path) if label_version is None else label_version
     source = lake.read(spark, label_path, label_version, label.table)
     if label.filter:
-        source = source.where(label.filter)
+        with sql_from_config(f"{where}.label.filter"):
+            source = source.where(label.filter)
     lookups = resolve_lookups(config, name, definition)
     lookup_keys = [c for lk in lookups for c in lk.key_map.values()]
     columns = list(dict.fromkeys([*label.keys, label.event_time, *lookup_keys, *label.passthrough]))
@@ -97,8 +102,15 @@ def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = N
                           f"(columns: {', '.join(source.columns)})")
     from pyspark.sql import functions as F
 
-    entities = source.select(*columns, F.expr(label.label).alias(LABEL))
-    entities = entities.withColumn(SPLIT, _split_column(definition, label.keys, label.event_time))
+    outputs = [out for lk in lookups for out in lk.columns.values()]
+    clashes = sorted({c for c in outputs if outputs.count(c) > 1 or c in columns or c in (LABEL, SPLIT)})
+    if clashes:
+        raise ConfigError(f"{where}.features: output column {', '.join(clashes)} appears twice "
+                          "(use rename to give looked-up features distinct names)")
+    with sql_from_config(f"{where}.label.label"):
+        entities = source.select(*columns, F.expr(label.label).alias(LABEL))
+    with sql_from_config(f"{where}.split"):
+        entities = entities.withColumn(SPLIT, _split_column(definition, label.keys, label.event_time))
     tables = read_feature_tables(spark, config, lookups, pinned)
     joined, flags = join_features(entities, label.event_time, tables)
     facts = {

@@ -7,10 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Python-side datetimes from Spark are in the process's local zone: make it UTC like the session.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 REPO = Path(__file__).resolve().parent.parent
 JARS_DIR = REPO / ".sparkml" / "jars"

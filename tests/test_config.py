@@ -153,3 +153,19 @@ def test_help_imports_no_heavy_library():
                             "print(sorted(m for m in ('pyspark', 'mlflow') if m in sys.modules))"],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "[]"
+
+
+def test_unknown_name_in_a_pipeline_step_fails_before_any_step_writes(tmp_path, capsys):
+    conf = make_project(tmp_path, {"pipelines.yml": {"pipelines": {"flights": {"steps": [
+        {"load_sources": ["weather"]}, {"build_features": ["no_such_table"]}]}}}})
+    assert main(["--conf", str(conf), "--env", "test", "run", "flights"]) == 2
+    assert "pipelines.flights.steps.1.build_features: no build features target named 'no_such_table'" \
+        in capsys.readouterr().err
+    assert not (tmp_path / ".sparkml").exists()
+
+
+def test_unknown_source_fails_before_any_load(tmp_path, capsys):
+    conf = make_project(tmp_path)
+    assert main(["--conf", str(conf), "sources", "load", "weather", "no_such_source"]) == 2
+    assert "no source named 'no_such_source'" in capsys.readouterr().err
+    assert not (tmp_path / ".sparkml").exists()

@@ -41,12 +41,22 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
 
 
 def test_window_build_replaces_only_that_window_and_never_duplicates(spark, config, raw_weather):
+    from pyspark.sql import functions as F
+
+    raw = lake.table_path(config.lake_root, "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
-    before = sorted(map(tuple, weather_rows(spark, config).collect()))
-    for _ in range(2):
-        result = features.build(spark, config, "origin_weather_hourly", "2013-01-02", "2013-01-02")
-    after = sorted(map(tuple, weather_rows(spark, config).collect()))
-    assert after == before  # same rows, once each
+    # The source moves on everywhere: only the rebuilt window may pick that up.
+    lake.write(raw_weather.withColumn("temp", F.col("temp") + 100), raw)
+    try:
+        for _ in range(2):
+            result = features.build(spark, config, "origin_weather_hourly", "2013-01-02", "2013-01-02")
+    finally:
+        lake.write(raw_weather, raw)
+    rows = weather_rows(spark, config)
+    assert rows.count() == 12  # same rows, once each
+    temps = {(r.origin, r.observed_at.day): r.temp for r in rows.collect()}
+    assert temps == {(o, d): 30.0 + d + (100 if d == 2 else 0)
+                     for o in ("EWR", "JFK") for d in (1, 2, 3)}
     assert result["window"] == ["2013-01-02", "2013-01-02"]
     ops = [c["metadata"]["window"] for c in
            lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-2:]]

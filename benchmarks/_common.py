@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: the platform's own session, and a wall-clock timer."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def session(shuffle_partitions: int | None = None):
+    from sparkml_platform.config import load_config
+    from sparkml_platform.session import get_spark
+
+    config = load_config(ROOT / "conf")
+    if shuffle_partitions:
+        config.platform.spark.shuffle_partitions = shuffle_partitions
+    return get_spark(config)
+
+
+def timed(label: str, action) -> float:
+    started = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - started
+    print(f"  {label:<38} {seconds:8.1f} s", flush=True)
+    return seconds
