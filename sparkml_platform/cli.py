@@ -189,6 +189,22 @@ def trainset_show(state, ref, as_json):
     emit(training_sets.manifest(state.config, ref), True)
 
 
+@trainset.command("rebuild")
+@click.argument("ref")
+@pass_state
+def trainset_rebuild(state, ref):
+    """Recompute NAME@VERSION from its manifest (every input at its recorded Delta version)
+    and check that the digest is the same. Writes nothing; exit 1 when it differs."""
+    from . import training_sets
+    from .errors import JobFailed
+
+    result = training_sets.rebuild(state.spark, state.config, ref)
+    click.echo(json.dumps(result))
+    if not result["matches"]:
+        raise JobFailed(f"rebuilding {result['ref']} gave digest {result['digest']}, "
+                        "not the one in its manifest")
+
+
 @trainset.command("build")
 @click.argument("name")
 @pass_state

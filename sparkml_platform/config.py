@@ -145,9 +145,14 @@ class Lookup(Strict):
 
 
 class Split(Strict):
+    """Time split: test from `test_start`, validation from `validation_start` (optional) up to
+    it, train before. Random split: a seeded hash of the label keys, so rebuilds agree."""
+
     type: Literal["time", "random"] = "time"
-    test_start: str | None = None  # time split: rows at or after this instant are the test split
-    test_fraction: float = Field(0.2, gt=0, lt=1)  # random split
+    test_start: str | None = None
+    validation_start: str | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 42
 
 

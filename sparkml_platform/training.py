@@ -87,6 +87,7 @@ def gate(thresholds: dict[str, float], metrics: dict[str, float]) -> dict:
 def train(spark, config: Config, model_name: str) -> dict:
     """Fit, evaluate on the test split, log to MLflow, register, set aliases, apply the gate."""
     import mlflow
+    import mlflow.data
     from mlflow.models import infer_signature
 
     spec = config.model(model_name)
@@ -127,6 +128,11 @@ def train(spark, config: Config, model_name: str) -> dict:
             "sparkml.code_dirty": str(code_version()["dirty"]),
             "sparkml.environment_id": env["id"],
         })
+        # The training set as the run's dataset input: name@version, content digest, Delta path.
+        dataset = mlflow.data.from_spark(
+            data, path=manifest["path"], name=f"{manifest['name']}@{manifest['version']}",
+            digest=manifest["digest"], targets=LABEL)
+        mlflow.log_input(dataset, context="training")
         mlflow.log_params({"estimator": spec.estimator.type, **spec.estimator.params,
                            "training_set": f"{spec.training_set}@{manifest['version']}",
                            "model_spec_hash": definition_hash(spec)})

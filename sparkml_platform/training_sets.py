@@ -66,22 +66,22 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
                             f"(run: sparkml features build {lookup.table})")
         version = (pinned or {}).get(ref)
         version = lake.version(spark, path) if version is None else version
-        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version}),
-                    lake.read(spark, path, version, ref)))
+        df = lake.read(spark, path, version, ref)
+        missing = [c for c in [*lookup.key_map, lookup.event_time, *lookup.columns] if c not in df.columns]
+        if missing:
+            raise ConfigError(f"{ref} in the lake has no column {', '.join(missing)} (version "
+                              f"{version}): rebuild it with sparkml features build {lookup.table}")
+        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version}), df))
     return out
 
 
-def check_entity_columns(entities, lookups: list[FeatureLookup], event_time: str, where: str) -> None:
-    needed = {event_time} | {c for lk in lookups for c in lk.key_map.values()}
-    missing = sorted(needed - set(entities.columns))
-    if missing:
-        raise ConfigError(f"{where}: column {', '.join(missing)} is missing "
-                          f"(columns: {', '.join(entities.columns)})")
+def assemble(spark, config: Config, name: str, definition: TrainingSet,
+             lookups: list[FeatureLookup], pinned: dict[str, int] | None = None):
+    """The training set's rows and the facts the manifest records.
 
-
-def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = None):
-    """The training set's rows and the facts the manifest records."""
-    definition = config.training_set(name)
+    `pinned` maps table references to Delta versions (a rebuild from a manifest); tables not
+    in it are read at their current version.
+    """
     label = definition.label
     where = f"training_sets.yml: training_sets.{name}"
     label_path = lake.table_path(config.lake_root, label.table)
@@ -93,7 +93,11 @@ def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = N
     if label.filter:
         with sql_from_config(f"{where}.label.filter"):
             source = source.where(label.filter)
-    lookups = resolve_lookups(config, name, definition)
+    for i, lookup in enumerate(lookups):
+        absent = [c for c in lookup.key_map.values() if c not in source.columns]
+        if absent:
+            raise ConfigError(f"{where}.features.{i}.key_map: column {', '.join(absent)} is not in "
+                              f"{label.table} (columns: {', '.join(source.columns)})")
     lookup_keys = [c for lk in lookups for c in lk.key_map.values()]
     columns = list(dict.fromkeys([*label.keys, label.event_time, *lookup_keys, *label.passthrough]))
     missing = [c for c in columns if c not in source.columns]
@@ -117,6 +121,7 @@ def assemble(spark, config: Config, name: str, pinned: dict[str, int] | None = N
         "label_source": {"table": label.table, "version": label_version},
         "lookups": [lk.to_dict() for lk, _ in tables],
         "definition_hash": definition_hash(definition),
+        "definition": definition.model_dump(mode="json"),
         "entity": {"keys": label.keys, "event_time": label.event_time,
                    "columns": columns, "passthrough": label.passthrough},
         "feature_columns": [*label.passthrough,
@@ -133,21 +138,42 @@ def _split_column(definition: TrainingSet, keys: list[str], event_time: str):
     if split.type == "time":
         if not split.test_start:
             raise ConfigError("training_sets.yml: split.test_start is required for a time split")
-        is_test = F.col(event_time) >= F.lit(split.test_start).cast("timestamp")
+        at = F.col(event_time)
+        is_test = at >= F.lit(split.test_start).cast("timestamp")
+        is_validation = (at >= F.lit(split.validation_start).cast("timestamp")
+                         if split.validation_start else F.lit(False))
     else:
         # A hash of the keys, not rand(): the same row lands in the same split on every rebuild.
-        bucket = F.abs(F.xxhash64(F.lit(split.seed), *keys)) % 1_000_000
-        is_test = bucket < int(split.test_fraction * 1_000_000)
-    return F.when(is_test, F.lit("test")).otherwise(F.lit("train"))
+        bucket = (F.abs(F.xxhash64(F.lit(split.seed), *keys)) % 1_000_000) / 1_000_000
+        is_test = bucket < split.test_fraction
+        is_validation = bucket < split.test_fraction + split.validation_fraction
+    return (F.when(is_test, F.lit("test")).when(is_validation, F.lit("validation"))
+            .otherwise(F.lit("train")))
 
 
 def build(spark, config: Config, name: str) -> dict:
     """Write the next version of training set NAME and its manifest."""
-    joined, facts = assemble(spark, config, name)
+    definition = config.training_set(name)
+    lookups = resolve_lookups(config, name, definition)
+    joined, facts = assemble(spark, config, name, definition, lookups)
     if not joined.limit(1).count():
         raise JobFailed(f"training set {name}: the label source {facts['label_source']['table']} "
                         "gave no rows (check its filter); nothing written")
     return write_version(spark, config, name, joined, facts)
+
+
+def rebuild(spark, config: Config, ref: str) -> dict:
+    """Recompute version `ref` from its manifest alone (its definition, its resolved lookups,
+    every input at its recorded Delta version) and compare the digest. Writes nothing."""
+    man = manifest(config, ref)
+    definition = TrainingSet.model_validate(man["definition"])
+    lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in man["lookups"]]
+    pinned = {man["label_source"]["table"]: man["label_source"]["version"]}
+    pinned.update({f"features.{lk['table']}": lk["version"] for lk in man["lookups"]})
+    joined, facts = assemble(spark, config, man["name"], definition, lookups, pinned)
+    digest = content_digest(joined.drop(*facts["flags"]))
+    return {"ref": f"{man['name']}@{man['version']}", "digest": digest,
+            "matches": digest == man["digest"]}
 
 
 def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict:

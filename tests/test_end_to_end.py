@@ -67,6 +67,13 @@ def test_model_version_records_its_inputs(flights_project):
     assert tags["training_set"] == "flight_delays" and tags["training_set_version"] == "1"
     assert json.loads(tags["feature_tables"])["route_delay_stats"] >= 0
     assert float(shown["metrics"]["roc_auc"]) > 0.55
+    # the run's dataset input is the training set version, with the manifest's digest
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
+    inputs = MlflowClient(tracking_uri=uri).get_run(shown["run_id"]).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
+        ("flight_delays@1", tags["training_set_digest"])]
     lineage = json.loads(run_cli(conf, "lineage", "flight_delay_gbt@champion").stdout)
     assert lineage["upstream"]["training_set"] == "flight_delays@1"
     lineage = json.loads(run_cli(conf, "lineage", "route_delay_stats").stdout)
@@ -81,6 +88,10 @@ def test_second_run_duplicates_no_rows(spark, flights_project):
     assert result.returncode == 0, result.stderr[-3000:]
     assert lake_counts(spark, lake_root) == before
     assert "flight_delay_gbt version 2" in result.stdout  # a new version, trained again
+    # the first training-set version still rebuilds to its digest from its manifest
+    rebuilt = run_cli(conf, "trainset", "rebuild", "flight_delays@1")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True
 
 
 @pytest.mark.parametrize("args, message", [

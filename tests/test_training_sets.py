@@ -1,0 +1,134 @@
+"""Training sets on small synthetic tables: versions, manifests, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sparkml_platform import lake, training_sets
+from sparkml_platform.config import Feature, FeatureTable, TrainingSet
+from sparkml_platform.errors import ConfigError, JobFailed
+
+T0 = dt.datetime(2024, 1, 1)
+
+
+def ts(hours: int) -> dt.datetime:
+    return T0 + dt.timedelta(hours=hours)
+
+
+def feature_table(name: str, features: dict[str, str]) -> FeatureTable:
+    return FeatureTable(description=f"synthetic {name}", owner="tests", keys=["k"], event_time="ft",
+                        sources={"src": "raw.unused"}, transformation="tests.unused",
+                        features={n: Feature(type=t) for n, t in features.items()})
+
+
+@pytest.fixture
+def synthetic(spark, config):
+    """Labels keyed `kk` (the tables' key is `k`), two feature tables, one training set."""
+    labels = spark.createDataFrame(
+        [(i, ["a", "b", "c", "zz"][i % 4], ts(10 + i), i % 2) for i in range(40)],
+        "id int, kk string, t timestamp, outcome int")
+    table_a = spark.createDataFrame(
+        [(k, ts(h), float(h), f"s{h}") for k in ("a", "b", "c") for h in range(0, 60, 5)],
+        "k string, ft timestamp, x double, y string")
+    table_b = spark.createDataFrame(  # starts after the first labels: those get nulls
+        [(k, ts(h), h * 10) for k in ("a", "b") for h in range(30, 60, 3)],
+        "k string, ft timestamp, z int")
+    lake.write(labels, lake.table_path(config.lake_root, "entities.ts_labels"))
+    lake.write(table_a, lake.table_path(config.lake_root, "features.ts_a"))
+    lake.write(table_b, lake.table_path(config.lake_root, "features.ts_b"))
+    config.features.feature_tables["ts_a"] = feature_table("ts_a", {"x": "double", "y": "string"})
+    config.features.feature_tables["ts_b"] = feature_table("ts_b", {"z": "int"})
+    config.training_sets.training_sets["ts_set"] = TrainingSet.model_validate({
+        "label": {"table": "entities.ts_labels", "keys": ["id"], "event_time": "t",
+                  "label": "outcome"},
+        "features": [
+            {"table": "ts_a", "features": ["x", "y"], "key_map": {"k": "kk"}, "rename": {"x": "a_x"}},
+            {"table": "ts_b", "features": ["z"], "key_map": {"k": "kk"}, "lookback": "6h"},
+        ],
+        "split": {"type": "random", "test_fraction": 0.3, "seed": 3},
+    })
+    yield labels, table_a, table_b
+    for name in ("ts_a", "ts_b"):
+        config.features.feature_tables.pop(name)
+    config.training_sets.training_sets.pop("ts_set")
+
+
+def test_build_writes_a_version_with_its_manifest(spark, config, synthetic):
+    labels, _, _ = synthetic
+    man = training_sets.build(spark, config, "ts_set")
+    assert man["version"] == max(training_sets.list_versions(config, "ts_set"))
+    assert man["rows"]["total"] == labels.count() == man["rows"]["train"] + man["rows"]["test"]
+    assert man["rows"]["test"] > 0 and man["rows"]["train"] > 0
+    assert man["label_source"] == {"table": "entities.ts_labels", "version": 0}
+    assert {lk["table"]: lk["version"] for lk in man["lookups"]} == {"ts_a": 0, "ts_b": 0}
+    # key 'zz' is in no table; ts_b has no row before hour 30 and only keys a, b (lookback 6h)
+    assert man["rows_without_match"]["ts_a"] == 10
+    rows = training_sets.read_version(spark, man).orderBy("id").collect()
+    assert [r.a_x for r in rows[:4]] == [10.0, 10.0, 10.0, None]  # hour 10..13 -> row of hour 10
+    assert all(r.z is None for r in rows if r.t < ts(30))
+    expected_missing_b = sum(1 for r in rows if r.z is None)
+    assert man["rows_without_match"]["ts_b"] == expected_missing_b > 0
+    assert training_sets.manifest(config, "ts_set")["digest"] == man["digest"]
+
+
+def test_rebuild_from_manifest_gives_the_same_digest_after_features_move_on(spark, config, synthetic):
+    from pyspark.sql import functions as F
+
+    _, table_a, _ = synthetic
+    first = training_sets.build(spark, config, "ts_set")
+    path = lake.table_path(config.lake_root, "features.ts_a")
+    lake.write(table_a.withColumn("x", F.col("x") + 1), path)  # the feature table moves on
+    second = training_sets.build(spark, config, "ts_set")
+    assert second["version"] == first["version"] + 1
+    assert second["digest"] != first["digest"]
+    rebuilt = training_sets.rebuild(spark, config, f"ts_set@{first['version']}")
+    assert rebuilt == {"ref": f"ts_set@{first['version']}", "digest": first["digest"], "matches": True}
+
+
+def test_split_is_the_same_on_every_rebuild(spark, config, synthetic):
+    a = training_sets.build(spark, config, "ts_set")
+    b = training_sets.build(spark, config, "ts_set")
+    assert a["rows"] == b["rows"] and a["digest"] == b["digest"]
+
+
+def test_lookup_of_a_feature_the_table_lacks(spark, config, synthetic):
+    config.training_sets.training_sets["ts_set"].features[0].features.append("nope")
+    with pytest.raises(ConfigError, match="features.0.features: feature table ts_a has no feature nope"):
+        training_sets.build(spark, config, "ts_set")
+
+
+def test_key_map_to_a_missing_column(spark, config, synthetic):
+    config.training_sets.training_sets["ts_set"].features[1].key_map = {"k": "missing_col"}
+    with pytest.raises(ConfigError, match=r"features.1.key_map: column missing_col is not in entities.ts_labels"):
+        training_sets.build(spark, config, "ts_set")
+
+
+def test_incompatible_event_time_types(spark, config, synthetic):
+    labels, _, _ = synthetic
+    lake.write(labels.withColumn("t", labels.t.cast("date")),
+               lake.table_path(config.lake_root, "entities.ts_labels"))
+    with pytest.raises(ConfigError, match="event time 'ft' is timestamp but the entity event time 't' is date"):
+        training_sets.build(spark, config, "ts_set")
+
+
+def test_empty_label_source_writes_nothing(spark, config, synthetic):
+    before = training_sets.list_versions(config, "ts_set")
+    config.training_sets.training_sets["ts_set"].label.filter = "id < 0"
+    with pytest.raises(JobFailed, match="label source entities.ts_labels gave no rows"):
+        training_sets.build(spark, config, "ts_set")
+    assert training_sets.list_versions(config, "ts_set") == before
+
+
+def test_bad_sql_in_the_label_names_the_key(spark, config, synthetic):
+    config.training_sets.training_sets["ts_set"].label.label = "no_such_column > 1"
+    with pytest.raises(ConfigError, match="training_sets.ts_set.label.label: "):
+        training_sets.build(spark, config, "ts_set")
+
+
+def test_feature_table_in_the_lake_without_a_declared_column(spark, config, synthetic):
+    _, table_a, _ = synthetic
+    lake.write(table_a.drop("y"), lake.table_path(config.lake_root, "features.ts_a"))
+    with pytest.raises(ConfigError, match="features.ts_a in the lake has no column y"):
+        training_sets.build(spark, config, "ts_set")
