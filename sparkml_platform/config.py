@@ -96,6 +96,8 @@ class FeatureTable(Strict):
     transformation: str  # dotted path of a pure DataFrame -> DataFrame function
     features: dict[str, Feature] = Field(min_length=1)
     lookback: str | None = None
+    expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
+    on_failure: Literal["block", "warn"] = "block"  # what a failing suite does to the write
 
     @field_validator("sources")
     @classmethod
@@ -115,6 +117,21 @@ class FeatureTable(Strict):
 
 class FeaturesFile(Strict):
     feature_tables: dict[str, FeatureTable] = {}
+
+
+class ExpectationSuiteFile(Strict):
+    """conf/*/expectations/NAME.yml: a list of `{expectation_name: {kwargs}}` items."""
+
+    description: str = ""
+    expectations: list[dict[str, dict | None]] = Field(min_length=1)
+
+    @field_validator("expectations")
+    @classmethod
+    def _one_each(cls, items: list[dict]) -> list[dict]:
+        for item in items:
+            if len(item) != 1 or not next(iter(item)).startswith("expect_"):
+                raise ValueError("each item is one `expect_...: {arguments}` mapping")
+        return items
 
 
 # --- training_sets.yml --------------------------------------------------------------------
@@ -264,6 +281,7 @@ class Config:
         self.training_sets: TrainingSetsFile = parts["training_sets.yml"]  # type: ignore[assignment]
         self.models: ModelsFile = parts["models.yml"]  # type: ignore[assignment]
         self.pipelines: PipelinesFile = parts["pipelines.yml"]  # type: ignore[assignment]
+        self.expectations: dict[str, ExpectationSuiteFile] = parts.get("expectations", {})  # type: ignore[assignment]
 
     def path(self, value: str) -> Path:
         """A configured path; relative ones are relative to the project root."""
@@ -277,6 +295,11 @@ class Config:
     @property
     def environments_dir(self) -> Path:
         return self.path(self.platform.environments_dir)
+
+    @property
+    def validation_dir(self) -> Path:
+        """Validation results kept as artifacts, per table: beside the lake root."""
+        return self.lake_root.parent / "validation"
 
     @property
     def jars_dir(self) -> Path:
@@ -297,6 +320,16 @@ class Config:
 
     def feature_table(self, name: str) -> FeatureTable:
         return _lookup(self.features.feature_tables, name, "feature table", "features.yml")
+
+    def expectation_suite(self, table: str) -> ExpectationSuiteFile | None:
+        suite = self.feature_table(table).expectations
+        if suite is None:
+            return None
+        if suite not in self.expectations:
+            raise ConfigError(f"features.yml: feature_tables.{table}.expectations: no suite "
+                              f"{suite!r} in conf/*/expectations/ (known: "
+                              f"{', '.join(sorted(self.expectations)) or 'none'})")
+        return self.expectations[suite]
 
     def training_set(self, name: str) -> TrainingSet:
         return _lookup(self.training_sets.training_sets, name, "training set", "training_sets.yml")
@@ -344,7 +377,24 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
             parts[filename] = model.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, layers)) from None
+    parts["expectations"] = _load_suites(base, overlay)  # type: ignore[assignment]
     return Config(conf, env, parts)
+
+
+def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuiteFile]:
+    """Expectation suites by name; a file in the overlay replaces the base file of that name."""
+    files: dict[str, Path] = {}
+    for layer in (base, overlay):
+        if layer is not None and (layer / "expectations").is_dir():
+            files.update({p.stem: p for p in sorted((layer / "expectations").glob("*.yml"))})
+    suites = {}
+    for name, path in files.items():
+        data = _read_yaml(path)
+        try:
+            suites[name] = ExpectationSuiteFile.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, [(path, data)])) from None
+    return suites
 
 
 def _read_yaml(path: Path) -> dict:

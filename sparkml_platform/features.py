@@ -6,7 +6,7 @@ import datetime as dt
 
 from . import lake
 from .config import Config, FeatureTable
-from .errors import ConfigError, JobFailed
+from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import code_version, definition_hash, import_function
 
 
@@ -79,6 +79,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         df = df.where(replace_where)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
+    validated = _validate(config, name, df)
     metadata = {
         "kind": "feature_table",
         "name": name,
@@ -86,8 +87,37 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         "sources": source_versions,
         "code": code_version(),
         "window": [str(d) for d in window] if window else None,
+        "validation": validated,
     }
     version = lake.write(df, path, replace_where=replace_where, metadata=metadata)
+    df.unpersist()
     rows = lake.read(spark, path, version).count()
     return {"table": f"features.{name}", "version": version, "rows": rows,
-            "window": metadata["window"]}
+            "window": metadata["window"], "validation": validated}
+
+
+def _validate(config: Config, name: str, df) -> dict | None:
+    """Run the table's expectation suite on the rows about to be written (block or warn)."""
+    import logging
+
+    from . import validation
+
+    suite = config.expectation_suite(name)
+    if suite is None:
+        return None
+    definition = config.feature_table(name)
+    df.persist()  # validated, then written: compute it once
+    summary = validation.validate(df, definition.expectations, suite.expectations,
+                                  f"expectations/{definition.expectations}.yml: expectations")
+    kept = validation.keep(summary, config.validation_dir, name)
+    outcome = {"suite": definition.expectations, "success": summary["success"],
+               "failed": len(summary["failed"]), "results": str(kept)}
+    if not summary["success"]:
+        report = validation.describe_failures(summary)
+        if definition.on_failure == "block":
+            df.unpersist()
+            raise GateFailed(f"feature table {name}: expectation suite {definition.expectations} "
+                             f"failed, nothing written (results: {kept}):\n{report}")
+        logging.getLogger(__name__).warning("feature table %s: suite %s failed (on_failure: warn), "
+                                            "writing anyway:\n%s", name, definition.expectations, report)
+    return outcome

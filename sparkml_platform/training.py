@@ -90,6 +90,9 @@ def train(spark, config: Config, model_name: str) -> dict:
     import mlflow.data
     from mlflow.models import infer_signature
 
+    # Integer columns draw a hint about missing values from MLflow's schema inference; Spark
+    # scoring does not enforce it, so it is noise in a job log.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     spec = config.model(model_name)
     manifest = training_sets.manifest(config, spec.training_set)
     data = training_sets.read_version(spark, manifest)
@@ -147,10 +150,7 @@ def train(spark, config: Config, model_name: str) -> dict:
 
         sample = train_df.drop(LABEL).limit(50).toPandas()
         prediction = fitted.transform(train_df.limit(50)).select("prediction").toPandas()
-        with warnings.catch_warnings():
-            # Integer columns draw a hint about missing values; Spark scoring does not enforce it.
-            warnings.simplefilter("ignore", UserWarning)
-            signature = infer_signature(sample, prediction)
+        signature = infer_signature(sample, prediction)
         feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
         feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
                                         "digest": manifest["digest"]}

@@ -46,7 +46,7 @@ def test_window_build_replaces_only_that_window_and_never_duplicates(spark, conf
     raw = lake.table_path(config.lake_root, "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
     # The source moves on everywhere: only the rebuilt window may pick that up.
-    lake.write(raw_weather.withColumn("temp", F.col("temp") + 100), raw)
+    lake.write(raw_weather.withColumn("dewp", F.col("dewp") + 100), raw)
     try:
         for _ in range(2):
             result = features.build(spark, config, "origin_weather_hourly", "2013-01-02", "2013-01-02")
@@ -54,8 +54,8 @@ def test_window_build_replaces_only_that_window_and_never_duplicates(spark, conf
         lake.write(raw_weather, raw)
     rows = weather_rows(spark, config)
     assert rows.count() == 12  # same rows, once each
-    temps = {(r.origin, r.observed_at.day): r.temp for r in rows.collect()}
-    assert temps == {(o, d): 30.0 + d + (100 if d == 2 else 0)
+    dewps = {(r.origin, r.observed_at.day): r.dewp for r in rows.collect()}
+    assert dewps == {(o, d): 20.0 + (100 if d == 2 else 0)
                      for o in ("EWR", "JFK") for d in (1, 2, 3)}
     assert result["window"] == ["2013-01-02", "2013-01-02"]
     ops = [c["metadata"]["window"] for c in
@@ -82,3 +82,43 @@ def test_end_before_start_is_refused():
     with pytest.raises(ConfigError, match="--end 2013-01-01 is before --start 2013-01-05"):
         features.parse_window("2013-01-05", "2013-01-01")
     assert features.parse_window("2013-01-01", "2013-01-01") == (dt.date(2013, 1, 1),) * 2
+
+
+def test_failing_expectations_block_the_write_and_keep_the_results(spark, config, raw_weather):
+    import json
+
+    from pyspark.sql import functions as F
+
+    from sparkml_platform.errors import GateFailed
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    features.build(spark, config, "origin_weather_hourly")
+    version = lake.commits(path)[-1]["version"]
+    lake.write(raw_weather.withColumn("temp", F.when(F.col("origin") == "JFK", 500.0)
+                                      .otherwise(F.col("temp"))), raw)
+    try:
+        with pytest.raises(GateFailed) as err:
+            features.build(spark, config, "origin_weather_hourly")
+        assert err.value.exit_code == 3
+        message = str(err.value)
+        assert "expect_column_values_to_be_between" in message and "'column': 'temp'" in message
+        assert "6 of 12 rows" in message and "500.0" in message
+        assert lake.commits(path)[-1]["version"] == version  # nothing written
+        kept = json.loads(sorted((config.validation_dir / "origin_weather_hourly").glob("*.json"))[-1]
+                          .read_text())
+        assert kept["success"] is False and kept["failed"][0]["unexpected_count"] == 6
+
+        config.feature_table("origin_weather_hourly").on_failure = "warn"
+        result = features.build(spark, config, "origin_weather_hourly")
+        assert result["validation"]["success"] is False and result["version"] == version + 1
+    finally:
+        config.feature_table("origin_weather_hourly").on_failure = "block"
+        lake.write(raw_weather, raw)
+
+
+def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather):
+    result = features.build(spark, config, "origin_weather_hourly")
+    assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
+    meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]
+    assert meta["validation"]["suite"] == "origin_weather_hourly"

