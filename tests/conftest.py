@@ -37,6 +37,7 @@ def make_project(root: Path, overlay: dict | None = None, env: str = "test") -> 
     shutil.copytree(REPO / "conf" / "base", conf / "base")
     (conf / env).mkdir()
     for filename, data in (overlay or {}).items():
+        (conf / env / filename).parent.mkdir(parents=True, exist_ok=True)
         (conf / env / filename).write_text(yaml.safe_dump(data))
     return conf
 

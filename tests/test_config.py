@@ -55,6 +55,7 @@ def test_sparkml_variables_override_yaml(tmp_path, monkeypatch):
      "training_sets.flight_delays.lable"),
     ("models.yml", {"models": {"flight_delay_gbt": {"treshold": 1}}}, "models.flight_delay_gbt.treshold"),
     ("pipelines.yml", {"pipelines": {"flights": {"stpes": []}}}, "pipelines.flights.stpes"),
+    ("expectations/plane_attributes.yml", {"expectations": [{"expect_x": {}}], "owner": "me"}, "owner"),
 ])
 def test_unknown_key_names_file_and_key(tmp_path, filename, data, key):
     conf = make_project(tmp_path, {filename: data}, env="dev")
@@ -169,3 +170,17 @@ def test_unknown_source_fails_before_any_load(tmp_path, capsys):
     assert main(["--conf", str(conf), "sources", "load", "weather", "no_such_source"]) == 2
     assert "no source named 'no_such_source'" in capsys.readouterr().err
     assert not (tmp_path / ".sparkml").exists()
+
+
+def test_expectation_item_must_be_one_expectation(tmp_path):
+    conf = make_project(tmp_path, {"expectations/plane_attributes.yml": {
+        "expectations": [{"column": {"name": "seats"}}]}}, env="dev")
+    with pytest.raises(ConfigError, match=r"expectations/plane_attributes.yml: expectations: .*one `expect_"):
+        load_config(conf, "dev")
+
+
+def test_unknown_suite_named_by_a_feature_table(tmp_path):
+    conf = make_project(tmp_path, {"features.yml": {"feature_tables": {
+        "plane_attributes": {"expectations": "no_such_suite"}}}}, env="dev")
+    with pytest.raises(ConfigError, match="feature_tables.plane_attributes.expectations: no suite 'no_such_suite'"):
+        load_config(conf, "dev").expectation_suite("plane_attributes")
