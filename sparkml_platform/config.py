@@ -118,6 +118,15 @@ class FeatureTable(Strict):
 class FeaturesFile(Strict):
     feature_tables: dict[str, FeatureTable] = {}
 
+    @field_validator("feature_tables")
+    @classmethod
+    def _names(cls, tables: dict[str, FeatureTable]) -> dict[str, FeatureTable]:
+        for name in tables:
+            if not re.match(NAME, name):
+                raise ValueError(f"table name {name!r} must be lower case letters, digits and _ "
+                                 "(starting with a letter): it names a Delta table")
+        return tables
+
 
 class ExpectationSuiteFile(Strict):
     """conf/*/expectations/NAME.yml: a list of `{expectation_name: {kwargs}}` items."""

@@ -79,6 +79,8 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         df = df.where(replace_where)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
+    df = df.persist()  # checked, validated, then written: compute it once
+    _refuse_duplicates(df, definition, name)
     validated = _validate(config, name, df)
     metadata = {
         "kind": "feature_table",
@@ -96,6 +98,21 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             "window": metadata["window"], "validation": validated}
 
 
+def _refuse_duplicates(df, definition: FeatureTable, name: str) -> None:
+    """Two rows for one entity at one event time would make point-in-time lookups ambiguous."""
+    from pyspark.sql import functions as F
+
+    key = [*definition.keys, definition.event_time]
+    dupes = df.groupBy(*key).agg(F.count("*").alias("rows")).where("rows > 1")
+    examples = dupes.limit(5).collect()
+    if examples:
+        df.unpersist()
+        shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)"
+                          for r in examples)
+        raise GateFailed(f"feature table {name}: {dupes.count()} (entity, event time) pairs occur "
+                         f"more than once, nothing written; e.g. {shown}")
+
+
 def _validate(config: Config, name: str, df) -> dict | None:
     """Run the table's expectation suite on the rows about to be written (block or warn)."""
     import logging
@@ -106,7 +123,6 @@ def _validate(config: Config, name: str, df) -> dict | None:
     if suite is None:
         return None
     definition = config.feature_table(name)
-    df.persist()  # validated, then written: compute it once
     summary = validation.validate(df, definition.expectations, suite.expectations,
                                   f"expectations/{definition.expectations}.yml: expectations")
     kept = validation.keep(summary, config.validation_dir, name)

@@ -45,13 +45,15 @@ def validate(df, name: str, items: list[dict], where: str) -> dict:
     import logging
     import os
 
-    # No progress bars in job logs, and no usage reporting from a batch job.
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # No usage reporting from a batch job, and no progress bars or chatter in its log.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    for logger in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_spark(name="sparkml").add_dataframe_asset(name=name)
     batch = asset.add_batch_definition_whole_dataframe("window").get_batch(
         batch_parameters={"dataframe": df})

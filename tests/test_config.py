@@ -184,3 +184,11 @@ def test_unknown_suite_named_by_a_feature_table(tmp_path):
         "plane_attributes": {"expectations": "no_such_suite"}}}}, env="dev")
     with pytest.raises(ConfigError, match="feature_tables.plane_attributes.expectations: no suite 'no_such_suite'"):
         load_config(conf, "dev").expectation_suite("plane_attributes")
+
+
+def test_table_name_outside_the_allowed_characters(tmp_path):
+    conf = make_project(tmp_path)
+    text = (conf / "base" / "features.yml").read_text().replace("  plane_attributes:", "  plane-attributes:")
+    (conf / "base" / "features.yml").write_text(text)
+    with pytest.raises(ConfigError, match="feature_tables: .*table name 'plane-attributes' must be lower case"):
+        load_config(conf)

@@ -122,3 +122,29 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
     meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]
     assert meta["validation"]["suite"] == "origin_weather_hourly"
+
+
+def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather):
+    from sparkml_platform.errors import GateFailed
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    features.build(spark, config, "origin_weather_hourly")
+    version = lake.commits(path)[-1]["version"]
+    table = config.feature_table("origin_weather_hourly")
+    table.keys = ["origin"]
+    table.event_time, original = "observed_at", table.event_time
+    definition = table.transformation
+    table.transformation = "test_features.weather_twice"
+    try:
+        with pytest.raises(GateFailed, match=r"12 \(entity, event time\) pairs occur more than once.*origin=EWR"):
+            features.build(spark, config, "origin_weather_hourly")
+    finally:
+        table.transformation, table.event_time = definition, original
+    assert lake.commits(path)[-1]["version"] == version
+
+
+def weather_twice(weather):
+    from sparkml_platform.reference.flights import origin_weather_hourly
+
+    once = origin_weather_hourly(weather)
+    return once.unionByName(once)
