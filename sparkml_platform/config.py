@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import envvars
 from .errors import ConfigError
@@ -20,6 +20,14 @@ from .errors import ConfigError
 NAME = r"^[a-z][a-z0-9_]*$"
 TABLE_REF = r"^(raw|features|entities|trainsets|predictions)\.[a-z][a-z0-9_]*$"
 DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]  # like 90m, 3h or 7d
 
 
 class Strict(BaseModel):
@@ -95,7 +103,7 @@ class FeatureTable(Strict):
     sources: dict[str, str] = Field(min_length=1)  # argument name -> table reference
     transformation: str  # dotted path of a pure DataFrame -> DataFrame function
     features: dict[str, Feature] = Field(min_length=1)
-    lookback: str | None = None
+    lookback: Duration | None = None
     expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
     on_failure: Literal["block", "warn"] = "block"  # what a failing suite does to the write
 
@@ -105,13 +113,6 @@ class FeatureTable(Strict):
         for ref in value.values():
             if not re.match(TABLE_REF, ref):
                 raise ValueError(f"{ref!r} is not a table reference like raw.NAME or features.NAME")
-        return value
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
         return value
 
 
@@ -160,14 +161,7 @@ class Lookup(Strict):
     features: list[str] = Field(min_length=1)
     key_map: dict[str, str] = {}  # feature table key -> entity column, where names differ
     rename: dict[str, str] = {}
-    lookback: str | None = None
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    lookback: Duration | None = None
 
 
 class Split(Strict):
