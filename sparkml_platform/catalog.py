@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import lake, training_sets
+from . import lake, statistics, training_sets
 from .config import Config
 
 
@@ -11,6 +11,7 @@ def feature_tables(config: Config) -> list[dict]:
     for name, table in sorted(config.features.feature_tables.items()):
         path = lake.table_path(config.lake_root, f"features.{name}")
         history = lake.commits(path) if lake.exists(path) else []
+        stats = statistics.latest(path) if history else None
         out.append({
             "name": name,
             "description": table.description,
@@ -20,8 +21,19 @@ def feature_tables(config: Config) -> list[dict]:
             "event_time": table.event_time,
             "features": list(table.features),
             "version": history[-1]["version"] if history else None,
+            # freshness: when it was last built, and the newest event time it holds
+            "last_built": _when(history[-1]["timestamp"]) if history else None,
+            "newest_event_time": stats["event_time_range"][1] if stats else None,
         })
     return out
+
+
+def _when(millis: int | None) -> str | None:
+    import datetime as dt
+
+    if millis is None:
+        return None
+    return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def search(config: Config, text: str) -> list[dict]:
@@ -64,8 +76,24 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         info["rows"] = row["rows"]
         info["event_time_range"] = [str(row["first"]), str(row["last"])]
         info["history"] = lake.history(spark, path)
+        info["latest_statistics"] = statistics.latest(path)
         info["used_by"] = used_by(config, name)
     return info
+
+
+def compare_versions(config: Config, name: str, old: int, new: int) -> dict:
+    from .errors import NotFoundError
+
+    config.feature_table(name)
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    loaded = {v: statistics.load(path, v) for v in (old, new)}
+    missing = [str(v) for v, s in loaded.items() if s is None]
+    if missing:
+        have = sorted(int(p.stem[1:]) for p in (path / "_sparkml_stats").glob("v*.json")) \
+            if (path / "_sparkml_stats").is_dir() else []
+        raise NotFoundError(f"feature table {name} has no statistics for version "
+                            f"{', '.join(missing)} (versions with statistics: {have or 'none'})")
+    return {"table": f"features.{name}", **statistics.compare(loaded[old], loaded[new])}
 
 
 def used_by(config: Config, feature_table: str) -> list[str]:

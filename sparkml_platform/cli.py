@@ -121,7 +121,8 @@ def features_list(state, as_json):
     from . import catalog
 
     emit(catalog.feature_tables(state.config), as_json,
-         lambda rows: table(rows, ["name", "version", "owner", "keys", "event_time", "description"]))
+         lambda rows: table(rows, ["name", "version", "last_built", "newest_event_time", "owner",
+                                   "keys", "description"]))
 
 
 @features.command("search")
@@ -137,14 +138,31 @@ def features_search(state, text, as_json):
 
 @features.command("show")
 @click.argument("name")
+@click.option("--compare", nargs=2, type=int, metavar="V1 V2",
+              help="Show how each feature's statistics shifted from version V1 to V2.")
 @json_option
 @pass_state
-def features_show(state, name, as_json):
+def features_show(state, name, compare, as_json):
     from . import catalog
 
     state.config.feature_table(name)
+    if compare:
+        emit(catalog.compare_versions(state.config, name, *compare), as_json, _show_shift)
+        return
     emit(catalog.show_feature_table(state.spark, state.config, name), as_json,
          lambda d: click.echo(json.dumps(d, indent=2, default=str)))
+
+
+def _show_shift(data: dict) -> None:
+    old, new = data["versions"]
+    click.echo(f"{data['table']}: version {old} -> {new}, rows {data['rows'][0]} -> "
+               f"{data['rows'][1]} ({data['rows'][2]:+d})")
+    rows = []
+    for feature, measures in data["features"].items():
+        for measure, (a, b, shift) in measures.items():
+            rows.append({"feature": feature, "measure": measure, f"v{old}": a, f"v{new}": b,
+                         "shift": None if shift is None else round(shift, 6)})
+    table(rows, ["feature", "measure", f"v{old}", f"v{new}", "shift"])
 
 
 @features.command("build")

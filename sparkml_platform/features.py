@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import lake
+from . import lake, statistics
 from .config import Config, FeatureTable
 from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import code_version, definition_hash, import_function
@@ -93,8 +93,13 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     }
     version = lake.write(df, path, replace_where=replace_where, metadata=metadata)
     df.unpersist()
-    rows = lake.read(spark, path, version).count()
+    stats = statistics.compute(spark, path, version,
+                               {n: f.type for n, f in definition.features.items()},
+                               definition.event_time)
+    statistics.save(path, stats)
+    rows = stats["rows"]
     return {"table": f"features.{name}", "version": version, "rows": rows,
+            "event_time_range": stats["event_time_range"],
             "window": metadata["window"], "validation": validated}
 
 

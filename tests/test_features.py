@@ -148,3 +148,29 @@ def weather_twice(weather):
 
     once = origin_weather_hourly(weather)
     return once.unionByName(once)
+
+
+def test_statistics_per_version_and_their_shift(spark, config, raw_weather, capsys):
+    from pyspark.sql import functions as F
+
+    from sparkml_platform import catalog
+    from sparkml_platform.cli import main
+
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    first = features.build(spark, config, "origin_weather_hourly")
+    lake.write(raw_weather.withColumn("humid", F.col("humid") + 10), raw)
+    try:
+        second = features.build(spark, config, "origin_weather_hourly")
+    finally:
+        lake.write(raw_weather, raw)
+    shift = catalog.compare_versions(config, "origin_weather_hourly", first["version"], second["version"])
+    assert shift["features"]["humid"]["mean"] == [50.0, 60.0, 10.0]
+    assert shift["features"]["temp"]["mean"][2] == 0.0
+    assert shift["features"]["wind_gust"]["nulls"] == [12, 12, 0]
+    assert shift["features"]["humid"]["distinct_approx"][:2] == [1, 1]
+    listed = {t["name"]: t for t in catalog.feature_tables(config)}["origin_weather_hourly"]
+    assert listed["newest_event_time"] == "2013-01-03 12:00:00" and listed["last_built"]
+
+    code = main(["--conf", str(config.conf_dir), "--env", "test", "features", "show",
+                 "origin_weather_hourly", "--compare", "0", "999"])
+    assert code == 2 and "has no statistics for version 999" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""Statistics of a feature table per Delta version, kept beside the table so that any two
+versions can be compared (`sparkml features show NAME --compare V1 V2`).
+
+They live in `TABLE/_sparkml_stats/vNNNNNN.json`: Delta ignores paths starting with `_`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import lake
+
+NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint")
+
+
+def stats_path(table_path: Path, version: int) -> Path:
+    return table_path / "_sparkml_stats" / f"v{version:06d}.json"
+
+
+def compute(spark, table_path: Path, version: int, features: dict[str, str], event_time: str) -> dict:
+    """Count, nulls, min, max, mean (numeric) and approximate distinct count per feature."""
+    from pyspark.sql import functions as F
+
+    df = lake.read(spark, table_path, version)
+    aggs = [F.count(F.lit(1)).alias("__rows"), F.min(event_time).alias("__first"),
+            F.max(event_time).alias("__last")]
+    for name, kind in features.items():
+        col = F.col(f"`{name}`")
+        aggs += [F.count(col).alias(f"{name}__count"),
+                 F.approx_count_distinct(col).alias(f"{name}__distinct")]
+        if kind in NUMERIC:
+            aggs += [F.min(col).cast("double").alias(f"{name}__min"),
+                     F.max(col).cast("double").alias(f"{name}__max"),
+                     F.avg(col).alias(f"{name}__mean")]
+    row = df.agg(*aggs).collect()[0].asDict()
+    rows = row["__rows"]
+    per_feature = {}
+    for name, kind in features.items():
+        entry = {"count": row[f"{name}__count"], "nulls": rows - row[f"{name}__count"],
+                 "distinct_approx": row[f"{name}__distinct"]}
+        if kind in NUMERIC:
+            entry.update(min=row[f"{name}__min"], max=row[f"{name}__max"], mean=row[f"{name}__mean"])
+        per_feature[name] = entry
+    return {"version": version, "rows": rows,
+            "event_time_range": [str(row["__first"]), str(row["__last"])],
+            "features": per_feature}
+
+
+def save(table_path: Path, stats: dict) -> Path:
+    path = stats_path(table_path, stats["version"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=2, default=str))
+    return path
+
+
+def load(table_path: Path, version: int) -> dict | None:
+    path = stats_path(table_path, version)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def latest(table_path: Path) -> dict | None:
+    folder = table_path / "_sparkml_stats"
+    files = sorted(folder.glob("v*.json")) if folder.is_dir() else []
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def compare(old: dict, new: dict) -> dict:
+    """Per feature and measure: the value in each version and the shift between them."""
+    out = {"versions": [old["version"], new["version"]],
+           "rows": [old["rows"], new["rows"], new["rows"] - old["rows"]],
+           "features": {}}
+    for name in sorted(set(old["features"]) | set(new["features"])):
+        a, b = old["features"].get(name, {}), new["features"].get(name, {})
+        measures = {}
+        for key in ("count", "nulls", "distinct_approx", "min", "max", "mean"):
+            if key in a or key in b:
+                va, vb = a.get(key), b.get(key)
+                shift = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+                measures[key] = [va, vb, shift]
+        out["features"][name] = measures
+    return out
