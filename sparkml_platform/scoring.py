@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import lake, registry, tracking
+from . import lake, registry
 from .config import Config
 from .errors import ConfigError, JobFailed
 from .pit import FeatureLookup, join_features

@@ -189,11 +189,13 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     data = joined.drop(*flags)
     lake.write(data, path, metadata={"kind": "training_set", "name": name, "version": number})
     stored = lake.read(spark, path)
-    counts = {r[SPLIT]: r["n"] for r in stored.groupBy(SPLIT).agg(F.count("*").alias("n")).collect()}
-    unmatched_row = joined.select(
-        *[F.sum((~F.col(f)).cast("long")).alias(lk["table"]) for f, lk in zip(flags, facts["lookups"])]
-    ).collect()[0]
+    # Rows per split and rows without a match per lookup, in one pass over the cached join.
+    per_split = joined.groupBy(SPLIT).agg(
+        F.count("*").alias("__rows"), *[F.sum((~F.col(f)).cast("long")).alias(f) for f in flags]
+    ).collect()
     joined.unpersist()
+    counts = {r[SPLIT]: r["__rows"] for r in per_split}
+    unmatched = {lk["table"]: sum(r[f] for r in per_split) for f, lk in zip(flags, facts["lookups"])}
     manifest = {
         "name": name,
         "version": number,
@@ -202,7 +204,7 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
         **facts,
         "code": code_version(),
         "rows": {"total": sum(counts.values()), **counts},
-        "rows_without_match": unmatched_row.asDict(),
+        "rows_without_match": unmatched,
         "columns": stored.columns,
         "digest": content_digest(stored),
     }
