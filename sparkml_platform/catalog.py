@@ -12,6 +12,7 @@ def feature_tables(config: Config) -> list[dict]:
         path = lake.table_path(config.lake_root, f"features.{name}")
         history = lake.commits(path) if lake.exists(path) else []
         stats = statistics.latest(path) if history else None
+        built = [c for c in history if (c["metadata"] or {}).get("kind") == "feature_table"]
         out.append({
             "name": name,
             "description": table.description,
@@ -22,7 +23,8 @@ def feature_tables(config: Config) -> list[dict]:
             "features": list(table.features),
             "version": history[-1]["version"] if history else None,
             # freshness: when it was last built, and the newest event time it holds
-            "last_built": _when(history[-1]["timestamp"]) if history else None,
+            "last_built": _when(built[-1]["timestamp"]) if built else None,
+            "last_run_id": built[-1]["metadata"].get("run_id") if built else None,
             "newest_event_time": stats["event_time_range"][1] if stats else None,
         })
     return out

@@ -9,7 +9,7 @@ import sys
 import click
 
 from . import envvars
-from .errors import SparkmlError
+from .errors import ConfigError, SparkmlError
 
 
 class State:
@@ -169,14 +169,23 @@ def _show_shift(data: dict) -> None:
 @click.argument("name")
 @click.option("--start", help="First day of the window (YYYY-MM-DD).")
 @click.option("--end", help="Last day of the window, included (YYYY-MM-DD).")
+@click.option("--chunk-days", type=int, help="Backfill the window in chunks of this many days, "
+              "one commit each; the same command again resumes after the last committed chunk.")
+@click.option("--full", is_flag=True, help="Rebuild the whole table (default without a window: "
+              "only what is missing since the last build).")
 @pass_state
-def features_build(state, name, start, end):
-    """Compute feature table NAME (or one window of it) into Delta in one commit."""
+def features_build(state, name, start, end, chunk_days, full):
+    """Compute feature table NAME (or one window of it) into Delta in one commit per chunk."""
     from . import features as feat
 
-    feat.parse_window(start, end)
+    window = feat.parse_window(start, end)
+    if window and full:
+        raise ConfigError("--full rebuilds the whole table: give it without --start/--end")
+    if chunk_days and not window:
+        raise ConfigError("--chunk-days splits a window: give --start and --end too")
     state.config.feature_table(name)
-    click.echo(json.dumps(feat.build(state.spark, state.config, name, start, end)))
+    click.echo(json.dumps(feat.build(state.spark, state.config, name, start, end,
+                                     chunk_days=chunk_days, full=full), default=str))
 
 
 # --- training sets ------------------------------------------------------------------------

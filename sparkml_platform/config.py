@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from . import envvars
 from .errors import ConfigError
@@ -52,11 +53,22 @@ class SparkSettings(Strict):
     conf: dict[str, str] = {}
 
 
+class MetastoreSettings(Strict):
+    """Register lake tables in the session's catalog (a cluster's Hive metastore) under `database`.
+
+    Unset (the default): nothing is registered, and no embedded Derby metastore is ever
+    started, so any number of commands can run at once; notebooks get views instead
+    (`sparkml_platform.notebook.register_views`)."""
+
+    database: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class PlatformSettings(Strict):
     lake_root: str = ".sparkml/lake"
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
     spark: SparkSettings = SparkSettings()
+    metastore: MetastoreSettings = MetastoreSettings()
 
 
 # --- sources.yml --------------------------------------------------------------------------
@@ -104,6 +116,7 @@ class FeatureTable(Strict):
     transformation: str  # dotted path of a pure DataFrame -> DataFrame function
     features: dict[str, Feature] = Field(min_length=1)
     lookback: Duration | None = None
+    partition_by: list[str] = []  # declared columns (keys or features) to partition the table by
     expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
     on_failure: Literal["block", "warn"] = "block"  # what a failing suite does to the write
 
@@ -114,6 +127,15 @@ class FeatureTable(Strict):
             if not re.match(TABLE_REF, ref):
                 raise ValueError(f"{ref!r} is not a table reference like raw.NAME or features.NAME")
         return value
+
+    @model_validator(mode="after")
+    def _partition_columns(self):
+        declared = {*self.keys, self.event_time, *self.features}
+        unknown = [c for c in self.partition_by if c not in declared]
+        if unknown:
+            raise ValueError(f"partition_by: {', '.join(unknown)} is not a key or feature of "
+                             "this table")
+        return self
 
 
 class FeaturesFile(Strict):

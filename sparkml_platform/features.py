@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import lake, statistics
+from . import lake, notebook, statistics
 from .config import Config, FeatureTable
 from .errors import ConfigError, GateFailed, JobFailed
+from . import provenance
 from .provenance import code_version, definition_hash, import_function
 
 
@@ -64,43 +65,179 @@ def conform(df, definition: FeatureTable, where: str):
     return df.select(*expected)
 
 
-def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None) -> dict:
-    """Compute the table (or one window of it) and replace exactly that part in one commit."""
+def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
+          *, chunk_days: int | None = None, full: bool = False) -> dict:
+    """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
+
+    No window: the whole table on the first build (or with `full`, or when the definition
+    changed), else incrementally from the day of the newest event time already built.
+    A chunked backfill records each chunk's commit under a backfill id, so running the same
+    command again after a failure skips the chunks already committed (resume).
+    """
     window = parse_window(start, end)
+    if chunk_days is not None and chunk_days < 1:
+        raise ConfigError(f"--chunk-days {chunk_days}: give a number of days, 1 or more")
     definition = config.feature_table(name)
-    df, source_versions = compute(spark, config, name)
     path = lake.table_path(config.lake_root, f"features.{name}")
+    computed, source_versions = compute(spark, config, name)
+    run_id = provenance.run_id()
+    base = {"kind": "feature_table", "name": name, "definition_hash": definition_hash(definition),
+            "sources": source_versions, "code": code_version(), "run_id": run_id,
+            "spark_app_id": spark.sparkContext.applicationId}
+    mode = "window"
+    if window is None:
+        mode, window = _incremental_window(spark, path, definition, computed, base, full)
+        if mode == "up to date":
+            return {"table": f"features.{name}", "version": lake.version(spark, path),
+                    "mode": mode, "run_id": run_id, "chunks": [], "rows": None}
+
+    chunks = _chunks(window, chunk_days) if window else [None]
+    backfill = definition_hash({**base, "run_id": None, "spark_app_id": None, "code": None,
+                                "window": [str(d) for d in window] if window else None,
+                                "chunk_days": chunk_days}) if len(chunks) > 1 else None
+    done = _committed_chunks(path, backfill) if backfill else set()
+    if len(chunks) > 1:
+        computed = computed.persist()  # every chunk filters the same computed rows
+    results = []
+    try:
+        for chunk in chunks:
+            label = [str(d) for d in chunk] if chunk else None
+            if backfill and tuple(label) in done:
+                results.append({"window": label, "skipped": "committed by an earlier run"})
+                continue
+            meta = {**base, "window": label, "mode": mode}
+            if backfill:
+                meta.update(backfill=backfill, chunk=label)
+            results.append(_write_part(spark, config, name, computed, path, chunk,
+                                       explicit=mode == "window", metadata=meta))
+    finally:
+        if len(chunks) > 1:
+            computed.unpersist()
+    written = [r for r in results if "version" in r]
+    version = written[-1]["version"] if written else lake.version(spark, path)
+    registered = notebook.register_table(spark, config, f"features.{name}")
+    stats = statistics.load(path, version) or {}
+    return {"table": f"features.{name}", "version": version, "mode": mode, "run_id": run_id,
+            "window": [str(d) for d in window] if window else None,
+            "rows": stats.get("rows"), "event_time_range": stats.get("event_time_range"),
+            "rows_written": sum(r.get("rows_written", 0) for r in results),
+            "registered_as": registered,
+            "validation": written[-1]["validation"] if written else None,
+            "chunks": results if len(chunks) > 1 else []}
+
+
+def _incremental_window(spark, path, definition: FeatureTable, computed, base: dict, full: bool):
+    """(mode, window) for a build without --start/--end."""
+    from pyspark.sql import functions as F
+
+    if full or not lake.exists(path):
+        return "full", None
+    last = next((c["metadata"] for c in reversed(lake.commits(path))
+                 if (c["metadata"] or {}).get("kind") == "feature_table"), None)
+    if last is None or last.get("definition_hash") != base["definition_hash"]:
+        return "full", None  # the definition changed: earlier rows are stale too
+    newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
+    if newest in (None, "None"):
+        newest = lake.read(spark, path).agg(F.max(definition.event_time)).collect()[0][0]
+    first = dt.date.fromisoformat(str(newest)[:10])  # that day again: it may have been partial
+    row = computed.where(F.col(definition.event_time) >= F.lit(str(first))) \
+        .agg(F.max(definition.event_time)).collect()[0][0]
+    if row is None:
+        return "up to date", None
+    return "incremental", (first, max(first, row.date()))
+
+
+def _chunks(window, days: int | None) -> list[tuple[dt.date, dt.date]]:
+    first, last = window
+    if not days:
+        return [window]
+    out = []
+    while first <= last:
+        upper = min(last, first + dt.timedelta(days=days - 1))
+        out.append((first, upper))
+        first = upper + dt.timedelta(days=1)
+    return out
+
+
+def _committed_chunks(path, backfill: str) -> set[tuple[str, str]]:
+    if not lake.exists(path):
+        return set()
+    return {tuple(c["metadata"]["chunk"]) for c in lake.commits(path)
+            if (c["metadata"] or {}).get("backfill") == backfill}
+
+
+def _write_part(spark, config: Config, name: str, computed, path, window, *, explicit: bool,
+                metadata: dict) -> dict:
+    """Check, validate and write one window (or the whole table) in one commit, then its stats."""
+    definition = config.feature_table(name)
     replace_where = None
+    df = computed
     if window is not None:
         first, last = window
-        upper = last + dt.timedelta(days=1)
         replace_where = (f"`{definition.event_time}` >= '{first}' AND "
-                         f"`{definition.event_time}` < '{upper}'")
+                         f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
         df = df.where(replace_where)
+    df = _with_comments(df, definition).persist()  # checked, validated, then written: once
+    try:
+        rows = df.count()
+        if rows == 0 and window is not None and explicit:
+            _refuse_window_outside_sources(computed, definition, name, window)
+        _refuse_duplicates(df, definition, name)
+        validated = _validate(config, name, df)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
-    df = df.persist()  # checked, validated, then written: compute it once
-    _refuse_duplicates(df, definition, name)
-    validated = _validate(config, name, df)
-    metadata = {
-        "kind": "feature_table",
-        "name": name,
-        "definition_hash": definition_hash(definition),
-        "sources": source_versions,
-        "code": code_version(),
-        "window": [str(d) for d in window] if window else None,
-        "validation": validated,
-    }
-    version = lake.write(df, path, replace_where=replace_where, metadata=metadata)
-    df.unpersist()
+        lake.describe(spark, path, definition.description, table_properties(definition),
+                      df.schema, definition.partition_by or None,
+                      metadata={**metadata, "kind": "table_metadata"})
+        version = lake.write(df, path, replace_where=replace_where,
+                             partition_by=definition.partition_by or None,
+                             metadata={**metadata, "validation": validated})
+    finally:
+        df.unpersist()
     stats = statistics.compute(spark, path, version,
                                {n: f.type for n, f in definition.features.items()},
                                definition.event_time)
     statistics.save(path, stats)
-    rows = stats["rows"]
-    return {"table": f"features.{name}", "version": version, "rows": rows,
-            "event_time_range": stats["event_time_range"],
-            "window": metadata["window"], "validation": validated}
+    return {"window": metadata["window"], "version": version, "rows_written": rows,
+            "validation": validated}
+
+
+def _refuse_window_outside_sources(computed, definition: FeatureTable, name: str, window) -> None:
+    """An empty window is fine inside the data (a quiet day); outside it, it is a mistake."""
+    from pyspark.sql import functions as F
+
+    row = computed.agg(F.min(definition.event_time).alias("first"),
+                       F.max(definition.event_time).alias("last")).collect()[0]
+    first, last = window
+    if row["first"] is None or last < row["first"].date() or first > row["last"].date():
+        covered = (f"{row['first']} to {row['last']}" if row["first"] is not None
+                   else "nothing (the sources are empty)")
+        raise ConfigError(f"feature table {name}: the window {first} to {last} is outside the source "
+                          f"data, whose event times ({definition.event_time}) cover {covered}; "
+                          "nothing written")
+
+
+def table_properties(definition: FeatureTable) -> dict[str, str]:
+    """What any Spark reader sees with DESCRIBE / SHOW TBLPROPERTIES on the Delta table."""
+    return {
+        "sparkml.owner": definition.owner,
+        "sparkml.tags": ",".join(definition.tags),
+        "sparkml.keys": ",".join(definition.keys),
+        "sparkml.event_time": definition.event_time,
+        "sparkml.lookback": definition.lookback or "",
+        "sparkml.transformation": definition.transformation,
+    }
+
+
+def _with_comments(df, definition: FeatureTable):
+    """Column comments from the definition travel in the schema of the rows written."""
+    comments = {n: f.description for n, f in definition.features.items() if f.description}
+    comments[definition.event_time] = "event time: when these feature values became known"
+    for key in definition.keys:
+        comments.setdefault(key, "entity key")
+    for column, text in comments.items():
+        df = df.withMetadata(column, {"comment": text})
+    return df
 
 
 def _refuse_duplicates(df, definition: FeatureTable, name: str) -> None:
@@ -111,7 +248,6 @@ def _refuse_duplicates(df, definition: FeatureTable, name: str) -> None:
     dupes = df.groupBy(*key).agg(F.count("*").alias("rows")).where("rows > 1")
     examples = dupes.limit(5).collect()
     if examples:
-        df.unpersist()
         shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)"
                           for r in examples)
         raise GateFailed(f"feature table {name}: {dupes.count()} (entity, event time) pairs occur "
@@ -136,7 +272,6 @@ def _validate(config: Config, name: str, df) -> dict | None:
     if not summary["success"]:
         report = validation.describe_failures(summary)
         if definition.on_failure == "block":
-            df.unpersist()
             raise GateFailed(f"feature table {name}: expectation suite {definition.expectations} "
                              f"failed, nothing written (results: {kept}):\n{report}")
         logging.getLogger(__name__).warning("feature table %s: suite %s failed (on_failure: warn), "

@@ -99,6 +99,52 @@ def write(
     return version(df.sparkSession, path)
 
 
+def describe(spark, path: Path, description: str, properties: dict[str, str], schema,
+             partition_by: list[str] | None = None, metadata: dict | None = None) -> None:
+    """Put the table's description, properties and column comments in its own Delta metadata.
+
+    Any Spark reader then sees them with DESCRIBE. A new table is created empty with them
+    (its data follows in the next commit); an existing one is altered only where they differ,
+    so a build whose definition did not change adds no commit.
+    """
+    from delta.tables import DeltaTable
+
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    if metadata:
+        spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
+    try:
+        if not exists(path):
+            builder = (DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema)
+                       .comment(description))
+            if partition_by:
+                builder = builder.partitionedBy(*partition_by)
+            for name, value in properties.items():
+                builder = builder.property(name, value)
+            builder.execute()
+            return
+        table = DeltaTable.forPath(spark, str(path))
+        detail = table.detail().select("description", "properties").collect()[0]
+        wanted = {**properties, "comment": description}
+        have = {**(detail["properties"] or {}), "comment": detail["description"] or ""}
+        changed = {k: v for k, v in wanted.items() if have.get(k) != v}
+        if changed:
+            pairs = ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in sorted(changed.items()))
+            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
+        current = {f.name: f.metadata.get("comment") for f in table.toDF().schema.fields}
+        for field in schema.fields:
+            comment = field.metadata.get("comment")
+            if comment and field.name in current and current[field.name] != comment:
+                spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN `{field.name}` "
+                          f"COMMENT {_quote(comment)}")
+    finally:
+        if metadata:
+            spark.conf.unset(key)
+
+
+def _quote(text: str) -> str:
+    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def commits(path: Path) -> list[dict]:
     """Each commit's version, time and user metadata, read from the Delta log without Spark.
 

@@ -47,3 +47,12 @@ def import_function(dotted: str, where: str):
     if not callable(func):
         raise ConfigError(f"{where}: {dotted!r} is not a function")
     return func
+
+
+def run_id() -> str:
+    """This run's id: the scheduler's (SPARKML_RUN_ID, e.g. an Oozie or cron job id) or a new one."""
+    import uuid
+
+    from .envvars import SPARKML_RUN_ID
+
+    return SPARKML_RUN_ID.get() or uuid.uuid4().hex[:16]

@@ -108,7 +108,7 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
                                       .otherwise(F.col("temp"))), raw)
     try:
         with pytest.raises(GateFailed) as err:
-            features.build(spark, config, "origin_weather_hourly")
+            features.build(spark, config, "origin_weather_hourly", full=True)
         assert err.value.exit_code == 3
         message = str(err.value)
         assert "expect_column_values_to_be_between" in message and "'column': 'temp'" in message
@@ -119,7 +119,7 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         assert kept["success"] is False and kept["failed"][0]["unexpected_count"] == 6
 
         config.feature_table("origin_weather_hourly").on_failure = "warn"
-        result = features.build(spark, config, "origin_weather_hourly")
+        result = features.build(spark, config, "origin_weather_hourly", full=True)
         assert result["validation"]["success"] is False and result["version"] == version + 1
     finally:
         config.feature_table("origin_weather_hourly").on_failure = "block"
@@ -169,7 +169,7 @@ def test_statistics_per_version_and_their_shift(spark, config, raw_weather, caps
     first = features.build(spark, config, "origin_weather_hourly")
     lake.write(raw_weather.withColumn("humid", F.col("humid") + 10), raw)
     try:
-        second = features.build(spark, config, "origin_weather_hourly")
+        second = features.build(spark, config, "origin_weather_hourly", full=True)
     finally:
         lake.write(raw_weather, raw)
     shift = catalog.compare_versions(config, "origin_weather_hourly", first["version"], second["version"])
@@ -181,5 +181,136 @@ def test_statistics_per_version_and_their_shift(spark, config, raw_weather, caps
     assert listed["newest_event_time"] == "2013-01-03 12:00:00" and listed["last_built"]
 
     code = main(["--conf", str(config.conf_dir), "--env", "test", "features", "show",
-                 "origin_weather_hourly", "--compare", "0", "999"])
+                 "origin_weather_hourly", "--compare", str(first["version"]), "999"])
     assert code == 2 and "has no statistics for version 999" in capsys.readouterr().err
+
+
+def cli(config, *args):
+    from sparkml_platform.cli import main
+
+    return main(["--conf", str(config.conf_dir), "--env", "test", *args])
+
+
+def test_incremental_build_adds_what_is_missing_and_describes_the_table(spark, config, raw_weather,
+                                                                         monkeypatch):
+    from pyspark.sql import functions as F
+
+    from sparkml_platform import catalog
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    assert features.build(spark, config, "origin_weather_hourly", full=True)["mode"] == "full"
+    day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
+        "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
+    lake.write(raw_weather.unionByName(day4), raw)
+    table = config.feature_table("origin_weather_hourly")
+    original = table.features["temp"].description
+    monkeypatch.setenv("SPARKML_RUN_ID", "oozie-0000042")
+    try:
+        result = features.build(spark, config, "origin_weather_hourly")
+        # Only from the newest day already built: that day again (it may have been partial) and after.
+        assert (result["mode"], result["window"]) == ("incremental", ["2013-01-03", "2013-01-04"])
+        assert result["rows"] == 16 and result["rows_written"] == 8
+        assert weather_rows(spark, config).groupBy("origin", "observed_at").count() \
+            .where("count > 1").count() == 0
+        assert lake.commits(path)[-1]["metadata"]["run_id"] == "oozie-0000042"
+        listed = {t["name"]: t for t in catalog.feature_tables(config)}["origin_weather_hourly"]
+        assert listed["last_run_id"] == "oozie-0000042"
+
+        # Descriptions live in the Delta table itself: any Spark reader sees them.
+        described = {r.col_name: r for r in spark.sql(f"DESCRIBE TABLE EXTENDED delta.`{path}`").collect()}
+        assert described["temp"].comment == "Temperature (F)"
+        assert described["Comment"].data_type == table.description
+        props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+        assert props["sparkml.owner"] == "flights-team" and props["sparkml.keys"] == "origin"
+        assert props["sparkml.event_time"] == "observed_at" and props["sparkml.lookback"] == "3h"
+
+        # A changed definition makes earlier rows stale too: the whole table is rebuilt.
+        table.features["temp"].description = "Air temperature (degrees F)"
+        assert features.build(spark, config, "origin_weather_hourly")["mode"] == "full"
+        described = {r.col_name: r for r in spark.sql(f"DESCRIBE TABLE delta.`{path}`").collect()}
+        assert described["temp"].comment == "Air temperature (degrees F)"
+    finally:
+        table.features["temp"].description = original
+        lake.write(raw_weather, raw)
+
+
+def test_chunked_backfill_resumes_after_the_chunks_already_committed(spark, config, raw_weather, validated):
+    from pyspark.sql import functions as F
+
+    from sparkml_platform.errors import GateFailed
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    suite = config.expectations["origin_weather_hourly"].expectations
+    temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
+                      .get("column") == "temp")["expect_column_values_to_be_between"]
+    lake.write(raw_weather.withColumn("temp", F.when(F.col("time_hour").startswith("2013-01-02"), 140.0)
+                                      .otherwise(F.col("temp"))), raw)
+    try:
+        with pytest.raises(GateFailed):  # day 1 commits, day 2 fails its suite
+            features.build(spark, config, "origin_weather_hourly", "2013-01-01", "2013-01-02", chunk_days=1)
+        before = lake.commits(path)
+        assert before[-1]["metadata"]["chunk"] == ["2013-01-01", "2013-01-01"]
+        temp_range["max_value"] = 150  # the fix: the same command again resumes
+        result = features.build(spark, config, "origin_weather_hourly", "2013-01-01", "2013-01-02",
+                                chunk_days=1)
+    finally:
+        temp_range["max_value"] = 130
+        lake.write(raw_weather, raw)
+    assert [c.get("skipped") is not None for c in result["chunks"]] == [True, False]
+    assert [c["window"][0] for c in result["chunks"]] == ["2013-01-01", "2013-01-02"]
+    after = [c for c in lake.commits(path)[len(before):] if c["metadata"]["kind"] == "feature_table"]
+    assert [c["metadata"]["chunk"][0] for c in after] == ["2013-01-02"]
+    rows = weather_rows(spark, config).where("observed_at < '2013-01-03'")  # the backfilled days
+    assert rows.count() == 8 and rows.where("temp = 140").count() == 4
+    assert rows.groupBy("origin", "observed_at").count().where("count > 1").count() == 0
+
+
+def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weather, capsys):
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    features.build(spark, config, "origin_weather_hourly", full=True)
+    version = lake.commits(path)[-1]["version"]
+    code = cli(config, "features", "build", "origin_weather_hourly", "--start", "2020-01-01",
+               "--end", "2020-01-31")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "window 2020-01-01 to 2020-01-31 is outside the source data" in err
+    assert "2013-01-01 00:00:00 to 2013-01-03 12:00:00" in err
+    assert lake.commits(path)[-1]["version"] == version
+
+
+def test_transformation_that_does_not_import_changes_nothing(spark, config, raw_weather):
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    features.build(spark, config, "origin_weather_hourly", full=True)
+    version = lake.commits(path)[-1]["version"]
+    table = config.feature_table("origin_weather_hourly")
+    original, table.transformation = table.transformation, "sparkml_platform.reference.nowhere.weather"
+    try:
+        with pytest.raises(ConfigError) as err:
+            features.build(spark, config, "origin_weather_hourly")
+    finally:
+        table.transformation = original
+    assert err.value.exit_code == 2
+    assert "feature_tables.origin_weather_hourly.transformation: cannot import" in str(err.value)
+    assert "sparkml_platform.reference.nowhere" in str(err.value)
+    assert lake.commits(path)[-1]["version"] == version
+
+
+def test_tables_by_name_as_views_or_in_the_configured_metastore(spark, config, raw_weather):
+    from sparkml_platform import notebook
+
+    features.build(spark, config, "origin_weather_hourly", full=True)
+    views = notebook.register_views(spark, str(config.conf_dir), "test")
+    assert "features_origin_weather_hourly" in views and "raw_weather" in views
+    assert spark.sql("SELECT count(*) FROM features_origin_weather_hourly").collect()[0][0] == 12
+
+    config.platform.metastore.database = "sparkml_test"
+    try:
+        result = features.build(spark, config, "origin_weather_hourly", full=True)
+    finally:
+        config.platform.metastore.database = None
+    assert result["registered_as"] == "`sparkml_test`.`features_origin_weather_hourly`"
+    described = {r.col_name: r.comment for r in
+                 spark.sql("DESCRIBE TABLE sparkml_test.features_origin_weather_hourly").collect()}
+    assert described["humid"] == "Relative humidity (%)"
