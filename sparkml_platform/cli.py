@@ -256,24 +256,21 @@ def train(state, model, no_tune):
     from . import training
 
     state.config.model(model)
-    click.echo(json.dumps(training.train(state.spark, state.config, model), default=str))
+    click.echo(json.dumps(training.train(state.spark, state.config, model, tune=not no_tune),
+                          default=str))
 
 
 @cli.command()
 @click.argument("model")
 @pass_state
 def retrain(state, model):
-    """Rebuild MODEL's inputs (features, training set), train, and promote only if it passes."""
-    from . import features as feat
-    from . import training, training_sets
+    """Rebuild MODEL's inputs (features, training set) as of now, tune, train, compare with the
+    champion on the same fresh test split, and promote only if every gate passes."""
+    from . import training
 
-    spec = state.config.model(model)
-    definition = state.config.training_set(spec.training_set)
-    for lookup in definition.features:
-        click.echo(json.dumps(feat.build(state.spark, state.config, lookup.table)))
-    man = training_sets.build(state.spark, state.config, spec.training_set)
-    click.echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
-    click.echo(json.dumps(training.train(state.spark, state.config, model), default=str))
+    state.config.model(model)
+    click.echo(json.dumps(training.retrain(state.spark, state.config, model, echo=click.echo),
+                          default=str))
 
 
 @cli.group()

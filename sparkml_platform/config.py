@@ -212,17 +212,114 @@ class TrainingSetsFile(Strict):
 # --- models.yml ---------------------------------------------------------------------------
 
 
+# MLlib estimators by spec type: (pyspark.ml module, class name, task).
+MLLIB_ESTIMATORS = {
+    "logistic_regression": ("classification", "LogisticRegression", "classification"),
+    "random_forest_classifier": ("classification", "RandomForestClassifier", "classification"),
+    "gbt_classifier": ("classification", "GBTClassifier", "classification"),
+    "linear_regression": ("regression", "LinearRegression", "regression"),
+    "random_forest_regressor": ("regression", "RandomForestRegressor", "regression"),
+    "gbt_regressor": ("regression", "GBTRegressor", "regression"),
+}
+METRICS = {
+    "classification": ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "choice")
+Param = float | int | str | bool | None
+
+
 class Estimator(Strict):
-    type: Literal["gbt_classifier", "random_forest_classifier", "logistic_regression"]
-    params: dict[str, float | int | str | bool] = {}
+    """An MLlib estimator by `type`, or `type: sklearn` with the estimator's dotted `class`."""
+
+    type: Literal[tuple(MLLIB_ESTIMATORS) + ("sklearn",)]  # type: ignore[valid-type]
+    class_: str | None = Field(None, alias="class")
+    task: Literal["classification", "regression"] | None = None  # sklearn only
+    params: dict[str, Param] = {}
+
+    @model_validator(mode="after")
+    def _sklearn_needs_class(self):
+        if self.type == "sklearn":
+            if not self.class_:
+                raise ValueError("type sklearn needs `class`: the estimator's dotted path, "
+                                 "e.g. sklearn.ensemble.HistGradientBoostingClassifier")
+            if self.task is None:
+                self.task = "regression" if self.class_.endswith("Regressor") else "classification"
+        elif self.class_ or self.task:
+            raise ValueError(f"`class` and `task` are for type sklearn; {self.type} is an MLlib "
+                             "estimator")
+        else:
+            self.task = MLLIB_ESTIMATORS[self.type][2]
+        return self
+
+
+class Preprocessing(Strict):
+    categorical: list[str] = []  # besides string columns, which always are
+    encoding: Literal["index", "onehot"] = "index"
+    impute: Literal["median", "mean"] = "median"
+
+
+class Tuning(Strict):
+    max_evals: int = Field(16, ge=1)
+    parallelism: int = Field(1, ge=1)
+    seed: int = 42
+    metric: str | None = None  # default: roc_auc for classifiers, rmse for regressors
+    early_stop_rounds: int | None = Field(None, ge=1)  # stop after this many trials without a better loss
+    timeout: Duration | None = None
+
+
+class Threshold(Strict):
+    """Absolute bounds on a test metric, and how much worse than the champion it may be."""
+
+    min: float | None = None
+    max: float | None = None
+    vs_champion: float | None = Field(None, ge=0)
+
+
+def _search_space(space: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
+    for param, dist in space.items():
+        if not isinstance(dist, dict) or len(dist) != 1:
+            raise ValueError(f"{param}: one `distribution: [arguments]` mapping, with distribution "
+                             f"one of {', '.join(DISTRIBUTIONS)}")
+        (kind, args), = dist.items()
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"{param}: unknown distribution {kind!r} (use {', '.join(DISTRIBUTIONS)})")
+        if kind == "choice":
+            if not args:
+                raise ValueError(f"{param}: choice needs at least one option")
+            continue
+        want = 3 if kind == "quniform" else 2
+        if len(args) != want or not all(isinstance(a, (int, float)) for a in args):
+            raise ValueError(f"{param}: {kind} takes {want} numbers "
+                             f"({'low, high, step' if want == 3 else 'low, high'}), got {args}")
+        if args[0] >= args[1]:
+            raise ValueError(f"{param}: {kind} needs low < high, got {args[:2]}")
+        if kind == "loguniform" and args[0] <= 0:
+            raise ValueError(f"{param}: loguniform needs low > 0, got {args[0]}")
+    return space
 
 
 class ModelSpec(Strict):
     description: str = ""
     training_set: str
-    categorical: list[str] = []
+    registered_model: str | None = None  # the registry name; several specs may compete for one
+    label: str = "label"
     estimator: Estimator
-    thresholds: dict[Literal["roc_auc", "pr_auc", "accuracy"], float] = {}
+    preprocessing: Preprocessing = Preprocessing()
+    search_space: Annotated[dict[str, dict[str, list]], AfterValidator(_search_space)] = {}
+    tuning: Tuning = Tuning()
+    thresholds: dict[str, Threshold] = {}
+
+    @model_validator(mode="after")
+    def _metrics_known(self):
+        known = METRICS[self.estimator.task]
+        for metric in [*self.thresholds, *([self.tuning.metric] if self.tuning.metric else [])]:
+            if metric not in known:
+                raise ValueError(f"metric {metric!r} is not computed for {self.estimator.task} "
+                                 f"(computed: {', '.join(known)})")
+        self.tuning.metric = self.tuning.metric or known[0]
+        return self
 
 
 class ModelsFile(Strict):

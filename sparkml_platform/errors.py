@@ -8,6 +8,10 @@ class SparkmlError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result  # what was done before the error (e.g. the rejected model version)
+
 
 class ConfigError(SparkmlError):
     """Invalid configuration or bad usage: names the file and the key."""

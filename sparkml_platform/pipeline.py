@@ -26,7 +26,9 @@ def validate(config: Config, name: str) -> None:
         kind, arg = step.kind()
         if kind == "score":
             model = registry.parse_ref(arg.model)[0]
-            names, table = [model], config.models.models
+            names = [model]
+            table = {**config.models.models, **{s.registered_model: s for s in config.models.models.values()
+                                                if s.registered_model}}
             for ref in (arg.input, arg.output):
                 lake.table_path(config.lake_root, ref)
         else:
@@ -66,10 +68,24 @@ def _run_step(spark, config: Config, kind: str, arg) -> list[dict]:
         return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],
                  "digest": man["digest"]}]
     if kind == "train":
-        return [training.train(spark, config, arg)]
+        return [_train_candidate(spark, config, arg)]
     if kind == "score":
         return [scoring.score(spark, config, arg.model, arg.input, arg.output, arg.run_date)]
     raise AssertionError(kind)
+
+
+def _train_candidate(spark, config: Config, name: str) -> dict:
+    """A candidate that only lost to the champion is a normal outcome of a pipeline run (the
+    champion stays); one below an absolute threshold stops it (exit 3)."""
+    from .errors import GateFailed
+
+    try:
+        return training.train(spark, config, name)
+    except GateFailed as exc:
+        failed = [c for c in (exc.result or {}).get("gate", {}).get("checks", []) if not c["passed"]]
+        if exc.result and failed and all(c["kind"] == "champion" for c in failed):
+            return exc.result
+        raise
 
 
 def _describe(arg) -> str:
@@ -79,5 +95,6 @@ def _describe(arg) -> str:
 
 
 def _one_line(out: dict) -> str:
-    keys = ("table", "output", "model", "version", "rows", "metrics", "aliases", "predicted_positive")
+    keys = ("table", "output", "model", "spec", "version", "rows", "metrics", "aliases", "decision",
+            "predicted_positive")
     return "  ".join(f"{k}={out[k]}" for k in keys if k in out)

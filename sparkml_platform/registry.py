@@ -21,10 +21,21 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def record_version(config: Config, name: str, version: str, run_id: str, manifest: dict,
-                   env: dict, metrics: dict, verdict: dict) -> dict:
-    """Tag the version with what it was made from, and set its aliases."""
+                   env: dict, metrics: dict, verdict: dict, params: dict | None = None,
+                   spec_name: str | None = None) -> dict:
+    """Tag the version with what it was made from and how it did; set its aliases.
+
+    Every new version becomes `challenger`; it takes `champion` only if every gate passed.
+    The decision, and why, is recorded on the version.
+    """
     client = tracking.client(config)
+    if verdict["passed"]:
+        decision = "promoted to champion"
+    else:
+        decision = "not promoted: " + "; ".join(verdict["failed"])
+    champion = verdict.get("champion") or {}
     tags = {
+        "model_spec": spec_name or name,
         "training_set": manifest["name"],
         "training_set_version": str(manifest["version"]),
         "training_set_digest": manifest["digest"],
@@ -32,9 +43,14 @@ def record_version(config: Config, name: str, version: str, run_id: str, manifes
         "code_version": json.dumps(manifest["code"]),
         "environment_id": env["id"],
         "python": env["python"],
+        "params": json.dumps(params or {}, default=str, sort_keys=True),
         "gate": "passed" if verdict["passed"] else "failed",
-        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-        "train_rows": str(manifest["rows"].get("train", 0)),
+        "gate_checks": json.dumps(verdict["checks"], default=str),
+        "compared_with": (f"champion v{champion['version']}" + (f" (skipped: {champion['skipped']})"
+                          if "skipped" in champion else "")) if champion else "no champion yet",
+        "decision": decision,
+        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if v == v},
+        **{f"{split}_rows": str(manifest["rows"].get(split, 0)) for split in ("train", "validation", "test")},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -43,7 +59,19 @@ def record_version(config: Config, name: str, version: str, run_id: str, manifes
     if verdict["passed"]:
         client.set_registered_model_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
-    return {"aliases": aliases}
+    return {"aliases": aliases, "decision": decision}
+
+
+def champion(config: Config, name: str):
+    """The version holding the `champion` alias, or None (no model, or no champion yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.client(config).get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if _missing(exc):
+            return None
+        raise
 
 
 def resolve(config: Config, ref: str):

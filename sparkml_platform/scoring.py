@@ -26,7 +26,6 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
           run_date: str | None = None) -> dict:
     """Score `input_ref` with `model_ref` into partition `run_date` of `output_ref`, in one commit."""
     import mlflow
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     day = parse_run_date(run_date)
@@ -49,13 +48,15 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
 
     tables = read_feature_tables(spark, config, lookups)
     joined, flags = join_features(entities.select(*needed), entity["event_time"], tables)
-    model = mlflow.spark.load_model(f"models:/{mv.name}/{mv.version}")
     scored_at = dt.datetime.now(dt.timezone.utc)
-    predictions = model.transform(joined.drop(*flags)).select(
+    scored = predict(spark, mv, spec, joined.drop(*flags))
+    predictions = scored.select(
         *entity["keys"],
         entity["event_time"],
-        F.col("prediction").cast("int").alias("prediction"),
-        vector_to_array("probability")[1].alias("probability"),
+        F.col("prediction").cast("int" if spec.get("task", "classification") == "classification"
+                                 else "double").alias("prediction"),
+        F.col("score").alias("probability" if spec.get("task", "classification") == "classification"
+                             else "value"),
         F.lit(mv.name).alias("model_name"),
         F.lit(int(mv.version)).alias("model_version"),
         F.lit(mv.run_id).alias("run_id"),
@@ -85,6 +86,35 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
             "run_date": str(day), "rows": stats["rows"], "predicted_positive": int(stats["late"] or 0)}
 
 
+def predict(spark, mv, spec: dict, rows):
+    """`rows` with `score` and `prediction`: Spark ML models with their native `transform`,
+    single-machine models through `mlflow.pyfunc.spark_udf` (Arrow batches in Python workers)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    uri = f"models:/{mv.name}/{mv.version}"
+    classifier = spec.get("task", "classification") == "classification"
+    if spec.get("flavor", "spark") == "spark":
+        from pyspark.ml.functions import vector_to_array
+
+        out = mlflow.spark.load_model(uri).transform(rows)
+        return out.withColumn("score", vector_to_array("probability")[1] if classifier
+                              else F.col("prediction"))
+    from mlflow.models import get_model_info
+
+    # The signature's column types (numerics as double, categoricals as string), by name.
+    inputs = get_model_info(uri).signature.inputs.inputs
+    spark_type = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
+                  "string": "string", "boolean": "boolean"}
+    columns = [F.col(i.name).cast(spark_type.get(i.type.name, "string")).alias(i.name) for i in inputs]
+    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>" if classifier else "double",
+                                  env_manager="local")
+    out = rows.withColumn("__out", udf(*columns))
+    score = F.col("__out")[1] if classifier else F.col("__out")
+    prediction = (score >= 0.5).cast("double") if classifier else score
+    return out.withColumn("score", score).withColumn("prediction", prediction).drop("__out")
+
+
 def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str) -> None:
     """The passthrough columns must have the types the model was trained on."""
     from mlflow.models import get_model_info
@@ -99,6 +129,8 @@ def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str
     wrong = []
     for column in passthrough:
         want = tracking_types.get(declared.get(column, ""), None)
+        if want == "double" and actual.get(column) in ("int", "bigint", "float", "double"):
+            continue  # numbers widen to double exactly (single-machine models take doubles)
         if want and actual.get(column) != want:
             wrong.append(f"{column} is {actual.get(column)}, the model expects {want}")
     if wrong:

@@ -29,6 +29,8 @@ def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
         "spark.driver.memory": settings.driver_memory,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Tuning threads submit jobs at once, each to its own pool: share executors fairly.
+        "spark.scheduler.mode": "FAIR",
     }
     conf.update(settings.conf)
     return conf

@@ -14,9 +14,14 @@ log = logging.getLogger(__name__)
 def configure(config: Config) -> str:
     """Point MLflow (tracking and registry) at the configured URI; returns the experiment id."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's defaults retry a dead server for minutes: fail within seconds instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     import mlflow
 
     uri = config.tracking_uri
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -31,6 +36,28 @@ def configure(config: Config) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server that is down is a clear error before any work, not a hang."""
+    if not uri.startswith(("http://", "https://")) or uri in _reachable:
+        return
+    import requests
+
+    from .errors import JobFailed
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ + (f": {exc.response.status_code}" if getattr(exc, "response", None)
+                                       is not None else "")
+        raise JobFailed(f"the MLflow tracking server at {uri} is not reachable ({reason}): start it, "
+                        "or point platform.yml mlflow.tracking_uri (or SPARKML_MLFLOW_TRACKING_URI) "
+                        "at one that runs; nothing was logged or registered") from None
+    _reachable.add(uri)
+
+
+_reachable: set[str] = set()  # checked once per process
 
 
 def client(config: Config):

@@ -1,4 +1,9 @@
-"""Training: fit a Spark MLlib pipeline on a training-set version, evaluate, log, register, gate."""
+"""Training: tune, fit on a training-set version, evaluate, compare with the champion, log,
+register, and gate the `champion` alias.
+
+One MLflow run per training; each tuning trial is a nested run under it. The registered
+version carries everything a reviewer needs (see `registry.record_version`).
+"""
 
 from __future__ import annotations
 
@@ -7,123 +12,57 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import environment, registry, tracking, training_sets
+from . import environment, estimators, evaluation, registry, tracking, training_sets, tuning
 from .config import Config, ModelSpec
 from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import code_version, definition_hash
-from .training_sets import LABEL, SPLIT
+from .training_sets import SPLIT
 
-ESTIMATORS = {
-    "gbt_classifier": "GBTClassifier",
-    "random_forest_classifier": "RandomForestClassifier",
-    "logistic_regression": "LogisticRegression",
-}
-FEATURES_VECTOR = "features"
+TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there is no validation split
 
 
-def build_pipeline(spec: ModelSpec, feature_columns: list[str], types: dict[str, str],
-                   max_categories: int = 0):
-    """Index categoricals, impute numerics, assemble, then the configured estimator."""
-    from pyspark.ml import Pipeline, classification
-    from pyspark.ml.feature import Imputer, SQLTransformer, StringIndexer, VectorAssembler
-
-    categorical = [c for c in feature_columns if c in spec.categorical or types[c] == "string"]
-    numeric = [c for c in feature_columns if c not in categorical]
-    # Cast numerics to double so that the imputer and the assembler see one type.
-    select = ", ".join(
-        [f"CAST(`{c}` AS DOUBLE) AS `__num_{c}`" for c in numeric] + ["*"]
-    )
-    stages = [
-        SQLTransformer(statement=f"SELECT {select} FROM __THIS__"),
-        StringIndexer(inputCols=categorical, outputCols=[f"__idx_{c}" for c in categorical],
-                      handleInvalid="keep"),
-        Imputer(inputCols=[f"__num_{c}" for c in numeric],
-                outputCols=[f"__imp_{c}" for c in numeric], strategy="median"),
-        VectorAssembler(inputCols=[f"__idx_{c}" for c in categorical] + [f"__imp_{c}" for c in numeric],
-                        outputCol=FEATURES_VECTOR, handleInvalid="keep"),
-    ]
-    estimator_class = getattr(classification, ESTIMATORS[spec.estimator.type])
-    try:
-        estimator = estimator_class(featuresCol=FEATURES_VECTOR, labelCol=LABEL, **spec.estimator.params)
-    except TypeError as exc:
-        raise ConfigError(f"models.yml: estimator.params: {exc}") from None
-    if spec.estimator.type != "logistic_regression" and categorical:
-        # Trees need a bin per category (plus the unseen and null buckets of the indexer).
-        estimator.setMaxBins(max(estimator.getMaxBins(), max_categories + 2))
-    return Pipeline(stages=[*stages, estimator])
-
-
-def evaluate(predictions) -> dict[str, float]:
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    scored = predictions.select(
-        F.col(LABEL).cast("double").alias(LABEL),
-        vector_to_array("probability")[1].alias("p"),
-        F.col("prediction"),
-    ).cache()
-    metrics = {}
-    for name, metric in (("roc_auc", "areaUnderROC"), ("pr_auc", "areaUnderPR")):
-        metrics[name] = BinaryClassificationEvaluator(
-            rawPredictionCol="p", labelCol=LABEL, metricName=metric).evaluate(scored)
-    row = scored.select(
-        F.avg((F.col("prediction") == F.col(LABEL)).cast("double")).alias("accuracy"),
-        F.count("*").alias("n"),
-    ).collect()[0]
-    metrics["accuracy"] = row["accuracy"]
-    metrics["test_rows"] = float(row["n"])
-    scored.unpersist()
-    return metrics
-
-
-def gate(thresholds: dict[str, float], metrics: dict[str, float]) -> dict:
-    checks = [{"metric": m, "floor": floor, "value": metrics.get(m),
-               "passed": metrics.get(m) is not None and metrics[m] >= floor}
-              for m, floor in thresholds.items()]
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
-
-
-def train(spark, config: Config, model_name: str) -> dict:
-    """Fit, evaluate on the test split, log to MLflow, register, set aliases, apply the gate."""
+def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
+    """Tune (unless told not to), fit, evaluate on validation and test, register, gate."""
     import mlflow
     import mlflow.data
-    from mlflow.models import infer_signature
 
     # Integer columns draw a hint about missing values from MLflow's schema inference; Spark
     # scoring does not enforce it, so it is noise in a job log.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     spec = config.model(model_name)
+    where = f"models.yml: models.{model_name}"
+    registered = spec.registered_model or model_name
+    tracking.check_reachable(config.tracking_uri)
     manifest = training_sets.manifest(config, spec.training_set)
     data = training_sets.read_version(spark, manifest)
     feature_columns = manifest["feature_columns"]
-    unknown = [c for c in spec.categorical if c not in feature_columns]
+    if spec.label not in data.columns:
+        raise ConfigError(f"{where}.label: column {spec.label!r} is not in training set "
+                          f"{manifest['name']}@{manifest['version']} (columns: {', '.join(data.columns)})")
+    unknown = [c for c in spec.preprocessing.categorical if c not in feature_columns]
     if unknown:
-        raise ConfigError(f"models.yml: models.{model_name}.categorical: {', '.join(unknown)} is "
-                          f"not a feature of training set {spec.training_set}")
+        raise ConfigError(f"{where}.preprocessing.categorical: {', '.join(unknown)} is not a "
+                          f"feature of training set {spec.training_set}")
     types = {f.name: f.dataType.simpleString() for f in data.schema.fields}
-    train_df = data.where(f"{SPLIT} = 'train'").select(*feature_columns, LABEL)
-    test_df = data.where(f"{SPLIT} = 'test'").select(*feature_columns, LABEL)
-    if not manifest["rows"].get("train") or not manifest["rows"].get("test"):
+    estimator = estimators.for_spec(spec, model_name, feature_columns, types, spec.label)
+    rows = manifest["rows"]
+    if not rows.get("train") or not rows.get("test"):
         raise JobFailed(f"training set {manifest['name']}@{manifest['version']} has an empty "
-                        f"train or test split ({manifest['rows']}): check its split in "
-                        "training_sets.yml")
-    categorical = [c for c in feature_columns if c in spec.categorical or types[c] == "string"]
-    max_categories = 0
-    if categorical:
-        from pyspark.sql import functions as F
+                        f"train or test split ({rows}): check its split in training_sets.yml")
+    columns = [*feature_columns, spec.label]
+    train_df = data.where(f"{SPLIT} = 'train'").select(*columns).persist()
+    test_df = data.where(f"{SPLIT} = 'test'").select(*columns)
+    validation_df = (data.where(f"{SPLIT} = 'validation'").select(*columns)
+                     if rows.get("validation") else None)
+    estimator.prepare(train_df)
 
-        row = train_df.agg(*[F.approx_count_distinct(c).alias(c) for c in categorical]).collect()[0]
-        max_categories = int(max(row) * 1.1) + 1  # approximate: leave a margin
-    pipeline = build_pipeline(spec, feature_columns, types, max_categories)
-
-    tracking.configure(config)
+    experiment_id = tracking.configure(config)
     env = environment.capture(spark)
     environment.save(env, config.environments_dir)
     with mlflow.start_run(run_name=f"train {model_name}") as run:
         mlflow.set_tags({
-            "sparkml.kind": "train",
-            "sparkml.model": model_name,
+            "sparkml.kind": "train", "sparkml.model": model_name,
+            "sparkml.registered_model": registered,
             "sparkml.training_set": spec.training_set,
             "sparkml.training_set_version": str(manifest["version"]),
             "sparkml.training_set_digest": manifest["digest"],
@@ -132,46 +71,127 @@ def train(spark, config: Config, model_name: str) -> dict:
             "sparkml.environment_id": env["id"],
         })
         # The training set as the run's dataset input: name@version, content digest, Delta path.
-        dataset = mlflow.data.from_spark(
+        mlflow.log_input(mlflow.data.from_spark(
             data, path=manifest["path"], name=f"{manifest['name']}@{manifest['version']}",
-            digest=manifest["digest"], targets=LABEL)
-        mlflow.log_input(dataset, context="training")
-        mlflow.log_params({"estimator": spec.estimator.type, **spec.estimator.params,
-                           "training_set": f"{spec.training_set}@{manifest['version']}",
-                           "model_spec_hash": definition_hash(spec)})
-        try:
-            fitted = pipeline.fit(train_df)
-        except Exception as exc:  # a Spark failure inside fit is a failed job
-            raise JobFailed(f"training {model_name} failed: {exc}") from exc
-        metrics = evaluate(fitted.transform(test_df))
-        counts = {f"{split}_rows": float(manifest["rows"].get(split, 0)) for split in ("train", "test")}
-        mlflow.log_metrics({**metrics, **counts})
-        verdict = gate(spec.thresholds, metrics)
+            digest=manifest["digest"], targets=spec.label), context="training")
 
-        sample = train_df.drop(LABEL).limit(50).toPandas()
-        prediction = fitted.transform(train_df.limit(50)).select("prediction").toPandas()
-        signature = infer_signature(sample, prediction)
+        best = None
+        if tune and spec.search_space:
+            # Trials score on the validation split, or on a seeded share of train without one.
+            tune_train, tune_valid = ((train_df, validation_df) if validation_df is not None
+                                      else train_df.randomSplit([1 - TUNING_HOLDOUT, TUNING_HOLDOUT],
+                                                                seed=spec.tuning.seed))
+            log = tuning.TrialLog(tracking.client(config), experiment_id, run.info.run_id,
+                                  spec.tuning.metric)
+            best = tuning.tune(spark, spec, model_name, estimator, tune_train, tune_valid, log)
+            mlflow.log_metric("trials", len(log.results))
+        params = {**spec.estimator.params, **(best["params"] if best else {})}
+        mlflow.log_params({**params, "estimator": spec.estimator.class_ or spec.estimator.type,
+                           "training_set": f"{spec.training_set}@{manifest['version']}",
+                           "model_spec_hash": definition_hash(spec), "tuned": bool(best)})
+        try:
+            fitted = estimator.fit(train_df, params)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a failure inside fit is a failed job
+            raise JobFailed(f"training {model_name} failed: {exc}") from exc
+
+        test_frame = estimator.predict(fitted, test_df)
+        metrics = evaluation.metrics(test_frame, estimator.task)
+        logged = {**metrics, **{f"test_{k}": v for k, v in metrics.items()}}
+        if validation_df is not None:
+            logged.update({f"validation_{k}": v for k, v in
+                           evaluation.metrics(estimator.predict(fitted, validation_df),
+                                              estimator.task).items()})
+        counts = {f"{split}_rows": float(rows.get(split, 0)) for split in ("train", "validation", "test")}
+        mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
+        champion = _champion_on(config, registered, test_df, spec, estimator.task)
+        verdict = evaluation.verdict(spec.thresholds, metrics, champion)
+
+        sample = train_df.drop(spec.label).limit(50)
+        signature = _signature(estimator, fitted, sample)
         feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
         feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
                                         "digest": manifest["digest"]}
+        feature_spec.update(flavor=estimator.flavor, task=estimator.task, label=spec.label)
         with tempfile.TemporaryDirectory() as tmp:
             for name, body in (("feature_spec.json", feature_spec), ("environment.json", env),
-                               ("training_set_manifest.json", manifest), ("gate.json", verdict)):
+                               ("training_set_manifest.json", manifest), ("gate.json", verdict),
+                               ("tuning.json", best or {})):
                 (Path(tmp) / name).write_text(json.dumps(body, indent=2, default=str))
                 mlflow.log_artifact(str(Path(tmp) / name))
-        info = mlflow.spark.log_model(fitted, "model", signature=signature,
-                                      registered_model_name=model_name)
+            importances = _importances(estimator, fitted, validation_df if validation_df is not None
+                                       else test_df)
+            for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+        info = estimator.log_model(fitted, signature, registered)
         version = str(info.registered_model_version)
+    train_df.unpersist()
 
-    registered = registry.record_version(config, model_name, version, run.info.run_id, manifest,
-                                         env, metrics, verdict)
-    result = {"model": model_name, "version": version, "run_id": run.info.run_id,
-              "metrics": metrics, "gate": verdict, "aliases": registered["aliases"],
-              "training_set": f"{manifest['name']}@{manifest['version']}"}
+    recorded = registry.record_version(config, registered, version, run.info.run_id, manifest, env,
+                                       metrics, verdict, params=params, spec_name=model_name)
+    result = {"model": registered, "spec": model_name, "version": version,
+              "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
+              "aliases": recorded["aliases"], "decision": recorded["decision"],
+              "params": params, "training_set": f"{manifest['name']}@{manifest['version']}"}
     if not verdict["passed"]:
-        failed = [f"{c['metric']} = {c['value']:.4f} < {c['floor']}" for c in verdict["checks"]
-                  if not c["passed"]]
-        raise GateFailed(f"model {model_name} version {version} failed its gate: "
-                         + "; ".join(failed) + " (registered as challenger, not champion)",
-                         ) from None
+        raise GateFailed(f"model {registered} version {version} ({model_name}) failed its gate: "
+                         + "; ".join(verdict["failed"]) + " (registered as challenger, not champion)",
+                         result=result)
     return result
+
+
+def retrain(spark, config: Config, model_name: str, echo=print) -> dict:
+    """Features (incrementally) and a new training-set version as of now, then `train`.
+
+    The decision (promoted, or not and why) is recorded on the new version either way; a
+    candidate that is not promoted exits 3 like `train`.
+    """
+    from . import features
+
+    spec = config.model(model_name)
+    tracking.check_reachable(config.tracking_uri)
+    for lookup in config.training_set(spec.training_set).features:
+        built = features.build(spark, config, lookup.table)
+        echo(json.dumps({k: built[k] for k in ("table", "version", "mode", "window", "rows")}, default=str))
+    man = training_sets.build(spark, config, spec.training_set)
+    echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
+    return train(spark, config, model_name)
+
+
+def _champion_on(config: Config, registered: str, test_df, spec: ModelSpec, task: str) -> dict | None:
+    """The current champion's metrics on the candidate's test rows (None: no champion yet)."""
+    champion = registry.champion(config, registered)
+    if champion is None:
+        return None
+    if not any(t.vs_champion is not None for t in spec.thresholds.values()):
+        return {"version": champion.version, "skipped": "no threshold compares with the champion"}
+    feature_spec = registry.load_feature_spec(config, champion.run_id)
+    missing = [c for c in feature_spec["feature_columns"] if c not in test_df.columns]
+    if missing or feature_spec.get("task", "classification") != task:
+        why = (f"it needs columns the test rows lack: {', '.join(missing)}" if missing
+               else f"it is a {feature_spec.get('task')} model")
+        return {"version": champion.version, "skipped": why}
+    frame = estimators.predict_registered(champion, feature_spec, test_df, spec.label, task)
+    return {"version": champion.version, "metrics": _rounded(evaluation.metrics(frame, task))}
+
+
+def _signature(estimator, fitted, sample):
+    from mlflow.models import infer_signature
+
+    if estimator.flavor == "sklearn":
+        x = estimator.features_only(sample)
+        output = fitted.predict_proba(x) if estimator.task == "classification" else fitted.predict(x)
+        return infer_signature(x, output)
+    prediction = fitted.transform(sample).select("prediction").toPandas()
+    return infer_signature(sample.toPandas(), prediction)
+
+
+def _importances(estimator, fitted, df):
+    if estimator.flavor == "sklearn":
+        return estimator.importances(fitted, estimator.frame(df.limit(20000)))
+    return estimator.importances(fitted)
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 6) if isinstance(v, float) and v == v else v for k, v in metrics.items()}

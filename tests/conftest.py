@@ -24,9 +24,17 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
         "flights": {"filter": "day = 5"},
         "weather": {"filter": "day IN (4, 5)"},
     }},
-    "models.yml": {"models": {"flight_delay_gbt": {
-        "estimator": {"type": "gbt_classifier", "params": {"maxIter": 8, "maxDepth": 4, "seed": 7}},
-        "thresholds": {"roc_auc": 0.5}}}},
+    "models.yml": {"models": {
+        "flight_delay_gbt": {
+            "estimator": {"type": "gbt_classifier", "params": {"maxIter": 8, "seed": 7}},
+            "search_space": {"maxDepth": {"quniform": [3, 4, 1]}},
+            "tuning": {"max_evals": 2, "parallelism": 2},
+            "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}},
+        "flight_delay_sklearn": {
+            "estimator": {"type": "sklearn", "class": "sklearn.ensemble.HistGradientBoostingClassifier",
+                          "params": {"max_iter": 30, "random_state": 7}},
+            "tuning": {"max_evals": 4, "parallelism": 2, "early_stop_rounds": 3},
+            "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}}}},
     "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
 }
 

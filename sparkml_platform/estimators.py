@@ -1,0 +1,317 @@
+"""Estimators behind one interface: Spark MLlib pipelines (distributed fits) and scikit-learn
+pipelines (one machine), each with the spec's preprocessing in front.
+
+Both give `fit(train, params)` and `predict(model, df)`, the latter returning a pandas frame
+with `label`, `score` (the positive-class probability, or the regressor's value) and
+`prediction`, which is what evaluation and champion comparison read.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .config import MLLIB_ESTIMATORS, ModelSpec
+from .errors import ConfigError
+
+FEATURES_VECTOR = "features"
+
+
+def for_spec(spec: ModelSpec, model_name: str, feature_columns: list[str], types: dict[str, str],
+             label: str):
+    categorical = [c for c in feature_columns
+                   if c in spec.preprocessing.categorical or types[c] == "string"]
+    numeric = [c for c in feature_columns if c not in categorical]
+    kind = SklearnEstimator if spec.estimator.type == "sklearn" else MllibEstimator
+    return kind(spec, model_name, categorical, numeric, label)
+
+
+class MllibEstimator:
+    flavor = "spark"
+
+    def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
+                 label: str):
+        from pyspark.ml import classification, regression
+
+        self.spec, self.categorical, self.numeric, self.label = spec, categorical, numeric, label
+        self.task = spec.estimator.task
+        module, cls, _ = MLLIB_ESTIMATORS[spec.estimator.type]
+        self.estimator_class = getattr({"classification": classification,
+                                        "regression": regression}[module], cls)
+        self.where = f"models.yml: models.{model_name}"
+        self.max_categories = 0
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def prepare(self, train) -> None:
+        """Trees need a bin per category: count them once on the training rows."""
+        if self.categorical:
+            from pyspark.sql import functions as F
+
+            row = train.agg(*[F.approx_count_distinct(c).alias(c) for c in self.categorical]).collect()[0]
+            self.max_categories = int(max(row) * 1.1) + 1  # approximate: leave a margin
+
+    def pipeline(self, params: dict):
+        from pyspark.ml import Pipeline
+        from pyspark.ml.feature import (Imputer, OneHotEncoder, SQLTransformer, StringIndexer,
+                                        VectorAssembler)
+
+        cat, num = self.categorical, self.numeric
+        # Cast numerics to double so that the imputer and the assembler see one type.
+        select = ", ".join([f"CAST(`{c}` AS DOUBLE) AS `__num_{c}`" for c in num] + ["*"])
+        stages = [SQLTransformer(statement=f"SELECT {select} FROM __THIS__")]
+        encoded = []
+        if cat:
+            stages.append(StringIndexer(inputCols=cat, outputCols=[f"__idx_{c}" for c in cat],
+                                        handleInvalid="keep"))
+            encoded = [f"__idx_{c}" for c in cat]
+            if self.spec.preprocessing.encoding == "onehot":
+                stages.append(OneHotEncoder(inputCols=encoded, outputCols=[f"__oh_{c}" for c in cat],
+                                            handleInvalid="keep"))
+                encoded = [f"__oh_{c}" for c in cat]
+        if num:
+            stages.append(Imputer(inputCols=[f"__num_{c}" for c in num],
+                                  outputCols=[f"__imp_{c}" for c in num],
+                                  strategy=self.spec.preprocessing.impute))
+        stages.append(VectorAssembler(inputCols=encoded + [f"__imp_{c}" for c in num],
+                                      outputCol=FEATURES_VECTOR, handleInvalid="keep"))
+        try:
+            estimator = self.estimator_class(featuresCol=FEATURES_VECTOR, labelCol="__label", **params)
+        except TypeError as exc:
+            raise ConfigError(f"{self.where}.estimator.params: {exc}") from None
+        if hasattr(estimator, "getMaxBins") and cat and self.spec.preprocessing.encoding == "index":
+            # the unseen and null buckets of the indexer take a bin each too
+            estimator.setMaxBins(max(estimator.getMaxBins(), self.max_categories + 2))
+        return Pipeline(stages=[*stages, estimator])
+
+    def fit(self, train, params: dict):
+        from pyspark.sql import functions as F
+
+        # The label is cast outside the pipeline: scoring rows have none.
+        return self.pipeline(params).fit(train.withColumn("__label", F.col(self.label).cast("double")))
+
+    def transform(self, model, df):
+        """The model's Spark output with `score` and `prediction` (for scoring without collecting)."""
+        from pyspark.ml.functions import vector_to_array
+        from pyspark.sql import functions as F
+
+        out = model.transform(df)
+        score = (vector_to_array("probability")[1] if self.task == "classification"
+                 else F.col("prediction"))
+        return out.withColumn("score", score)
+
+    def predict(self, model, df):
+        from pyspark.sql import functions as F
+
+        return (self.transform(model, df)
+                .select(F.col(self.label).cast("double").alias("label"), "score", "prediction")
+                .toPandas())
+
+    def importances(self, model) -> dict[str, float] | None:
+        """Per input column (one-hot parts summed), from the fitted estimator."""
+        last = model.stages[-1]
+        if hasattr(last, "featureImportances"):
+            values = last.featureImportances.toArray()
+        elif hasattr(last, "coefficients"):
+            values = abs(last.coefficients.toArray())
+        else:
+            return None
+        names = self._vector_names(model)
+        out: dict[str, float] = {}
+        for name, value in zip(names, values):
+            out[name] = out.get(name, 0.0) + float(value)
+        return out
+
+    def _vector_names(self, model) -> list[str]:
+        names = []
+        if self.spec.preprocessing.encoding == "onehot" and self.categorical:
+            indexer = next(s for s in model.stages if hasattr(s, "labelsArray"))
+            for column, labels in zip(self.categorical, indexer.labelsArray):
+                names += [column] * len(labels)  # dropLast drops one, keep adds one
+        else:
+            names += self.categorical
+        return names + self.numeric
+
+    def log_model(self, model, signature, registered_model: str, input_example=None):
+        import mlflow
+
+        return mlflow.spark.log_model(model, "model", signature=signature,
+                                      registered_model_name=registered_model)
+
+
+class SklearnEstimator:
+    flavor = "sklearn"
+
+    def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
+                 label: str):
+        self.spec, self.categorical, self.numeric, self.label = spec, categorical, numeric, label
+        self.task = spec.estimator.task
+        self.where = f"models.yml: models.{model_name}.estimator"
+        self.estimator_class = load_class(spec.estimator.class_, f"{self.where}.class")
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def prepare(self, train) -> None:
+        pass
+
+    def frame(self, df):
+        """A Spark DataFrame -> the pandas features (numerics as float64) and the label."""
+        pdf = df.select(*self.feature_columns, self.label).toPandas()
+        return features_frame(pdf, self.categorical, self.numeric), pdf[self.label].astype("float64")
+
+    def features_only(self, df):
+        return features_frame(df.select(*self.feature_columns).toPandas(), self.categorical, self.numeric)
+
+    def fit(self, train, params: dict, data=None):
+        x, y = data if data is not None else self.frame(train)
+        return fit_sklearn(self.spec_dict(), x, y, params)
+
+    def spec_dict(self) -> dict:
+        """What a Spark worker needs to build the pipeline (plain data: it travels pickled)."""
+        return {"class": self.spec.estimator.class_, "params": dict(self.spec.estimator.params),
+                "encoding": self.spec.preprocessing.encoding,
+                "impute": self.spec.preprocessing.impute,
+                "categorical": self.categorical, "numeric": self.numeric, "task": self.task,
+                "where": self.where}
+
+    def predict(self, model, df, data=None):
+        import pandas as pd
+
+        x, y = data if data is not None else self.frame(df)
+        score, prediction = predict_sklearn(model, x, self.task)
+        return pd.DataFrame({"label": y.to_numpy(), "score": score, "prediction": prediction})
+
+    def importances(self, model, data=None) -> dict[str, float] | None:
+        """The estimator's own importances, else permutation importance on a sample of `data`."""
+        import numpy as np
+
+        last = model.steps[-1][1]
+        if hasattr(last, "feature_importances_") or hasattr(last, "coef_"):
+            values = getattr(last, "feature_importances_", None)
+            if values is None:
+                values = np.abs(np.atleast_2d(last.coef_)).sum(axis=0)
+            names = model.steps[0][1].get_feature_names_out()
+            out: dict[str, float] = {}
+            for name, value in zip(names, values):
+                column = _source_column(str(name), self.feature_columns)
+                out[column] = out.get(column, 0.0) + float(value)
+            return out
+        if data is None:
+            return None
+        from sklearn.inspection import permutation_importance
+
+        x, y = data
+        sample = x.sample(n=min(len(x), 5000), random_state=0).index
+        found = permutation_importance(model, x.loc[sample], y.loc[sample].astype("int64")
+                                       if self.task == "classification" else y.loc[sample],
+                                       n_repeats=2, random_state=0)
+        return {c: float(v) for c, v in zip(x.columns, found.importances_mean)}
+
+    def log_model(self, model, signature, registered_model: str, input_example=None):
+        import mlflow
+
+        # pyfunc then returns probabilities, which is what scoring writes for classifiers.
+        predict_fn = "predict_proba" if self.task == "classification" else "predict"
+        # MLflow saves with skops, which loads only types it is told to trust: these are the
+        # types of the model we just fitted ourselves.
+        from skops.io import dumps, get_untrusted_types
+
+        return mlflow.sklearn.log_model(model, name="model", signature=signature,
+                                        registered_model_name=registered_model,
+                                        pyfunc_predict_fn=predict_fn,
+                                        skops_trusted_types=get_untrusted_types(data=dumps(model)))
+
+
+def _source_column(name: str, columns: list[str]) -> str:
+    """`cat__carrier_AA` / `num__distance` -> the input column it came from."""
+    bare = name.split("__", 1)[-1]
+    return max((c for c in columns if bare == c or bare.startswith(c + "_")), key=len, default=bare)
+
+
+def load_class(dotted: str, where: str):
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{where}: estimator class {dotted!r} does not exist: {exc}") from None
+
+
+def features_frame(pdf, categorical: list[str], numeric: list[str]):
+    """Numerics as float64 (nulls as NaN) and categoricals as strings: one signature everywhere."""
+    out = pdf[[*categorical, *numeric]].copy()
+    for column in numeric:
+        out[column] = out[column].astype("float64")
+    for column in categorical:
+        out[column] = out[column].astype("object")
+    return out
+
+
+def build_sklearn(spec: dict, params: dict):
+    """Preprocessing (impute, encode) and the estimator, as one sklearn Pipeline."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    if spec["encoding"] == "onehot":
+        encoder = OneHotEncoder(handle_unknown="ignore")
+    else:
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    categorical = Pipeline([("fill", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                            ("encode", encoder)])
+    columns = ColumnTransformer([("cat", categorical, spec["categorical"]),
+                                 ("num", SimpleImputer(strategy=spec["impute"],
+                                                       keep_empty_features=True), spec["numeric"])])
+    module_name, _, attr = spec["class"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), attr)
+    try:
+        estimator = cls(**{**spec["params"], **params})
+    except TypeError as exc:
+        raise ConfigError(f"{spec['where']}.params: {exc}") from None
+    return Pipeline([("preprocess", columns), ("estimator", estimator)])
+
+
+def fit_sklearn(spec: dict, x, y, params: dict):
+    model = build_sklearn(spec, params)
+    model.fit(x, y.astype("int64") if spec["task"] == "classification" else y)
+    return model
+
+
+def predict_sklearn(model, x, task: str):
+    if task == "classification":
+        score = model.predict_proba(x)[:, 1]
+        return score, (score >= 0.5).astype("float64")
+    value = model.predict(x).astype("float64")
+    return value, value
+
+
+def predict_registered(mv, feature_spec: dict, df, label: str, task: str):
+    """A registered version's (label, score, prediction) on `df`, whichever its flavor."""
+    import mlflow
+    import pandas as pd
+
+    uri = f"models:/{mv.name}/{mv.version}"
+    if feature_spec.get("flavor", "spark") == "sklearn":
+        model = mlflow.sklearn.load_model(uri)
+        categorical, numeric = sklearn_columns(model)
+        pdf = df.select(*categorical, *numeric, label).toPandas()
+        score, prediction = predict_sklearn(model, features_frame(pdf, categorical, numeric), task)
+        return pd.DataFrame({"label": pdf[label].astype("float64").to_numpy(), "score": score,
+                             "prediction": prediction})
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    out = mlflow.spark.load_model(uri).transform(df)
+    score = vector_to_array("probability")[1] if task == "classification" else F.col("prediction")
+    return out.select(F.col(label).cast("double").alias("label"), score.alias("score"),
+                      "prediction").toPandas()
+
+
+def sklearn_columns(model) -> tuple[list[str], list[str]]:
+    """The categorical and numeric input columns of a fitted pipeline from `build_sklearn`."""
+    found = {name: list(cols) for name, _, cols in model.steps[0][1].transformers_
+             if name in ("cat", "num")}
+    return found.get("cat", []), found.get("num", [])
