@@ -78,17 +78,24 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         info["rows"] = row["rows"]
         info["event_time_range"] = [str(row["first"]), str(row["last"])]
         info["history"] = lake.history(spark, path)
-        info["latest_statistics"] = statistics.latest(path)
+        info["latest_statistics"] = statistics.for_version(
+            spark, path, lake.version(spark, path), _types(table), table.event_time) \
+            or statistics.latest(path)
         info["used_by"] = used_by(config, name)
     return info
 
 
-def compare_versions(config: Config, name: str, old: int, new: int) -> dict:
+def _types(table) -> dict[str, str]:
+    return {n: f.type for n, f in table.features.items()}
+
+
+def compare_versions(spark, config: Config, name: str, old: int, new: int) -> dict:
     from .errors import NotFoundError
 
-    config.feature_table(name)
+    table = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
-    loaded = {v: statistics.load(path, v) for v in (old, new)}
+    loaded = {v: statistics.for_version(spark, path, v, _types(table), table.event_time)
+              for v in (old, new)}
     missing = [str(v) for v, s in loaded.items() if s is None]
     if missing:
         have = sorted(int(p.stem[1:]) for p in (path / "_sparkml_stats").glob("v*.json")) \

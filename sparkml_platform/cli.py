@@ -147,7 +147,7 @@ def features_show(state, name, compare, as_json):
 
     state.config.feature_table(name)
     if compare:
-        emit(catalog.compare_versions(state.config, name, *compare), as_json, _show_shift)
+        emit(catalog.compare_versions(state.spark, state.config, name, *compare), as_json, _show_shift)
         return
     emit(catalog.show_feature_table(state.spark, state.config, name), as_json,
          lambda d: click.echo(json.dumps(d, indent=2, default=str)))

@@ -178,12 +178,15 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                          f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
         df = df.where(replace_where)
     df = _with_comments(df, definition).persist()  # checked, validated, then written: once
+    feature_types = {n: f.type for n, f in definition.features.items()}
     try:
-        rows = df.count()
+        written = statistics.summarize(df, feature_types, definition.event_time)
+        rows = written["rows"]
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
         _refuse_duplicates(df, definition, name)
-        validated = _validate(config, name, df)
+        validated = _validate(config, name, df, rows)
+        whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
         lake.describe(spark, path, definition.description, table_properties(definition),
@@ -194,10 +197,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                              metadata={**metadata, "validation": validated})
     finally:
         df.unpersist()
-    stats = statistics.compute(spark, path, version,
-                               {n: f.type for n, f in definition.features.items()},
-                               definition.event_time)
-    statistics.save(path, stats)
+    statistics.record(path, version, written, whole_table)
     return {"window": metadata["window"], "version": version, "rows_written": rows,
             "validation": validated}
 
@@ -254,7 +254,7 @@ def _refuse_duplicates(df, definition: FeatureTable, name: str) -> None:
                          f"more than once, nothing written; e.g. {shown}")
 
 
-def _validate(config: Config, name: str, df) -> dict | None:
+def _validate(config: Config, name: str, df, rows: int) -> dict | None:
     """Run the table's expectation suite on the rows about to be written (block or warn)."""
     import logging
 
@@ -265,7 +265,7 @@ def _validate(config: Config, name: str, df) -> dict | None:
         return None
     definition = config.feature_table(name)
     summary = validation.validate(df, definition.expectations, suite.expectations,
-                                  f"expectations/{definition.expectations}.yml: expectations")
+                                  f"expectations/{definition.expectations}.yml: expectations", rows)
     kept = validation.keep(summary, config.validation_dir, name)
     outcome = {"suite": definition.expectations, "success": summary["success"],
                "failed": len(summary["failed"]), "results": str(kept)}

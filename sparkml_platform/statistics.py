@@ -18,11 +18,11 @@ def stats_path(table_path: Path, version: int) -> Path:
     return table_path / "_sparkml_stats" / f"v{version:06d}.json"
 
 
-def compute(spark, table_path: Path, version: int, features: dict[str, str], event_time: str) -> dict:
-    """Count, nulls, min, max, mean (numeric) and approximate distinct count per feature."""
+def summarize(df, features: dict[str, str], event_time: str) -> dict:
+    """Rows, event-time range, and per feature: count, nulls, min, max, mean (numeric) and
+    approximate distinct count, in one aggregation over `df`."""
     from pyspark.sql import functions as F
 
-    df = lake.read(spark, table_path, version)
     aggs = [F.count(F.lit(1)).alias("__rows"), F.min(event_time).alias("__first"),
             F.max(event_time).alias("__last")]
     for name, kind in features.items():
@@ -42,9 +42,41 @@ def compute(spark, table_path: Path, version: int, features: dict[str, str], eve
         if kind in NUMERIC:
             entry.update(min=row[f"{name}__min"], max=row[f"{name}__max"], mean=row[f"{name}__mean"])
         per_feature[name] = entry
-    return {"version": version, "rows": rows,
-            "event_time_range": [str(row["__first"]), str(row["__last"])],
+    return {"rows": rows, "event_time_range": [str(row["__first"]), str(row["__last"])],
             "features": per_feature}
+
+
+def record(table_path: Path, version: int, written: dict, whole_table: bool) -> dict:
+    """Store a new version's statistics: those of the rows it wrote, and the table's.
+
+    A build that wrote the whole table knows the table's statistics already; after a window
+    build they are computed when first asked for (`for_version`), from the Delta version
+    itself, so a build never re-reads its table. The event-time range is kept either way
+    (widened by the window), for freshness and incremental builds.
+    """
+    previous = latest(table_path)
+    span = written["event_time_range"]
+    if not whole_table and previous and written["rows"]:
+        span = [min(previous["event_time_range"][0], span[0]), max(previous["event_time_range"][1], span[1])]
+    elif not whole_table and previous:
+        span = previous["event_time_range"]
+    stats = {"version": version, "event_time_range": span, "written": written,
+             "rows": written["rows"] if whole_table else None,
+             "features": written["features"] if whole_table else None}
+    save(table_path, stats)
+    return stats
+
+
+def for_version(spark, table_path: Path, version: int, features: dict[str, str],
+                event_time: str) -> dict | None:
+    """A version's table statistics, computing (and keeping) them if the build did not."""
+    stats = load(table_path, version)
+    if stats is None or stats.get("features") is not None:
+        return stats
+    table = summarize(lake.read(spark, table_path, version), features, event_time)
+    stats.update(rows=table["rows"], features=table["features"], event_time_range=table["event_time_range"])
+    save(table_path, stats)
+    return stats
 
 
 def save(table_path: Path, stats: dict) -> Path:

@@ -27,9 +27,8 @@ def render(spark, config: Config, report: dict) -> str:
                              + ", ".join(f"{k} {v:,}" for k, v in out["rows"].items()))
             if step["step"] == "train":
                 m = out["metrics"]
-                lines.append(f"model {out['model']} version {out['version']} "
-                             f"(aliases: {', '.join(out['aliases'])}): ROC AUC {m['roc_auc']:.4f} "
-                             f"on the held-out test split ({int(m['test_rows']):,} rows)")
+                lines.append(f"model {out['model']} version {out['version']} ({out['spec']}): "
+                             f"ROC AUC {m['roc_auc']:.4f} on the held-out test split; {out['decision']}")
             if step["step"] == "score":
                 lines.append(f"scored {out['rows']:,} rows into {out['output']} (run date "
                              f"{out['run_date']}): {out['predicted_positive']:,} predicted positive")

@@ -192,3 +192,38 @@ def test_table_name_outside_the_allowed_characters(tmp_path):
     (conf / "base" / "features.yml").write_text(text)
     with pytest.raises(ConfigError, match="feature_tables: .*table name 'plane-attributes' must be lower case"):
         load_config(conf)
+
+
+@pytest.mark.parametrize("spec, key, message", [
+    ({"search_space": {"maxBins": {"gaussian": [3, 8]}}}, "models.flight_delay_gbt.search_space",
+     "maxBins: unknown distribution 'gaussian' (use uniform, loguniform, quniform, choice)"),
+    ({"search_space": {"impurity": {"choice": []}}}, "models.flight_delay_gbt.search_space",
+     "impurity: choice needs at least one option"),
+    ({"search_space": {"stepSize": {"loguniform": [0, 1]}}}, "models.flight_delay_gbt.search_space",
+     "stepSize: loguniform needs low > 0"),
+    ({"thresholds": {"rmse": {"max": 3}}}, "models.flight_delay_gbt",
+     "metric 'rmse' is not computed for classification (computed: roc_auc, pr_auc"),
+    ({"tuning": {"metric": "auc"}}, "models.flight_delay_gbt", "metric 'auc' is not computed"),
+    ({"estimator": {"type": "sklearn"}}, "models.flight_delay_gbt.estimator", "type sklearn needs `class`"),
+])
+def test_bad_model_specs_name_the_file_and_key(tmp_path, spec, key, message):
+    conf = make_project(tmp_path, {"models.yml": {"models": {"flight_delay_gbt": spec}}}, env="dev")
+    with pytest.raises(ConfigError) as err:
+        load_config(conf, "dev")
+    assert f"{conf / 'dev' / 'models.yml'}: {key}" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_search_space_maps_to_hyperopt_with_the_declared_types():
+    from hyperopt import pyll
+
+    from sparkml_platform import search_space
+
+    space = {"depth": {"quniform": [3, 8, 1]}, "rate": {"loguniform": [0.01, 0.3]},
+             "frac": {"uniform": [0.5, 1.0]}, "kind": {"choice": ["gini", "entropy"]}}
+    for seed in range(20):
+        point = search_space.typed(space, pyll.stochastic.sample(search_space.to_hyperopt(space),
+                                                                 rng=__import__("numpy").random.default_rng(seed)))
+        assert isinstance(point["depth"], int) and 3 <= point["depth"] <= 8
+        assert 0.01 <= point["rate"] <= 0.3 and 0.5 <= point["frac"] <= 1.0
+        assert point["kind"] in ("gini", "entropy")

@@ -45,8 +45,13 @@ def test_spark_submit_refuses_unknown_master_and_job(flights_project):
     assert "usage: spark-submit.sh" in bad_job.stderr
 
 
-def test_training_against_a_real_mlflow_server(flights_project, tmp_path):
+def test_training_against_a_real_mlflow_server(flights_project, tmp_path, monkeypatch, capsys):
+    import time
+
     from mlflow import MlflowClient
+
+    from conftest import JARS_DIR
+    from sparkml_platform.cli import main
 
     conf, _ = flights_project
     with mlflow_server(tmp_path) as uri:
@@ -54,10 +59,28 @@ def test_training_against_a_real_mlflow_server(flights_project, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         trained = json.loads(result.stdout.strip().splitlines()[-1])
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        champion = client.get_model_version_by_alias("flight_delay_gbt", "champion")
+        champion = client.get_model_version_by_alias("flight_delays", "champion")
         assert str(champion.version) == trained["version"] == "1"  # the server's own registry
         assert champion.tags["training_set"] == "flight_delays"
         run = client.get_run(champion.run_id)
-        assert run.data.metrics["roc_auc"] == pytest.approx(trained["metrics"]["roc_auc"])
+        assert run.data.metrics["roc_auc"] == pytest.approx(trained["metrics"]["roc_auc"], abs=1e-5)
         artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
-        assert {"feature_spec.json", "environment.json"} <= artifacts
+        assert {"feature_spec.json", "environment.json", "gate.json", "plots"} <= artifacts
+        plots = {a.path for a in client.list_artifacts(champion.run_id, "plots")}
+        assert {"plots/roc_curve.png", "plots/pr_curve.png", "plots/confusion_matrix.png",
+                "plots/feature_importance.png"} <= plots
+        # every tuning trial is a nested run with its parameters and validation metrics
+        trials = client.search_runs([run.info.experiment_id],
+                                    f"tags.mlflow.parentRunId = '{champion.run_id}'")
+        assert len(trials) == 2 and all("maxDepth" in t.data.params for t in trials)
+        assert all("validation_roc_auc" in t.data.metrics for t in trials)
+        assert json.loads(champion.tags["gate_checks"])[0]["metric"] == "roc_auc"
+        assert champion.tags["decision"] == "promoted to champion"
+
+    # The server is down now: a clear message within seconds, and nothing trained.
+    monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
+    started = time.monotonic()
+    code = main(["--conf", str(conf), "--env", "test", "train", "flight_delay_gbt", "--no-tune"])
+    assert code == 1 and time.monotonic() - started < 20
+    assert f"the MLflow tracking server at {uri} is not reachable" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Training gates, bad model specs and regressors, in-process on the slice project's training
+set, each test with an MLflow store of its own (so the slice project's registry is untouched)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sparkml_platform import registry, training
+from sparkml_platform.config import Threshold, load_config
+from sparkml_platform.errors import ConfigError, GateFailed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def trained_config(flights_project, tmp_path, monkeypatch):
+    """The slice project's config (its lake and training set), with a fresh MLflow store."""
+    from conftest import JARS_DIR
+
+    conf, _ = flights_project
+    monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
+    monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SPARKML_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    return load_config(conf, "test")
+
+
+def versions(config, name: str) -> list:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return registry.tracking.client(config).search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+
+
+def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_config):
+    config = trained_config
+    spec = config.model("flight_delay_gbt")
+    first = training.train(spark, config, "flight_delay_gbt", tune=False)
+    assert first["aliases"] == ["challenger", "champion"] and first["decision"] == "promoted to champion"
+
+    spec.thresholds = {"roc_auc": Threshold(min=0.99), "log_loss": Threshold(max=1.0)}
+    with pytest.raises(GateFailed) as err:
+        training.train(spark, config, "flight_delay_gbt", tune=False)
+    assert err.value.exit_code == 3
+    assert "roc_auc = 0." in str(err.value) and "needs >= 0.99" in str(err.value)
+    second = err.value.result["version"]
+    assert registry.champion(config, "flight_delays").version == first["version"]  # unchanged
+    shown = registry.show(config, f"flight_delays/{second}")
+    assert shown["aliases"] == ["challenger"]
+    assert shown["tags"]["gate"] == "failed"
+    assert shown["tags"]["decision"].startswith("not promoted: roc_auc = 0.")
+    assert shown["tags"]["compared_with"] == f"champion v{first['version']}"
+
+
+def test_bad_estimator_and_label_fail_before_anything_is_logged(spark, trained_config):
+    config = trained_config
+    spec = config.model("flight_delay_sklearn")
+    original = copy.deepcopy(spec)
+    spec.estimator.class_ = "sklearn.ensemble.NoSuchClassifier"
+    with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.estimator.class: estimator class "
+                                          r"'sklearn.ensemble.NoSuchClassifier' does not exist"):
+        training.train(spark, config, "flight_delay_sklearn")
+    spec.estimator = original.estimator
+    spec.label = "arrived_late"
+    with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.label: column 'arrived_late' is "
+                                          r"not in training set flight_delays@1"):
+        training.train(spark, config, "flight_delay_sklearn")
+    assert versions(config, "flight_delays") == []  # nothing registered
+
+
+def test_regressors_are_evaluated_with_regression_metrics(spark, trained_config):
+    from sparkml_platform.config import Estimator
+
+    config = trained_config
+    spec = config.model("flight_delay_gbt")
+    spec.estimator = Estimator(type="gbt_regressor", params={"maxIter": 3, "maxDepth": 3})
+    spec.thresholds = {"rmse": Threshold(max=1.0)}
+    spec.tuning.metric = "rmse"
+    spec.registered_model = "flight_delay_regressor"
+    result = training.train(spark, config, "flight_delay_gbt", tune=False)
+    assert set(result["metrics"]) == {"rmse", "mae", "r2"}
+    assert 0 < result["metrics"]["rmse"] < 1.0 and result["gate"]["passed"]
