@@ -24,8 +24,10 @@ jars: $(INSTALLED)
 demo: setup
 	$(VENV)/bin/sparkml run flights
 
+# Two workers: the slice pipeline and everything that reads it (group "flights") on one,
+# the other tests on the other; much of each test is JVM start-up and I/O, not CPU.
 test: setup
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra -n 2 --dist loadgroup
 
 # Unit tests only (no end-to-end pipeline, no servers).
 test-fast: setup

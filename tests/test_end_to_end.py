@@ -9,7 +9,8 @@ import pytest
 from conftest import JARS_DIR, run_cli
 from sparkml_platform.cli import main
 
-pytestmark = pytest.mark.slow
+# One worker runs every test that reads the slice pipeline's project (built once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flights")]
 
 
 def count(spark, path) -> int:

@@ -11,7 +11,8 @@ from sparkml_platform import registry, training
 from sparkml_platform.config import Threshold, load_config
 from sparkml_platform.errors import ConfigError, GateFailed
 
-pytestmark = pytest.mark.slow
+# One worker runs every test that reads the slice pipeline's project (built once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flights")]
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def versions(config, name: str) -> list:
 def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_config):
     config = trained_config
     spec = config.model("flight_delay_gbt")
+    spec.thresholds = {"roc_auc": Threshold(min=0.0, vs_champion=0.0)}
     first = training.train(spark, config, "flight_delay_gbt", tune=False)
     assert first["aliases"] == ["challenger", "champion"] and first["decision"] == "promoted to champion"
 
@@ -47,7 +49,7 @@ def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_c
     assert err.value.exit_code == 3
     assert "roc_auc = 0." in str(err.value) and "needs >= 0.99" in str(err.value)
     second = err.value.result["version"]
-    assert registry.champion(config, "flight_delays").version == first["version"]  # unchanged
+    assert str(registry.champion(config, "flight_delays").version) == first["version"]  # unchanged
     shown = registry.show(config, f"flight_delays/{second}")
     assert shown["aliases"] == ["challenger"]
     assert shown["tags"]["gate"] == "failed"
@@ -83,3 +85,24 @@ def test_regressors_are_evaluated_with_regression_metrics(spark, trained_config)
     result = training.train(spark, config, "flight_delay_gbt", tune=False)
     assert set(result["metrics"]) == {"rmse", "mae", "r2"}
     assert 0 < result["metrics"]["rmse"] < 1.0 and result["gate"]["passed"]
+
+
+def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spark, trained_config):
+    import numpy as np
+
+    from sparkml_platform import estimators, scoring, training_sets
+
+    config = trained_config
+    result = training.train(spark, config, "flight_delay_sklearn", tune=False)
+    mv = registry.resolve(config, f"flight_delays/{result['version']}")
+    spec = registry.load_feature_spec(config, mv.run_id)
+    assert spec["flavor"] == "sklearn"
+    rows = training_sets.read_version(spark, training_sets.manifest(config, "flight_delays")) \
+        .where("split = 'test'").limit(300)
+    rows = rows.select(*spec["feature_columns"], "label", "flight_id").persist()
+    scored = scoring.predict(spark, mv, spec, rows).select("flight_id", "score").toPandas()
+    own = estimators.predict_registered(mv, spec, rows, "label", "classification")
+    order = rows.select("flight_id").toPandas()["flight_id"]
+    by_id = dict(zip(scored["flight_id"], scored["score"]))
+    np.testing.assert_allclose([by_id[i] for i in order], own["score"].to_numpy(), rtol=1e-9)
+    rows.unpersist()
