@@ -63,12 +63,22 @@ class MetastoreSettings(Strict):
     database: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class ScoringSettings(Strict):
+    # The running environment against the model's: `warn` logs and records a mismatch of the
+    # Python minor version or a key package; `strict` refuses to score (exit 2).
+    environment_check: Literal["warn", "strict"] = "warn"
+    # Entity rows with a null key: `score` them (their features are null) and count them,
+    # or `refuse` the run (exit 2) before anything is written.
+    null_keys: Literal["score", "refuse"] = "score"
+
+
 class PlatformSettings(Strict):
     lake_root: str = ".sparkml/lake"
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
     spark: SparkSettings = SparkSettings()
     metastore: MetastoreSettings = MetastoreSettings()
+    scoring: ScoringSettings = ScoringSettings()
 
 
 # --- sources.yml --------------------------------------------------------------------------

@@ -116,3 +116,20 @@ def pack(env: dict, work_dir: Path, output: Path) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     venv_pack.pack(prefix=str(target), output=str(output), force=True)
     return {"environment_id": env["id"], "archive": str(output), "python": env["python"]}
+
+
+def compatibility(recorded: dict, running: dict) -> list[str]:
+    """How the running environment differs from a model's, in what matters for its predictions:
+    the Python minor version and the key packages (empty: compatible)."""
+    def minor(version: str) -> str:
+        return ".".join(version.split(".")[:2])
+
+    problems = []
+    if minor(recorded["python"]) != minor(running["python"]):
+        problems.append(f"Python {running['python']} here, the model was trained on {recorded['python']}")
+    for package in KEY_PACKAGES:
+        want = recorded.get("packages", {}).get(package)
+        have = running.get("packages", {}).get(package)
+        if want and have != want:
+            problems.append(f"{package} {have or 'missing'} here, the model was trained with {want}")
+    return problems

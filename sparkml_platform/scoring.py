@@ -45,6 +45,9 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
         raise ConfigError(f"input table {input_ref} lacks column {', '.join(missing)} that model "
                           f"{mv.name} version {mv.version} needs (it has {', '.join(entities.columns)})")
     _check_signature(mv, spark, entities.select(*needed), entity["passthrough"], input_ref)
+    env_problems = _check_environment(spark, config, mv)
+    key_columns = list(dict.fromkeys([*entity["keys"], *[c for lk in lookups for c in lk.key_map.values()]]))
+    null_keys = _null_keys(config, entities, key_columns, input_ref)
 
     tables = read_feature_tables(spark, config, lookups)
     joined, flags = join_features(entities.select(*needed), entity["event_time"], tables)
@@ -80,10 +83,13 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
         mlflow.log_params({"input_table": input_ref, "input_version": input_version,
                            "output_table": output_ref, "output_version": version,
                            "run_date": str(day)})
-        mlflow.log_metrics({"rows_scored": stats["rows"], "predicted_positive": stats["late"] or 0})
+        mlflow.log_metrics({"rows_scored": stats["rows"], "predicted_positive": stats["late"] or 0,
+                            **{f"null_{c}": n for c, n in null_keys.items()}})
+        mlflow.set_tag("sparkml.environment_mismatch", "; ".join(env_problems) or "none")
     return {"model": mv.name, "version": mv.version, "run_id": mv.run_id,
             "scoring_run_id": run.info.run_id, "output": output_ref, "output_version": version,
-            "run_date": str(day), "rows": stats["rows"], "predicted_positive": int(stats["late"] or 0)}
+            "run_date": str(day), "rows": stats["rows"], "predicted_positive": int(stats["late"] or 0),
+            "rows_with_null_keys": null_keys, "environment_mismatch": env_problems}
 
 
 def predict(spark, mv, spec: dict, rows):
@@ -113,6 +119,45 @@ def predict(spark, mv, spec: dict, rows):
     score = F.col("__out")[1] if classifier else F.col("__out")
     prediction = (score >= 0.5).cast("double") if classifier else score
     return out.withColumn("score", score).withColumn("prediction", prediction).drop("__out")
+
+
+def _check_environment(spark, config: Config, mv) -> list[str]:
+    """The running environment against the one the model was trained in (warn or refuse)."""
+    import json
+    import logging
+
+    import mlflow
+
+    from . import environment
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="environment.json")
+    except Exception:  # noqa: BLE001 - a model logged without one: nothing to compare
+        return []
+    with open(path) as handle:
+        recorded = json.load(handle)
+    problems = environment.compatibility(recorded, environment.capture(spark))
+    if problems and config.platform.scoring.environment_check == "strict":
+        raise ConfigError(f"model {mv.name} version {mv.version} was trained in environment "
+                          f"{recorded['id']}, and this one differs: " + "; ".join(problems)
+                          + " (platform.yml: scoring.environment_check is strict; nothing written)")
+    for problem in problems:
+        logging.getLogger(__name__).warning("model %s/%s: %s", mv.name, mv.version, problem)
+    return problems
+
+
+def _null_keys(config: Config, entities, columns: list[str], input_ref: str) -> dict[str, int]:
+    """Rows with a null key per key column; refused when the config says so."""
+    from pyspark.sql import functions as F
+
+    row = entities.agg(*[F.sum(F.col(c).isNull().cast("int")).alias(c) for c in columns]).collect()[0]
+    counts = {c: int(row[c] or 0) for c in columns}
+    if any(counts.values()) and config.platform.scoring.null_keys == "refuse":
+        found = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
+        raise ConfigError(f"input table {input_ref} has entity rows with null keys ({found}); "
+                          "platform.yml: scoring.null_keys is refuse, so nothing was scored or written "
+                          "(set it to score to score them with null features)")
+    return counts
 
 
 def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str) -> None:
