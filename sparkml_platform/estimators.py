@@ -133,11 +133,10 @@ class MllibEstimator:
             names += self.categorical
         return names + self.numeric
 
-    def log_model(self, model, signature, registered_model: str, input_example=None):
+    def log_model(self, model, signature):
         import mlflow
 
-        return mlflow.spark.log_model(model, "model", signature=signature,
-                                      registered_model_name=registered_model)
+        return mlflow.spark.log_model(model, "model", signature=signature)
 
 
 class SklearnEstimator:
@@ -210,7 +209,7 @@ class SklearnEstimator:
                                        n_repeats=2, random_state=0)
         return {c: float(v) for c, v in zip(x.columns, found.importances_mean)}
 
-    def log_model(self, model, signature, registered_model: str, input_example=None):
+    def log_model(self, model, signature):
         import mlflow
 
         # pyfunc then returns probabilities, which is what scoring writes for classifiers.
@@ -220,7 +219,6 @@ class SklearnEstimator:
         from skops.io import dumps, get_untrusted_types
 
         return mlflow.sklearn.log_model(model, name="model", signature=signature,
-                                        registered_model_name=registered_model,
                                         pyfunc_predict_fn=predict_fn,
                                         skops_trusted_types=get_untrusted_types(data=dumps(model)))
 

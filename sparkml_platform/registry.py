@@ -20,15 +20,18 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return match.group("name"), match.group("alias"), match.group("version")
 
 
-def record_version(config: Config, name: str, version: str, run_id: str, manifest: dict,
-                   env: dict, metrics: dict, verdict: dict, params: dict | None = None,
-                   spec_name: str | None = None) -> dict:
-    """Tag the version with what it was made from and how it did; set its aliases.
+def register(config: Config, name: str, model_uri: str, run_id: str, manifest: dict, env: dict,
+             metrics: dict, verdict: dict, params: dict | None = None,
+             spec_name: str | None = None) -> dict:
+    """Register the logged model as a new version of `name`, with every tag at once (what it
+    was made from and how it did), then set its aliases.
 
     Every new version becomes `challenger`; it takes `champion` only if every gate passed.
     The decision, and why, is recorded on the version.
     """
-    client = tracking.client(config)
+    import mlflow
+
+    tracking.configure(config)
     if verdict["passed"]:
         decision = "promoted to champion"
     else:
@@ -49,17 +52,18 @@ def record_version(config: Config, name: str, version: str, run_id: str, manifes
         "compared_with": (f"champion v{champion['version']}" + (f" (skipped: {champion['skipped']})"
                           if "skipped" in champion else "")) if champion else "no champion yet",
         "decision": decision,
+        "run_id": run_id,
         **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if v == v},
         **{f"{split}_rows": str(manifest["rows"].get(split, 0)) for split in ("train", "validation", "test")},
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    client = tracking.client(config)
     client.set_registered_model_alias(name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if verdict["passed"]:
         client.set_registered_model_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
-    return {"aliases": aliases, "decision": decision}
+    return {"version": version, "aliases": aliases, "decision": decision}
 
 
 def champion(config: Config, name: str):

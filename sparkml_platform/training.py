@@ -2,7 +2,7 @@
 register, and gate the `champion` alias.
 
 One MLflow run per training; each tuning trial is a nested run under it. The registered
-version carries everything a reviewer needs (see `registry.record_version`).
+version carries everything a reviewer needs (see `registry.register`).
 """
 
 from __future__ import annotations
@@ -124,12 +124,12 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                                        else test_df)
             for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
                 mlflow.log_artifact(str(path), artifact_path="plots")
-        info = estimator.log_model(fitted, signature, registered)
-        version = str(info.registered_model_version)
+        info = estimator.log_model(fitted, signature)
     train_df.unpersist()
 
-    recorded = registry.record_version(config, registered, version, run.info.run_id, manifest, env,
-                                       metrics, verdict, params=params, spec_name=model_name)
+    recorded = registry.register(config, registered, info.model_uri, run.info.run_id, manifest, env,
+                                 metrics, verdict, params=params, spec_name=model_name)
+    version = recorded["version"]
     result = {"model": registered, "spec": model_name, "version": version,
               "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
               "aliases": recorded["aliases"], "decision": recorded["decision"],

@@ -314,3 +314,11 @@ def test_tables_by_name_as_views_or_in_the_configured_metastore(spark, config, r
     described = {r.col_name: r.comment for r in
                  spark.sql("DESCRIBE TABLE sparkml_test.features_origin_weather_hourly").collect()}
     assert described["humid"] == "Relative humidity (%)"
+
+
+def test_search_finds_a_table_by_a_word_of_a_feature_description(config):
+    from sparkml_platform import catalog
+
+    assert [t["name"] for t in catalog.search(config, "humidity")] == ["origin_weather_hourly"]
+    assert [t["name"] for t in catalog.search(config, "SEATS")] == ["plane_attributes"]
+    assert catalog.search(config, "no such word") == []
