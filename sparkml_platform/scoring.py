@@ -26,6 +26,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
           run_date: str | None = None) -> dict:
     """Score `input_ref` with `model_ref` into partition `run_date` of `output_ref`, in one commit."""
     import mlflow
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     day = parse_run_date(run_date)
@@ -47,10 +48,15 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     _check_signature(mv, spark, entities.select(*needed), entity["passthrough"], input_ref)
     env_problems = _check_environment(spark, config, mv)
     key_columns = list(dict.fromkeys([*entity["keys"], *[c for lk in lookups for c in lk.key_map.values()]]))
-    null_keys = _null_keys(config, entities, key_columns, input_ref)
+    if config.platform.scoring.null_keys == "refuse":
+        _refuse_null_keys(entities, key_columns, input_ref)  # a pass of its own, before any write
+    # Counted in the write's own pass: no second read of the input or the output.
+    seen, written = Observation("entity rows"), Observation("predictions")
+    rows = entities.select(*needed).observe(
+        seen, *[F.sum(F.col(c).isNull().cast("int")).alias(c) for c in key_columns])
 
     tables = read_feature_tables(spark, config, lookups)
-    joined, flags = join_features(entities.select(*needed), entity["event_time"], tables)
+    joined, flags = join_features(rows, entity["event_time"], tables)
     scored_at = dt.datetime.now(dt.timezone.utc)
     scored = predict(spark, mv, spec, joined.drop(*flags))
     predictions = scored.select(
@@ -65,7 +71,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
         F.lit(mv.run_id).alias("run_id"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(day).alias(RUN_DATE),
-    )
+    ).observe(written, F.count(F.lit(1)).alias("rows"), F.sum("prediction").alias("late"))
     with mlflow.start_run(run_name=f"score {mv.name}/{mv.version} {day}") as run:
         mlflow.set_tags({"sparkml.kind": "score", "sparkml.model": mv.name,
                          "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id})
@@ -78,8 +84,8 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
                           "mlflow_run_id": run.info.run_id})
         except Exception as exc:
             raise JobFailed(f"scoring into {output_ref} failed; the table is unchanged: {exc}") from exc
-        written = lake.read(spark, output_path, version).where(F.col(RUN_DATE) == F.lit(day))
-        stats = written.agg(F.count("*").alias("rows"), F.sum("prediction").alias("late")).collect()[0]
+        stats = written.get
+        null_keys = {c: int(n or 0) for c, n in seen.get.items()}
         mlflow.log_params({"input_table": input_ref, "input_version": input_version,
                            "output_table": output_ref, "output_version": version,
                            "run_date": str(day)})
@@ -146,18 +152,16 @@ def _check_environment(spark, config: Config, mv) -> list[str]:
     return problems
 
 
-def _null_keys(config: Config, entities, columns: list[str], input_ref: str) -> dict[str, int]:
-    """Rows with a null key per key column; refused when the config says so."""
+def _refuse_null_keys(entities, columns: list[str], input_ref: str) -> None:
+    """platform.yml scoring.null_keys: refuse -> rows with a null key fail the run (exit 2)."""
     from pyspark.sql import functions as F
 
     row = entities.agg(*[F.sum(F.col(c).isNull().cast("int")).alias(c) for c in columns]).collect()[0]
-    counts = {c: int(row[c] or 0) for c in columns}
-    if any(counts.values()) and config.platform.scoring.null_keys == "refuse":
-        found = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
+    found = ", ".join(f"{c}: {row[c]}" for c in columns if row[c])
+    if found:
         raise ConfigError(f"input table {input_ref} has entity rows with null keys ({found}); "
                           "platform.yml: scoring.null_keys is refuse, so nothing was scored or written "
                           "(set it to score to score them with null features)")
-    return counts
 
 
 def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str) -> None:

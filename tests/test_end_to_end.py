@@ -9,8 +9,7 @@ import pytest
 from conftest import JARS_DIR, run_cli
 from sparkml_platform.cli import main
 
-# One worker runs every test that reads the slice pipeline's project (built once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flights")]
+pytestmark = pytest.mark.slow
 
 
 def count(spark, path) -> int:

@@ -11,8 +11,7 @@ import pytest
 from conftest import REPO, cli_env, run_cli
 from servers import mlflow_server, spark_standalone
 
-# One worker runs every test that reads the slice pipeline's project (built once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flights")]
+pytestmark = pytest.mark.slow
 
 
 def submit(conf, *args, **env) -> subprocess.CompletedProcess:

@@ -11,8 +11,7 @@ from sparkml_platform import registry, training
 from sparkml_platform.config import Threshold, load_config
 from sparkml_platform.errors import ConfigError, GateFailed
 
-# One worker runs every test that reads the slice pipeline's project (built once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flights")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
