@@ -15,9 +15,13 @@ def lineage(config: Config, ref: str) -> dict:
         if name.startswith(zone):
             name = name[len(zone):]
             ref = ref[len(zone):]
-    if name in config.features.feature_tables:
+    # A model and a training set may share a name (flight_delays): an alias (@champion) or a
+    # /VERSION can only mean a model, @NUMBER only a training-set version.
+    after = ref.split("@", 1)[1] if "@" in ref else ""
+    is_model = "/" in ref or (after and not after.isdigit())
+    if name in config.features.feature_tables and not is_model:
         return feature_table(config, name)
-    if name in config.training_sets.training_sets:
+    if name in config.training_sets.training_sets and not is_model:
         return trainset(config, ref)
     try:
         return model(config, ref)
