@@ -180,11 +180,14 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
     df = _with_comments(df, definition).persist()  # checked, validated, then written: once
     feature_types = {n: f.type for n, f in definition.features.items()}
     try:
-        written = statistics.summarize(df, feature_types, definition.event_time)
-        rows = written["rows"]
+        written = statistics.summarize(df, feature_types, definition.event_time,
+                                       unique=[*definition.keys, definition.event_time])
+        rows = written.pop("distinct_keys"), written["rows"]
+        if rows[0] != rows[1]:  # only then look for examples
+            _refuse_duplicates(df, definition, name)
+        rows = rows[1]
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
-        _refuse_duplicates(df, definition, name)
         validated = _validate(config, name, df, rows)
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):

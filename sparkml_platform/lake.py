@@ -112,8 +112,16 @@ def describe(spark, path: Path, description: str, properties: dict[str, str], sc
     (its data follows in the next commit); an existing one is altered only where they differ,
     so a build whose definition did not change adds no commit.
     """
+    import hashlib
+
     from delta.tables import DeltaTable
 
+    wanted_hash = hashlib.sha256(json.dumps(
+        [description, properties, {f.name: f.metadata.get("comment") for f in schema.fields},
+         partition_by], sort_keys=True, default=str).encode()).hexdigest()
+    applied = path / "_sparkml_table_metadata"  # Delta ignores paths starting with `_`
+    if exists(path) and applied.exists() and applied.read_text() == wanted_hash:
+        return  # nothing changed since it was last applied: no Spark job, no commit
     key = "spark.databricks.delta.commitInfo.userMetadata"
     if metadata:
         spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
@@ -126,6 +134,7 @@ def describe(spark, path: Path, description: str, properties: dict[str, str], sc
             for name, value in properties.items():
                 builder = builder.property(name, value)
             builder.execute()
+            applied.write_text(wanted_hash)
             return
         table = DeltaTable.forPath(spark, str(path))
         detail = table.detail().select("description", "properties").collect()[0]
@@ -141,6 +150,7 @@ def describe(spark, path: Path, description: str, properties: dict[str, str], sc
             if comment and field.name in current and current[field.name] != comment:
                 spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN `{field.name}` "
                           f"COMMENT {_quote(comment)}")
+        applied.write_text(wanted_hash)
     finally:
         if metadata:
             spark.conf.unset(key)

@@ -18,13 +18,16 @@ def stats_path(table_path: Path, version: int) -> Path:
     return table_path / "_sparkml_stats" / f"v{version:06d}.json"
 
 
-def summarize(df, features: dict[str, str], event_time: str) -> dict:
+def summarize(df, features: dict[str, str], event_time: str, unique: list[str] | None = None) -> dict:
     """Rows, event-time range, and per feature: count, nulls, min, max, mean (numeric) and
-    approximate distinct count, in one aggregation over `df`."""
+    approximate distinct count, in one aggregation over `df`; with `unique`, also the number
+    of distinct combinations of those columns (a duplicate check in the same pass)."""
     from pyspark.sql import functions as F
 
     aggs = [F.count(F.lit(1)).alias("__rows"), F.min(event_time).alias("__first"),
             F.max(event_time).alias("__last")]
+    if unique:
+        aggs.append(F.count_distinct(F.struct(*unique)).alias("__distinct_keys"))
     for name, kind in features.items():
         col = F.col(f"`{name}`")
         aggs += [F.count(col).alias(f"{name}__count"),
@@ -42,8 +45,11 @@ def summarize(df, features: dict[str, str], event_time: str) -> dict:
         if kind in NUMERIC:
             entry.update(min=row[f"{name}__min"], max=row[f"{name}__max"], mean=row[f"{name}__mean"])
         per_feature[name] = entry
-    return {"rows": rows, "event_time_range": [str(row["__first"]), str(row["__last"])],
-            "features": per_feature}
+    out = {"rows": rows, "event_time_range": [str(row["__first"]), str(row["__last"])],
+           "features": per_feature}
+    if unique:
+        out["distinct_keys"] = row["__distinct_keys"]
+    return out
 
 
 def record(table_path: Path, version: int, written: dict, whole_table: bool) -> dict:

@@ -9,6 +9,7 @@ committed. Suites are YAML under conf/*/expectations/, one expectation per item:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ EXAMPLES = 5
 # Up to this many rows the suite runs on a pandas copy on the driver: Great Expectations'
 # Spark engine runs a few Spark jobs per expectation, which dominates small windows.
 PANDAS_MAX_ROWS = 200_000
+_context = None
+_sources = itertools.count()
 
 
 def _expectation_class(name: str, where: str):
@@ -57,12 +60,15 @@ def validate(df, name: str, items: list[dict], where: str, rows: int | None = No
 
     for logger in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    global _context
+    if _context is None:  # one per process: creating it costs seconds
+        _context = gx.get_context(mode="ephemeral")
+        _context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source_name = f"sparkml_{next(_sources)}"
     if rows is not None and rows <= PANDAS_MAX_ROWS:
-        source, df = context.data_sources.add_pandas(name="sparkml"), df.toPandas()
+        source, df = _context.data_sources.add_pandas(name=source_name), df.toPandas()
     else:
-        source = context.data_sources.add_spark(name="sparkml")
+        source = _context.data_sources.add_spark(name=source_name)
     batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("window") \
         .get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(build_suite(name, items, where), result_format="SUMMARY")
