@@ -37,7 +37,7 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
         "flight_delay_sklearn": {
             "estimator": {"type": "sklearn", "class": "sklearn.ensemble.HistGradientBoostingClassifier",
                           "params": {"max_iter": 30, "random_state": 7}},
-            "tuning": {"max_evals": 4, "parallelism": 2, "early_stop_rounds": 3},
+            "tuning": {"max_evals": 2, "parallelism": 2},
             "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}}}},
     "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
 }
