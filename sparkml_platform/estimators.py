@@ -25,24 +25,35 @@ def for_spec(spec: ModelSpec, model_name: str, feature_columns: list[str], types
     return kind(spec, model_name, categorical, numeric, label)
 
 
-class MllibEstimator:
+class _Estimator:
+    """What both flavors share: the spec, the input columns by kind, the label, the task."""
+
+    def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
+                 label: str):
+        self.spec, self.categorical, self.numeric, self.label = spec, categorical, numeric, label
+        self.task = spec.estimator.task
+        self.where = f"models.yml: models.{model_name}"
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    def prepare(self, train) -> None:
+        pass
+
+
+class MllibEstimator(_Estimator):
     flavor = "spark"
 
     def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
                  label: str):
         from pyspark.ml import classification, regression
 
-        self.spec, self.categorical, self.numeric, self.label = spec, categorical, numeric, label
-        self.task = spec.estimator.task
+        super().__init__(spec, model_name, categorical, numeric, label)
         module, cls, _ = MLLIB_ESTIMATORS[spec.estimator.type]
         self.estimator_class = getattr({"classification": classification,
                                         "regression": regression}[module], cls)
-        self.where = f"models.yml: models.{model_name}"
         self.max_categories = 0
-
-    @property
-    def feature_columns(self) -> list[str]:
-        return [*self.categorical, *self.numeric]
 
     def prepare(self, train) -> None:
         """Trees need a bin per category: count them once on the training rows."""
@@ -139,22 +150,14 @@ class MllibEstimator:
         return mlflow.spark.log_model(model, "model", signature=signature)
 
 
-class SklearnEstimator:
+class SklearnEstimator(_Estimator):
     flavor = "sklearn"
 
     def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
                  label: str):
-        self.spec, self.categorical, self.numeric, self.label = spec, categorical, numeric, label
-        self.task = spec.estimator.task
-        self.where = f"models.yml: models.{model_name}.estimator"
+        super().__init__(spec, model_name, categorical, numeric, label)
+        self.where += ".estimator"
         self.estimator_class = load_class(spec.estimator.class_, f"{self.where}.class")
-
-    @property
-    def feature_columns(self) -> list[str]:
-        return [*self.categorical, *self.numeric]
-
-    def prepare(self, train) -> None:
-        pass
 
     def frame(self, df):
         """A Spark DataFrame -> the pandas features (numerics as float64) and the label."""

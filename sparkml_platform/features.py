@@ -182,10 +182,9 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
     try:
         written = statistics.summarize(df, feature_types, definition.event_time,
                                        unique=[*definition.keys, definition.event_time])
-        rows = written.pop("distinct_keys"), written["rows"]
-        if rows[0] != rows[1]:  # only then look for examples
+        rows = written["rows"]
+        if written.pop("distinct_keys") != rows:  # only then look for examples
             _refuse_duplicates(df, definition, name)
-        rows = rows[1]
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
         validated = _validate(config, name, df, rows)
