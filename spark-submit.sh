@@ -109,10 +109,28 @@ ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
       --driver-class-path "$ROOT")
 ARCHIVES=()
 if [[ -n "$ARCHIVE" ]]; then
-  # A packed environment: executors (and a cluster-mode driver) run its Python.
+  # A packed environment: executors (and a cluster-mode driver) run its Python. Local
+  # executors have no working directory to unpack it into.
+  [[ "$MASTER" == local* ]] && { echo "spark-submit.sh: --archives needs a cluster master (spark://HOST:PORT or yarn), not $MASTER" >&2; exit 2; }
+  [[ -f "$ARCHIVE" ]] || { echo "spark-submit.sh: no archive at $ARCHIVE (build one with: sparkml env pack)" >&2; exit 2; }
+  # The Python it was built for and its id, for the job's check before any work.
+  PACKED="$("$PY" - "$ARCHIVE" <<'EOF'
+import sys
+from pathlib import Path
+from sparkml_platform.errors import SparkmlError
+from sparkml_platform.runtime_env import archive_metadata
+try:
+    meta = archive_metadata(Path(sys.argv[1]))
+except SparkmlError as exc:
+    print(f"spark-submit.sh: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
+print(meta["python"], meta["environment_id"])
+EOF
+)"
   ARCHIVES+=("$ARCHIVE#environment")
   ARGS+=(--conf spark.pyspark.python=./environment/bin/python
-         --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
+         --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python
+         --conf "spark.sparkml.environment.python=${PACKED% *}"
+         --conf "spark.sparkml.environment.id=${PACKED#* }")
 else
   # Same machine (local, or a standalone cluster on it): the project's own interpreter.
   export PYSPARK_PYTHON="$PY"

@@ -327,9 +327,11 @@ def env():
 @json_option
 @pass_state
 def env_capture(state, as_json):
+    """Record the running environment (Python, every package, Spark, Java, Scala, Delta) under
+    its content-hash id."""
     from . import environment
 
-    captured = environment.capture(state.spark)
+    captured = environment.capture()
     path = environment.save(captured, state.config.environments_dir)
     emit({"id": captured["id"], "path": str(path), "python": captured["python"],
           "spark": captured.get("spark"), "packages": len(captured["packages"])}, as_json,
@@ -337,34 +339,15 @@ def env_capture(state, as_json):
                               f"{d['packages']} packages  {d['path']}"))
 
 
-def _env_ref(state, ref: str) -> dict:
-    """An environment id, or a model reference whose version records one."""
-    from . import environment, registry
-    from .errors import NotFoundError
-
-    store = state.config.environments_dir
-    try:
-        return environment.load(store, ref)
-    except NotFoundError:
-        if not any(ch in ref for ch in "@/") and not _is_model(state, ref):
-            raise
-    mv = registry.resolve(state.config, ref)
-    return environment.load(store, (mv.tags or {}).get("environment_id", ""))
-
-
-def _is_model(state, name: str) -> bool:
-    return name in state.config.models.models
-
-
 @env.command("show")
 @click.argument("ref", required=False)
 @json_option
 @pass_state
 def env_show(state, ref, as_json):
-    """Show environment REF (an id or a model reference); the running one without REF."""
+    """Show environment REF (an id, a model reference or a run id); the running one without REF."""
     from . import environment
 
-    data = _env_ref(state, ref) if ref else environment.capture()
+    data = environment.resolve(state.config, ref) if ref else environment.capture()
     emit(data, as_json, lambda d: click.echo(
         f"id {d['id']}\npython {d['python']}  spark {d.get('spark', '-')}  "
         f"java {d.get('java', '-')}  delta {d.get('delta', '-')}\n"
@@ -380,25 +363,40 @@ def env_diff(state, ref_a, ref_b, as_json):
     """Packages added, removed and changed from REF_A to REF_B (default: the running one)."""
     from . import environment
 
-    a = _env_ref(state, ref_a)
-    b = _env_ref(state, ref_b) if ref_b else environment.capture()
-    emit(environment.diff(a, b), as_json)
+    a = environment.resolve(state.config, ref_a)
+    b = environment.resolve(state.config, ref_b) if ref_b else environment.capture()
+    emit(environment.diff(a, b), as_json, _print_diff)
+
+
+def _print_diff(d: dict) -> None:
+    click.echo(f"{d['from']} -> {d['to'] or 'running'}: " + ("identical" if d["identical"] else
+               f"{len(d['added'])} added, {len(d['removed'])} removed, {len(d['changed'])} changed"))
+    for name, version in d["added"].items():
+        click.echo(f"  + {name} {version}")
+    for name, version in d["removed"].items():
+        click.echo(f"  - {name} {version}")
+    for name, (old, new) in d["changed"].items():
+        click.echo(f"  ~ {name} {old} -> {new}")
 
 
 @env.command("pack")
 @click.argument("ref", required=False)
-@click.option("--output", default=".sparkml/env.tar.gz", show_default=True)
+@click.option("--output-dir", default=None, help="Default: .sparkml/envs/ENVIRONMENT_ID/")
+@click.option("--no-archive", is_flag=True, help="Only the conda file, Dockerfile and requirements.")
 @pass_state
-def env_pack(state, ref, output):
-    """Build environment REF (default: the running one) from its metadata and pack it
-    (venv-pack) for YARN and standalone executors."""
-    from . import environment
+def env_pack(state, ref, output_dir, no_archive):
+    """Build environment REF (default: the running one) from its metadata: a packed virtual
+    environment for YARN and standalone executors (environment.tar.gz, for the Python it
+    states), a conda file (environment.yml) and a Dockerfile, all pinning the captured versions."""
+    from . import environment, runtime_env
 
-    data = _env_ref(state, ref) if ref else environment.capture()
+    data = environment.resolve(state.config, ref) if ref else environment.capture()
     if not ref:
         environment.save(data, state.config.environments_dir)
-    click.echo(json.dumps(environment.pack(data, state.config.path(".sparkml/envs"),
-                                           state.config.path(output))))
+    out = state.config.path(output_dir) if output_dir else state.config.path(".sparkml/envs") / data["id"]
+    built = runtime_env.build(data, out, state.config.path(".sparkml/envs/build"),
+                              state.config.conf_dir, state.config.jars_dir, archive=not no_archive)
+    click.echo(json.dumps(built))
 
 
 @cli.command()

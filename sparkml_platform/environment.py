@@ -15,7 +15,12 @@ KEY_PACKAGES = ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "n
 
 
 def capture(spark=None) -> dict:
-    """Python, every installed package, platform and (given a session) Spark/Java/Scala."""
+    """Python, every installed package, platform, and the Spark, Java, Scala and Delta versions.
+
+    The JVM side is read from the running session when there is one, else from the same
+    sources Spark would use (pyspark's jars, `java` on JAVA_HOME or PATH), so that a capture
+    with and without a session gives the same id.
+    """
     packages = {}
     for dist in importlib.metadata.distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
@@ -27,16 +32,40 @@ def capture(spark=None) -> dict:
         "platform": f"{sys.platform}-{platform.machine()}",
         "packages": dict(sorted(packages.items())),
     }
+    from .delta_jars import DELTA_VERSION
+
     if spark is not None:
         jvm = spark.sparkContext._jvm
         env["spark"] = spark.version
         env["java"] = jvm.java.lang.System.getProperty("java.version")
         env["scala"] = jvm.scala.util.Properties.versionNumberString()
-        from .delta_jars import DELTA_VERSION
-
-        env["delta"] = DELTA_VERSION
+    else:
+        env.update(_jvm_versions())
+    env["delta"] = DELTA_VERSION
     env["id"] = environment_id(env)
     return env
+
+
+def _jvm_versions() -> dict:
+    """Spark, Java and Scala versions without starting a JVM session."""
+    import os
+    import re
+    import subprocess
+
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    scala = next((m.group(1) for p in jars.glob("scala-library-*.jar")
+                  if (m := re.fullmatch(r"scala-library-(.+)\.jar", p.name))), None)
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    try:  # the java.version property, as the JVM itself reports it
+        out = subprocess.run([java, "-XshowSettings:properties", "-version"], capture_output=True,
+                             text=True, timeout=30).stderr
+        java_version = re.search(r"^\s*java\.version = (\S+)", out, re.M).group(1)
+    except (OSError, subprocess.SubprocessError, AttributeError):
+        java_version = None
+    return {"spark": pyspark.__version__, "java": java_version, "scala": scala}
 
 
 def environment_id(env: dict) -> str:
@@ -53,6 +82,7 @@ def save(env: dict, store: Path) -> Path:
 
 
 def load(store: Path, ref: str) -> dict:
+    """A saved environment by id (NotFoundError listing the known ones)."""
     path = store / f"{ref}.json"
     if not path.exists():
         known = sorted(p.stem for p in store.glob("*.json")) if store.is_dir() else []
@@ -60,7 +90,39 @@ def load(store: Path, ref: str) -> dict:
     return json.loads(path.read_text())
 
 
+def resolve(config, ref: str) -> dict:
+    """REF as an environment: an environment id, a model (MODEL@ALIAS, MODEL/VERSION, MODEL)
+    whose version records the id it was trained in, or an MLflow run (training or scoring)."""
+    import re
+
+    store = config.environments_dir
+    if re.fullmatch(r"[0-9a-f]{16}", ref):
+        return load(store, ref)
+    if re.fullmatch(r"[0-9a-f]{32}", ref):  # an MLflow run id
+        from mlflow.exceptions import MlflowException
+
+        from . import tracking
+
+        try:
+            run = tracking.client(config).get_run(ref)
+        except MlflowException:
+            raise NotFoundError(f"no environment, model or MLflow run {ref!r} "
+                                f"(tracking URI {config.tracking_uri})") from None
+        env_id = run.data.tags.get("sparkml.environment_id")
+        if not env_id:
+            raise NotFoundError(f"MLflow run {ref} records no environment (no sparkml.environment_id tag)")
+        return load(store, env_id)
+    from . import registry
+
+    mv = registry.resolve(config, ref)
+    env_id = (mv.tags or {}).get("environment_id")
+    if not env_id:
+        raise NotFoundError(f"model {mv.name} version {mv.version} records no environment id")
+    return load(store, env_id)
+
+
 def diff(a: dict, b: dict) -> dict:
+    """Packages added, removed and changed from `a` to `b`, plus Python, JVM and platform."""
     pa, pb = a.get("packages", {}), b.get("packages", {})
     out = {
         "added": {k: pb[k] for k in sorted(set(pb) - set(pa))},
@@ -70,52 +132,8 @@ def diff(a: dict, b: dict) -> dict:
     for key in ("python", "spark", "java", "scala", "delta", "platform"):
         if a.get(key) != b.get(key):
             out["changed"][key] = [a.get(key), b.get(key)]
-    return out
-
-
-# Never pinned into a built environment: the installer itself, and the project (installed
-# from its source tree so the archive carries the code that is checked out).
-NOT_PINNED = {"pip", "setuptools", "wheel", "sparkml-platform"}
-
-
-def requirements(env: dict) -> list[str]:
-    return [f"{name}=={version}" for name, version in env["packages"].items()
-            if name not in NOT_PINNED]
-
-
-def pack(env: dict, work_dir: Path, output: Path) -> dict:
-    """Build a virtual environment from captured metadata and pack it with venv-pack.
-
-    The running venv holds the project as an editable install, which venv-pack refuses and
-    executors could not use; a fresh venv with exact pins and a normal install can be shipped.
-    """
-    import subprocess
-    import venv
-
-    import venv_pack
-
-    if platform.python_version() != env["python"]:
-        from .errors import ConfigError
-
-        raise ConfigError(f"environment {env['id']} needs Python {env['python']}, this is "
-                          f"{platform.python_version()}: run env pack with that Python")
-    project_root = Path(__file__).resolve().parent.parent
-    target = work_dir / env["id"]
-    if not (target / ".complete").exists():
-        venv.EnvBuilder(clear=True, with_pip=True).create(target)
-        pip = [str(target / "bin" / "python"), "-m", "pip", "install", "-q"]
-        reqs = work_dir / f"{env['id']}.requirements.txt"
-        reqs.write_text("\n".join(requirements(env)) + "\n")
-        for cmd in (pip + ["-r", str(reqs)], pip + ["--no-deps", str(project_root)]):
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                from .errors import JobFailed
-
-                raise JobFailed(f"building environment {env['id']} failed: {result.stderr[-2000:]}")
-        (target / ".complete").touch()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    venv_pack.pack(prefix=str(target), output=str(output), force=True)
-    return {"environment_id": env["id"], "archive": str(output), "python": env["python"]}
+    out["identical"] = not (out["added"] or out["removed"] or out["changed"])
+    return {"from": a.get("id"), "to": b.get("id"), **out}
 
 
 def compatibility(recorded: dict, running: dict) -> list[str]:

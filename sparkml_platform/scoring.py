@@ -46,7 +46,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
         raise ConfigError(f"input table {input_ref} lacks column {', '.join(missing)} that model "
                           f"{mv.name} version {mv.version} needs (it has {', '.join(entities.columns)})")
     _check_signature(mv, spark, entities.select(*needed), entity["passthrough"], input_ref)
-    env_problems = _check_environment(spark, config, mv)
+    env, env_problems = _check_environment(spark, config, mv)
     key_columns = list(dict.fromkeys([*entity["keys"], *[c for lk in lookups for c in lk.key_map.values()]]))
     if config.platform.scoring.null_keys == "refuse":
         _refuse_null_keys(entities, key_columns, input_ref)  # a pass of its own, before any write
@@ -74,7 +74,8 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     ).observe(written, F.count(F.lit(1)).alias("rows"), F.sum("prediction").alias("late"))
     with mlflow.start_run(run_name=f"score {mv.name}/{mv.version} {day}") as run:
         mlflow.set_tags({"sparkml.kind": "score", "sparkml.model": mv.name,
-                         "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id})
+                         "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id,
+                         "sparkml.environment_id": env["id"]})
         try:
             version = lake.write(
                 predictions, output_path, partition_by=[RUN_DATE],
@@ -95,7 +96,8 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     return {"model": mv.name, "version": mv.version, "run_id": mv.run_id,
             "scoring_run_id": run.info.run_id, "output": output_ref, "output_version": version,
             "run_date": str(day), "rows": stats["rows"], "predicted_positive": int(stats["late"] or 0),
-            "rows_with_null_keys": null_keys, "environment_mismatch": env_problems}
+            "rows_with_null_keys": null_keys, "environment_id": env["id"],
+            "environment_mismatch": env_problems}
 
 
 def predict(spark, mv, spec: dict, rows):
@@ -127,8 +129,9 @@ def predict(spark, mv, spec: dict, rows):
     return out.withColumn("score", score).withColumn("prediction", prediction).drop("__out")
 
 
-def _check_environment(spark, config: Config, mv) -> list[str]:
-    """The running environment against the one the model was trained in (warn or refuse)."""
+def _check_environment(spark, config: Config, mv) -> tuple[dict, list[str]]:
+    """The running environment (captured and saved, for the run to link) against the one the
+    model was trained in: its differences warn, or refuse under `strict`."""
     import json
     import logging
 
@@ -136,20 +139,22 @@ def _check_environment(spark, config: Config, mv) -> list[str]:
 
     from . import environment
 
+    running = environment.capture(spark)
+    environment.save(running, config.environments_dir)
     try:
         path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="environment.json")
     except Exception:  # noqa: BLE001 - a model logged without one: nothing to compare
-        return []
+        return running, []
     with open(path) as handle:
         recorded = json.load(handle)
-    problems = environment.compatibility(recorded, environment.capture(spark))
+    problems = environment.compatibility(recorded, running)
     if problems and config.platform.scoring.environment_check == "strict":
         raise ConfigError(f"model {mv.name} version {mv.version} was trained in environment "
                           f"{recorded['id']}, and this one differs: " + "; ".join(problems)
                           + " (platform.yml: scoring.environment_check is strict; nothing written)")
     for problem in problems:
         logging.getLogger(__name__).warning("model %s/%s: %s", mv.name, mv.version, problem)
-    return problems
+    return running, problems
 
 
 def _refuse_null_keys(entities, columns: list[str], input_ref: str) -> None:

@@ -73,7 +73,44 @@ def get_spark(config: Config):
     spark = builder.getOrCreate()
     _check_compatible(spark, conf)
     spark.sparkContext.setLogLevel("ERROR")
+    if submitted:
+        check_packed_environment(spark)
     return spark
+
+
+# Set by spark-submit.sh from a packed archive's metadata: the Python it was built for.
+PACKED_PYTHON, PACKED_ID = "spark.sparkml.environment.python", "spark.sparkml.environment.id"
+
+
+def check_packed_environment(spark) -> None:
+    """Before any work, one task on an executor: can it run the packed environment's Python,
+    and is it the version the archive was built for? A clear error instead of a worker crash
+    in the middle of a job."""
+    import re
+
+    from .errors import ConfigError
+
+    want = spark.conf.get(PACKED_PYTHON, None)
+    if not want:
+        return
+    what = f"packed environment {spark.conf.get(PACKED_ID, '?')} (built for Python {want})"
+    fix = f"pack it (`sparkml env pack`) with the Python the cluster's nodes have, or install Python {want} on them"
+
+    def probe(_):
+        import platform
+
+        yield platform.python_version()
+
+    try:
+        seen = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()[0]
+    except Exception as exc:  # noqa: BLE001 - reported as a setup problem below
+        text = str(exc)
+        found = re.search(r'Cannot run program "[^"]*"[^\n]*|\[PYTHON_VERSION_MISMATCH\][^\n]*', text)
+        reason = found.group(0) if found else text.strip().splitlines()[0][:300]
+        raise ConfigError(f"the executors cannot run the {what}: {reason}. To fix: {fix}") from None
+    if seen.split(".")[:2] != want.split(".")[:2]:
+        raise ConfigError(f"the executors run Python {seen}, not the {what}. To fix: {fix}")
+    log.info("executors run the %s", what)
 
 
 def _check_compatible(spark, wanted: dict[str, str]) -> None:
