@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 JARS_DIR := .sparkml/jars
 
-.PHONY: setup jars demo test test-fast clean-lake clean
+.PHONY: setup jars demo test test-fast test-cluster clean-lake clean
 
 setup: $(INSTALLED) jars
 
@@ -28,14 +28,20 @@ demo: setup
 # it, servers) and the rest. Much of each test is JVM start-up and I/O, not CPU, so the two
 # overlap well on two cores. The slow run's report follows the other's.
 test: setup
-	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra -m slow -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
-	slow=$$!; $(VENV)/bin/pytest -q -ra -m "not slow" -p no:cacheprovider; fast=$$?; \
+	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
+	slow=$$!; $(VENV)/bin/pytest -q -ra -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
 	wait $$slow; slow=$$?; echo "== slow tests (exit $$slow)"; cat .sparkml/test-slow.log; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
 # Unit tests only (no end-to-end pipeline, no servers).
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -m "not slow and not cluster"
+
+# Jobs on a standalone cluster and on a single-node YARN (Hadoop mini-cluster, jars from
+# Maven Central) from a packed environment: packing and containers take minutes, so these
+# run apart from `make test` (CI runs both).
+test-cluster: setup
+	$(VENV)/bin/pytest -q -ra -m cluster -p no:cacheprovider
 
 clean-lake:
 	rm -rf .sparkml/lake .sparkml/staging .sparkml/mlflow.db .sparkml/mlartifacts .sparkml/environments

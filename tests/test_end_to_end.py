@@ -80,6 +80,17 @@ def test_model_version_records_its_inputs(flights_project):
     inputs = MlflowClient(tracking_uri=uri).get_run(shown["run_id"]).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
         ("flight_delays@1", tags["training_set_digest"])]
+    # The environment it was trained in is the one here; the scoring run links its own.
+    diffed = run_cli(conf, "env", "diff", "flight_delays@champion")
+    assert diffed.returncode == 0 and diffed.stdout.startswith(f"{tags['environment_id']} -> "), diffed.stderr
+    assert diffed.stdout.splitlines()[0].endswith(": identical"), diffed.stdout[:3000]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(shown["run_id"]).info.experiment_id
+    scoring_runs = client.search_runs([experiment], "tags.`sparkml.kind` = 'score'")
+    assert scoring_runs and all(r.data.tags["sparkml.environment_id"] == tags["environment_id"]
+                                for r in scoring_runs)
+    shown_env = json.loads(run_cli(conf, "env", "show", scoring_runs[0].info.run_id, "--json").stdout)
+    assert shown_env["id"] == tags["environment_id"]
     lineage = json.loads(run_cli(conf, "lineage", "flight_delays@champion").stdout)
     assert lineage["upstream"]["training_set"] == "flight_delays@1"
     lineage = json.loads(run_cli(conf, "lineage", "route_delay_stats").stdout)

@@ -19,9 +19,27 @@ def submit(conf, *args, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, env=cli_env(**env))
 
 
+def foreign_archive(tmp_path):
+    """What `env pack` makes on a machine with Python 3.12: its python links to an
+    interpreter that this machine does not have."""
+    import io
+    import tarfile
+
+    archive = tmp_path / "py312.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        link = tarfile.TarInfo("bin/python")
+        link.type, link.linkname = tarfile.SYMTYPE, "/usr/bin/python3.12"
+        tar.addfile(link)
+        meta = json.dumps({"environment_id": "feedfacecafebeef", "python": "3.12.4"}).encode()
+        info = tarfile.TarInfo("sparkml-environment.json")
+        info.size = len(meta)
+        tar.addfile(info, io.BytesIO(meta))
+    return archive
+
+
 def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
-    """A windowed feature build submitted to a real master and worker (scoring on a cluster is
-    exercised by the environment issue's tests; one job keeps `make test` in its budget)."""
+    """A windowed feature build submitted to a real master and worker with the project's own
+    interpreter (`make test-cluster` runs builds and scoring from a packed environment)."""
     conf, _ = flights_project
     table = conf.parent / ".sparkml" / "lake" / "features" / "route_delay_stats"
     before = spark.read.format("delta").load(str(table)).count()
@@ -30,6 +48,17 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
                        "--start", "2013-03-01", "--end", "2013-03-31")
         assert built.returncode == 0, built.stderr[-3000:]
         apps = list((tmp_path / "work").iterdir())
+
+        # An environment packed with a Python this cluster's nodes lack: a clear error before
+        # any work, not a worker crash half-way through the job.
+        log = sorted(p.name for p in (table / "_delta_log").glob("*.json"))
+        foreign = submit(conf, "--master", master, "--archives", str(foreign_archive(tmp_path)),
+                         "features_build", "route_delay_stats", "--start", "2013-03-01", "--end", "2013-03-31")
+        assert sorted(p.name for p in (table / "_delta_log").glob("*.json")) == log
+    assert foreign.returncode == 2, foreign.stderr[-3000:]
+    assert ("the executors cannot run the packed environment feedfacecafebeef (built for Python 3.12.4): "
+            'Cannot run program "./environment/bin/python"') in foreign.stderr
+    assert "install Python 3.12.4 on them" in foreign.stderr
     out = json.loads(built.stdout.strip().splitlines()[-1])
     assert out["table"] == "features.route_delay_stats" and out["window"] == ["2013-03-01", "2013-03-31"]
     assert len(apps) == 1  # the job really ran as an application of the standalone master

@@ -1,0 +1,74 @@
+"""Jobs on real clusters from a packed environment built from a captured environment artifact:
+a Spark standalone master and worker, and a single-node YARN (Hadoop's mini-cluster), all on
+127.0.0.1. `make test-cluster` runs these (minutes of packing and container start-up)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli_env, run_cli
+from servers import spark_standalone
+
+pytestmark = pytest.mark.cluster
+
+WINDOW = ["--start", "2013-03-01", "--end", "2013-03-31"]
+
+
+@pytest.fixture(scope="module")
+def packed(flights_project) -> Path:
+    """The slice project's environment, captured, then built and packed from that capture."""
+    conf, _ = flights_project
+    captured = run_cli(conf, "env", "capture", "--json")
+    assert captured.returncode == 0, captured.stderr[-2000:]
+    env_id = json.loads(captured.stdout)["id"]
+    result = run_cli(conf, "env", "pack", env_id, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built["environment_id"] == env_id
+    return Path(built["archive"])
+
+
+def submit(conf, *args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test", *args],
+                          capture_output=True, text=True, timeout=1200, env=cli_env(**env))
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_feature_build_and_scoring(spark, conf, run_jobs, output: str) -> None:
+    """A windowed feature build and a scoring run through `run_jobs(job, *args)`, checked in
+    the Delta tables they wrote."""
+    lake = conf.parent / ".sparkml" / "lake"
+    table = lake / "features" / "route_delay_stats"
+    before = spark.read.format("delta").load(str(table)).count()
+    built = last_json(run_jobs("features_build", "route_delay_stats", *WINDOW))
+    assert built["window"] == ["2013-03-01", "2013-03-31"]
+    rows = spark.read.format("delta").load(str(table))
+    assert rows.count() == before  # the window replaced, nothing duplicated
+    assert built["rows_written"] == rows.where("landed_at >= '2013-03-01' AND landed_at < '2013-04-01'").count() > 0
+
+    scored = last_json(run_jobs("score", "flight_delays@champion", "--input", "entities.flights_to_score",
+                                "--output", output, "--run-date", "2013-12-31"))
+    predictions = spark.read.format("delta").load(str(lake / output.replace(".", "/")))
+    expected = spark.read.format("delta").load(str(lake / "entities" / "flights_to_score")).count()
+    assert scored["rows"] == predictions.count() == expected
+    assert predictions.where("probability IS NULL OR probability < 0 OR probability > 1").count() == 0
+
+
+def test_feature_build_and_scoring_on_standalone_from_the_packed_environment(spark, flights_project,
+                                                                              packed, tmp_path):
+    conf, _ = flights_project
+    with spark_standalone(tmp_path) as master:
+        check_feature_build_and_scoring(
+            spark, conf, lambda *job: submit(conf, "--master", master, "--archives", str(packed), *job),
+            "predictions.standalone_check")
+    # Executors ran the archive's Python: unpacked in each application's working directory.
+    unpacked = list((tmp_path / "work").glob("app-*/*/environment/bin/python"))
+    assert len(unpacked) >= 2, sorted(p.name for p in (tmp_path / "work").iterdir())
