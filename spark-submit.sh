@@ -146,7 +146,10 @@ if [[ "$DEPLOY_MODE" == cluster ]]; then
 else
   export SPARKML_CONF="$CONF_DIR"
   [[ -n "$ENV_NAME" ]] && export SPARKML_ENV="$ENV_NAME"
-  export PYSPARK_DRIVER_PYTHON="$PY"  # client mode: the driver runs here
+  # Client mode: the driver runs here. The conf, since spark.pyspark.python (the archive's,
+  # for executors) would otherwise win over the PYSPARK_DRIVER_PYTHON variable.
+  export PYSPARK_DRIVER_PYTHON="$PY"
+  ARGS+=(--conf "spark.pyspark.driver.python=$PY")
 fi
 if [[ ${#ARCHIVES[@]} -gt 0 ]]; then
   ARGS+=(--archives "$(IFS=,; echo "${ARCHIVES[*]}")")

@@ -17,9 +17,12 @@ from .errors import ConfigError, JobFailed
 NOT_PINNED = {"pip", "setuptools", "wheel", "sparkml-platform"}
 # Inside every archive: what it was built from, read by spark-submit.sh and the job's check.
 METADATA = "sparkml-environment.json"
-# Executors and a cluster-mode driver run Spark's JVM from the cluster's own Spark; pyspark's
-# bundled jars (most of the archive's size) are never used from the archive.
-EXCLUDED = ["lib/python*/site-packages/pyspark/jars/*"]
+# Executors and a cluster-mode driver run Spark's JVM from the cluster's own Spark, so
+# pyspark's bundled jars (a third of the environment) are never used from the archive; nor
+# are the numeric libraries' own test suites (another 130 MB). Every container unpacks it.
+EXCLUDED = ["lib/python*/site-packages/pyspark/jars/*",
+            *(f"lib/python*/site-packages/{package}/*tests/*" for package in
+              ("pandas", "numpy", "scipy", "sklearn", "matplotlib", "pyarrow", "networkx"))]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
