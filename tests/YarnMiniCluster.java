@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 
 import org.apache.hadoop.yarn.conf.YarnConfiguration;
 import org.apache.hadoop.yarn.server.MiniYARNCluster;
@@ -44,9 +45,7 @@ public class YarnMiniCluster {
         }
         // Its work directory (local dirs, container logs) goes under -Dtest.build.data.
         MiniYARNCluster cluster = new MiniYARNCluster("yarn", 1, 1, 1);
-        // Stopping the NodeManager kills the containers it launched; they run in their own
-        // sessions, so nothing else would.
-        Runtime.getRuntime().addShutdownHook(new Thread(cluster::stop));
+        Runtime.getRuntime().addShutdownHook(new Thread(YarnMiniCluster::endContainers));
         cluster.init(conf);
         cluster.start();
         if (!cluster.waitForNodeManagersToConnect(60_000)) {
@@ -55,6 +54,23 @@ public class YarnMiniCluster {
         publish(cluster, ready);
         while (System.in.read() != -1) {
             // The parent holds our stdin open; end of input means it is gone.
+        }
+    }
+
+    // What must not outlive this JVM is the containers: they run in sessions of their own, so no
+    // signal to our process group reaches them. Hadoop's own stop() would end them too, but
+    // takes some 17 s (the NodeManager waits on finished applications and on its log-deletion
+    // timer); everything else of the cluster is in memory or in the work directory.
+    private static void endContainers() {
+        List<ProcessHandle> containers = ProcessHandle.current().descendants().toList();
+        containers.forEach(ProcessHandle::destroy);
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        for (ProcessHandle container : containers) {
+            try {
+                container.onExit().get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+            } catch (Exception stillRunning) {
+                container.destroyForcibly();
+            }
         }
     }
 

@@ -1,6 +1,11 @@
 """A real single-node Hadoop YARN cluster for tests, on 127.0.0.1 only: a ResourceManager and
 a NodeManager in one JVM (MiniYARNCluster, launched by YarnMiniCluster.java beside this file),
-with a HADOOP_CONF_DIR that `spark-submit --master yarn` can use."""
+with a HADOOP_CONF_DIR that `spark-submit --master yarn` can use.
+
+    with yarn_minicluster(tmp_path) as cluster:
+        subprocess.run([spark_submit, "--master", "yarn", *cluster.submit_args(), job],
+                       env={**os.environ, **cluster.env, "PYSPARK_PYTHON": sys.executable})
+"""
 
 from __future__ import annotations
 
@@ -52,10 +57,33 @@ class YarnCluster:
     web_url: str  # the ResourceManager's web UI and REST API
     logs_dir: Path  # container logs: <application id>/<container id>/{stdout,stderr}
     log: Path  # the ResourceManager's and NodeManager's own log
+    staging_dir: Path
 
     @property
     def env(self) -> dict[str, str]:
-        return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir)}
+        """For spark-submit. The NodeManager is on this machine and so can use pyspark's own
+        files where they are, instead of a copy per application."""
+        import pyspark
+
+        lib = Path(pyspark.__file__).parent / "python" / "lib"
+        return {"HADOOP_CONF_DIR": str(self.conf_dir), "YARN_CONF_DIR": str(self.conf_dir),
+                "PYSPARK_ARCHIVES_PATH": ",".join(f"local:{z}" for z in sorted(lib.glob("*.zip")))}
+
+    def submit_args(self) -> list[str]:
+        """spark-submit options for this cluster (add --deploy-mode, --jars, the job's own)."""
+        import pyspark
+
+        conf = {
+            # Without it every submit zips pyspark/jars (456 MB) for the NodeManager to unzip.
+            "spark.yarn.jars": f"local:{Path(pyspark.__file__).parent / 'jars'}/*",
+            "spark.yarn.stagingDir": self.staging_dir.as_uri(),
+            "spark.yarn.maxAppAttempts": "1",  # a failing job fails once, not twice
+            "spark.executor.instances": "1",
+            # Executors, and the driver in cluster mode, talk on loopback too.
+            "spark.executorEnv.SPARK_LOCAL_IP": LOOPBACK,
+            "spark.yarn.appMasterEnv.SPARK_LOCAL_IP": LOOPBACK,
+        }
+        return [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
 
 
 def _java_home() -> str:
@@ -87,17 +115,19 @@ def yarn_minicluster(workdir: Path):
     (workdir / "yarn-log4j.properties").write_text(LOG4J)
     ready = workdir / "yarn-ready.properties"
     ready.unlink(missing_ok=True)
+    java_home = _java_home()
     settings = {**SETTINGS, "hadoop.tmp.dir": str(workdir / "hadoop-tmp")}
     log = workdir / "yarn.log"
     logs = open(log, "w")
     # stdin is a pipe the launcher reads to its end: it stops when this process dies, too.
     proc = subprocess.Popen(
-        ["java", "-Djava.net.preferIPv4Stack=true", f"-Dtest.build.data={workdir / 'yarn'}",
+        [f"{java_home}/bin/java", "-Xmx1g", "-Djava.net.preferIPv4Stack=true",
+         f"-Dtest.build.data={workdir / 'yarn'}",
          f"-Dlog4j.configuration=file:{workdir / 'yarn-log4j.properties'}",
          "-cp", str(JARS_DIR / "*"), str(HERE / "YarnMiniCluster.java"), str(ready),
          *(f"{key}={value}" for key, value in settings.items())],
         stdin=subprocess.PIPE, stdout=logs, stderr=subprocess.STDOUT, cwd=workdir,
-        env={**os.environ, "JAVA_HOME": _java_home()})
+        env={**os.environ, "JAVA_HOME": java_home})
     try:
         wait_for(ready.exists, f"YARN mini-cluster (log: {log})", timeout=180, procs=[proc])
         bound = dict(line.split("=", 1) for line in ready.read_text().splitlines())
@@ -111,8 +141,9 @@ def yarn_minicluster(workdir: Path):
         web_url = f"http://{LOOPBACK}:{ports['yarn.resourcemanager.webapp.address']}"
         wait_for(lambda: _node_running(web_url), "YARN NodeManager", procs=[proc])
         yield YarnCluster(conf_dir=conf_dir, web_url=web_url, log=log,
-                          logs_dir=Path(bound["yarn.nodemanager.log-dirs"]))
+                          logs_dir=Path(bound["yarn.nodemanager.log-dirs"]),
+                          staging_dir=workdir / "staging")
     finally:
-        _stop([proc])  # SIGTERM: its shutdown hook stops the NodeManager and so its containers
+        _stop([proc])  # SIGTERM: its shutdown hook ends the containers
         proc.stdin.close()
         logs.close()

@@ -33,5 +33,5 @@ trap 'rm -rf "$BUILD"' EXIT
 printf '%s\n' "$POM" > "$BUILD/pom.xml"
 rm -f "$DEST"/*.jar "$DEST/pom.xml"
 mvn -q -B -f "$BUILD/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
-  -DoutputDirectory="$DEST"
+  -DoutputDirectory="$DEST" >&2  # even -q prints colour codes on stdout
 printf '%s\n' "$POM" > "$DEST/pom.xml"
