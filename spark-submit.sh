@@ -143,6 +143,11 @@ if [[ "$DEPLOY_MODE" == cluster ]]; then
   ARCHIVES+=("$STAGE/conf.zip#conf")
   ARGS+=(--conf spark.yarn.appMasterEnv.SPARKML_CONF=conf)
   [[ -n "$ENV_NAME" ]] && ARGS+=(--conf "spark.yarn.appMasterEnv.SPARKML_ENV=$ENV_NAME")
+  # The driver runs in the application master: SPARKML_* settings given here go with it
+  # (SPARKML_LAKE_ROOT, SPARKML_MLFLOW_TRACKING_URI: paths and URIs every node can reach).
+  while IFS='=' read -r name value; do
+    case "$name" in SPARKML_CONF|SPARKML_ENV|SPARKML_VENV) ;; *) ARGS+=(--conf "spark.yarn.appMasterEnv.$name=$value") ;; esac
+  done < <(env | grep '^SPARKML_' || true)
 else
   export SPARKML_CONF="$CONF_DIR"
   [[ -n "$ENV_NAME" ]] && export SPARKML_ENV="$ENV_NAME"

@@ -40,6 +40,15 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
             "tuning": {"max_evals": 2, "parallelism": 2},
             "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}}}},
     "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
+    # The reference pipeline again without its training steps: a second run must rewrite the
+    # same rows (data steps and scoring are what could duplicate them).
+    "pipelines.yml": {"pipelines": {"flights_data": {"steps": [
+        {"load_sources": ["flights", "weather", "planes", "airlines", "airports"]},
+        {"build_entities": ["flights", "flights_to_score"]},
+        {"build_features": ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats",
+                            "route_delay_stats"]},
+        {"score": {"model": "flight_delays@champion", "input": "entities.flights_to_score",
+                   "output": "predictions.flight_delays", "run_date": "2013-12-31"}}]}}},
 }
 
 

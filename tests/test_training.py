@@ -1,5 +1,6 @@
-"""Training gates, bad model specs and regressors, in-process on the slice project's training
-set, each test with an MLflow store of its own (so the slice project's registry is untouched)."""
+"""Training gates, bad model specs, regressors and scoring checks, in-process on the slice
+project's training set, with an MLflow store of this module's own (so the slice project's
+registry is untouched)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,41 @@ from sparkml_platform.errors import ConfigError, GateFailed
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict[str, str]:
+    """One MLflow store for this module's models (the slice project's registry is untouched)."""
+    root = tmp_path_factory.mktemp("training-store")
+    return {"SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "SPARKML_MLFLOW_ARTIFACT_ROOT": str(root / "artifacts")}
+
+
 @pytest.fixture
-def trained_config(flights_project, tmp_path, monkeypatch):
-    """The slice project's config (its lake and training set), with a fresh MLflow store."""
+def trained_config(flights_project, store, monkeypatch):
+    """The slice project's config (its lake and training set), with this module's store."""
     from conftest import JARS_DIR
 
     conf, _ = flights_project
     monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
-    monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("SPARKML_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
     return load_config(conf, "test")
+
+
+@pytest.fixture(scope="module")
+def gbt_champion(spark, flights_project, store) -> dict:
+    """A Spark ML model trained without tuning, champion of flight_delays: trained once for
+    the gate test (the champion it must not replace) and the scoring test."""
+    from conftest import JARS_DIR
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
+        for name, value in store.items():
+            patch.setenv(name, value)
+        config = load_config(flights_project[0], "test")
+        config.model("flight_delay_gbt").thresholds = {"roc_auc": Threshold(min=0.0, vs_champion=0.0)}
+        result = training.train(spark, config, "flight_delay_gbt", tune=False)
+    assert result["aliases"] == ["challenger", "champion"] and result["decision"] == "promoted to champion"
+    return result
 
 
 def versions(config, name: str) -> list:
@@ -35,13 +61,10 @@ def versions(config, name: str) -> list:
         return []
 
 
-def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_config):
+def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_config, gbt_champion):
     config = trained_config
+    first = gbt_champion
     spec = config.model("flight_delay_gbt")
-    spec.thresholds = {"roc_auc": Threshold(min=0.0, vs_champion=0.0)}
-    first = training.train(spark, config, "flight_delay_gbt", tune=False)
-    assert first["aliases"] == ["challenger", "champion"] and first["decision"] == "promoted to champion"
-
     spec.thresholds = {"roc_auc": Threshold(min=0.99), "log_loss": Threshold(max=1.0)}
     with pytest.raises(GateFailed) as err:
         training.train(spark, config, "flight_delay_gbt", tune=False)
@@ -58,6 +81,7 @@ def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_c
 
 def test_bad_estimator_and_label_fail_before_anything_is_logged(spark, trained_config):
     config = trained_config
+    before = len(versions(config, "flight_delays"))
     spec = config.model("flight_delay_sklearn")
     original = copy.deepcopy(spec)
     spec.estimator.class_ = "sklearn.ensemble.NoSuchClassifier"
@@ -69,7 +93,7 @@ def test_bad_estimator_and_label_fail_before_anything_is_logged(spark, trained_c
     with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.label: column 'arrived_late' is "
                                           r"not in training set flight_delays@\d+"):
         training.train(spark, config, "flight_delay_sklearn")
-    assert versions(config, "flight_delays") == []  # nothing registered
+    assert len(versions(config, "flight_delays")) == before  # nothing registered
 
 
 def test_regressors_are_evaluated_with_regression_metrics(spark, trained_config):
@@ -92,6 +116,7 @@ def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spa
     from sparkml_platform import estimators, scoring, training_sets
 
     config = trained_config
+    config.model("flight_delay_sklearn").thresholds = {"roc_auc": Threshold(min=0.0)}  # any model will do
     result = training.train(spark, config, "flight_delay_sklearn", tune=False)
     mv = registry.resolve(config, f"flight_delays/{result['version']}")
     spec = registry.load_feature_spec(config, mv.run_id)
@@ -107,7 +132,8 @@ def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spa
     rows.unpersist()
 
 
-def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(spark, trained_config):
+def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(spark, trained_config,
+                                                                              gbt_champion):
     import json
     from pathlib import Path
 
@@ -117,8 +143,7 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     from sparkml_platform import lake, scoring, training_sets
 
     config = trained_config
-    result = training.train(spark, config, "flight_delay_gbt", tune=False)
-    ref = f"flight_delays/{result['version']}"
+    ref = f"flight_delays/{gbt_champion['version']}"
     mv = registry.resolve(config, ref)
     manifest = training_sets.manifest(config, "flight_delays")
     sample = training_sets.read_version(spark, manifest).where("split = 'test'").limit(200).persist()
