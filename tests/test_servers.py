@@ -55,10 +55,12 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
         foreign = submit(conf, "--master", master, "--archives", str(foreign_archive(tmp_path)),
                          "features_build", "route_delay_stats", "--start", "2013-03-01", "--end", "2013-03-31")
         assert sorted(p.name for p in (table / "_delta_log").glob("*.json")) == log
-    assert foreign.returncode == 2, foreign.stderr[-3000:]
-    assert ("the executors cannot run the packed environment feedfacecafebeef (built for Python 3.12.4): "
-            'Cannot run program "./environment/bin/python"') in foreign.stderr
-    assert "install Python 3.12.4 on them" in foreign.stderr
+    # spark-submit merges the Python driver's stderr into its stdout.
+    output = foreign.stdout + foreign.stderr
+    assert foreign.returncode == 2, output[-3000:]
+    assert ("error: the executors cannot run the packed environment feedfacecafebeef (built for Python "
+            '3.12.4): Cannot run program "./environment/bin/python"') in output
+    assert "install Python 3.12.4 on them" in output
     out = json.loads(built.stdout.strip().splitlines()[-1])
     assert out["table"] == "features.route_delay_stats" and out["window"] == ["2013-03-01", "2013-03-31"]
     assert len(apps) == 1  # the job really ran as an application of the standalone master
