@@ -7,6 +7,9 @@ sides alternate, after one untimed warm-up of each.
 
     .venv/bin/python benchmarks/score_batch.py [--model flight_delays@champion] [--rows 1000000] [--repeat 2]
 
+In the demo, the champion is the scikit-learn version (scored through spark_udf) and
+`--model flight_delays/1` is the Spark ML one (scored with its native transform).
+
 Uses the demo project (`make demo`): its lake and MLflow store. The input, a copy of
 entities.flights repeated to --rows rows, is built once as entities.bench_score_input; the
 outputs are predictions.bench_framework and predictions.bench_handwritten (partition
@@ -31,7 +34,7 @@ INPUT = "entities.bench_score_input"
 FRAMEWORK_OUT = "predictions.bench_framework"
 HANDWRITTEN_OUT = "predictions.bench_handwritten"
 RUN_DATE = "2013-12-31"
-FALLBACK_MODEL = "flight_delay_gbt@champion"
+FALLBACK_MODEL = "flight_delays"  # its latest version, when no version is champion
 SHIFT_MINUTES = 5  # each copy of the source rows happens this much later than the previous one
 TARGET = 1.15
 
