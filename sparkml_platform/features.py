@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import lake, notebook, statistics
+from . import lake, notebook, statistics, validation
 from .config import Config, FeatureTable
 from .errors import ConfigError, GateFailed, JobFailed
 from . import provenance
@@ -97,7 +97,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
                                 "chunk_days": chunk_days}) if len(chunks) > 1 else None
     done = _committed_chunks(path, backfill) if backfill else set()
     if len(chunks) > 1:
-        computed = computed.persist()  # every chunk filters the same computed rows
+        computed = _persist(computed)  # every chunk filters the same computed rows
     results = []
     try:
         for chunk in chunks:
@@ -169,6 +169,8 @@ def _committed_chunks(path, backfill: str) -> set[tuple[str, str]]:
 def _write_part(spark, config: Config, name: str, computed, path, window, *, explicit: bool,
                 metadata: dict) -> dict:
     """Check, validate and write one window (or the whole table) in one commit, then its stats."""
+    from pyspark.sql import Observation
+
     definition = config.feature_table(name)
     replace_where = None
     df = computed
@@ -177,28 +179,29 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         replace_where = (f"`{definition.event_time}` >= '{first}' AND "
                          f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
         df = df.where(replace_where)
-    df = _with_comments(df, definition).persist()  # checked, validated, then written: once
+    df, checked, cached = _rows_to_write(spark, _with_comments(df, definition))
     feature_types = {n: f.type for n, f in definition.features.items()}
+    # The statistics of the rows written come from the write's own pass: no pass of their own.
+    observed = Observation(f"statistics of {name}")
+    observing = statistics.aggregates(feature_types, definition.event_time)
     try:
-        written = statistics.summarize(df, feature_types, definition.event_time,
-                                       unique=[*definition.keys, definition.event_time])
-        rows = written["rows"]
-        if written.pop("distinct_keys") != rows:  # only then look for examples
-            _refuse_duplicates(df, definition, name)
+        rows = _count_refusing_duplicates(checked, definition, name)
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
-        validated = _validate(config, name, df, rows)
+        validated = _validate(config, name, checked)
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
         lake.describe(spark, path, definition.description, table_properties(definition),
                       df.schema, definition.partition_by or None,
                       metadata={**metadata, "kind": "table_metadata"})
-        version = lake.write(df, path, replace_where=replace_where,
+        version = lake.write(df.observe(observed, *observing), path, replace_where=replace_where,
                              partition_by=definition.partition_by or None,
                              metadata={**metadata, "validation": validated})
+        written = statistics.from_aggregates(observed.get, feature_types)
     finally:
-        df.unpersist()
+        if cached:
+            df.unpersist()
     statistics.record(path, version, written, whole_table)
     return {"window": metadata["window"], "version": version, "rows_written": rows,
             "validation": validated}
@@ -233,41 +236,92 @@ def table_properties(definition: FeatureTable) -> dict[str, str]:
 
 def _with_comments(df, definition: FeatureTable):
     """Column comments from the definition travel in the schema of the rows written."""
+    from pyspark.sql.types import StructField, StructType
+
     comments = {n: f.description for n, f in definition.features.items() if f.description}
     comments[definition.event_time] = "event time: when these feature values became known"
     for key in definition.keys:
         comments.setdefault(key, "entity key")
-    for column, text in comments.items():
-        df = df.withMetadata(column, {"comment": text})
-    return df
+    # One projection to the same schema with comments: a call to the JVM, where a withMetadata
+    # per column costs a few calls and an analysis of the plan each.
+    return df.to(StructType([StructField(f.name, f.dataType, f.nullable,
+                                         {"comment": comments[f.name]} if f.name in comments else f.metadata)
+                             for f in df.schema.fields]))
 
 
-def _refuse_duplicates(df, definition: FeatureTable, name: str) -> None:
-    """Two rows for one entity at one event time would make point-in-time lookups ambiguous."""
-    from pyspark.sql import functions as F
+def _rows_to_write(spark, df):
+    """(rows to write, copy to check, whether the rows are cached): computed once either way.
+
+    Rows Spark estimates small (validation.LOCAL_MAX_BYTES, from the plan, without a job) are
+    collected to the driver once, as Arrow: their count, duplicate check and suite run on a
+    pandas copy, and the write reads the collected rows (types kept exactly), so they are
+    neither cached nor recomputed. Larger ones are cached and checked with Spark.
+    """
+    estimate = int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+    if estimate <= validation.LOCAL_MAX_BYTES:
+        collected = df.toArrow()
+        timezone = spark.conf.get("spark.sql.session.timeZone")
+        return (spark.createDataFrame(collected, schema=df.schema),
+                validation.to_pandas(collected, timezone), False)
+    df = _persist(df)
+    return df, df, True
+
+
+def _persist(df):
+    """`df.persist()`, letting adaptive execution coalesce the cached plan's small shuffle
+    partitions as it does for an uncached write: else every window is written as
+    spark.sql.shuffle.partitions small files (the same job without the cache writes one or two).
+
+    Spark reads this setting when the cached plan is built, and only these rows' own checks,
+    validation and write read that cache, so nothing else depends on its partitioning."""
+    key = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
+    conf = df.sparkSession.conf
+    before = conf.get(key, None)
+    conf.set(key, "true")
+    try:
+        return df.persist()
+    finally:
+        if before is None:
+            conf.unset(key)
+        else:
+            conf.set(key, before)
+
+
+def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
+    """The number of rows, refusing two rows for one entity at one event time: they would make
+    point-in-time lookups ambiguous. `df` is a Spark DataFrame or its pandas copy."""
+    import pandas as pd
 
     key = [*definition.keys, definition.event_time]
-    dupes = df.groupBy(*key).agg(F.count("*").alias("rows")).where("rows > 1")
-    examples = dupes.limit(5).collect()
-    if examples:
-        shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)"
-                          for r in examples)
-        raise GateFailed(f"feature table {name}: {dupes.count()} (entity, event time) pairs occur "
+    if isinstance(df, pd.DataFrame):
+        per_key = df.groupby(key, dropna=False, sort=False).size()
+        rows, dupes = len(df), per_key[per_key > 1]
+        count, examples = len(dupes), [{**dict(zip(key, k)), "rows": n} for k, n in dupes.head(5).items()]
+    else:
+        from pyspark.sql import functions as F
+
+        per_key = df.groupBy(*key).agg(F.count("*").alias("rows"))
+        total = per_key.agg(F.sum("rows").alias("rows"),
+                            F.count(F.when(F.col("rows") > 1, True)).alias("dupes")).collect()[0]
+        rows, count = total["rows"] or 0, total["dupes"]
+        examples = per_key.where("rows > 1").limit(5).collect() if count else []  # only then
+    if count:
+        shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)" for r in examples)
+        raise GateFailed(f"feature table {name}: {count} (entity, event time) pairs occur "
                          f"more than once, nothing written; e.g. {shown}")
+    return rows
 
 
-def _validate(config: Config, name: str, df, rows: int) -> dict | None:
+def _validate(config: Config, name: str, df) -> dict | None:
     """Run the table's expectation suite on the rows about to be written (block or warn)."""
     import logging
-
-    from . import validation
 
     suite = config.expectation_suite(name)
     if suite is None:
         return None
     definition = config.feature_table(name)
     summary = validation.validate(df, definition.expectations, suite.expectations,
-                                  f"expectations/{definition.expectations}.yml: expectations", rows)
+                                  f"expectations/{definition.expectations}.yml: expectations")
     kept = validation.keep(summary, config.validation_dir, name)
     outcome = {"suite": definition.expectations, "success": summary["success"],
                "failed": len(summary["failed"]), "results": str(kept)}

@@ -9,18 +9,22 @@ committed. Suites are YAML under conf/*/expectations/, one expectation per item:
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
+import threading
 from pathlib import Path
 
 from .errors import ConfigError
 
 EXAMPLES = 5
-# Up to this many rows the suite runs on a pandas copy on the driver: Great Expectations'
-# Spark engine runs a few Spark jobs per expectation, which dominates small windows.
-PANDAS_MAX_ROWS = 200_000
+# Rows that Spark estimates at most this size are checked on a pandas copy on the driver:
+# Great Expectations' Spark engine runs a few Spark jobs per expectation, which dominates
+# small windows. Spark's estimate ignores filters, so a window is judged by its whole table.
+LOCAL_MAX_BYTES = 64 * 1024 * 1024
 _context = None
-_sources = itertools.count()
+# Data sources and assets are added to the context once per process and reused: each addition
+# rewrites the context's whole configuration, which grows with every source it holds.
+_batch_definitions: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
 
 
 def _expectation_class(name: str, where: str):
@@ -46,12 +50,26 @@ def build_suite(name: str, items: list[dict], where: str):
     return suite
 
 
-def validate(df, name: str, items: list[dict], where: str, rows: int | None = None) -> dict:
+def to_pandas(table, timezone: str):
+    """A collected Arrow table as pandas, timestamps shown in the session's time zone without
+    an offset, as Spark's own `toPandas` shows them (in the failed expectations' examples)."""
+    import pandas as pd
+
+    frame = table.to_pandas()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert(timezone).dt.tz_localize(None)
+    return frame
+
+
+def validate(df, name: str, items: list[dict], where: str) -> dict:
     """Run the suite on `df` in an ephemeral context; a summary with failed expectations.
 
-    With `rows` (known) at most PANDAS_MAX_ROWS, on a pandas copy; else with Spark."""
+    A pandas DataFrame (a small window's copy) is validated on the driver, a Spark one with Spark."""
     import logging
     import os
+
+    import pandas as pd
 
     # No usage reporting from a batch job, and no progress bars or chatter in its log.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -61,16 +79,20 @@ def validate(df, name: str, items: list[dict], where: str, rows: int | None = No
     for logger in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(logger).setLevel(logging.ERROR)
     global _context
-    if _context is None:  # one per process: creating it costs seconds
-        _context = gx.get_context(mode="ephemeral")
-        _context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source_name = f"sparkml_{next(_sources)}"
-    if rows is not None and rows <= PANDAS_MAX_ROWS:
-        source, df = _context.data_sources.add_pandas(name=source_name), df.toPandas()
-    else:
-        source = _context.data_sources.add_spark(name=source_name)
-    batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("window") \
-        .get_batch(batch_parameters={"dataframe": df})
+    engine = "pandas" if isinstance(df, pd.DataFrame) else "spark"
+    with _lock:
+        if _context is None:  # one per process: creating it costs seconds
+            _context = gx.get_context(mode="ephemeral")
+            _context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        if (engine, name) not in _batch_definitions:
+            sources = _context.data_sources
+            source = sources.all().get(f"sparkml_{engine}")
+            if source is None:
+                add = sources.add_pandas if engine == "pandas" else sources.add_spark
+                source = add(name=f"sparkml_{engine}")
+            _batch_definitions[engine, name] = source.add_dataframe_asset(name=name) \
+                .add_batch_definition_whole_dataframe("window")
+    batch = _batch_definitions[engine, name].get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(build_suite(name, items, where), result_format="SUMMARY")
     failed = []
     for res in result.results:
@@ -85,7 +107,7 @@ def validate(df, name: str, items: list[dict], where: str, rows: int | None = No
                 "observed_value": detail.get("observed_value"),
             })
     return {"suite": name, "success": bool(result.success), "evaluated": len(result.results),
-            "engine": "pandas" if rows is not None and rows <= PANDAS_MAX_ROWS else "spark",
+            "engine": engine,
             "failed": failed}
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import pytest
 
-from sparkml_platform import features, lake
+from sparkml_platform import features, lake, statistics, validation
 from sparkml_platform.errors import ConfigError
 
 
@@ -126,14 +128,31 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         lake.write(raw_weather, raw)
 
 
-def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated):
+@pytest.fixture(params=["driver-copy", "spark"])
+def engine(request, monkeypatch):
+    """A small window is checked on a driver copy; with no bytes allowed on the driver, every
+    window takes the path of a large one: cached, checked and validated with Spark."""
+    if request.param == "spark":
+        monkeypatch.setattr(validation, "LOCAL_MAX_BYTES", -1)
+    return request.param
+
+
+def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated, engine):
     result = features.build(spark, config, "origin_weather_hourly")
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
-    meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    meta = lake.commits(path)[-1]["metadata"]
     assert meta["validation"]["suite"] == "origin_weather_hourly"
+    kept = json.loads(Path(result["validation"]["results"]).read_text())
+    assert kept["engine"] == ("pandas" if engine == "driver-copy" else "spark")
+    # The statistics observed on the write count the rows the duplicate check counted.
+    observed = statistics.load(path, result["version"])["written"]
+    assert observed["rows"] == result["rows_written"] > 0
+    assert observed["features"]["temp"]["count"] > 0
+    assert lake.read(spark, path).schema["temp"].metadata.get("comment")  # on either path
 
 
-def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather):
+def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
     from sparkml_platform.errors import GateFailed
 
     path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
