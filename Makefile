@@ -26,10 +26,11 @@ demo: setup
 
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
 # it, servers) and the rest. Much of each test is JVM start-up and I/O, not CPU, so the two
-# overlap well on two cores. The slow run's report follows the other's.
+# overlap well on two cores. The slow run's report follows the other's; each lists its
+# slowest tests.
 test: setup
-	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
-	slow=$$!; $(VENV)/bin/pytest -q -ra -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
+	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra --durations=8 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
+	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=5 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
 	wait $$slow; slow=$$?; echo "== slow tests (exit $$slow)"; cat .sparkml/test-slow.log; \
 	test $$fast -eq 0 -a $$slow -eq 0
 

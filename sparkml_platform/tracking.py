@@ -39,8 +39,10 @@ def configure(config: Config) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """A tracking server that is down is a clear error before any work, not a hang."""
-    if not uri.startswith(("http://", "https://")) or uri in _reachable:
+    """A tracking server that is down is a clear error before any work, not a hang.
+
+    Checked at every use (one small request): a notebook or a test process outlives a server."""
+    if not uri.startswith(("http://", "https://")):
         return
     import requests
 
@@ -54,10 +56,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise JobFailed(f"the MLflow tracking server at {uri} is not reachable ({reason}): start it, "
                         "or point platform.yml mlflow.tracking_uri (or SPARKML_MLFLOW_TRACKING_URI) "
                         "at one that runs; nothing was logged or registered") from None
-    _reachable.add(uri)
-
-
-_reachable: set[str] = set()  # checked once per process
 
 
 def client(config: Config):

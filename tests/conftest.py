@@ -79,6 +79,39 @@ def run_cli(conf: Path, *args: str, env: str | None = "test", timeout: int = 900
                           env=cli_env(**extra_env), cwd=conf.parent)
 
 
+def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str) -> subprocess.CompletedProcess:
+    """What run_cli does, in this process: the CLI's `main` joins the tests' Spark session
+    instead of starting a JVM of its own (tens of seconds per command, and a cold JIT). For
+    tests of what a command does; run_cli stays for what only a process shows (the installed
+    entry point, a SIGKILL, two commands at once). The environment, working directory and
+    shuffle partitions are put back afterwards."""
+    import contextlib
+    import io
+
+    from pyspark.sql import SparkSession
+
+    from sparkml_platform.cli import main
+
+    argv = ["--conf", str(conf), *(["--env", env] if env else []), *args]
+    active = SparkSession.getActiveSession()
+    partitions = active.conf.get("spark.sql.shuffle.partitions") if active else None
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(cli_env(**extra_env))
+    os.chdir(conf.parent)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        if active is not None:
+            active.conf.set("spark.sql.shuffle.partitions", partitions)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project for in-process tests: its conf dir (lake and MLflow beside it)."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import JARS_DIR, run_cli
+from conftest import JARS_DIR, run_cli, run_main
 from sparkml_platform.cli import main
 
 pytestmark = pytest.mark.slow
@@ -63,9 +63,9 @@ def test_training_set_is_point_in_time_and_versioned(flights_project):
     assert man["label_source"]["table"] == "entities.flights"
 
 
-def test_model_version_records_its_inputs(flights_project):
+def test_model_version_records_its_inputs(spark, flights_project):
     conf, _ = flights_project
-    result = run_cli(conf, "models", "show", "flight_delays@champion", "--json")
+    result = run_main(conf, "models", "show", "flight_delays@champion", "--json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["version"] in ("1", "2") and "champion" in shown["aliases"]
@@ -81,7 +81,7 @@ def test_model_version_records_its_inputs(flights_project):
     assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
         ("flight_delays@1", tags["training_set_digest"])]
     # The environment it was trained in is the one here; the scoring run links its own.
-    diffed = run_cli(conf, "env", "diff", "flight_delays@champion")
+    diffed = run_main(conf, "env", "diff", "flight_delays@champion")
     assert diffed.returncode == 0 and diffed.stdout.startswith(f"{tags['environment_id']} -> "), diffed.stderr
     assert diffed.stdout.splitlines()[0].endswith(": identical"), diffed.stdout[:3000]
     client = MlflowClient(tracking_uri=uri)
@@ -89,11 +89,11 @@ def test_model_version_records_its_inputs(flights_project):
     scoring_runs = client.search_runs([experiment], "tags.`sparkml.kind` = 'score'")
     assert scoring_runs and all(r.data.tags["sparkml.environment_id"] == tags["environment_id"]
                                 for r in scoring_runs)
-    shown_env = json.loads(run_cli(conf, "env", "show", scoring_runs[0].info.run_id, "--json").stdout)
+    shown_env = json.loads(run_main(conf, "env", "show", scoring_runs[0].info.run_id, "--json").stdout)
     assert shown_env["id"] == tags["environment_id"]
-    lineage = json.loads(run_cli(conf, "lineage", "flight_delays@champion").stdout)
+    lineage = json.loads(run_main(conf, "lineage", "flight_delays@champion").stdout)
     assert lineage["upstream"]["training_set"] == "flight_delays@1"
-    lineage = json.loads(run_cli(conf, "lineage", "route_delay_stats").stdout)
+    lineage = json.loads(run_main(conf, "lineage", "route_delay_stats").stdout)
     assert lineage["upstream"] == {"raw.flights": 0} and "flight_delays@1" in lineage["downstream"]
 
 
@@ -105,7 +105,7 @@ def test_second_run_duplicates_no_rows(spark, flights_project):
     before = lake_counts(spark, lake_root)
     # The loading, entity and feature steps and the scoring again (training adds versions,
     # never rows; the first run's second candidate already recorded its comparison).
-    result = run_cli(conf, "run", "flights_data")
+    result = run_main(conf, "run", "flights_data")
     assert result.returncode == 0, result.stderr[-3000:]
     assert lake_counts(spark, lake_root) == before
     client = MlflowClient(tracking_uri=f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}")
@@ -113,7 +113,7 @@ def test_second_run_duplicates_no_rows(spark, flights_project):
     assert tags["compared_with"].startswith("champion v1"), tags
     assert tags["decision"] == "promoted to champion" or tags["decision"].startswith("not promoted: ")
     # the first training-set version still rebuilds to its digest from its manifest
-    rebuilt = run_cli(conf, "trainset", "rebuild", "flight_delays@1")
+    rebuilt = run_main(conf, "trainset", "rebuild", "flight_delays@1")
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True
 
@@ -142,14 +142,14 @@ def test_bad_scoring_input_exits_2_and_leaves_output_unchanged(spark, flights_pr
     assert sorted(p.name for p in log.iterdir()) == before
 
 
-def test_listing_commands_answer_in_json(flights_project):
+def test_listing_commands_answer_in_json(spark, flights_project):
     conf, _ = flights_project
     for args in (["features", "list", "--json"], ["trainset", "list", "--json"],
                  ["models", "list", "--json"], ["features", "search", "weather", "--json"]):
-        result = run_cli(conf, *args)
+        result = run_main(conf, *args)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout), args
-    hits = json.loads(run_cli(conf, "features", "search", "landed", "--json").stdout)
+    hits = json.loads(run_main(conf, "features", "search", "landed", "--json").stdout)
     assert {h["name"] for h in hits} == {"carrier_delay_stats", "route_delay_stats"}
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, run_main
 from servers import mlflow_server, spark_standalone
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_spark_submit_refuses_unknown_master_and_job(flights_project):
     assert "usage: spark-submit.sh" in bad_job.stderr
 
 
-def test_training_against_a_real_mlflow_server(flights_project, tmp_path, monkeypatch, capsys):
+def test_training_against_a_real_mlflow_server(spark, flights_project, tmp_path, monkeypatch, capsys):
     import time
 
     from mlflow import MlflowClient
@@ -88,7 +88,7 @@ def test_training_against_a_real_mlflow_server(flights_project, tmp_path, monkey
 
     conf, _ = flights_project
     with mlflow_server(tmp_path) as uri:
-        result = run_cli(conf, "train", "flight_delay_gbt", SPARKML_MLFLOW_TRACKING_URI=uri)
+        result = run_main(conf, "train", "flight_delay_gbt", SPARKML_MLFLOW_TRACKING_URI=uri)
         assert result.returncode == 0, result.stderr[-3000:]
         trained = json.loads(result.stdout.strip().splitlines()[-1])
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
