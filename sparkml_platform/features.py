@@ -257,8 +257,11 @@ def _rows_to_write(spark, df):
     pandas copy, and the write reads the collected rows (types kept exactly), so they are
     neither cached nor recomputed. Larger ones are cached and checked with Spark.
     """
-    estimate = int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
-    if estimate <= validation.LOCAL_MAX_BYTES:
+    try:
+        estimate = int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+    except AttributeError:  # Spark Connect has no plan statistics here: the large path
+        estimate = None
+    if estimate is not None and estimate <= validation.LOCAL_MAX_BYTES:
         collected = df.toArrow()
         timezone = spark.conf.get("spark.sql.session.timeZone")
         return (spark.createDataFrame(collected, schema=df.schema),
