@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from . import lake, notebook, statistics, validation
 from .config import Config, FeatureTable
@@ -264,7 +265,10 @@ def _rows_to_write(spark, df):
     if estimate is not None and estimate <= validation.LOCAL_MAX_BYTES:
         collected = df.toArrow()
         timezone = spark.conf.get("spark.sql.session.timeZone")
-        return (spark.createDataFrame(collected, schema=df.schema),
+        # Spark splits local rows into default-parallelism slices: on a cluster that would be
+        # hundreds of tiny files per window. One partition per 128 MB of Arrow data instead.
+        slices = max(1, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
+        return (spark.createDataFrame(collected, schema=df.schema).coalesce(slices),
                 validation.to_pandas(collected, timezone), False)
     df = _persist(df)
     return df, df, True

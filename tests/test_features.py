@@ -150,6 +150,9 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
     assert observed["rows"] == result["rows_written"] > 0
     assert observed["features"]["temp"]["count"] > 0
     assert lake.read(spark, path).schema["temp"].metadata.get("comment")  # on either path
+    commit = (path / "_delta_log" / f"{result['version']:020d}.json").read_text().splitlines()
+    files = [a for a in map(json.loads, commit) if "add" in a]
+    assert len(files) == 1 if engine == "driver-copy" else files  # not one file per slice
 
 
 def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
