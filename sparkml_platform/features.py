@@ -180,16 +180,16 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         replace_where = (f"`{definition.event_time}` >= '{first}' AND "
                          f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
         df = df.where(replace_where)
-    df, checked, cached = _rows_to_write(spark, _with_comments(df, definition))
+    df, local, cached = _rows_to_write(spark, _with_comments(df, definition))
     feature_types = {n: f.type for n, f in definition.features.items()}
-    # The statistics of the rows written come from the write's own pass: no pass of their own.
-    observed = Observation(f"statistics of {name}")
-    observing = statistics.aggregates(feature_types, definition.event_time)
     try:
-        rows = _count_refusing_duplicates(checked, definition, name)
+        # The statistics of the rows written come from the write's own pass.
+        observed = Observation(f"statistics of {name}")
+        observing = statistics.aggregates(feature_types, definition.event_time)
+        rows = _count_refusing_duplicates(df if local is None else local[0], definition, name)
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
-        validated = _validate(config, name, checked)
+        validated = _validate(config, name, df if local is None else local[1])
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
@@ -251,12 +251,14 @@ def _with_comments(df, definition: FeatureTable):
 
 
 def _rows_to_write(spark, df):
-    """(rows to write, copy to check, whether the rows are cached): computed once either way.
+    """(rows to write, local copies or None, whether the rows are cached): computed once.
 
     Rows Spark estimates small (validation.LOCAL_MAX_BYTES, from the plan, without a job) are
-    collected to the driver once, as Arrow: their count, duplicate check and suite run on a
-    pandas copy, and the write reads the collected rows (types kept exactly), so they are
-    neither cached nor recomputed. Larger ones are cached and checked with Spark.
+    collected to the driver once, as Arrow: their count and duplicate check run on that Arrow
+    table (exact keys and instants, nulls grouped as Spark does), their suite on a pandas copy,
+    and the write reads the collected rows (types kept exactly), so they are neither cached
+    nor recomputed. Larger ones, or a collection far above the estimate (the estimate comes
+    from compressed files), are cached and checked with Spark.
     """
     try:
         estimate = int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
@@ -264,14 +266,16 @@ def _rows_to_write(spark, df):
         estimate = None
     if estimate is not None and estimate <= validation.LOCAL_MAX_BYTES:
         collected = df.toArrow()
-        timezone = spark.conf.get("spark.sql.session.timeZone")
-        # Spark splits local rows into default-parallelism slices: on a cluster that would be
-        # hundreds of tiny files per window. One partition per 128 MB of Arrow data instead.
-        slices = max(1, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
-        return (spark.createDataFrame(collected, schema=df.schema).coalesce(slices),
-                validation.to_pandas(collected, timezone), False)
+        if collected.nbytes <= 4 * validation.LOCAL_MAX_BYTES:
+            timezone = spark.conf.get("spark.sql.session.timeZone")
+            # Spark splits local rows into default-parallelism slices: on a cluster that would
+            # be hundreds of tiny files per window. One partition per 128 MB of Arrow data.
+            slices = max(1, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
+            return (spark.createDataFrame(collected, schema=df.schema).coalesce(slices),
+                    (collected, validation.to_pandas(collected, timezone)), False)
+        del collected
     df = _persist(df)
-    return df, df, True
+    return df, None, True
 
 
 def _persist(df):
@@ -296,14 +300,16 @@ def _persist(df):
 
 def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
     """The number of rows, refusing two rows for one entity at one event time: they would make
-    point-in-time lookups ambiguous. `df` is a Spark DataFrame or its pandas copy."""
-    import pandas as pd
+    point-in-time lookups ambiguous. `df` is a Spark DataFrame or its collected Arrow table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     key = [*definition.keys, definition.event_time]
-    if isinstance(df, pd.DataFrame):
-        per_key = df.groupby(key, dropna=False, sort=False).size()
-        rows, dupes = len(df), per_key[per_key > 1]
-        count, examples = len(dupes), [{**dict(zip(key, k)), "rows": n} for k, n in dupes.head(5).items()]
+    if isinstance(df, pa.Table):
+        per_key = df.group_by(key).aggregate([([], "count_all")])
+        dupes = per_key.filter(pc.greater(per_key["count_all"], 1))
+        rows, count = df.num_rows, dupes.num_rows
+        examples = [{**r, "rows": r["count_all"]} for r in dupes.slice(0, 5).to_pylist()]
     else:
         from pyspark.sql import functions as F
 

@@ -83,8 +83,8 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     """What run_cli does, in this process: the CLI's `main` joins the tests' Spark session
     instead of starting a JVM of its own (tens of seconds per command, and a cold JIT). For
     tests of what a command does; run_cli stays for what only a process shows (the installed
-    entry point, a SIGKILL, two commands at once). The environment, working directory and
-    shuffle partitions are put back afterwards."""
+    entry point, a SIGKILL, two commands at once). The environment, working directory, the
+    session's shuffle partitions and time zone, and MLflow's URIs are put back afterwards."""
     import contextlib
     import io
 
@@ -92,9 +92,13 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
 
     from sparkml_platform.cli import main
 
+    import mlflow
+
     argv = ["--conf", str(conf), *(["--env", env] if env else []), *args]
     active = SparkSession.getActiveSession()
-    partitions = active.conf.get("spark.sql.shuffle.partitions") if active else None
+    session_conf = {key: active.conf.get(key) for key in ("spark.sql.shuffle.partitions",
+                                                          "spark.sql.session.timeZone")} if active else {}
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
@@ -107,8 +111,10 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
         os.environ.clear()
         os.environ.update(saved_env)
         os.chdir(saved_cwd)
-        if active is not None:
-            active.conf.set("spark.sql.shuffle.partitions", partitions)
+        for key, value in session_conf.items():
+            active.conf.set(key, value)
+        mlflow.set_tracking_uri(tracking)  # the command pointed MLflow at its own store
+        mlflow.set_registry_uri(registry)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import JARS_DIR, run_cli, run_main
+from conftest import JARS_DIR, run_main
 from sparkml_platform.cli import main
 
 pytestmark = pytest.mark.slow
@@ -52,9 +52,9 @@ def test_pipeline_leaves_tables_a_model_and_predictions(spark, flights_project):
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
 
 
-def test_training_set_is_point_in_time_and_versioned(flights_project):
+def test_training_set_is_point_in_time_and_versioned(spark, flights_project):
     conf, _ = flights_project
-    result = run_cli(conf, "trainset", "show", "flight_delays@1")
+    result = run_main(conf, "trainset", "show", "flight_delays@1")
     assert result.returncode == 0, result.stderr
     man = json.loads(result.stdout)
     assert man["rows"]["train"] > 0 and man["rows"]["test"] > 0
