@@ -269,8 +269,9 @@ def _rows_to_write(spark, df):
         if collected.nbytes <= 4 * validation.LOCAL_MAX_BYTES:
             timezone = spark.conf.get("spark.sql.session.timeZone")
             # Spark splits local rows into default-parallelism slices: on a cluster that would
-            # be hundreds of tiny files per window. One partition per 128 MB of Arrow data.
-            slices = max(1, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
+            # be hundreds of tiny files per window. At most 4 writers, or one per 128 MB (a
+            # single writer made small windows' writes slower on two cores).
+            slices = max(4, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
             return (spark.createDataFrame(collected, schema=df.schema).coalesce(slices),
                     (collected, validation.to_pandas(collected, timezone)), False)
         del collected

@@ -152,7 +152,7 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
     assert lake.read(spark, path).schema["temp"].metadata.get("comment")  # on either path
     commit = (path / "_delta_log" / f"{result['version']:020d}.json").read_text().splitlines()
     files = [a for a in map(json.loads, commit) if "add" in a]
-    assert len(files) == 1 if engine == "driver-copy" else files  # not one file per slice
+    assert 0 < len(files) <= 4  # a driver copy is written by at most 4 tasks, not one per slice
 
 
 def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
