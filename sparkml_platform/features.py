@@ -180,16 +180,17 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         replace_where = (f"`{definition.event_time}` >= '{first}' AND "
                          f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
         df = df.where(replace_where)
-    df, local, cached = _rows_to_write(spark, _with_comments(df, definition))
+    df, collected, cached = _rows_to_write(spark, _with_comments(df, definition))
+    checked = df if collected is None else collected  # what the checks read
     feature_types = {n: f.type for n, f in definition.features.items()}
     try:
         # The statistics of the rows written come from the write's own pass.
         observed = Observation(f"statistics of {name}")
         observing = statistics.aggregates(feature_types, definition.event_time)
-        rows = _count_refusing_duplicates(df if local is None else local[0], definition, name)
+        rows = _count_refusing_duplicates(checked, definition, name)
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
-        validated = _validate(config, name, df if local is None else local[1])
+        validated = _validate(spark, config, name, checked)
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
@@ -251,7 +252,7 @@ def _with_comments(df, definition: FeatureTable):
 
 
 def _rows_to_write(spark, df):
-    """(rows to write, local copies or None, whether the rows are cached): computed once.
+    """(rows to write, their Arrow copy or None, whether the rows are cached): computed once.
 
     Rows Spark estimates small (validation.LOCAL_MAX_BYTES, from the plan, without a job) are
     collected to the driver once, as Arrow: their count and duplicate check run on that Arrow
@@ -267,13 +268,11 @@ def _rows_to_write(spark, df):
     if estimate is not None and estimate <= validation.LOCAL_MAX_BYTES:
         collected = df.toArrow()
         if collected.nbytes <= 4 * validation.LOCAL_MAX_BYTES:
-            timezone = spark.conf.get("spark.sql.session.timeZone")
             # Spark splits local rows into default-parallelism slices: on a cluster that would
             # be hundreds of tiny files per window. At most 4 writers, or one per 128 MB (a
             # single writer made small windows' writes slower on two cores).
             slices = max(4, math.ceil(collected.nbytes / (128 * 1024 * 1024)))
-            return (spark.createDataFrame(collected, schema=df.schema).coalesce(slices),
-                    (collected, validation.to_pandas(collected, timezone)), False)
+            return spark.createDataFrame(collected, schema=df.schema).coalesce(slices), collected, False
         del collected
     df = _persist(df)
     return df, None, True
@@ -326,14 +325,17 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
     return rows
 
 
-def _validate(config: Config, name: str, df) -> dict | None:
-    """Run the table's expectation suite on the rows about to be written (block or warn)."""
+def _validate(spark, config: Config, name: str, df) -> dict | None:
+    """Run the table's expectation suite on the rows about to be written (block or warn):
+    a Spark DataFrame with Spark, an Arrow copy as pandas (made only when there is a suite)."""
     import logging
 
     suite = config.expectation_suite(name)
     if suite is None:
         return None
     definition = config.feature_table(name)
+    if not hasattr(df, "sparkSession"):
+        df = validation.to_pandas(df, spark.conf.get("spark.sql.session.timeZone"))
     summary = validation.validate(df, definition.expectations, suite.expectations,
                                   f"expectations/{definition.expectations}.yml: expectations")
     kept = validation.keep(summary, config.validation_dir, name)
