@@ -90,8 +90,13 @@ def validate(df, name: str, items: list[dict], where: str) -> dict:
             if source is None:
                 add = sources.add_pandas if engine == "pandas" else sources.add_spark
                 source = add(name=f"sparkml_{engine}")
-            _batch_definitions[engine, name] = source.add_dataframe_asset(name=name) \
-                .add_batch_definition_whole_dataframe("window")
+            # An asset or definition left by an earlier call that failed half-way is reused:
+            # adding it again would be refused for the rest of the process.
+            asset = source.get_asset(name) if name in source.get_asset_names() \
+                else source.add_dataframe_asset(name=name)
+            defined = {definition.name: definition for definition in asset.batch_definitions}
+            _batch_definitions[engine, name] = defined.get("window") \
+                or asset.add_batch_definition_whole_dataframe("window")
     batch = _batch_definitions[engine, name].get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(build_suite(name, items, where), result_format="SUMMARY")
     failed = []
