@@ -92,13 +92,18 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
 
     from sparkml_platform.cli import main
 
+    import mlflow.tracking._model_registry.utils as registry_uri
+    import mlflow.tracking._tracking_service.utils as tracking_uri
+
     import mlflow
 
     argv = ["--conf", str(conf), *(["--env", env] if env else []), *args]
     active = SparkSession.getActiveSession()
     session_conf = {key: active.conf.get(key) for key in ("spark.sql.shuffle.partitions",
                                                           "spark.sql.session.timeZone")} if active else {}
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # The raw settings, not get_*_uri(): those resolve an unset URI to a default, and
+    # putting that back would pin every later MlflowClient to it.
+    tracking, registry = tracking_uri._tracking_uri, registry_uri._registry_uri
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
@@ -108,13 +113,13 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     finally:
-        os.environ.clear()
+        mlflow.set_tracking_uri(tracking)  # the command pointed MLflow at its own store
+        mlflow.set_registry_uri(registry)
+        os.environ.clear()  # after: setting a URI also sets (or unsets) its variable
         os.environ.update(saved_env)
         os.chdir(saved_cwd)
         for key, value in session_conf.items():
             active.conf.set(key, value)
-        mlflow.set_tracking_uri(tracking)  # the command pointed MLflow at its own store
-        mlflow.set_registry_uri(registry)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
