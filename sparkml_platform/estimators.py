@@ -9,6 +9,7 @@ with `label`, `score` (the positive-class probability, or the regressor's value)
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
 from .config import MLLIB_ESTIMATORS, ModelSpec
 from .errors import ConfigError
@@ -41,9 +42,18 @@ class _Estimator:
     def prepare(self, train) -> None:
         pass
 
+    def requirements(self) -> list[str]:
+        """What loading the logged model needs, pinned to the versions installed here.
+
+        Given to MLflow because it otherwise infers them by loading the model again in a child
+        process (for a Spark model a Spark session of its own, about 30 s per model) and
+        also lists whatever that process happened to import (pytest, under the tests)."""
+        return pinned(self.distributions)
+
 
 class MllibEstimator(_Estimator):
     flavor = "spark"
+    distributions = ("mlflow", "pyspark", "numpy", "pandas")
 
     def __init__(self, spec: ModelSpec, model_name: str, categorical: list[str], numeric: list[str],
                  label: str):
@@ -147,7 +157,8 @@ class MllibEstimator(_Estimator):
     def log_model(self, model, signature):
         import mlflow
 
-        return mlflow.spark.log_model(model, "model", signature=signature)
+        return mlflow.spark.log_model(model, "model", signature=signature,
+                                      pip_requirements=self.requirements())
 
 
 class SklearnEstimator(_Estimator):
@@ -158,6 +169,12 @@ class SklearnEstimator(_Estimator):
         super().__init__(spec, model_name, categorical, numeric, label)
         self.where += ".estimator"
         self.estimator_class = load_class(spec.estimator.class_, f"{self.where}.class")
+        # MLflow's sklearn flavor saves with skops; a class from another package (xgboost,
+        # lightgbm, ...) needs that package too.
+        top = self.estimator_class.__module__.split(".")[0]
+        extra = importlib.metadata.packages_distributions().get(top, [])
+        self.distributions = tuple(dict.fromkeys(
+            ("mlflow", "scikit-learn", "skops", "scipy", "numpy", "pandas", *extra)))
 
     def frame(self, df):
         """A Spark DataFrame -> the pandas features (numerics as float64) and the label."""
@@ -223,6 +240,7 @@ class SklearnEstimator(_Estimator):
 
         return mlflow.sklearn.log_model(model, name="model", signature=signature,
                                         pyfunc_predict_fn=predict_fn,
+                                        pip_requirements=self.requirements(),
                                         skops_trusted_types=get_untrusted_types(data=dumps(model)))
 
 
@@ -230,6 +248,17 @@ def _source_column(name: str, columns: list[str]) -> str:
     """`cat__carrier_AA` / `num__distance` -> the input column it came from."""
     bare = name.split("__", 1)[-1]
     return max((c for c in columns if bare == c or bare.startswith(c + "_")), key=len, default=bare)
+
+
+def pinned(distributions) -> list[str]:
+    """`name==version` for each installed distribution (a missing one is left unpinned)."""
+    out = []
+    for name in distributions:
+        try:
+            out.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(name)
+    return out
 
 
 def load_class(dotted: str, where: str):

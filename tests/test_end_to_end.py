@@ -50,6 +50,19 @@ def test_pipeline_leaves_tables_a_model_and_predictions(spark, flights_project):
     assert "ROC AUC" in result.stdout and "model flight_delays version 1 (flight_delay_gbt)" in result.stdout
     assert "model flight_delays version 2 (flight_delay_sklearn)" in result.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+    # Each version lists what loading it needs, pinned to what is installed here (given, not
+    # inferred by MLflow reloading the model, which also picked up pytest).
+    from importlib.metadata import version as installed
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for version, needs in (("1", {"pyspark"}), ("2", {"scikit-learn", "skops", "scipy"})):
+        folder = Path(urlparse(client.get_model_version_download_uri("flight_delays", version)).path)
+        pins = dict(line.split("==") for line in (folder / "requirements.txt").read_text().split())
+        assert set(pins) == needs | {"mlflow", "numpy", "pandas"}, pins
+        assert all(pins[name] == installed(name) for name in pins)
 
 
 def test_training_set_is_point_in_time_and_versioned(spark, flights_project):
@@ -80,6 +93,11 @@ def test_model_version_records_its_inputs(spark, flights_project):
     inputs = MlflowClient(tracking_uri=uri).get_run(shown["run_id"]).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
         ("flight_delays@1", tags["training_set_digest"])]
+    source = json.loads(inputs[0].dataset.source)
+    assert source["path"].endswith("/trainsets/flight_delays/v0001")  # MLflow omits version 0
+    profile = json.loads(inputs[0].dataset.profile)  # exact counts, from the manifest
+    splits = profile["rows_per_split"]
+    assert profile["num_rows"] == splits["train"] + splits["validation"] + splits["test"] > 0
     # The environment it was trained in is the one here; the scoring run links its own.
     diffed = run_main(conf, "env", "diff", "flight_delays@champion")
     assert diffed.returncode == 0 and diffed.stdout.startswith(f"{tags['environment_id']} -> "), diffed.stderr
