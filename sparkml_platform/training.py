@@ -190,6 +190,9 @@ def _dataset_input(spark, data, manifest: dict, label: str):
             return {"num_rows": manifest["rows"].get("total"), "rows_per_split": manifest["rows"],
                     "targets": label}
 
+        def to_dict(self):  # MetaDataset's leaves the profile out
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
     source = DeltaDatasetSource(path=manifest["path"],
                                 delta_table_version=lake.version(spark, Path(manifest["path"])))
     return TrainingSetDataset(source, name=f"{manifest['name']}@{manifest['version']}",
