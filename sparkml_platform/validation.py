@@ -98,7 +98,7 @@ def validate(df, name: str, items: list[dict], where: str) -> dict:
             _batch_definitions[engine, name] = defined.get("window") \
                 or asset.add_batch_definition_whole_dataframe("window")
     batch = _batch_definitions[engine, name].get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(build_suite(name, items, where), result_format="SUMMARY")
+    result = batch.validate(build_suite(name, items, where), result_format="BASIC")
     failed = []
     for res in result.results:
         if not res.success:
