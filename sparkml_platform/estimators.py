@@ -169,12 +169,14 @@ class SklearnEstimator(_Estimator):
         super().__init__(spec, model_name, categorical, numeric, label)
         self.where += ".estimator"
         self.estimator_class = load_class(spec.estimator.class_, f"{self.where}.class")
-        # MLflow's sklearn flavor saves with skops; a class from another package (xgboost,
+
+    @property
+    def distributions(self) -> tuple[str, ...]:
+        # Saved with skops (log_model says so); a class from another package (xgboost,
         # lightgbm, ...) needs that package too.
         top = self.estimator_class.__module__.split(".")[0]
         extra = importlib.metadata.packages_distributions().get(top, [])
-        self.distributions = tuple(dict.fromkeys(
-            ("mlflow", "scikit-learn", "skops", "scipy", "numpy", "pandas", *extra)))
+        return tuple(dict.fromkeys(("mlflow", "scikit-learn", "skops", "scipy", "numpy", "pandas", *extra)))
 
     def frame(self, df):
         """A Spark DataFrame -> the pandas features (numerics as float64) and the label."""
@@ -241,6 +243,7 @@ class SklearnEstimator(_Estimator):
         return mlflow.sklearn.log_model(model, name="model", signature=signature,
                                         pyfunc_predict_fn=predict_fn,
                                         pip_requirements=self.requirements(),
+                                        serialization_format="skops",
                                         skops_trusted_types=get_untrusted_types(data=dumps(model)))
 
 
@@ -251,13 +254,19 @@ def _source_column(name: str, columns: list[str]) -> str:
 
 
 def pinned(distributions) -> list[str]:
-    """`name==version` for each installed distribution (a missing one is left unpinned)."""
+    """`name==version` for each installed distribution, as pip can install it from an index:
+    without a local label (`+cpu`), a development build pinned to its release. A missing one
+    is left unpinned."""
+    from packaging.version import Version
+
     out = []
     for name in distributions:
         try:
-            out.append(f"{name}=={importlib.metadata.version(name)}")
+            version = Version(importlib.metadata.version(name))
         except importlib.metadata.PackageNotFoundError:
             out.append(name)
+            continue
+        out.append(f"{name}=={version.base_version if version.is_devrelease else version.public}")
     return out
 
 

@@ -180,6 +180,7 @@ def _dataset_input(spark, data, manifest: dict, label: str):
     the manifest already has.)"""
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
     from mlflow.types.utils import _infer_schema
 
     from . import lake
@@ -193,10 +194,14 @@ def _dataset_input(spark, data, manifest: dict, label: str):
         def to_dict(self):  # MetaDataset's leaves the profile out
             return {**super().to_dict(), "profile": json.dumps(self.profile)}
 
+    try:
+        schema = _infer_schema(data)
+    except (MlflowException, TypeError):  # types MLflow has no name for (timestamp_ntz, ...)
+        schema = None
     source = DeltaDatasetSource(path=manifest["path"],
                                 delta_table_version=lake.version(spark, Path(manifest["path"])))
     return TrainingSetDataset(source, name=f"{manifest['name']}@{manifest['version']}",
-                              digest=manifest["digest"], schema=_infer_schema(data))
+                              digest=manifest["digest"], schema=schema)
 
 
 def _signature(estimator, fitted, sample):

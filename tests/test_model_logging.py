@@ -1,0 +1,33 @@
+"""What a training run records about its model and data, without training one."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+
+from sparkml_platform import estimators, lake
+from sparkml_platform.training import _dataset_input
+
+
+def test_requirements_are_pinned_as_pip_can_install_them(monkeypatch):
+    real = importlib.metadata.version
+    fake = {"torch": "2.5.1+cpu", "pyspark": "4.3.0.dev2"}
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: fake.get(name) or real(name))
+    assert estimators.pinned(["torch", "pyspark", "numpy", "no-such-distribution"]) == [
+        "torch==2.5.1", "pyspark==4.3.0", f"numpy=={real('numpy')}", "no-such-distribution"]
+
+
+def test_the_training_set_input_survives_types_mlflow_cannot_name(spark, tmp_path):
+    """A timestamp_ntz event time is allowed in training sets; MLflow's schema inference
+    refuses it, which must not stop the training run: the input is logged without a schema."""
+    path = tmp_path / "v0001"
+    data = spark.sql("SELECT 1.5 AS x, TIMESTAMP_NTZ '2013-01-01 10:00:00' AS at, 1 AS label")
+    lake.write(data, path)
+    rows = {"total": 1, "train": 1, "validation": 0, "test": 0}
+    dataset = _dataset_input(spark, lake.read(spark, path),
+                             {"name": "t", "version": 1, "path": str(path), "digest": "1-ab",
+                              "rows": rows}, "label")
+    logged = dataset._to_mlflow_entity()
+    assert (logged.name, logged.digest, logged.schema) == ("t@1", "1-ab", None)
+    assert json.loads(logged.source) == {"path": str(path)}
+    assert json.loads(logged.profile) == {"num_rows": 1, "rows_per_split": rows, "targets": "label"}
