@@ -25,9 +25,8 @@ demo: setup
 	$(VENV)/bin/sparkml run flights
 
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
-# it, servers) and the rest. Much of each test is JVM start-up and I/O, not CPU, so the two
-# overlap well on two cores. The slow run's report follows the other's; each lists its
-# slowest tests.
+# it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
+# little; the slow run's report follows the other's, each listing its slowest tests.
 test: setup
 	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra --durations=8 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
 	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=5 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
