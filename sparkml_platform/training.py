@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import environment, estimators, evaluation, registry, tracking, training_sets, tuning
+from . import environment, estimators, evaluation, lake, registry, tracking, training_sets, tuning
 from .config import Config, ModelSpec
 from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import code_version, definition_hash
@@ -182,8 +182,6 @@ def _dataset_input(spark, data, manifest: dict, label: str):
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.exceptions import MlflowException
     from mlflow.types.utils import _infer_schema
-
-    from . import lake
 
     class TrainingSetDataset(MetaDataset):
         @property
