@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-JARS_DIR := .sparkml/jars
 
 .PHONY: setup jars demo test test-fast test-cluster clean-lake clean
 
@@ -17,9 +16,11 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(INSTALLED)
 
-# The Delta jars from Maven Central into the project's cache (a no-op when it is whole).
+# The Delta jars from Maven Central into the user's shared cache, or SPARKML_JARS_DIR (a
+# no-op when it is whole).
 jars: $(INSTALLED)
-	@$(PY) -m sparkml_platform.delta_jars fetch $(JARS_DIR) >/dev/null && echo "Delta jars: $(JARS_DIR)"
+	@$(PY) -m sparkml_platform.delta_jars fetch $${SPARKML_JARS_DIR:-} >/dev/null && \
+	echo "Delta jars: $${SPARKML_JARS_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sparkml/jars}"
 
 demo: setup
 	$(VENV)/bin/sparkml run flights

@@ -78,11 +78,24 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         info["rows"] = row["rows"]
         info["event_time_range"] = [str(row["first"]), str(row["last"])]
         info["history"] = lake.history(spark, path)
+        builds = [c for c in lake.commits(path) if (c["metadata"] or {}).get("kind") == "feature_table"]
+        info["last_build"] = _build_summary(builds[-1]) if builds else None
+        full = [c for c in builds if c["metadata"].get("mode") == "full"]
+        info["last_full_build"] = _build_summary(full[-1]) if full else None
         info["latest_statistics"] = statistics.for_version(
             spark, path, lake.version(spark, path), _types(table), table.event_time) \
             or statistics.latest(path)
         info["used_by"] = used_by(config, name)
     return info
+
+
+def _build_summary(commit: dict) -> dict:
+    """A build's version, time, mode and why a full build happened (first build, asked for,
+    the definition or the transformation's code changed)."""
+    meta = commit["metadata"]
+    return {"version": commit["version"], "when": _when(commit["timestamp"]), "mode": meta.get("mode"),
+            "reason": meta.get("reason"), "window": meta.get("window"),
+            "definition_hash": meta.get("definition_hash"), "code_hash": meta.get("code_hash")}
 
 
 def _types(table) -> dict[str, str]:

@@ -6,6 +6,7 @@ instead of a setting silently ignored.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -49,7 +50,7 @@ class SparkSettings(Strict):
     app_name: str = "sparkml"
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, ge=1)
-    jars_dir: str = ".sparkml/jars"
+    jars_dir: str | None = None  # the Delta jar cache; default: the user's, shared by projects
     conf: dict[str, str] = {}
 
 
@@ -72,7 +73,18 @@ class ScoringSettings(Strict):
     null_keys: Literal["score", "refuse"] = "score"
 
 
+class ProjectSettings(Strict):
+    """The user's own code: Python packages under the project root (or its `src/`) that hold
+    transformations, entity functions and estimators. Imported by every command without
+    PYTHONPATH, shipped to executors, versioned with every artifact."""
+
+    name: str | None = None  # default: the project root's directory name
+    # Default: every package (a directory with __init__.py) directly under the root or src/.
+    packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
+
+
 class PlatformSettings(Strict):
+    project: ProjectSettings = ProjectSettings()
     lake_root: str = ".sparkml/lake"
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
@@ -207,12 +219,34 @@ class Split(Strict):
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     seed: int = 42
 
+    @field_validator("test_start", "validation_start")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_instant(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cut_offs(self):
+        if self.type == "time":
+            if self.test_start is None:
+                raise ValueError("a time split needs test_start (and optionally validation_start)")
+            if self.validation_start is not None and \
+                    parse_instant(self.validation_start) >= parse_instant(self.test_start):
+                raise ValueError(f"validation_start {self.validation_start} must be before "
+                                 f"test_start {self.test_start} (validation is the period just "
+                                 "before the test period)")
+        elif self.test_fraction + self.validation_fraction >= 1:
+            raise ValueError(f"test_fraction + validation_fraction = "
+                             f"{self.test_fraction + self.validation_fraction} leaves no train rows")
+        return self
+
 
 class TrainingSet(Strict):
     description: str = ""
     label: LabelSource
     features: list[Lookup] = Field(min_length=1)
-    split: Split = Split()
+    split: Split = Field(default_factory=lambda: Split(type="random"))  # none given: seeded 80/20
 
 
 class TrainingSetsFile(Strict):
@@ -391,6 +425,20 @@ FILES: dict[str, type[Strict]] = {
 }
 
 
+def parse_instant(text: str):
+    """A split cut-off, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM[:SS]`, as a naive UTC datetime."""
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date or time like 2013-08-01 or "
+                         "2013-08-01 00:00:00") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
 def parse_duration(text: str) -> int:
     """'3h' -> 10800 seconds. Units: s, m, h, d."""
     match = DURATION.match(str(text).strip())
@@ -415,6 +463,14 @@ class Config:
         self.pipelines: PipelinesFile = parts["pipelines.yml"]  # type: ignore[assignment]
         self.expectations: dict[str, ExpectationSuiteFile] = parts.get("expectations", {})  # type: ignore[assignment]
 
+    @functools.cached_property
+    def project(self):
+        """The project's own code (its packages), see project.py."""
+        from .project import Project
+
+        settings = self.platform.project
+        return Project(self.root, settings.name, settings.packages)
+
     def path(self, value: str) -> Path:
         """A configured path; relative ones are relative to the project root."""
         p = Path(value).expanduser()
@@ -435,7 +491,10 @@ class Config:
 
     @property
     def jars_dir(self) -> Path:
-        return self.path(self.platform.spark.jars_dir)
+        from .delta_jars import default_dir
+
+        configured = self.platform.spark.jars_dir
+        return self.path(configured) if configured else default_dir()
 
     @property
     def tracking_uri(self) -> str:
@@ -510,7 +569,9 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
         except ValidationError as exc:
             raise ConfigError(_describe(exc, layers)) from None
     parts["expectations"] = _load_suites(base, overlay)  # type: ignore[assignment]
-    return Config(conf, env, parts)
+    config = Config(conf, env, parts)
+    config.project.activate()  # the project's packages import without PYTHONPATH
+    return config
 
 
 def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuiteFile]:

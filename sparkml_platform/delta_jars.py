@@ -1,12 +1,16 @@
-"""The Delta Lake JVM jars: fetched from Maven Central at set-up, cached in the project.
+"""The Delta Lake JVM jars: fetched from Maven Central at set-up, cached once per user.
 
 The delta-spark wheel on PyPI ships no JVM code, so every SparkSession and spark-submit
-points at this cache (`spark.jars`). `python -m sparkml_platform.delta_jars fetch DIR`
-fills it; `check` tells how to fix a missing or broken cache.
+points at this cache (`spark.jars`). It lives in the user's cache directory
+(`$XDG_CACHE_HOME/sparkml/jars`, else `~/.cache/sparkml/jars`), so every project of the
+user shares it; `platform.yml` `spark.jars_dir` (or SPARKML_JARS_DIR) picks another.
+`python -m sparkml_platform.delta_jars fetch [DIR]` fills it; `check` tells how to fix a
+missing or broken cache.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +26,13 @@ ARTIFACTS = [
     f"io.delta:delta-spark_{SPARK_BINARY}_{SCALA_BINARY}:{DELTA_VERSION}",
     f"io.delta:delta-storage:{DELTA_VERSION}",
 ]
-FIX = "run `make setup` (or `.venv/bin/python -m sparkml_platform.delta_jars fetch {dir}`)"
+FIX = "run `make setup` (or `python -m sparkml_platform.delta_jars fetch {dir}`)"
+
+
+def default_dir() -> Path:
+    """The user's shared cache: one download serves every project."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "sparkml" / "jars"
 
 
 def jar_names() -> list[str]:
@@ -70,11 +80,12 @@ def fetch(jars_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("fetch", "check"):
-        print("usage: python -m sparkml_platform.delta_jars fetch|check DIR", file=sys.stderr)
+    if len(argv) not in (1, 2) or argv[0] not in ("fetch", "check"):
+        print("usage: python -m sparkml_platform.delta_jars fetch|check [DIR] "
+              f"(default: {default_dir()})", file=sys.stderr)
         return 2
     try:
-        paths = (fetch if argv[0] == "fetch" else check)(Path(argv[1]))
+        paths = (fetch if argv[0] == "fetch" else check)(Path(argv[1]) if len(argv) == 2 else default_dir())
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

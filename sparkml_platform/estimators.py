@@ -42,6 +42,10 @@ class _Estimator:
     def prepare(self, train) -> None:
         pass
 
+    def code_packages(self) -> list[str]:
+        """Top-level packages of code the logged model runs (beyond its requirements)."""
+        return []
+
     def requirements(self) -> list[str]:
         """What loading the logged model needs, pinned to the versions installed here.
 
@@ -154,11 +158,11 @@ class MllibEstimator(_Estimator):
             names += self.categorical
         return names + self.numeric
 
-    def log_model(self, model, signature):
+    def log_model(self, model, signature, code_paths: list[str] | None = None):
         import mlflow
 
         return mlflow.spark.log_model(model, "model", signature=signature,
-                                      pip_requirements=self.requirements())
+                                      pip_requirements=self.requirements(), code_paths=code_paths)
 
 
 class SklearnEstimator(_Estimator):
@@ -169,6 +173,9 @@ class SklearnEstimator(_Estimator):
         super().__init__(spec, model_name, categorical, numeric, label)
         self.where += ".estimator"
         self.estimator_class = load_class(spec.estimator.class_, f"{self.where}.class")
+
+    def code_packages(self) -> list[str]:
+        return [self.estimator_class.__module__.split(".")[0]]
 
     @property
     def distributions(self) -> tuple[str, ...]:
@@ -231,7 +238,7 @@ class SklearnEstimator(_Estimator):
                                        n_repeats=2, random_state=0)
         return {c: float(v) for c, v in zip(x.columns, found.importances_mean)}
 
-    def log_model(self, model, signature):
+    def log_model(self, model, signature, code_paths: list[str] | None = None):
         import mlflow
 
         # pyfunc then returns probabilities, which is what scoring writes for classifiers.
@@ -244,7 +251,8 @@ class SklearnEstimator(_Estimator):
                                         pyfunc_predict_fn=predict_fn,
                                         pip_requirements=self.requirements(),
                                         serialization_format="skops",
-                                        skops_trusted_types=get_untrusted_types(data=dumps(model)))
+                                        skops_trusted_types=get_untrusted_types(data=dumps(model)),
+                                        code_paths=code_paths)
 
 
 def _source_column(name: str, columns: list[str]) -> str:

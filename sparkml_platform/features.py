@@ -7,9 +7,10 @@ import math
 
 from . import lake, notebook, statistics, validation
 from .config import Config, FeatureTable
-from .errors import ConfigError, GateFailed, JobFailed
+from .errors import ConfigError, GateFailed, JobFailed, SparkmlError
 from . import provenance
-from .provenance import code_version, definition_hash, import_function
+from .project import function_fingerprint
+from .provenance import definition_hash, import_function
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] | None:
@@ -32,6 +33,7 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
     definition = config.feature_table(name)
     where = f"features.yml: feature_tables.{name}"
     transform = import_function(definition.transformation, f"{where}.transformation")
+    _check_arguments(transform, definition, where)
     inputs, versions = {}, {}
     for arg, ref in definition.sources.items():
         path = lake.table_path(config.lake_root, ref)
@@ -42,10 +44,38 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
         inputs[arg] = lake.read(spark, path, versions[ref], ref)
     try:
         df = transform(**inputs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {definition.transformation} does not take the declared "
-                          f"sources {sorted(inputs)}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
+        raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
+                        f"raised {type(exc).__name__}: {_first_line(exc)}") from exc
     return conform(df, definition, where), versions
+
+
+def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
+    """The function must take the declared sources by name (before any table is read)."""
+    import inspect
+
+    try:
+        inspect.signature(transform).bind(**{arg: None for arg in definition.sources})
+    except TypeError as exc:
+        raise ConfigError(f"{where}.transformation: {definition.transformation} does not take the "
+                          f"declared sources {sorted(definition.sources)} as arguments: {exc}") from None
+    except ValueError:  # no signature to inspect (a builtin): the call will tell
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else repr(exc)
+
+
+def definition_hashes(definition: FeatureTable, transform) -> dict[str, str]:
+    """What a feature table's rows depend on besides its inputs: its YAML definition and its
+    transformation's code (the function and what it uses from its own package). A change to
+    either is a changed definition, which rebuilds the whole table."""
+    config_hash = definition_hash(definition)
+    code_hash = function_fingerprint(transform)
+    return {"definition_hash": definition_hash({"definition": config_hash, "code": code_hash}),
+            "config_hash": config_hash, "code_hash": code_hash}
 
 
 def conform(df, definition: FeatureTable, where: str):
@@ -81,19 +111,23 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     definition = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
     computed, source_versions = compute(spark, config, name)
+    transform = import_function(definition.transformation, "")  # imported by compute already
     run_id = provenance.run_id()
-    base = {"kind": "feature_table", "name": name, "definition_hash": definition_hash(definition),
-            "sources": source_versions, "code": code_version(), "run_id": run_id,
+    base = {"kind": "feature_table", "name": name, **definition_hashes(definition, transform),
+            "sources": source_versions, "code": config.project.code_version(), "run_id": run_id,
             "spark_app_id": spark.sparkContext.applicationId}
-    mode = "window"
+    mode, reason = "window", None
     if window is None:
-        mode, window = _incremental_window(spark, path, definition, computed, base, full)
+        mode, window, reason = _incremental_window(spark, path, definition, computed, base, full)
         if mode == "up to date":
             return {"table": f"features.{name}", "version": lake.version(spark, path),
                     "mode": mode, "run_id": run_id, "chunks": [], "rows": None}
+    if reason:
+        base["reason"] = reason
 
     chunks = _chunks(window, chunk_days) if window else [None]
     backfill = definition_hash({**base, "run_id": None, "spark_app_id": None, "code": None,
+                                "reason": None,
                                 "window": [str(d) for d in window] if window else None,
                                 "chunk_days": chunk_days}) if len(chunks) > 1 else None
     done = _committed_chunks(path, backfill) if backfill else set()
@@ -111,6 +145,12 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
                 meta.update(backfill=backfill, chunk=label)
             results.append(_write_part(spark, config, name, computed, path, chunk,
                                        explicit=mode == "window", metadata=meta))
+    except SparkmlError:
+        raise
+    except Exception as exc:  # the transformation's rows fail when Spark computes them
+        raise JobFailed(f"feature table {name}: computing the rows of its transformation "
+                        f"{definition.transformation} failed, nothing written: "
+                        f"{type(exc).__name__}: {_first_line(exc)}") from exc
     finally:
         if len(chunks) > 1:
             computed.unpersist()
@@ -118,8 +158,8 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     version = written[-1]["version"] if written else lake.version(spark, path)
     registered = notebook.register_table(spark, config, f"features.{name}")
     stats = statistics.load(path, version) or {}
-    return {"table": f"features.{name}", "version": version, "mode": mode, "run_id": run_id,
-            "window": [str(d) for d in window] if window else None,
+    return {"table": f"features.{name}", "version": version, "mode": mode, "reason": reason,
+            "run_id": run_id, "window": [str(d) for d in window] if window else None,
             "rows": stats.get("rows"), "event_time_range": stats.get("event_time_range"),
             "rows_written": sum(r.get("rows_written", 0) for r in results),
             "registered_as": registered,
@@ -128,15 +168,20 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
 
 
 def _incremental_window(spark, path, definition: FeatureTable, computed, base: dict, full: bool):
-    """(mode, window) for a build without --start/--end."""
+    """(mode, window, reason for a full build) for a build without a window."""
     from pyspark.sql import functions as F
 
-    if full or not lake.exists(path):
-        return "full", None
+    if full:
+        return "full", None, "a full rebuild was asked for"
+    if not lake.exists(path):
+        return "full", None, "first build"
     last = next((c["metadata"] for c in reversed(lake.commits(path))
                  if (c["metadata"] or {}).get("kind") == "feature_table"), None)
-    if last is None or last.get("definition_hash") != base["definition_hash"]:
-        return "full", None  # the definition changed: earlier rows are stale too
+    if last is None:
+        return "full", None, "first build"
+    if last.get("definition_hash") != base["definition_hash"]:
+        # Earlier rows were computed by another definition: they are stale too.
+        return "full", None, _why_changed(last, base)
     newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
     if newest in (None, "None"):
         newest = lake.read(spark, path).agg(F.max(definition.event_time)).collect()[0][0]
@@ -144,8 +189,20 @@ def _incremental_window(spark, path, definition: FeatureTable, computed, base: d
     row = computed.where(F.col(definition.event_time) >= F.lit(str(first))) \
         .agg(F.max(definition.event_time)).collect()[0][0]
     if row is None:
-        return "up to date", None
-    return "incremental", (first, max(first, row.date()))
+        return "up to date", None, None
+    return "incremental", (first, max(first, row.date())), None
+
+
+def _why_changed(last: dict, now: dict) -> str:
+    reasons = []
+    if last.get("code_hash") and last["code_hash"] != now["code_hash"]:
+        reasons.append(f"the transformation's code changed (code hash {last['code_hash']} -> "
+                       f"{now['code_hash']})")
+    if last.get("config_hash") and last["config_hash"] != now["config_hash"]:
+        reasons.append(f"the definition in features.yml changed (hash {last['config_hash']} -> "
+                       f"{now['config_hash']})")
+    return "; ".join(reasons) or (f"the definition changed (hash {last.get('definition_hash')} -> "
+                                  f"{now['definition_hash']})")
 
 
 def _chunks(window, days: int | None) -> list[tuple[dt.date, dt.date]]:

@@ -1,33 +1,13 @@
-"""Where an artifact came from: code version, definition hashes, dotted-path imports."""
+"""Where an artifact came from: definition hashes, dotted-path imports, run ids. (The code
+version is the project's: `Config.project.code_version()`, see project.py.)"""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import json
-import subprocess
-from pathlib import Path
 
-from . import __version__
 from .errors import ConfigError
-
-
-@functools.lru_cache(maxsize=None)
-def code_version() -> dict:
-    """The git commit and whether the tree was dirty; the package version outside a checkout."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode == 0:
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=repo, capture_output=True, text=True, timeout=10)
-            return {"git_commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()),
-                    "package_version": __version__}
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"git_commit": None, "dirty": None, "package_version": __version__}
 
 
 def definition_hash(definition) -> str:

@@ -22,7 +22,7 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 def register(config: Config, name: str, model_uri: str, run_id: str, manifest: dict, env: dict,
              metrics: dict, verdict: dict, params: dict | None = None,
-             spec_name: str | None = None) -> dict:
+             spec_name: str | None = None, code: dict | None = None) -> dict:
     """Register the logged model as a new version of `name`, with every tag at once (what it
     was made from and how it did), then set its aliases.
 
@@ -43,7 +43,7 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
         "training_set_version": str(manifest["version"]),
         "training_set_digest": manifest["digest"],
         "feature_tables": json.dumps({lk["table"]: lk["version"] for lk in manifest["lookups"]}),
-        "code_version": json.dumps(manifest["code"]),
+        "code_version": json.dumps(code or manifest["code"]),  # the project's code that trained it
         "environment_id": env["id"],
         "python": env["python"],
         "params": json.dumps(params or {}, default=str, sort_keys=True),

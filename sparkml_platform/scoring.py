@@ -59,19 +59,21 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     joined, flags = join_features(rows, entity["event_time"], tables)
     scored_at = dt.datetime.now(dt.timezone.utc)
     scored = predict(spark, mv, spec, joined.drop(*flags))
+    classifier = spec.get("task", "classification") == "classification"
+    # A classifier's count of positive predictions; a regressor has none (its sum means nothing).
+    observed = [F.count(F.lit(1)).alias("rows"),
+                *([F.sum("prediction").alias("positive")] if classifier else [])]
     predictions = scored.select(
         *entity["keys"],
         entity["event_time"],
-        F.col("prediction").cast("int" if spec.get("task", "classification") == "classification"
-                                 else "double").alias("prediction"),
-        F.col("score").alias("probability" if spec.get("task", "classification") == "classification"
-                             else "value"),
+        F.col("prediction").cast("int" if classifier else "double").alias("prediction"),
+        F.col("score").alias("probability" if classifier else "value"),
         F.lit(mv.name).alias("model_name"),
         F.lit(int(mv.version)).alias("model_version"),
         F.lit(mv.run_id).alias("run_id"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(day).alias(RUN_DATE),
-    ).observe(written, F.count(F.lit(1)).alias("rows"), F.sum("prediction").alias("late"))
+    ).observe(written, *observed)
     with mlflow.start_run(run_name=f"score {mv.name}/{mv.version} {day}") as run:
         mlflow.set_tags({"sparkml.kind": "score", "sparkml.model": mv.name,
                          "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id,
@@ -90,12 +92,14 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
         mlflow.log_params({"input_table": input_ref, "input_version": input_version,
                            "output_table": output_ref, "output_version": version,
                            "run_date": str(day)})
-        mlflow.log_metrics({"rows_scored": stats["rows"], "predicted_positive": stats["late"] or 0,
+        positive = int(stats["positive"] or 0) if classifier else None
+        mlflow.log_metrics({"rows_scored": stats["rows"],
+                            **({"predicted_positive": positive} if classifier else {}),
                             **{f"null_{c}": n for c, n in null_keys.items()}})
         mlflow.set_tag("sparkml.environment_mismatch", "; ".join(env_problems) or "none")
     return {"model": mv.name, "version": mv.version, "run_id": mv.run_id,
             "scoring_run_id": run.info.run_id, "output": output_ref, "output_version": version,
-            "run_date": str(day), "rows": stats["rows"], "predicted_positive": int(stats["late"] or 0),
+            "run_date": str(day), "rows": stats["rows"], "predicted_positive": positive,
             "rows_with_null_keys": null_keys, "environment_id": env["id"],
             "environment_mismatch": env_problems}
 
@@ -116,11 +120,12 @@ def predict(spark, mv, spec: dict, rows):
                               else F.col("prediction"))
     from mlflow.models import get_model_info
 
-    # The signature's column types (numerics as double, categoricals as string), by name.
+    # The signature's column types by name; `any` (integers) goes as it is: the model casts it.
     inputs = get_model_info(uri).signature.inputs.inputs
     spark_type = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
                   "string": "string", "boolean": "boolean"}
-    columns = [F.col(i.name).cast(spark_type.get(i.type.name, "string")).alias(i.name) for i in inputs]
+    columns = [F.col(i.name).cast(spark_type.get(_type_name(i), "string")).alias(i.name)
+               if _type_name(i) != "any" else F.col(i.name) for i in inputs]
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>" if classifier else "double",
                                   env_manager="local")
     out = rows.withColumn("__out", udf(*columns))
@@ -169,6 +174,14 @@ def _refuse_null_keys(entities, columns: list[str], input_ref: str) -> None:
                           "(set it to score to score them with null features)")
 
 
+NUMBERS = ("tinyint", "smallint", "int", "bigint", "float", "double")
+
+
+def _type_name(column) -> str:
+    """An MLflow column spec's type name (`any` has no DataType)."""
+    return getattr(column.type, "name", None) or "any"
+
+
 def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str) -> None:
     """The passthrough columns must have the types the model was trained on."""
     from mlflow.models import get_model_info
@@ -178,12 +191,14 @@ def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str
     info = get_model_info(f"models:/{mv.name}/{mv.version}")
     if info.signature is None:
         return
-    declared = {col.name: col.type.name for col in info.signature.inputs.inputs}
+    declared = {col.name: _type_name(col) for col in info.signature.inputs.inputs}
     actual = {f.name: f.dataType.simpleString() for f in entities.schema.fields}
     wrong = []
     for column in passthrough:
         want = tracking_types.get(declared.get(column, ""), None)
-        if want == "double" and actual.get(column) in ("int", "bigint", "float", "double"):
+        if declared.get(column) == "any" and actual.get(column) not in NUMBERS:
+            want = "a number"  # integers in the training set: any number will do
+        elif want == "double" and actual.get(column) in NUMBERS:
             continue  # numbers widen to double exactly (single-machine models take doubles)
         if want and actual.get(column) != want:
             wrong.append(f"{column} is {actual.get(column)}, the model expects {want}")

@@ -62,6 +62,8 @@ def get_spark(config: Config):
     active = SparkSession.getActiveSession()
     if active is not None:
         _check_compatible(active, conf)
+        if not submitted:
+            ship_project(active, config)
         return active
 
     builder = SparkSession.builder.appName(settings.app_name)
@@ -75,7 +77,24 @@ def get_spark(config: Config):
     spark.sparkContext.setLogLevel("ERROR")
     if submitted:
         check_packed_environment(spark)
+    else:  # spark-submit.sh ships the project with --py-files
+        ship_project(spark, config)
     return spark
+
+
+_shipped: set[tuple[str, str]] = set()
+
+
+def ship_project(spark, config: Config) -> None:
+    """The project's packages, zipped, on the executors' Python path: user-defined functions
+    and scikit-learn trials that use the project's code import it there too."""
+    zipped = config.project.zip(config.root / ".sparkml" / "code")
+    if zipped is None:
+        return
+    key = (spark.sparkContext.applicationId, zipped.name)
+    if key not in _shipped:
+        spark.sparkContext.addPyFile(str(zipped))
+        _shipped.add(key)
 
 
 # Set by spark-submit.sh from a packed archive's metadata: the Python it was built for.

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import lake
 from .config import Config, EntityTable, Source
 from .errors import ConfigError, NotFoundError, sql_from_config
-from .provenance import code_version, import_function
+from .provenance import import_function
 
 
 def resolve_source_path(source: Source, name: str, staging: Path) -> Path:
@@ -53,7 +53,7 @@ def load_source(spark, config: Config, name: str) -> dict:
             df = df.where(source.filter)
     target = lake.table_path(config.lake_root, f"raw.{name}")
     version = lake.write(df, target, metadata={
-        "kind": "raw", "source": source.path, "filter": source.filter, "code": code_version()})
+        "kind": "raw", "source": source.path, "filter": source.filter, "code": config.project.code_version()})
     return {"table": f"raw.{name}", "version": version, "rows": lake.read(spark, target).count()}
 
 
@@ -72,5 +72,5 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
             df = df.where(spec.filter)
     target = lake.table_path(config.lake_root, f"entities.{name}")
     version = lake.write(df, target, metadata={
-        "kind": "entities", "sources": {spec.source: src_version}, "code": code_version()})
+        "kind": "entities", "sources": {spec.source: src_version}, "code": config.project.code_version()})
     return {"table": f"entities.{name}", "version": version, "rows": lake.read(spark, target).count()}

@@ -16,6 +16,16 @@ def table_rows(spark, config: Config) -> dict[str, int]:
     return rows
 
 
+HEADLINE = {"roc_auc": "ROC AUC", "log_loss": "log loss", "rmse": "RMSE", "mae": "MAE", "r2": "R²"}
+
+
+def _headline(metrics: dict) -> str:
+    """A classifier's ROC AUC and log loss, a regressor's RMSE, MAE and R²."""
+    shown = [f"{label} {metrics[key]:.4f}" for key, label in HEADLINE.items()
+             if isinstance(metrics.get(key), float) and metrics[key] == metrics[key]]
+    return ", ".join(shown) or "no metric computed"
+
+
 def render(spark, config: Config, report: dict) -> str:
     lines = ["", f"== {report['pipeline']}: summary", "rows per table:"]
     for ref, n in table_rows(spark, config).items():
@@ -26,12 +36,14 @@ def render(spark, config: Config, report: dict) -> str:
                 lines.append(f"training set {out['table']} version {out['version']}: "
                              + ", ".join(f"{k} {v:,}" for k, v in out["rows"].items()))
             if step["step"] == "train":
-                m = out["metrics"]
                 lines.append(f"model {out['model']} version {out['version']} ({out['spec']}): "
-                             f"ROC AUC {m['roc_auc']:.4f} on the held-out test split; {out['decision']}")
+                             f"{_headline(out['metrics'])} on the held-out test split; {out['decision']}")
             if step["step"] == "score":
-                lines.append(f"scored {out['rows']:,} rows into {out['output']} (run date "
-                             f"{out['run_date']}): {out['predicted_positive']:,} predicted positive")
+                line = (f"scored {out['rows']:,} rows into {out['output']} (run date "
+                        f"{out['run_date']})")
+                if out.get("predicted_positive") is not None:  # classifiers
+                    line += f": {out['predicted_positive']:,} predicted positive"
+                lines.append(line)
     lines.append(f"lake root: {config.lake_root}")
     lines.append(f"MLflow: {config.tracking_uri}")
     lines.append(f"open the MLflow UI: {tracking.ui_command(config)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import environment, estimators, evaluation, lake, registry, tracking, training_sets, tuning
 from .config import Config, ModelSpec
 from .errors import ConfigError, GateFailed, JobFailed
-from .provenance import code_version, definition_hash
+from .provenance import definition_hash
 from .training_sets import SPLIT
 
 TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there is no validation split
@@ -58,6 +58,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
     experiment_id = tracking.configure(config)
     env = environment.capture(spark)
     environment.save(env, config.environments_dir)
+    code = config.project.code_version()
     with mlflow.start_run(run_name=f"train {model_name}") as run:
         mlflow.set_tags({
             "sparkml.kind": "train", "sparkml.model": model_name,
@@ -65,8 +66,11 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
             "sparkml.training_set": spec.training_set,
             "sparkml.training_set_version": str(manifest["version"]),
             "sparkml.training_set_digest": manifest["digest"],
-            "sparkml.code_commit": str(code_version()["git_commit"]),
-            "sparkml.code_dirty": str(code_version()["dirty"]),
+            "sparkml.project": code["project"],
+            "sparkml.code_commit": str(code["git_commit"]),
+            "sparkml.code_dirty": str(code["dirty"]),
+            "sparkml.code_hash": str(code["content_hash"]),
+            "sparkml.framework_version": code["framework"]["version"],
             "sparkml.environment_id": env["id"],
         })
         # The training set as the run's dataset input: name@version, content digest, Delta path.
@@ -121,11 +125,15 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                                        else test_df)
             for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
                 mlflow.log_artifact(str(path), artifact_path="plots")
-        info = estimator.log_model(fitted, signature)
+        # A model built on the project's own code carries that code (MLflow code_paths), so it
+        # loads wherever MLflow can load it, not only where the project is importable.
+        own = config.project.packages
+        code_paths = [str(own[p]) for p in estimator.code_packages() if own.get(p) is not None]
+        info = estimator.log_model(fitted, signature, code_paths or None)
     train_df.unpersist()
 
     recorded = registry.register(config, registered, info.model_uri, run.info.run_id, manifest, env,
-                                 metrics, verdict, params=params, spec_name=model_name)
+                                 metrics, verdict, params=params, spec_name=model_name, code=code)
     version = recorded["version"]
     result = {"model": registered, "spec": model_name, "version": version,
               "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
@@ -170,7 +178,8 @@ def _champion_on(config: Config, registered: str, test_df, spec: ModelSpec, task
                else f"it is a {feature_spec.get('task')} model")
         return {"version": champion.version, "skipped": why}
     frame = estimators.predict_registered(champion, feature_spec, test_df, spec.label, task)
-    return {"version": champion.version, "metrics": _rounded(evaluation.metrics(frame, task))}
+    # Unrounded: a candidate equal to the champion must compare as equal.
+    return {"version": champion.version, "metrics": evaluation.metrics(frame, task)}
 
 
 def _dataset_input(spark, data, manifest: dict, label: str):
@@ -203,14 +212,34 @@ def _dataset_input(spark, data, manifest: dict, label: str):
 
 
 def _signature(estimator, fitted, sample):
-    from mlflow.models import infer_signature
+    """Inputs typed from the training set's own Spark schema, so that plain `mlflow.pyfunc`
+    scoring accepts the training set's rows; outputs inferred from the model's answer."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.utils import _infer_schema
 
     if estimator.flavor == "sklearn":
         x = estimator.features_only(sample)
         output = fitted.predict_proba(x) if estimator.task == "classification" else fitted.predict(x)
-        return infer_signature(x, output)
-    prediction = fitted.transform(sample).select("prediction").toPandas()
-    return infer_signature(sample.toPandas(), prediction)
+        columns = estimator.feature_columns
+    else:
+        output = fitted.transform(sample).select("prediction").toPandas()
+        columns = sample.columns
+    return ModelSignature(inputs=input_schema(sample.select(*columns).schema),
+                          outputs=_infer_schema(output))
+
+
+def input_schema(schema):
+    """Spark types -> an MLflow input schema. Integer columns are `any`: MLflow refuses an int64
+    column under `double` and a column with nulls (float64 in pandas) under `long`, and the
+    training set's own rows come both ways; the logged model casts them to double itself
+    (the Spark pipeline's first stage, the scikit-learn pipeline's imputer)."""
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    named = {"double": "double", "float": "float", "string": "string", "boolean": "boolean",
+             "timestamp": "datetime", "timestamp_ntz": "datetime", "date": "datetime"}
+    return Schema([ColSpec(named[f.dataType.simpleString()] if f.dataType.simpleString() in named
+                           else AnyType(), f.name, required=False) for f in schema.fields])
 
 
 def _importances(estimator, fitted, df):

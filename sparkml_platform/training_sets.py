@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 from . import lake
-from .config import Config, TrainingSet, parse_duration
+from .config import Config, TrainingSet, parse_duration, parse_instant
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
-from .provenance import code_version, definition_hash
+from .provenance import definition_hash
 
 LABEL = "label"
 SPLIT = "split"
@@ -115,6 +115,8 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
         entities = source.select(*columns, F.expr(label.label).alias(LABEL))
     with sql_from_config(f"{where}.split"):
         entities = entities.withColumn(SPLIT, _split_column(definition, label.keys, label.event_time))
+    if pinned is None:  # a new version (a rebuild recomputes one that passed)
+        check_cut_offs(entities, name, definition, label.event_time)
     tables = read_feature_tables(spark, config, lookups, pinned)
     joined, flags = join_features(entities, label.event_time, tables)
     facts = {
@@ -135,12 +137,10 @@ def _split_column(definition: TrainingSet, keys: list[str], event_time: str):
     from pyspark.sql import functions as F
 
     split = definition.split
-    if split.type == "time":
-        if not split.test_start:
-            raise ConfigError("training_sets.yml: split.test_start is required for a time split")
+    if split.type == "time":  # cut-offs parsed and ordered when the configuration loaded
         at = F.col(event_time)
-        is_test = at >= F.lit(split.test_start).cast("timestamp")
-        is_validation = (at >= F.lit(split.validation_start).cast("timestamp")
+        is_test = at >= _instant_literal(split.test_start)
+        is_validation = (at >= _instant_literal(split.validation_start)
                          if split.validation_start else F.lit(False))
     else:
         # A hash of the keys, not rand(): the same row lands in the same split on every rebuild.
@@ -149,6 +149,37 @@ def _split_column(definition: TrainingSet, keys: list[str], event_time: str):
         is_validation = bucket < split.test_fraction + split.validation_fraction
     return (F.when(is_test, F.lit("test")).when(is_validation, F.lit("validation"))
             .otherwise(F.lit("train")))
+
+
+def _instant_literal(text: str):
+    """A cut-off as a timestamp in the session's time zone (UTC), from its normalised text."""
+    from pyspark.sql import functions as F
+
+    return F.lit(parse_instant(text).isoformat(sep=" ")).cast("timestamp")
+
+
+def check_cut_offs(entities, name: str, definition: TrainingSet, event_time: str) -> None:
+    """A time split's cut-offs must fall inside the label rows' event times, else a split is
+    empty: refused (naming the key and the range) before anything is written."""
+    from pyspark.sql import functions as F
+
+    split = definition.split
+    if split.type != "time":
+        return
+    first, last = entities.agg(F.min(event_time), F.max(event_time)).collect()[0]
+    if first is None:
+        return  # no label rows: refused by the caller with its own message
+    where = f"training_sets.yml: training_sets.{name}.split"
+    for key in ("validation_start", "test_start"):
+        value = getattr(split, key)
+        if value is None:
+            continue
+        at = parse_instant(value)
+        if not first < at <= last:
+            raise ConfigError(f"{where}.{key}: {value} is outside the label rows' event times "
+                              f"({event_time} from {first} to {last}), so the "
+                              f"{'train' if at <= first else key.removesuffix('_start')} split would be empty; "
+                              "nothing written")
 
 
 def build(spark, config: Config, name: str) -> dict:
@@ -187,13 +218,22 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     flags = facts.pop("flags")
     joined = joined.persist()  # written and counted: compute the join once
     data = joined.drop(*flags)
-    lake.write(data, path, metadata={"kind": "training_set", "name": name, "version": number})
-    stored = lake.read(spark, path)
-    # Rows per split and rows without a match per lookup, in one pass over the cached join.
-    per_split = joined.groupBy(SPLIT).agg(
-        F.count("*").alias("__rows"), *[F.sum((~F.col(f)).cast("long")).alias(f) for f in flags]
-    ).collect()
-    joined.unpersist()
+    try:
+        lake.write(data, path, metadata={"kind": "training_set", "name": name, "version": number})
+        stored = lake.read(spark, path)
+        # Rows per split and rows without a match per lookup, in one pass over the cached join.
+        per_split = joined.groupBy(SPLIT).agg(
+            F.count("*").alias("__rows"), *[F.sum((~F.col(f)).cast("long")).alias(f) for f in flags]
+        ).collect()
+        digest = content_digest(stored)
+    except BaseException:
+        # Never a version without its manifest: remove what this build wrote.
+        shutil.rmtree(path, ignore_errors=True)
+        if base.is_dir() and not any(base.iterdir()):
+            base.rmdir()
+        raise
+    finally:
+        joined.unpersist()
     counts = {r[SPLIT]: r["__rows"] for r in per_split}
     unmatched = {lk["table"]: sum(r[f] for r in per_split) for f, lk in zip(flags, facts["lookups"])}
     manifest = {
@@ -202,11 +242,11 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "path": str(path),
         **facts,
-        "code": code_version(),
+        "code": config.project.code_version(),
         "rows": {"total": sum(counts.values()), **counts},
         "rows_without_match": unmatched,
         "columns": stored.columns,
-        "digest": content_digest(stored),
+        "digest": digest,
     }
     tmp = base / f".v{number:04d}.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))

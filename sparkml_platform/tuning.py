@@ -61,8 +61,10 @@ class TrialLog:
             return
         self.logged.add(tid)
         self.results.append(result)
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {tid}",
-                                     tags={"mlflow.parentRunId": self.parent, "sparkml.kind": "trial"})
+        tags = {"mlflow.parentRunId": self.parent, "sparkml.kind": "trial"}
+        if result.get("error"):  # the trial's exception, kept where its run is looked at
+            tags["sparkml.error"] = result["error"][-7000:]  # MLflow keeps tag values to 8000 chars
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {tid}", tags=tags)
         now = int(time.time() * 1000)
         metrics = {f"validation_{k}": v for k, v in result.get("metrics", {}).items()}
         metrics["trial_seconds"] = result.get("seconds", 0.0)
@@ -92,8 +94,20 @@ def tune(spark, spec: ModelSpec, name: str, estimator, train, validation, log: T
     if best is None:
         from .errors import JobFailed
 
-        raise JobFailed(f"tuning {name}: no trial finished (see the nested runs in MLflow)")
+        failed = [r for r in log.results if r.get("error")]
+        if failed:
+            raise JobFailed(f"tuning {name}: all {len(log.results)} trials failed; the first with "
+                            f"parameters {failed[0].get('params')}:\n{failed[0]['error'].rstrip()}\n"
+                            "(every trial's error is on its nested MLflow run, tag sparkml.error)")
+        raise JobFailed(f"tuning {name}: no trial finished within the tuning timeout")
     return best
+
+
+def _failure(exc: BaseException) -> str:
+    """A failed trial's exception with its traceback (the user's estimator code is in it)."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))[-7000:]
 
 
 def _stopper(spec: ModelSpec, log: TrialLog, progress: Progress):
@@ -138,7 +152,7 @@ def _spark_trials(spark, spec, estimator, train, validation, space, log, progres
     trials = SparkTrials(parallelism=spec.tuning.parallelism, spark_session=spark, timeout=timeout)
     fmin(objective, space, algo=tpe.suggest, max_evals=spec.tuning.max_evals, trials=trials,
          rstate=np.random.default_rng(spec.tuning.seed), early_stop_fn=early_stop,
-         show_progressbar=False)
+         show_progressbar=False, return_argmin=False)  # all trials failing is reported by `tune`
     early_stop(trials)  # the trials finished after the last check
     data.unpersist()
 
@@ -162,7 +176,7 @@ class _SklearnTrial:
                 model = fit_sklearn(self.spec, x, y, params)
                 score, prediction = predict_sklearn(model, vx, self.spec["task"])
         except Exception as exc:  # noqa: BLE001 - a trial that fails is recorded, not fatal
-            return {"status": "fail", "loss": None, "params": params, "error": repr(exc)[:500],
+            return {"status": "fail", "loss": None, "params": params, "error": _failure(exc),
                     "seconds": time.monotonic() - started}
         import pandas as pd
 
@@ -194,7 +208,7 @@ def _threaded_trials(spark, spec, estimator, train, validation, space, log, prog
                 estimator.predict(estimator.fit(train, {**spec.estimator.params, **params}),
                                   validation), estimator.task)
         except Exception as exc:  # noqa: BLE001 - a trial that fails is recorded, not fatal
-            return {"status": STATUS_FAIL, "params": params, "error": repr(exc)[:500],
+            return {"status": STATUS_FAIL, "params": params, "error": _failure(exc),
                     "seconds": time.monotonic() - started}
         return {"status": STATUS_OK, "loss": evaluation.loss(spec.tuning.metric, measured[spec.tuning.metric]),
                 "params": params, "metrics": measured, "seconds": time.monotonic() - started}

@@ -18,7 +18,9 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 REPO = Path(__file__).resolve().parent.parent
-JARS_DIR = REPO / ".sparkml" / "jars"
+from sparkml_platform.delta_jars import default_dir  # noqa: E402
+
+JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {
         "flights": {"filter": "day = 5"},
