@@ -81,6 +81,27 @@ def cli(ctx, conf, env, verbose):
     ctx.obj = State(conf, env, verbose)
 
 
+# --- a new project ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--package", help="Name of the project's Python package (default: from DIRECTORY).")
+def init(directory, package):
+    """Scaffold a project in DIRECTORY (new or empty): conf/base/*.yml with commented examples,
+    conf/local/ for your own settings (git-ignored), a package for your transformations and
+    estimators, a README and a .gitignore."""
+    from pathlib import Path
+
+    from .scaffold import init as scaffold
+
+    made = scaffold(Path(directory), package)
+    click.echo(f"project {made['project']} in {made['directory']} (package {made['package']}/):")
+    for name in made["files"]:
+        click.echo(f"  {name}")
+    click.echo(f"next: cd {directory} && edit conf/base/*.yml, then sparkml run PIPELINE")
+
+
 # --- sources ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""{{project}}: the project's own code (transformations, entity functions, estimators)."""
