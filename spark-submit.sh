@@ -69,24 +69,33 @@ PY="$VENV/bin/python"
 [[ -x "$PY" ]] || { echo "spark-submit.sh: $PY not found: run 'make setup' first" >&2; exit 2; }
 SUBMIT="$VENV/bin/spark-submit"
 
-# The Delta jars, checked (and located) by the same code the sessions use.
-JARS_DIR="$("$PY" - "$CONF_DIR" "$ENV_NAME" <<'EOF'
-import sys
-from sparkml_platform.config import load_config
-from sparkml_platform.errors import SparkmlError
-try:
-    print(load_config(sys.argv[1], sys.argv[2] or None).jars_dir)
-except SparkmlError as exc:
-    print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
-EOF
-)"
-JARS="$("$PY" -m sparkml_platform.delta_jars check "$JARS_DIR" | paste -sd, -)"
-
-# The package and the configuration, zipped for the executors (and a cluster-mode driver).
-# A fresh directory per run, so that overlapping runs (cron) never ship each other's files.
+# The package, the configuration and the project's own packages, zipped for the executors
+# (and a cluster-mode driver). A fresh directory per run, so that overlapping runs (cron)
+# never ship each other's files.
 mkdir -p "$ROOT/.sparkml"
 STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
+# The Delta jars (checked and located by the same code the sessions use), the project's
+# packages and its code version, from the configuration.
+"$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" <<'EOF'
+import json, sys
+from pathlib import Path
+from sparkml_platform.config import load_config
+from sparkml_platform.errors import SparkmlError
+stage = Path(sys.argv[3])
+try:
+    config = load_config(sys.argv[1], sys.argv[2] or None)
+    zipped = config.project.zip(stage)
+except SparkmlError as exc:
+    print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
+(stage / "jars_dir").write_text(str(config.jars_dir))
+(stage / "project_zip").write_text(str(zipped or ""))
+(stage / "code_version").write_text(json.dumps(config.project.code_version(), sort_keys=True))
+EOF
+JARS="$("$PY" -m sparkml_platform.delta_jars check "$(cat "$STAGE/jars_dir")" | paste -sd, -)"
+PY_FILES="$STAGE/sparkml_platform.zip"
+PROJECT_ZIP="$(cat "$STAGE/project_zip")"
+[[ -n "$PROJECT_ZIP" ]] && PY_FILES="$PY_FILES,$PROJECT_ZIP"
 "$PY" - "$ROOT" "$CONF_DIR" "$STAGE" <<'EOF'
 import shutil, sys, zipfile
 from pathlib import Path
@@ -100,7 +109,7 @@ with zipfile.ZipFile(stage / "conf.zip", "w") as archive:
 EOF
 
 ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
-      --jars "$JARS" --py-files "$STAGE/sparkml_platform.zip"
+      --jars "$JARS" --py-files "$PY_FILES"
       --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
       --conf spark.sql.session.timeZone=UTC
@@ -141,7 +150,8 @@ case "$MASTER" in
 esac
 if [[ "$DEPLOY_MODE" == cluster ]]; then
   ARCHIVES+=("$STAGE/conf.zip#conf")
-  ARGS+=(--conf spark.yarn.appMasterEnv.SPARKML_CONF=conf)
+  ARGS+=(--conf spark.yarn.appMasterEnv.SPARKML_CONF=conf
+         --conf "spark.yarn.appMasterEnv.SPARKML_CODE_VERSION=$(cat "$STAGE/code_version")")
   [[ -n "$ENV_NAME" ]] && ARGS+=(--conf "spark.yarn.appMasterEnv.SPARKML_ENV=$ENV_NAME")
   # The driver runs in the application master: SPARKML_* settings given here go with it
   # (SPARKML_LAKE_ROOT, SPARKML_MLFLOW_TRACKING_URI: paths and URIs every node can reach).

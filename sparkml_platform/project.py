@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from . import __version__
+from .envvars import SPARKML_CODE_VERSION
 from .errors import ConfigError
 
 FRAMEWORK = "sparkml_platform"
@@ -110,7 +111,7 @@ class Project:
     def code_version(self) -> dict:
         """The project's code (git commit and dirty flag of the project's checkout, and a hash
         of its packages' content) and the framework's version, as every artifact records it."""
-        recorded = os.environ.get("SPARKML_CODE_VERSION")
+        recorded = SPARKML_CODE_VERSION.get()
         if recorded:  # set by spark-submit.sh for a driver far from the checkout
             return json.loads(recorded)
         git = _git(self.root)

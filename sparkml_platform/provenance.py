@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 
 from .errors import ConfigError
 
@@ -17,11 +18,24 @@ def definition_hash(definition) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_loaded: dict[str, float] = {}  # module -> its file's modification time when (re)loaded
+
+
 def import_function(dotted: str, where: str):
-    """`pkg.module.func` -> the function; a ConfigError naming `where` when it is not there."""
+    """`pkg.module.func` -> the function; a ConfigError naming `where` when it is not there.
+
+    A module whose file changed since this process loaded it is loaded again: in a notebook,
+    an edited transformation is what runs (and what its definition hash covers)."""
     module_name, _, attr = dotted.rpartition(".")
     try:
-        func = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+        source = getattr(module, "__file__", None)
+        if source and os.path.exists(source):
+            mtime = os.stat(source).st_mtime
+            if _loaded.setdefault(module_name, mtime) != mtime:
+                module = importlib.reload(module)
+                _loaded[module_name] = mtime
+        func = getattr(module, attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot import {dotted!r}: {exc}") from None
     if not callable(func):

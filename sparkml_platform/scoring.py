@@ -64,8 +64,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     observed = [F.count(F.lit(1)).alias("rows"),
                 *([F.sum("prediction").alias("positive")] if classifier else [])]
     predictions = scored.select(
-        *entity["keys"],
-        entity["event_time"],
+        *dict.fromkeys([*entity["keys"], entity["event_time"]]),  # the event time may be a key
         F.col("prediction").cast("int" if classifier else "double").alias("prediction"),
         F.col("score").alias("probability" if classifier else "value"),
         F.lit(mv.name).alias("model_name"),

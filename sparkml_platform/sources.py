@@ -12,8 +12,9 @@ from .errors import ConfigError, NotFoundError, sql_from_config
 from .provenance import import_function
 
 
-def resolve_source_path(source: Source, name: str, staging: Path) -> Path:
-    """`package:PKG/rel/path` -> the file inside the installed package; zips are extracted."""
+def resolve_source_path(source: Source, name: str, staging: Path, root: Path) -> Path:
+    """`package:PKG/rel/path` -> the file inside the installed package, a relative path -> under
+    the project root `root`; zips are extracted."""
     where = f"sources.yml: sources.{name}.path"
     if source.path.startswith("package:"):
         package, _, rel = source.path[len("package:"):].partition("/")
@@ -22,7 +23,8 @@ def resolve_source_path(source: Source, name: str, staging: Path) -> Path:
             raise ConfigError(f"{where}: package {package!r} is not installed")
         path = Path(list(spec.submodule_search_locations)[0]) / rel
     else:
-        path = Path(source.path)
+        path = Path(source.path).expanduser()
+        path = path if path.is_absolute() else root / path
     if not path.exists():
         raise ConfigError(f"{where}: {path} does not exist")
     if path.suffix == ".zip":
@@ -44,7 +46,7 @@ def load_source(spark, config: Config, name: str) -> dict:
         raise NotFoundError(f"no source named {name!r} in conf/*/sources.yml "
                             f"(known: {', '.join(sorted(sources)) or 'none'})")
     source = sources[name]
-    path = resolve_source_path(source, name, config.lake_root.parent / "staging")
+    path = resolve_source_path(source, name, config.lake_root.parent / "staging", config.root)
     options = {"header": "true", "inferSchema": "true", "nullValue": "NA"} if source.format == "csv" else {}
     options.update(source.options)
     df = spark.read.format(source.format).options(**options).load(str(path))

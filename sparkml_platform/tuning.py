@@ -137,6 +137,7 @@ def _stopper(spec: ModelSpec, log: TrialLog, progress: Progress):
 def _spark_trials(spark, spec, estimator, train, validation, space, log, progress, timeout):
     import numpy as np
     from hyperopt import SparkTrials, fmin, tpe
+    from hyperopt.exceptions import AllTrialsFailed
 
     data = spark.sparkContext.broadcast((estimator.frame(train), estimator.frame(validation)))
     objective = _SklearnTrial(estimator.spec_dict(), spec.search_space, data, spec.tuning.metric,
@@ -150,9 +151,12 @@ def _spark_trials(spark, spec, estimator, train, validation, space, log, progres
         return stop(log.results), args
 
     trials = SparkTrials(parallelism=spec.tuning.parallelism, spark_session=spark, timeout=timeout)
-    fmin(objective, space, algo=tpe.suggest, max_evals=spec.tuning.max_evals, trials=trials,
-         rstate=np.random.default_rng(spec.tuning.seed), early_stop_fn=early_stop,
-         show_progressbar=False, return_argmin=False)  # all trials failing is reported by `tune`
+    try:
+        fmin(objective, space, algo=tpe.suggest, max_evals=spec.tuning.max_evals, trials=trials,
+             rstate=np.random.default_rng(spec.tuning.seed), early_stop_fn=early_stop,
+             show_progressbar=False)
+    except AllTrialsFailed:
+        pass  # reported by `tune`, with the first trial's error
     early_stop(trials)  # the trials finished after the last check
     data.unpersist()
 

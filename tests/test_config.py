@@ -227,3 +227,30 @@ def test_search_space_maps_to_hyperopt_with_the_declared_types():
         assert isinstance(point["depth"], int) and 3 <= point["depth"] <= 8
         assert 0.01 <= point["rate"] <= 0.3 and 0.5 <= point["frac"] <= 1.0
         assert point["kind"] in ("gini", "entropy")
+
+
+@pytest.mark.parametrize("split, message", [
+    ({"validation_start": "2007-13-01"},
+     "split.validation_start: Value error, '2007-13-01' is not a date or time like 2013-08-01"),
+    ({"validation_start": "2013-09-01", "test_start": "2013-08-01"},
+     "split: Value error, validation_start 2013-09-01 must be before test_start 2013-08-01"),
+    ({"type": "time", "test_start": None, "validation_start": None},
+     "split: Value error, a time split needs test_start"),
+])
+def test_split_cut_offs_are_checked_when_the_configuration_loads(tmp_path, capsys, split, message):
+    conf = make_project(tmp_path, {"training_sets.yml": {"training_sets": {"flight_delays": {
+        "split": split}}}})
+    assert main(["--conf", str(conf), "--env", "test", "trainset", "build", "flight_delays"]) == 2
+    err = capsys.readouterr().err
+    assert f"training_sets.yml: training_sets.flight_delays.{message}" in err, err
+    assert not (tmp_path / ".sparkml").exists()
+
+
+def test_the_delta_jar_cache_is_the_users_unless_configured(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARKML_JARS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    conf = make_project(tmp_path / "one")
+    assert load_config(conf).jars_dir == tmp_path / "cache" / "sparkml" / "jars"
+    assert load_config(make_project(tmp_path / "two")).jars_dir == load_config(conf).jars_dir
+    write(conf / "test" / "platform.yml", {"spark": {"jars_dir": "jars"}})
+    assert load_config(conf, "test").jars_dir == tmp_path / "one" / "jars"

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from sparkml_platform import lake, training_sets
-from sparkml_platform.config import Feature, FeatureTable, TrainingSet
+from sparkml_platform.config import Feature, FeatureTable, Split, TrainingSet
 from sparkml_platform.errors import ConfigError, JobFailed
 
 T0 = dt.datetime(2024, 1, 1)
@@ -132,3 +132,33 @@ def test_feature_table_in_the_lake_without_a_declared_column(spark, config, synt
     lake.write(table_a.drop("y"), lake.table_path(config.lake_root, "features.ts_a"))
     with pytest.raises(ConfigError, match="features.ts_a in the lake has no column y"):
         training_sets.build(spark, config, "ts_set")
+
+
+def test_time_cut_offs_outside_the_label_rows_are_refused_before_writing(spark, config, synthetic):
+    before = training_sets.list_versions(config, "ts_set")
+    definition = config.training_sets.training_sets["ts_set"]
+    definition.split = Split(type="time", test_start=str(ts(60)))  # labels run from hour 10 to 49
+    with pytest.raises(ConfigError, match=r"training_sets.ts_set.split.test_start: 2024-01-03 12:00:00 "
+                                          r"is outside the label rows' event times \(t from 2024-01-01 "
+                                          r"10:00:00 to 2024-01-03 01:00:00\), so the test split would be empty"):
+        training_sets.build(spark, config, "ts_set")
+    definition.split = Split(type="time", validation_start=str(ts(5)), test_start=str(ts(30)))
+    with pytest.raises(ConfigError, match=r"split.validation_start: .* so the train split would be empty"):
+        training_sets.build(spark, config, "ts_set")
+    assert training_sets.list_versions(config, "ts_set") == before
+    definition.split = Split(type="time", validation_start=str(ts(20)), test_start=str(ts(30)))
+    man = training_sets.build(spark, config, "ts_set")
+    assert (man["rows"]["train"], man["rows"]["validation"], man["rows"]["test"]) == (10, 10, 20)
+
+
+def test_a_build_that_fails_while_writing_leaves_no_directory(spark, config, synthetic):
+    before = training_sets.list_versions(config, "ts_set")
+    base = lake.table_path(config.lake_root, "trainsets.ts_set")
+    entries = sorted(p.name for p in base.iterdir()) if base.exists() else None
+    # The label expression fails only when rows are computed: half-way through the write.
+    config.training_sets.training_sets["ts_set"].label.label = \
+        "CASE WHEN id = 37 THEN raise_error('bad row') ELSE outcome END"
+    with pytest.raises(Exception, match="bad row"):
+        training_sets.build(spark, config, "ts_set")
+    assert training_sets.list_versions(config, "ts_set") == before
+    assert (sorted(p.name for p in base.iterdir()) if base.exists() else None) == entries

@@ -12,9 +12,11 @@ from pyspark.sql import functions as F
 
 
 def price_days(prices: DataFrame) -> DataFrame:
-    """Entity rows: one per symbol and day, with tomorrow's close as the label to learn."""
+    """Entity rows: one per symbol and day (its other columns kept), with tomorrow's close as
+    the label to learn."""
     by_symbol = Window.partitionBy("symbol").orderBy("at")
-    return (prices.select("symbol", F.to_timestamp("date").alias("at"), F.col("close").cast("double"))
+    return (prices.withColumn("at", F.to_timestamp("date")).drop("date")
+            .withColumn("close", F.col("close").cast("double"))
             .withColumn("next_close", F.lead("close").over(by_symbol)))
 
 

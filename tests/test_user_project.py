@@ -1,0 +1,268 @@
+"""A user's own project, as a new user makes one: `sparkml init`, a regression pipeline on a
+small dataset written here, the project's own transformations and estimator, run twice,
+a transformation edited, one job through spark-submit.sh, and the model loaded elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, cli_env, run_main
+from sparkml_platform.cli import main
+
+PACKAGE = "stockproj"
+SYMBOLS = ("AAA", "BBB", "CCC")
+DAYS = 120
+
+
+def write_prices(path: Path) -> None:
+    """Daily closes and volumes of three symbols: seeded random walks."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    dates = pd.bdate_range("2009-01-01", periods=DAYS)
+    frames = []
+    for i, symbol in enumerate(SYMBOLS):
+        close = 50 + 20 * i + np.cumsum(rng.normal(0, 1, DAYS))
+        frames.append(pd.DataFrame({"symbol": symbol, "date": dates.strftime("%Y-%m-%d"),
+                                    "close": close.round(2),
+                                    "volume": rng.integers(1_000, 9_000, DAYS)}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(frames).to_csv(path, index=False)
+
+
+CONF = {
+    "sources.yml": {
+        "sources": {"prices": {"path": "data/prices.csv", "description": "Daily closes."}},
+        "entity_tables": {"price_days": {
+            "source": "raw.prices", "transform": f"{PACKAGE}.transformations.price_days",
+            "description": "One row per symbol and day, with tomorrow's close."}},
+    },
+    "features.yml": {"feature_tables": {"price_stats": {
+        "description": "Trailing price statistics per symbol.", "owner": "tests", "keys": ["symbol"],
+        "event_time": "at", "sources": {"prices": "raw.prices"},
+        "transformation": f"{PACKAGE}.transformations.price_stats", "lookback": "7d",
+        "features": {"mean_5d": {"type": "double"}, "change_1d": {"type": "double"},
+                     "days_seen": {"type": "bigint"}}}}},
+    "training_sets.yml": {"training_sets": {"next_close": {
+        "label": {"table": "entities.price_days", "keys": ["symbol", "at"], "event_time": "at",
+                  "label": "next_close", "filter": "next_close IS NOT NULL",
+                  "passthrough": ["close", "volume"]},
+        "features": [{"table": "price_stats", "features": ["mean_5d", "change_1d", "days_seen"]}],
+        "split": {"type": "time", "validation_start": "2009-04-01", "test_start": "2009-05-01"}}}},
+    "models.yml": {"models": {
+        # Deterministic (normal equations): run again on the same rows, it equals the champion.
+        "close_linear": {
+            "training_set": "next_close", "registered_model": "next_close",
+            "estimator": {"type": "linear_regression", "params": {"regParam": 0.01}},
+            "thresholds": {"rmse": {"max": 20.0, "vs_champion": 0.0},
+                           "mae": {"vs_champion": 0.0}, "r2": {"min": 0.5, "vs_champion": 0.0}}},
+        # The project's own estimator, tuned as Spark tasks that import the project's package;
+        # shrunk towards the mean, it loses to the linear champion (a normal outcome).
+        "close_ridge": {
+            "training_set": "next_close", "registered_model": "next_close",
+            "estimator": {"type": "sklearn", "class": f"{PACKAGE}.estimators.ShrunkRidge",
+                          "task": "regression", "params": {"shrink": 0.9}},
+            "search_space": {"alpha": {"loguniform": [0.1, 10.0]}},
+            "tuning": {"max_evals": 2, "parallelism": 2, "seed": 7},
+            "thresholds": {"rmse": {"vs_champion": 0.0}}},
+    }},
+    "pipelines.yml": {"pipelines": {"daily": {"steps": [
+        {"load_sources": ["prices"]},
+        {"build_entities": ["price_days"]},
+        {"build_features": ["price_stats"]},
+        {"build_trainset": "next_close"},
+        {"train": "close_linear"},
+        {"train": "close_ridge"},
+        {"score": {"model": "next_close@champion", "input": "entities.price_days",
+                   "output": "predictions.next_close", "run_date": "2009-06-30"}}]}}},
+}
+
+
+@pytest.fixture(scope="module")
+def stock_project(tmp_path_factory, spark) -> Path:
+    """`sparkml init`, then the configuration and data of a regression pipeline; returns conf/."""
+    root = tmp_path_factory.mktemp("users") / "stock-prices"
+    assert main(["init", str(root), "--package", PACKAGE]) == 0
+    for filename, data in CONF.items():
+        (root / "conf" / "base" / filename).write_text(yaml.safe_dump(data, sort_keys=False))
+    platform = yaml.safe_load((root / "conf" / "base" / "platform.yml").read_text())
+    platform["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    (root / "conf" / "base" / "platform.yml").write_text(yaml.safe_dump(platform))
+    write_prices(root / "data" / "prices.csv")
+    return root / "conf"
+
+
+def lake_counts(spark, conf: Path) -> dict[str, int]:
+    lake = conf.parent / ".sparkml" / "lake"
+    return {f"{zone.name}.{table.name}": spark.read.format("delta").load(str(table)).count()
+            for zone in sorted(lake.iterdir()) if zone.name != "trainsets"
+            for table in sorted(zone.iterdir())}
+
+
+def mlflow_client(conf: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_init_writes_a_project_that_loads_and_refuses_a_second_init(tmp_path, capsys):
+    from sparkml_platform.config import load_config
+
+    root = tmp_path / "my-project"
+    assert main(["init", str(root)]) == 0
+    assert {p.name for p in root.iterdir()} == {"conf", "my_project", "README.md", ".gitignore"}
+    assert (root / "conf" / "local").is_dir() and "conf/local/" in (root / ".gitignore").read_text()
+    assert {p.name for p in (root / "conf" / "base").glob("*.yml")} == {
+        "platform.yml", "sources.yml", "features.yml", "training_sets.yml", "models.yml", "pipelines.yml"}
+    config = load_config(root / "conf")  # every file valid, examples commented out
+    assert list(config.project.packages) == ["my_project"]
+    assert config.platform.spark.jars_dir is None  # the user's shared Delta jar cache
+    capsys.readouterr()
+    assert main(["init", str(root)]) == 2
+    assert "already exists and is not an empty directory: nothing written" in capsys.readouterr().err
+    assert main(["init", str(tmp_path / "other"), "--package", "not-a-name"]) == 2
+    assert not (tmp_path / "other").exists()
+
+
+def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project):
+    conf = stock_project
+    first = run_main(conf, "run", "daily", env=None)
+    assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
+    # A regressor's summary: RMSE, MAE and R², no "predicted positive".
+    assert "model next_close version 1 (close_linear): RMSE " in first.stdout
+    assert "R² " in first.stdout and "predicted positive" not in first.stdout
+    counts = lake_counts(spark, conf)
+    assert counts["raw.prices"] == len(SYMBOLS) * DAYS == counts["predictions.next_close"]
+
+    second = run_main(conf, "run", "daily", env=None)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert lake_counts(spark, conf) == counts  # nothing duplicated
+    client = mlflow_client(conf)
+    # The same deterministic model on the same rows equals its champion: promoted, not beaten
+    # by a rounded copy of its own values.
+    v1, v3 = (client.get_model_version("next_close", v).tags for v in ("1", "3"))
+    assert (v1["model_spec"], v3["model_spec"]) == ("close_linear", "close_linear")
+    assert v3["metric.rmse"] == v1["metric.rmse"]
+    assert v3["compared_with"].startswith("champion v1") and v3["decision"] == "promoted to champion", v3
+    # The project's estimator lost to the champion: recorded, and the pipeline went on.
+    assert client.get_model_version("next_close", "2").tags["decision"].startswith("not promoted: rmse")
+
+    # The code version everywhere is the project's (not a checkout: a hash of its package).
+    code = json.loads(v3["code_version"])
+    assert code["project"] == "stock-prices" and code["packages"] == [PACKAGE]
+    assert code["git_commit"] is None and len(code["content_hash"]) == 16
+    assert code["framework"]["version"]
+    manifest = json.loads(run_main(conf, "trainset", "show", "next_close", env=None).stdout)
+    assert manifest["code"]["content_hash"] == code["content_hash"]
+    shown = json.loads(run_main(conf, "models", "show", "next_close@champion", "--json", env=None).stdout)
+    assert {"rmse", "mae", "r2"} <= set(shown["metrics"]) and "roc_auc" not in shown["metrics"]
+
+    check_models_load_on_the_training_sets_own_rows(spark, conf)
+
+
+def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
+    """Plain `mlflow.pyfunc` on the training set's rows (an integer column among them): the
+    Spark model here, the project's estimator in a fresh Python without the project's package."""
+    import mlflow
+
+    from sparkml_platform import training_sets
+    from sparkml_platform.config import load_config
+
+    config = load_config(conf)
+    man = training_sets.manifest(config, "next_close")
+    rows = training_sets.read_version(spark, man).select(*man["feature_columns"]).limit(40).toPandas()
+    assert str(rows["days_seen"].dtype) == "int64" and str(rows["volume"].dtype) == "int32"
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
+    try:
+        linear = mlflow.pyfunc.load_model("models:/next_close/1").predict(rows)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert len(linear) == len(rows)
+    data = conf.parent / "rows.parquet"
+    rows.to_parquet(data)
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"assert not any('{PACKAGE}' in p or 'stock-prices' in p for p in sys.path)\n"
+        f"mlflow.set_tracking_uri({config.tracking_uri!r}); mlflow.set_registry_uri({config.tracking_uri!r})\n"
+        "out = mlflow.pyfunc.load_model('models:/next_close/2').predict(pd.read_parquet(sys.argv[1]))\n"
+        "print(len(out), float(out[0]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",) and not k.startswith("SPARKML_")}
+    done = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True, text=True,
+                          cwd=REPO.parent, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[0] == str(len(rows))
+
+
+def test_an_edited_transformation_rebuilds_the_table_through_spark_submit(spark, stock_project):
+    """After the pipeline test: the project's code is edited, and a feature build submitted
+    with spark-submit.sh (no PYTHONPATH, the user's shared jar cache) rebuilds the whole table."""
+    conf = stock_project
+    lake = conf.parent / ".sparkml" / "lake" / "features" / "price_stats"
+    if not lake.exists():
+        assert run_main(conf, "features", "build", "price_stats", env=None).returncode == 0
+    code = conf.parent / PACKAGE / "transformations.py"
+    source = code.read_text()
+    assert "rowsBetween(-4, 0)" in source
+    code.write_text(source.replace("rowsBetween(-4, 0)", "rowsBetween(-2, 0)"))
+    env = {k: v for k, v in cli_env().items() if k not in ("PYTHONPATH", "SPARKML_JARS_DIR")}
+    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "features_build",
+                           "price_stats"], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=conf.parent)
+    assert done.returncode == 0, done.stderr[-4000:]
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert built["mode"] == "full" and "the transformation's code changed" in built["reason"], built
+    shown = json.loads(run_main(conf, "features", "show", "price_stats", "--json", env=None).stdout)
+    assert shown["last_full_build"]["version"] == built["version"]
+    assert shown["last_full_build"]["reason"] == built["reason"]
+    # The table holds the new logic's rows: a 3-day mean.
+    rows = spark.read.format("delta").load(str(lake)).where("symbol = 'AAA'").orderBy("at").collect()
+    closes = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "raw" / "prices")) \
+        .where("symbol = 'AAA'").orderBy("date").collect()
+    assert rows[5].mean_5d == pytest.approx(sum(r.close for r in closes[3:6]) / 3)
+
+
+def test_a_transformation_that_raises_names_the_table_and_the_function(spark, stock_project, capsys):
+    conf = stock_project
+    (conf.parent / PACKAGE / "broken.py").write_text(
+        "def stats(prices):\n    raise ValueError('no prices for this market')\n")
+    overlay = conf / "broken"
+    overlay.mkdir(exist_ok=True)
+    (overlay / "features.yml").write_text(yaml.safe_dump({"feature_tables": {"price_stats": {
+        "transformation": f"{PACKAGE}.broken.stats"}}}))
+    result = run_main(conf, "features", "build", "price_stats", env="broken")
+    assert result.returncode == 1
+    assert (f"feature table price_stats: its transformation {PACKAGE}.broken.stats raised "
+            "ValueError: no prices for this market") in result.stderr
+
+
+def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark, stock_project):
+    from sparkml_platform import training
+    from sparkml_platform.config import load_config
+    from sparkml_platform.errors import JobFailed
+
+    conf = stock_project
+    config = load_config(conf)
+    if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
+        assert run_main(conf, "run", "daily", env=None).returncode == 0
+    spec = config.model("close_ridge")
+    spec.estimator.params = {"shrink": "much"}  # the project's estimator fails in every trial
+    with pytest.raises(JobFailed) as err:
+        training.train(spark, config, "close_ridge")
+    message = str(err.value)
+    assert "tuning close_ridge: all 2 trials failed; the first with parameters {'alpha': " in message
+    assert "TypeError" in message and "estimators.py" in message  # the user's line, in the traceback
+    client = mlflow_client(conf)
+    trials = client.search_runs([client.get_experiment_by_name("stock-prices").experiment_id],
+                                "tags.`sparkml.kind` = 'trial' AND attributes.status = 'FAILED'")
+    assert len(trials) >= 2 and all("TypeError" in t.data.tags["sparkml.error"] for t in trials)
