@@ -416,7 +416,8 @@ def env_pack(state, ref, output_dir, no_archive):
         environment.save(data, state.config.environments_dir)
     out = state.config.path(output_dir) if output_dir else state.config.path(".sparkml/envs") / data["id"]
     built = runtime_env.build(data, out, state.config.path(".sparkml/envs/build"),
-                              state.config.conf_dir, state.config.jars_dir, archive=not no_archive)
+                              state.config.conf_dir, state.config.jars_dir, archive=not no_archive,
+                              packages=state.config.project.packages)
     click.echo(json.dumps(built))
 
 

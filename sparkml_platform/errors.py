@@ -54,3 +54,9 @@ def sql_from_config(where: str):
     except AnalysisException as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{where}: {first}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a Spark error runs to pages), or its repr."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else repr(exc)

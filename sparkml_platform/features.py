@@ -7,7 +7,7 @@ import math
 
 from . import lake, notebook, statistics, validation
 from .config import Config, FeatureTable
-from .errors import ConfigError, GateFailed, JobFailed, SparkmlError
+from .errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line
 from . import provenance
 from .project import function_fingerprint
 from .provenance import definition_hash, import_function
@@ -46,7 +46,7 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
         df = transform(**inputs)
     except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
         raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
-                        f"raised {type(exc).__name__}: {_first_line(exc)}") from exc
+                        f"raised {type(exc).__name__}: {first_line(exc)}") from exc
     return conform(df, definition, where), versions
 
 
@@ -61,11 +61,6 @@ def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
                           f"declared sources {sorted(definition.sources)} as arguments: {exc}") from None
     except ValueError:  # no signature to inspect (a builtin): the call will tell
         pass
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else repr(exc)
 
 
 def definition_hashes(definition: FeatureTable, transform) -> dict[str, str]:
@@ -150,7 +145,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     except Exception as exc:  # the transformation's rows fail when Spark computes them
         raise JobFailed(f"feature table {name}: computing the rows of its transformation "
                         f"{definition.transformation} failed, nothing written: "
-                        f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                        f"{type(exc).__name__}: {first_line(exc)}") from exc
     finally:
         if len(chunks) > 1:
             computed.unpersist()

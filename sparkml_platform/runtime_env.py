@@ -36,10 +36,12 @@ def minor(version: str) -> str:
 
 
 def build(env: dict, out_dir: Path, work_dir: Path, conf_dir: Path, jars_dir: Path,
-          archive: bool = True) -> dict:
+          archive: bool = True, packages: dict[str, Path | None] | None = None) -> dict:
     """Everything for environment `env` in `out_dir`: requirements.txt, environment.yml
-    (conda), and a self-contained Docker build context (Dockerfile plus the project's code,
-    jobs, configuration and Delta jars); unless `archive` is false, environment.tar.gz too."""
+    (conda), and a self-contained Docker build context (Dockerfile plus the platform's code,
+    jobs, configuration, the project's own `packages` beside it, and the Delta jars); unless
+    `archive` is false, environment.tar.gz too. (Jobs get the project's packages from
+    spark-submit.sh, so the archive leaves them out.)"""
     import shutil
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,9 @@ def build(env: dict, out_dir: Path, work_dir: Path, conf_dir: Path, jars_dir: Pa
     for name in ("pyproject.toml", "README.md", "spark-submit.sh", "log4j2.properties"):
         shutil.copy2(PROJECT_ROOT / name, project / name)
     shutil.copytree(conf_dir, project / "conf", ignore=ignore)
+    for name, home in (packages or {}).items():  # found again beside conf/ in the image
+        if home is not None:
+            shutil.copytree(home, project / name, ignore=ignore)
     (project / "jars").mkdir()
     for jar in check(jars_dir):  # the Delta jars, or a SetupError saying how to fetch them
         shutil.copy2(jar, project / "jars" / jar.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import lake
 from .config import Config, EntityTable, Source
-from .errors import ConfigError, NotFoundError, sql_from_config
+from .errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_config
 from .provenance import import_function
 
 
@@ -68,7 +68,12 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
     transform = import_function(spec.transform, f"sources.yml: entity_tables.{name}.transform")
     src_path = lake.table_path(config.lake_root, spec.source)
     src_version = lake.version(spark, src_path) if lake.exists(src_path) else None
-    df = transform(lake.read(spark, src_path, src_version, spec.source))
+    source = lake.read(spark, src_path, src_version, spec.source)
+    try:
+        df = transform(source)
+    except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
+        raise JobFailed(f"entity table {name}: its transform {spec.transform} raised "
+                        f"{type(exc).__name__}: {first_line(exc)}") from exc
     if spec.filter:
         with sql_from_config(f"sources.yml: entity_tables.{name}.filter"):
             df = df.where(spec.filter)

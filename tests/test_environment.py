@@ -72,6 +72,8 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
 
     monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
     conf, env = captured_project(tmp_path)
+    (tmp_path / "own_code").mkdir()  # the project's package goes into the image beside conf/
+    (tmp_path / "own_code" / "__init__.py").write_text("ANSWER = 42\n")
     assert main(["--conf", str(conf), "env", "pack", env["id"], "--no-archive"]) == 0
     out = tmp_path / ".sparkml" / "envs" / env["id"]
     assert json.loads(capsys.readouterr().out)["directory"] == str(out)
@@ -99,6 +101,7 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
             assert all((out / src).exists() for src in c.value[:-1]), c.original
     assert sorted(p.name for p in (out / "project" / "jars").iterdir()) == sorted(
         p.name for p in JARS_DIR.glob("*.jar"))
+    assert (out / "project" / "own_code" / "__init__.py").read_text() == "ANSWER = 42\n"
 
 
 def test_env_pack_refuses_an_environment_for_another_python(tmp_path, capsys, monkeypatch):
