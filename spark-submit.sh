@@ -78,7 +78,7 @@ trap 'rm -rf "$STAGE"' EXIT
 # The Delta jars (checked and located by the same code the sessions use), the project's
 # packages and its code version, from the configuration.
 "$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" <<'EOF'
-import json, sys
+import base64, json, sys
 from pathlib import Path
 from sparkml_platform.config import load_config
 from sparkml_platform.errors import SparkmlError
@@ -90,7 +90,8 @@ except SparkmlError as exc:
     print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
 (stage / "jars_dir").write_text(str(config.jars_dir))
 (stage / "project_zip").write_text(str(zipped or ""))
-(stage / "code_version").write_text(json.dumps(config.project.code_version(), sort_keys=True))
+code = json.dumps(config.project.code_version(), sort_keys=True).encode()
+(stage / "code_version").write_text(base64.b64encode(code).decode())  # quotes die in YARN's launcher
 EOF
 JARS="$("$PY" -m sparkml_platform.delta_jars check "$(cat "$STAGE/jars_dir")" | paste -sd, -)"
 PY_FILES="$STAGE/sparkml_platform.zip"

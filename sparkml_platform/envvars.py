@@ -31,8 +31,9 @@ SPARKML_SPARK_MASTER = EnvVar("SPARKML_SPARK_MASTER", None, "overrides platform.
 SPARKML_RUN_ID = EnvVar("SPARKML_RUN_ID", None,
                         "run id recorded with every commit (default: a new random id)")
 SPARKML_CODE_VERSION = EnvVar("SPARKML_CODE_VERSION", None,
-                              "the project's code version as JSON, set by spark-submit.sh for a "
-                              "cluster-mode driver, which runs far from the project's checkout")
+                              "the project's code version as base64 JSON (quotes do not survive "
+                              "YARN's launch script), set by spark-submit.sh for a cluster-mode "
+                              "driver, which runs far from the project's checkout")
 SPARKML_JARS_DIR = EnvVar("SPARKML_JARS_DIR", None, "overrides platform.yml spark.jars_dir")
 
 # Overrides applied on top of the merged YAML of platform.yml: (variable, key path).

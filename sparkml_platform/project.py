@@ -8,6 +8,7 @@ the transformations, entity functions and estimators its configuration names by 
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import inspect
@@ -113,7 +114,7 @@ class Project:
         of its packages' content) and the framework's version, as every artifact records it."""
         recorded = SPARKML_CODE_VERSION.get()
         if recorded:  # set by spark-submit.sh for a driver far from the checkout
-            return json.loads(recorded)
+            return json.loads(base64.b64decode(recorded))
         git = _git(self.root)
         return {"project": self.name, **git, "packages": sorted(self.packages),
                 "content_hash": self.content_hash(), "framework": framework_version()}

@@ -105,6 +105,10 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, fl
     # container's log, the commit metadata says which application wrote it).
     last = lake.commits(table)[-1]["metadata"]
     assert last["window"] == ["2013-03-01", "2013-03-31"] and last["spark_app_id"] == apps[0]
+    # ... and the project's code version, handed to that driver by spark-submit.sh.
+    from sparkml_platform.config import load_config
+
+    assert last["code"] == load_config(conf, "test").project.code_version()
     assert spark.read.format("delta").load(str(table)).count() == before
     predictions = spark.read.format("delta").load(str(root / "lake" / "predictions" / "yarn_check"))
     expected = spark.read.format("delta").load(str(root / "lake" / "entities" / "flights_to_score")).count()
