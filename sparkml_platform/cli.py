@@ -262,7 +262,8 @@ def trainset_build(state, name):
 
     state.config.training_set(name)
     man = training_sets.build(state.spark, state.config, name)
-    click.echo(json.dumps({k: man[k] for k in ("name", "version", "rows", "digest", "path")}))
+    click.echo(json.dumps({**{k: man[k] for k in ("name", "version", "rows", "digest")},
+                           "path": str(training_sets.version_path(state.config, name, man["version"]))}))
 
 
 # --- training, registry, scoring ----------------------------------------------------------
@@ -330,7 +331,7 @@ def score(state, model, input_table, output_table, run_date):
     from . import lake, registry, scoring
 
     scoring.parse_run_date(run_date)
-    lake.table_path(state.config.lake_root, output_table)
+    lake.table_path(state.config.lake_root, output_table, zones=scoring.OUTPUT_ZONES)
     registry.parse_ref(model)
     click.echo(json.dumps(scoring.score(state.spark, state.config, model, input_table,
                                         output_table, run_date)))

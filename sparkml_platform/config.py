@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
@@ -249,8 +248,21 @@ class TrainingSet(Strict):
     split: Split = Field(default_factory=lambda: Split(type="random"))  # none given: seeded 80/20
 
 
+def _names(what: str, pattern: str = NAME):
+    """A validator: every key of the mapping is a safe name (it becomes a path or a registry
+    reference), refused at load rather than after the work."""
+    def check(value: dict) -> dict:
+        for name in value:
+            if not re.match(pattern, str(name)):
+                allowed = ("lower case letters, digits and _ (starting with a letter)"
+                           if pattern == NAME else "letters, digits, _, . and - (no / or @)")
+                raise ValueError(f"{what} name {name!r} must be {allowed}")
+        return value
+    return AfterValidator(check)
+
+
 class TrainingSetsFile(Strict):
-    training_sets: dict[str, TrainingSet] = {}
+    training_sets: Annotated[dict[str, TrainingSet], _names("training set")] = {}
 
 
 # --- models.yml ---------------------------------------------------------------------------
@@ -347,7 +359,9 @@ def _search_space(space: dict[str, dict[str, list]]) -> dict[str, dict[str, list
 class ModelSpec(Strict):
     description: str = ""
     training_set: str
-    registered_model: str | None = None  # the registry name; several specs may compete for one
+    # The registry name; several specs may compete for one. No `/` or `@`: they separate a
+    # version or an alias in a model reference.
+    registered_model: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     label: str = "label"
     estimator: Estimator
     preprocessing: Preprocessing = Preprocessing()
@@ -367,7 +381,7 @@ class ModelSpec(Strict):
 
 
 class ModelsFile(Strict):
-    models: dict[str, ModelSpec] = {}
+    models: Annotated[dict[str, ModelSpec], _names("model", r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = {}
 
 
 # --- pipelines.yml ------------------------------------------------------------------------
@@ -376,7 +390,7 @@ class ModelsFile(Strict):
 class ScoreStep(Strict):
     model: str
     input: str = Field(pattern=TABLE_REF)
-    output: str = Field(pattern=TABLE_REF)
+    output: str = Field(pattern=r"^predictions\.[a-z][a-z0-9_]*$")  # scoring writes predictions only
     run_date: str | None = None
 
 
@@ -410,7 +424,7 @@ class Pipeline(Strict):
 
 
 class PipelinesFile(Strict):
-    pipelines: dict[str, Pipeline] = {}
+    pipelines: Annotated[dict[str, Pipeline], _names("pipeline", r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = {}
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -554,6 +568,9 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
     if overlay is not None and not overlay.is_dir():
         raise ConfigError(f"--env {env}: overlay directory {overlay} not found")
 
+    for layer in (base, overlay):
+        if layer is not None:
+            _refuse_unknown_files(layer)
     parts: dict[str, Strict] = {}
     for filename, model in FILES.items():
         layers = [(base / filename, _read_yaml(base / filename))]
@@ -591,17 +608,22 @@ def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuite
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    return data
+    from .yaml_reader import read
+
+    return read(path)
+
+
+def _refuse_unknown_files(layer: Path) -> None:
+    """A misspelt file (`model.yml`, `platform.yaml`) would be ignored silently: refused."""
+    known = set(FILES)
+    for path in sorted(layer.iterdir()):
+        if path.is_file() and path.suffix in (".yml", ".yaml") and path.name not in known:
+            import difflib
+
+            guess = difflib.get_close_matches(path.stem + ".yml", known, n=1, cutoff=0.8)
+            hint = (f"did you mean {guess[0]}?" if guess else
+                    f"the files are {', '.join(sorted(known))} and expectations/NAME.yml")
+            raise ConfigError(f"{path}: not a configuration file the platform reads: {hint}")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -177,15 +177,17 @@ def _incremental_window(spark, path, definition: FeatureTable, computed, base: d
     if last.get("definition_hash") != base["definition_hash"]:
         # Earlier rows were computed by another definition: they are stale too.
         return "full", None, _why_changed(last, base)
+    # Days as text in the session's time zone (UTC), never collected timestamps (local time).
+    day = lambda column: F.date_format(F.max(column), "yyyy-MM-dd")  # noqa: E731
     newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
     if newest in (None, "None"):
-        newest = lake.read(spark, path).agg(F.max(definition.event_time)).collect()[0][0]
+        newest = lake.read(spark, path).agg(day(definition.event_time)).collect()[0][0]
     first = dt.date.fromisoformat(str(newest)[:10])  # that day again: it may have been partial
-    row = computed.where(F.col(definition.event_time) >= F.lit(str(first))) \
-        .agg(F.max(definition.event_time)).collect()[0][0]
-    if row is None:
+    last = computed.where(F.col(definition.event_time) >= F.lit(str(first)).cast("timestamp")) \
+        .agg(day(definition.event_time)).collect()[0][0]
+    if last is None:
         return "up to date", None, None
-    return "incremental", (first, max(first, row.date())), None
+    return "incremental", (first, max(first, dt.date.fromisoformat(last))), None
 
 
 def _why_changed(last: dict, now: dict) -> str:
@@ -265,10 +267,12 @@ def _refuse_window_outside_sources(computed, definition: FeatureTable, name: str
     """An empty window is fine inside the data (a quiet day); outside it, it is a mistake."""
     from pyspark.sql import functions as F
 
-    row = computed.agg(F.min(definition.event_time).alias("first"),
-                       F.max(definition.event_time).alias("last")).collect()[0]
+    shown = "yyyy-MM-dd HH:mm:ss"  # in the session's time zone (UTC), not the process's
+    row = computed.agg(F.date_format(F.min(definition.event_time), shown).alias("first"),
+                       F.date_format(F.max(definition.event_time), shown).alias("last")).collect()[0]
     first, last = window
-    if row["first"] is None or last < row["first"].date() or first > row["last"].date():
+    if row["first"] is None or last < dt.date.fromisoformat(row["first"][:10]) \
+            or first > dt.date.fromisoformat(row["last"][:10]):
         covered = (f"{row['first']} to {row['last']}" if row["first"] is not None
                    else "nothing (the sources are empty)")
         raise ConfigError(f"feature table {name}: the window {first} to {last} is outside the source "

@@ -17,7 +17,9 @@ ZONES = ("raw", "features", "entities", "trainsets", "predictions")
 REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
 
 
-def table_path(lake_root: Path, ref: str) -> Path:
+def table_path(lake_root: Path, ref: str, zones: tuple[str, ...] = ZONES) -> Path:
+    """`ZONE.NAME` -> its place under the lake root; `zones` are the ones this use may name
+    (a step writes only to the zone meant for its output)."""
     match = REF.match(ref)
     if not match:
         raise ConfigError(
@@ -25,6 +27,9 @@ def table_path(lake_root: Path, ref: str) -> Path:
             f"{', '.join(ZONES)} and NAME in lower case (paths are not accepted, so that "
             f"nothing is written outside the lake root {lake_root})"
         )
+    if match.group(1) not in zones:
+        raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
+                          f"{' or '.join(z + '.NAME' for z in zones)}")
     return lake_root / match.group(1) / match.group(2)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from pathlib import Path
 
 from . import tracking
 from .config import Config
@@ -64,6 +66,30 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
         client.set_registered_model_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
     return {"version": version, "aliases": aliases, "decision": decision}
+
+
+@contextlib.contextmanager
+def promotion_lock(config: Config, name: str):
+    """Held from reading the champion to setting the aliases, so that two trainings for one
+    registered model compare and promote one after the other: the later one is compared with
+    the earlier one's version, and the better one ends as champion.
+
+    An exclusive `flock` on a file beside the SQLite store (shared by every project using
+    that store), or in the project's .sparkml/locks/ with a tracking server (one machine;
+    the kernel releases it when a process dies, so a kill never leaves it held)."""
+    import fcntl
+
+    uri = config.tracking_uri
+    folder = (Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///")
+              else config.root / ".sparkml" / "locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    with open(folder / f".promote-{safe}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def champion(config: Config, name: str):

@@ -11,6 +11,7 @@ from .pit import FeatureLookup, join_features
 from .training_sets import read_feature_tables
 
 RUN_DATE = "run_date"
+OUTPUT_ZONES = ("predictions",)  # predictions never land among features or training sets
 
 
 def parse_run_date(value: str | None) -> dt.date:
@@ -30,7 +31,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     from pyspark.sql import functions as F
 
     day = parse_run_date(run_date)
-    output_path = lake.table_path(config.lake_root, output_ref)  # refuses paths outside the lake
+    output_path = lake.table_path(config.lake_root, output_ref, zones=OUTPUT_ZONES)
     input_path = lake.table_path(config.lake_root, input_ref)
     mv = registry.resolve(config, model_ref)
     spec = registry.load_feature_spec(config, mv.run_id)

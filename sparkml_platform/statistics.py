@@ -34,7 +34,11 @@ def aggregates(features: dict[str, str], event_time: str) -> list:
     def q(name: str) -> str:
         return "`" + name.replace("`", "``") + "`"
 
-    aggs = ["count(1) AS __rows", f"min({q(event_time)}) AS __first", f"max({q(event_time)}) AS __last"]
+    # The range as text in the session's time zone (UTC): a collected timestamp would be a
+    # wall-clock value of the Python process's zone, and an incremental build a day off.
+    aggs = ["count(1) AS __rows",
+            f"date_format(min({q(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __first",
+            f"date_format(max({q(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __last"]
     for name, kind in features.items():
         col = q(name)
         aggs += [f"count({col}) AS {q(name + '__count')}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ def configure(config: Config) -> str:
     uri = config.tracking_uri
     check_reachable(uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        _write_ahead_log(Path(uri[len("sqlite:///"):]))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = config.platform.mlflow.experiment
@@ -36,6 +37,17 @@ def configure(config: Config) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _write_ahead_log(db: Path) -> None:
+    """The embedded store in WAL mode (kept in the file): readers never block a writer, so two
+    trainings at once do not fail on a lock (MLflow itself waits up to 20 s on a busy one)."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -7,6 +7,7 @@ version carries everything a reviewer needs (see `registry.register`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
@@ -33,7 +34,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
     registered = spec.registered_model or model_name
     tracking.check_reachable(config.tracking_uri)
     manifest = training_sets.manifest(config, spec.training_set)
-    data = training_sets.read_version(spark, manifest)
+    data = training_sets.read_version(spark, config, manifest)
     feature_columns = manifest["feature_columns"]
     if spec.label not in data.columns:
         raise ConfigError(f"{where}.label: column {spec.label!r} is not in training set "
@@ -59,81 +60,85 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
     env = environment.capture(spark)
     environment.save(env, config.environments_dir)
     code = config.project.code_version()
-    with mlflow.start_run(run_name=f"train {model_name}") as run:
-        mlflow.set_tags({
-            "sparkml.kind": "train", "sparkml.model": model_name,
-            "sparkml.registered_model": registered,
-            "sparkml.training_set": spec.training_set,
-            "sparkml.training_set_version": str(manifest["version"]),
-            "sparkml.training_set_digest": manifest["digest"],
-            "sparkml.project": code["project"],
-            "sparkml.code_commit": str(code["git_commit"]),
-            "sparkml.code_dirty": str(code["dirty"]),
-            "sparkml.code_hash": str(code["content_hash"]),
-            "sparkml.framework_version": code["framework"]["version"],
-            "sparkml.environment_id": env["id"],
-        })
-        # The training set as the run's dataset input: name@version, content digest, Delta path.
-        mlflow.log_input(_dataset_input(spark, data, manifest, spec.label), context="training")
+    # The promotion lock, taken when the champion is read and held until the aliases are set.
+    with contextlib.ExitStack() as promotion:
+        with mlflow.start_run(run_name=f"train {model_name}") as run:
+            mlflow.set_tags({
+                "sparkml.kind": "train", "sparkml.model": model_name,
+                "sparkml.registered_model": registered,
+                "sparkml.training_set": spec.training_set,
+                "sparkml.training_set_version": str(manifest["version"]),
+                "sparkml.training_set_digest": manifest["digest"],
+                "sparkml.project": code["project"],
+                "sparkml.code_commit": str(code["git_commit"]),
+                "sparkml.code_dirty": str(code["dirty"]),
+                "sparkml.code_hash": str(code["content_hash"]),
+                "sparkml.framework_version": code["framework"]["version"],
+                "sparkml.environment_id": env["id"],
+            })
+            # The training set as the run's dataset input: name@version, content digest, Delta path.
+            stored = training_sets.version_path(config, manifest["name"], manifest["version"])
+            mlflow.log_input(_dataset_input(spark, data, manifest, spec.label, stored), context="training")
 
-        best = None
-        if tune and spec.search_space:
-            # Trials score on the validation split, or on a seeded share of train without one.
-            tune_train, tune_valid = ((train_df, validation_df) if validation_df is not None
-                                      else train_df.randomSplit([1 - TUNING_HOLDOUT, TUNING_HOLDOUT],
-                                                                seed=spec.tuning.seed))
-            log = tuning.TrialLog(tracking.client(config), experiment_id, run.info.run_id,
-                                  spec.tuning.metric)
-            best = tuning.tune(spark, spec, model_name, estimator, tune_train, tune_valid, log)
-            mlflow.log_metric("trials", len(log.results))
-        params = {**spec.estimator.params, **(best["params"] if best else {})}
-        mlflow.log_params({**params, "estimator": spec.estimator.class_ or spec.estimator.type,
-                           "training_set": f"{spec.training_set}@{manifest['version']}",
-                           "model_spec_hash": definition_hash(spec), "tuned": bool(best)})
-        try:
-            fitted = estimator.fit(train_df, params)
-        except ConfigError:
-            raise
-        except Exception as exc:  # a failure inside fit is a failed job
-            raise JobFailed(f"training {model_name} failed: {exc}") from exc
+            best = None
+            if tune and spec.search_space:
+                # Trials score on the validation split, or on a seeded share of train without one.
+                tune_train, tune_valid = ((train_df, validation_df) if validation_df is not None
+                                          else train_df.randomSplit([1 - TUNING_HOLDOUT, TUNING_HOLDOUT],
+                                                                    seed=spec.tuning.seed))
+                log = tuning.TrialLog(tracking.client(config), experiment_id, run.info.run_id,
+                                      spec.tuning.metric)
+                best = tuning.tune(spark, spec, model_name, estimator, tune_train, tune_valid, log)
+                mlflow.log_metric("trials", len(log.results))
+            params = {**spec.estimator.params, **(best["params"] if best else {})}
+            mlflow.log_params({**params, "estimator": spec.estimator.class_ or spec.estimator.type,
+                               "training_set": f"{spec.training_set}@{manifest['version']}",
+                               "model_spec_hash": definition_hash(spec), "tuned": bool(best)})
+            try:
+                fitted = estimator.fit(train_df, params)
+            except ConfigError:
+                raise
+            except Exception as exc:  # a failure inside fit is a failed job
+                raise JobFailed(f"training {model_name} failed: {exc}") from exc
 
-        test_frame = estimator.predict(fitted, test_df)
-        metrics = evaluation.metrics(test_frame, estimator.task)
-        logged = {**metrics, **{f"test_{k}": v for k, v in metrics.items()}}
-        if validation_df is not None:
-            logged.update({f"validation_{k}": v for k, v in
-                           evaluation.metrics(estimator.predict(fitted, validation_df),
-                                              estimator.task).items()})
-        counts = {f"{split}_rows": float(rows.get(split, 0)) for split in ("train", "validation", "test")}
-        mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
-        champion = _champion_on(config, registered, test_df, spec, estimator.task)
-        verdict = evaluation.verdict(spec.thresholds, metrics, champion)
+            test_frame = estimator.predict(fitted, test_df)
+            metrics = evaluation.metrics(test_frame, estimator.task)
+            logged = {**metrics, **{f"test_{k}": v for k, v in metrics.items()}}
+            if validation_df is not None:
+                logged.update({f"validation_{k}": v for k, v in
+                               evaluation.metrics(estimator.predict(fitted, validation_df),
+                                                  estimator.task).items()})
+            counts = {f"{split}_rows": float(rows.get(split, 0)) for split in ("train", "validation", "test")}
+            mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
+            promotion.enter_context(registry.promotion_lock(config, registered))
+            champion = _champion_on(config, registered, test_df, spec, estimator.task)
+            verdict = evaluation.verdict(spec.thresholds, metrics, champion)
 
-        sample = train_df.drop(spec.label).limit(50)
-        signature = _signature(estimator, fitted, sample)
-        feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
-        feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
-                                        "digest": manifest["digest"]}
-        feature_spec.update(flavor=estimator.flavor, task=estimator.task, label=spec.label)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, body in (("feature_spec.json", feature_spec), ("environment.json", env),
-                               ("training_set_manifest.json", manifest), ("gate.json", verdict),
-                               ("tuning.json", best or {})):
-                (Path(tmp) / name).write_text(json.dumps(body, indent=2, default=str))
-                mlflow.log_artifact(str(Path(tmp) / name))
-            importances = _importances(estimator, fitted, validation_df if validation_df is not None
-                                       else test_df)
-            for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
-                mlflow.log_artifact(str(path), artifact_path="plots")
-        # A model built on the project's own code carries that code (MLflow code_paths), so it
-        # loads wherever MLflow can load it, not only where the project is importable.
-        own = config.project.packages
-        code_paths = [str(own[p]) for p in estimator.code_packages() if own.get(p) is not None]
-        info = estimator.log_model(fitted, signature, code_paths or None)
-    train_df.unpersist()
+            sample = train_df.drop(spec.label).limit(50)
+            signature = _signature(estimator, fitted, sample)
+            feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
+            feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
+                                            "digest": manifest["digest"]}
+            feature_spec.update(flavor=estimator.flavor, task=estimator.task, label=spec.label)
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, body in (("feature_spec.json", feature_spec), ("environment.json", env),
+                                   ("training_set_manifest.json", manifest), ("gate.json", verdict),
+                                   ("tuning.json", best or {})):
+                    (Path(tmp) / name).write_text(json.dumps(body, indent=2, default=str))
+                    mlflow.log_artifact(str(Path(tmp) / name))
+                importances = _importances(estimator, fitted, validation_df if validation_df is not None
+                                           else test_df)
+                for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
+                    mlflow.log_artifact(str(path), artifact_path="plots")
+            # A model built on the project's own code carries that code (MLflow code_paths), so it
+            # loads wherever MLflow can load it, not only where the project is importable.
+            own = config.project.packages
+            code_paths = [str(own[p]) for p in estimator.code_packages() if own.get(p) is not None]
+            info = estimator.log_model(fitted, signature, code_paths or None)
+        train_df.unpersist()
 
-    recorded = registry.register(config, registered, info.model_uri, run.info.run_id, manifest, env,
-                                 metrics, verdict, params=params, spec_name=model_name, code=code)
+        recorded = registry.register(config, registered, info.model_uri, run.info.run_id, manifest, env,
+                                     metrics, verdict, params=params, spec_name=model_name, code=code)
     version = recorded["version"]
     result = {"model": registered, "spec": model_name, "version": version,
               "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
@@ -182,7 +187,7 @@ def _champion_on(config: Config, registered: str, test_df, spec: ModelSpec, task
     return {"version": champion.version, "metrics": evaluation.metrics(frame, task)}
 
 
-def _dataset_input(spark, data, manifest: dict, label: str):
+def _dataset_input(spark, data, manifest: dict, label: str, path: Path):
     """The training set version as an MLflow dataset: name@version, the manifest's content
     digest, the Delta table and version it is stored in, its schema and exact row counts.
     (`mlflow.data.from_spark` would also run a Spark job of up to 5 s to approximate a count
@@ -205,8 +210,7 @@ def _dataset_input(spark, data, manifest: dict, label: str):
         schema = _infer_schema(data)
     except (MlflowException, TypeError):  # types MLflow has no name for (timestamp_ntz, ...)
         schema = None
-    source = DeltaDatasetSource(path=manifest["path"],
-                                delta_table_version=lake.version(spark, Path(manifest["path"])))
+    source = DeltaDatasetSource(path=str(path), delta_table_version=lake.version(spark, path))
     return TrainingSetDataset(source, name=f"{manifest['name']}@{manifest['version']}",
                               digest=manifest["digest"], schema=schema)
 

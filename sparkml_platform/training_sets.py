@@ -166,9 +166,12 @@ def check_cut_offs(entities, name: str, definition: TrainingSet, event_time: str
     split = definition.split
     if split.type != "time":
         return
-    first, last = entities.agg(F.min(event_time), F.max(event_time)).collect()[0]
+    shown = "yyyy-MM-dd HH:mm:ss"  # in the session's time zone (UTC), not the process's
+    first, last = entities.agg(F.date_format(F.min(event_time), shown),
+                               F.date_format(F.max(event_time), shown)).collect()[0]
     if first is None:
         return  # no label rows: refused by the caller with its own message
+    first, last = parse_instant(first), parse_instant(last)
     where = f"training_sets.yml: training_sets.{name}.split"
     for key in ("validation_start", "test_start"):
         value = getattr(split, key)
@@ -211,10 +214,7 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     from pyspark.sql import functions as F
 
     base = lake.table_path(config.lake_root, f"trainsets.{name}")
-    number = (max(list_versions(config, name), default=0)) + 1
-    path = base / f"v{number:04d}"
-    if path.exists():  # left by a run that died before its manifest: never a version
-        shutil.rmtree(path)
+    number, path = _reserve(base, max(list_versions(config, name), default=0) + 1)
     flags = facts.pop("flags")
     joined = joined.persist()  # written and counted: compute the join once
     data = joined.drop(*flags)
@@ -240,7 +240,7 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
         "name": name,
         "version": number,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "path": str(path),
+        "path": f"trainsets/{name}/v{number:04d}",  # under the lake root: a moved lake still works
         **facts,
         "code": config.project.code_version(),
         "rows": {"total": sum(counts.values()), **counts},
@@ -251,7 +251,50 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     tmp = base / f".v{number:04d}.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, base / f"v{number:04d}.json")  # atomic: the version now exists
+    (path / OWNER).unlink(missing_ok=True)
     return manifest
+
+
+OWNER = "_sparkml_owner.json"  # in a version's directory until its manifest exists
+
+
+def _reserve(base: Path, number: int) -> tuple[int, Path]:
+    """The next free version number, taken exclusively: creating its directory is atomic, so
+    two builds at once get two numbers. A directory left by a build that died (its process
+    on this host is gone) is taken over; one whose builder may still run is skipped."""
+    import socket
+
+    base.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    while True:
+        path = base / f"v{number:04d}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if (base / f"v{number:04d}.json").exists() or not _abandoned(path, me["host"]):
+                number += 1
+                continue
+            shutil.rmtree(path, ignore_errors=True)  # never a version: its builder died
+            continue
+        (path / OWNER).write_text(json.dumps(me))
+        return number, path
+
+
+def _abandoned(path: Path, host: str) -> bool:
+    try:
+        owner = json.loads((path / OWNER).read_text())
+    except (OSError, ValueError):
+        return False  # being created this instant, or not ours to judge
+    if owner.get("host") != host:
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
+    return False
 
 
 def list_versions(config: Config, name: str) -> list[int]:
@@ -286,5 +329,20 @@ def manifest(config: Config, ref: str) -> dict:
     return json.loads((base / f"v{version:04d}.json").read_text())
 
 
-def read_version(spark, man: dict):
-    return lake.read(spark, Path(man["path"]), ref=f"trainset {man['name']}@{man['version']}")
+def version_path(config: Config, name: str, version: int) -> Path:
+    """Where version `version` of training set `name` lives: derived, never read from a
+    manifest (an edited manifest cannot point a training at other rows)."""
+    return lake.table_path(config.lake_root, f"trainsets.{name}") / f"v{version:04d}"
+
+
+def read_version(spark, config: Config, man: dict):
+    """The rows of the version `man` describes, after checking that the data at its place was
+    written as that version (its commit records the name and version)."""
+    ref = f"trainset {man['name']}@{man['version']}"
+    path = version_path(config, man["name"], man["version"])
+    written = next((c["metadata"] for c in lake.commits(path) if c["metadata"]), None) \
+        if lake.exists(path) else None
+    if not written or (written.get("name"), written.get("version")) != (man["name"], man["version"]):
+        raise JobFailed(f"{ref}: the data at {path} was not written as this version "
+                        f"(its commit says {written}); the training set is damaged: rebuild it")
+    return lake.read(spark, path, ref=ref)

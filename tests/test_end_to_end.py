@@ -143,6 +143,8 @@ def test_second_run_duplicates_no_rows(spark, flights_project):
       "--output", "predictions.flight_delays"], "no registered model named 'no_such_model'"),
     (["score", "flight_delays@champion", "--input", "entities.flights_to_score",
       "--output", "../outside"], "is not a lake table name"),
+    (["score", "flight_delays@champion", "--input", "entities.flights_to_score",
+      "--output", "trainsets.flight_delays"], "is in zone trainsets, and this output goes only to predictions.NAME"),
     (["score", "flight_delays@champion", "--input", "raw.weather",
       "--output", "predictions.flight_delays"], "input table raw.weather lacks column flight_id"),
     (["score", "flight_delays@champion", "--input", "entities.flights_to_score",

@@ -356,3 +356,21 @@ def test_an_asset_left_without_its_batch_definition_by_a_failed_call_is_reused()
     source.add_dataframe_asset(name="half_added")  # what a call that failed next leaves behind
     summary = validation.validate(frame, "half_added", items, "test")
     assert summary["success"] is False and summary["failed"][0]["unexpected_count"] == 1
+
+
+def test_statistics_record_instants_in_utc_whatever_the_process_time_zone(spark, monkeypatch):
+    """Collected timestamps are wall-clock values of the Python process's zone; the event-time
+    range (which incremental builds start from) must be the session's UTC instants."""
+    import time
+
+    from sparkml_platform import statistics
+
+    df = spark.sql("SELECT 'a' AS k, TIMESTAMP '2013-01-01 23:30:00' AS at, 1.0 AS x")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        stats = statistics.summarize(df, {"x": "double"}, "at")
+    finally:
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+    assert stats["event_time_range"] == ["2013-01-01 23:30:00", "2013-01-01 23:30:00"]

@@ -25,8 +25,8 @@ def test_the_training_set_input_survives_types_mlflow_cannot_name(spark, tmp_pat
     lake.write(data, path)
     rows = {"total": 1, "train": 1, "validation": 0, "test": 0}
     dataset = _dataset_input(spark, lake.read(spark, path),
-                             {"name": "t", "version": 1, "path": str(path), "digest": "1-ab",
-                              "rows": rows}, "label")
+                             {"name": "t", "version": 1, "digest": "1-ab", "rows": rows}, "label",
+                             path)
     logged = dataset._to_mlflow_entity()
     assert (logged.name, logged.digest, logged.schema) == ("t@1", "1-ab", None)
     assert json.loads(logged.source) == {"path": str(path)}

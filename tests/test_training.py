@@ -121,7 +121,7 @@ def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spa
     mv = registry.resolve(config, f"flight_delays/{result['version']}")
     spec = registry.load_feature_spec(config, mv.run_id)
     assert spec["flavor"] == "sklearn"
-    rows = training_sets.read_version(spark, training_sets.manifest(config, "flight_delays")) \
+    rows = training_sets.read_version(spark, config, training_sets.manifest(config, "flight_delays")) \
         .where("split = 'test'").limit(300)
     rows = rows.select(*spec["feature_columns"], "label", "flight_id").persist()
     scored = scoring.predict(spark, mv, spec, rows).select("flight_id", "score").toPandas()
@@ -146,7 +146,7 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     ref = f"flight_delays/{gbt_champion['version']}"
     mv = registry.resolve(config, ref)
     manifest = training_sets.manifest(config, "flight_delays")
-    sample = training_sets.read_version(spark, manifest).where("split = 'test'").limit(200).persist()
+    sample = training_sets.read_version(spark, config, manifest).where("split = 'test'").limit(200).persist()
     ids = [r.flight_id for r in sample.select("flight_id").collect()]
 
     # Entity rows for the sampled flights, a few with a null carrier (a join key).

@@ -65,7 +65,7 @@ def test_build_writes_a_version_with_its_manifest(spark, config, synthetic):
     assert {lk["table"]: lk["version"] for lk in man["lookups"]} == {"ts_a": 0, "ts_b": 0}
     # key 'zz' is in no table; ts_b has no row before hour 30 and only keys a, b (lookback 6h)
     assert man["rows_without_match"]["ts_a"] == 10
-    rows = training_sets.read_version(spark, man).orderBy("id").collect()
+    rows = training_sets.read_version(spark, config, man).orderBy("id").collect()
     assert [r.a_x for r in rows[:4]] == [10.0, 10.0, 10.0, None]  # hour 10..13 -> row of hour 10
     assert all(r.z is None for r in rows if r.t < ts(30))
     expected_missing_b = sum(1 for r in rows if r.z is None)
@@ -162,3 +162,45 @@ def test_a_build_that_fails_while_writing_leaves_no_directory(spark, config, syn
         training_sets.build(spark, config, "ts_set")
     assert training_sets.list_versions(config, "ts_set") == before
     assert (sorted(p.name for p in base.iterdir()) if base.exists() else None) == entries
+
+
+def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, synthetic):
+    """The data's place is derived from name and version, never read from the manifest, and
+    the data found there must have been written as that version."""
+    import json
+    import shutil
+
+    first = training_sets.build(spark, config, "ts_set")
+    config.training_sets.training_sets["ts_set"].label.filter = "id < 20"
+    second = training_sets.build(spark, config, "ts_set")
+    base = lake.table_path(config.lake_root, "trainsets.ts_set")
+    manifest = base / f"v{second['version']:04d}.json"
+    edited = {**json.loads(manifest.read_text()), "path": f"trainsets/ts_set/v{first['version']:04d}"}
+    manifest.write_text(json.dumps(edited))
+    rows = training_sets.read_version(spark, config, training_sets.manifest(config, f"ts_set@{second['version']}"))
+    assert rows.count() == second["rows"]["total"] == 20 != first["rows"]["total"]
+    # The second version's data replaced by the first's: refused, not read as version 2.
+    target = base / f"v{second['version']:04d}"
+    shutil.rmtree(target)
+    shutil.copytree(base / f"v{first['version']:04d}", target)
+    with pytest.raises(JobFailed, match=rf"trainset ts_set@{second['version']}: the data at .* was not "
+                                        rf"written as this version"):
+        training_sets.read_version(spark, config, edited)
+
+
+def test_versions_are_reserved_exclusively(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    base = tmp_path / "trainsets" / "t"
+    first, _ = training_sets._reserve(base, 1)
+    second, _ = training_sets._reserve(base, 1)  # the first's builder (this process) still runs
+    assert (first, second) == (1, 2)
+    # A directory whose builder died on this host is taken over; never a version otherwise.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    owner = base / "v0002" / training_sets.OWNER
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": int(dead)}))
+    assert training_sets._reserve(base, 2)[0] == 2
+    assert training_sets._reserve(base, 1)[0] == 3

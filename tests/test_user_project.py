@@ -179,7 +179,7 @@ def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
 
     config = load_config(conf)
     man = training_sets.manifest(config, "next_close")
-    rows = training_sets.read_version(spark, man).select(*man["feature_columns"]).limit(40).toPandas()
+    rows = training_sets.read_version(spark, config, man).select(*man["feature_columns"]).limit(40).toPandas()
     assert str(rows["days_seen"].dtype) == "int64" and str(rows["volume"].dtype) == "int32"
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
@@ -266,3 +266,33 @@ def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark
     trials = client.search_runs([client.get_experiment_by_name("stock-prices").experiment_id],
                                 "tags.`sparkml.kind` = 'trial' AND attributes.status = 'FAILED'")
     assert len(trials) >= 2 and all("TypeError" in t.data.tags["sparkml.error"] for t in trials)
+
+
+def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project, tmp_path):
+    """Two candidates for one registered model trained at once, in two processes, on an empty
+    registry: the promotion lock makes the later one compare with the earlier one, so the
+    better (the linear model) ends as champion, and each record says what it was compared with."""
+    from conftest import cli_env
+
+    conf = stock_project
+    if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
+        assert run_main(conf, "run", "daily", env=None).returncode == 0
+    store = {"SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "SPARKML_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    command = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "train"]
+    both = {name: subprocess.Popen([*command, name], env=cli_env(**store), cwd=conf.parent, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for name in ("close_linear", "close_ridge")}
+    done = {name: (proc.communicate(timeout=900), proc.returncode) for name, proc in both.items()}
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store["SPARKML_MLFLOW_TRACKING_URI"],
+                          registry_uri=store["SPARKML_MLFLOW_TRACKING_URI"])
+    versions = {v.tags["model_spec"]: v for v in client.search_model_versions("name = 'next_close'")}
+    assert set(versions) == {"close_linear", "close_ridge"}, {n: e[-2000:] for n, ((_, e), _) in done.items()}
+    first, later = sorted(versions.values(), key=lambda v: int(v.version))
+    assert first.tags["compared_with"] == "no champion yet"
+    assert later.tags["compared_with"].startswith(f"champion v{first.version}"), later.tags
+    assert client.get_model_version_by_alias("next_close", "champion").tags["model_spec"] == "close_linear"
+    assert done["close_linear"][1] == 0
+    assert done["close_ridge"][1] == (3 if later.tags["model_spec"] == "close_ridge" else 0)
