@@ -1,5 +1,6 @@
-"""The bad-input corpus (tests/bad_inputs/): each hostile or broken input, dropped into a copy
-of the reference configuration, exits with its documented code and message, writing nothing."""
+"""The bad-input corpus (tests/bad_inputs/): each hostile or broken input, dropped as an
+overlay (conf/test/) on a copy of the reference configuration, exits with its documented code
+and message, writing nothing."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def test_bad_input(case, tmp_path, capsys, spark):
     expected = CASES[case]
     conf = make_project(tmp_path)
     for path in sorted((CORPUS / case).iterdir()):
-        shutil.copyfile(path, conf / "base" / path.name)
-    code = main(["--conf", str(conf), *expected["args"]])
+        shutil.copyfile(path, conf / "test" / path.name)
+    code = main(["--conf", str(conf), "--env", "test", *expected["args"]])
     err = capsys.readouterr().err
     assert code == expected["exit"], err
     assert expected["message"] in err, err
