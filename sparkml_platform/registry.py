@@ -77,19 +77,13 @@ def promotion_lock(config: Config, name: str):
     An exclusive `flock` on a file beside the SQLite store (shared by every project using
     that store), or in the project's .sparkml/locks/ with a tracking server (one machine;
     the kernel releases it when a process dies, so a kill never leaves it held)."""
-    import fcntl
+    from .locking import exclusive
 
     uri = config.tracking_uri
     folder = (Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///")
               else config.root / ".sparkml" / "locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    with open(folder / f".promote-{safe}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(folder / f".promote-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"):
+        yield
 
 
 def champion(config: Config, name: str):

@@ -23,10 +23,23 @@ def configure(config: Config) -> str:
 
     uri = config.tracking_uri
     check_reachable(uri)
-    if uri.startswith("sqlite:///"):
-        _write_ahead_log(Path(uri[len("sqlite:///"):]))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return _experiment(config, uri)
+    # Two commands at once on a new embedded store would both create its tables (and the
+    # experiment): one after the other, under a lock beside the database.
+    from .locking import exclusive
+
+    db = Path(uri[len("sqlite:///"):])
+    with exclusive(db.parent / f".{db.name}.init.lock"):
+        _write_ahead_log(db)
+        return _experiment(config, uri)
+
+
+def _experiment(config: Config, uri: str) -> str:
+    import mlflow
+
     name = config.platform.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

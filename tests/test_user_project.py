@@ -268,26 +268,43 @@ def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark
     assert len(trials) >= 2 and all("TypeError" in t.data.tags["sparkml.error"] for t in trials)
 
 
-def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project, tmp_path):
+def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project, tmp_path, monkeypatch):
     """Two candidates for one registered model trained at once, in two processes, on an empty
-    registry: the promotion lock makes the later one compare with the earlier one, so the
-    better (the linear model) ends as champion, and each record says what it was compared with."""
+    registry. The test holds the promotion lock until both have measured their test metrics
+    (both about to read the champion), then lets go: the lock makes the later one compare with
+    the earlier one, so the better (the linear model) ends as champion, and each record says
+    what it was compared with."""
+    import time
+
+    from mlflow import MlflowClient
+
     from conftest import cli_env
+    from sparkml_platform import registry
+    from sparkml_platform.config import load_config
 
     conf = stock_project
     if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
         assert run_main(conf, "run", "daily", env=None).returncode == 0
-    store = {"SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-             "SPARKML_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = {"SPARKML_MLFLOW_TRACKING_URI": uri, "SPARKML_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     command = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "train"]
-    both = {name: subprocess.Popen([*command, name], env=cli_env(**store), cwd=conf.parent, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for name in ("close_linear", "close_ridge")}
-    done = {name: (proc.communicate(timeout=900), proc.returncode) for name, proc in both.items()}
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=store["SPARKML_MLFLOW_TRACKING_URI"],
-                          registry_uri=store["SPARKML_MLFLOW_TRACKING_URI"])
+    with registry.promotion_lock(load_config(conf), "next_close"):
+        both = {name: subprocess.Popen([*command, name], env=cli_env(**store), cwd=conf.parent,
+                                       text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for name in ("close_linear", "close_ridge")}
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and all(p.poll() is None for p in both.values()):
+            experiment = client.get_experiment_by_name("stock-prices")
+            measured = client.search_runs([experiment.experiment_id], "metrics.test_rmse > -1") \
+                if experiment else []
+            if len(measured) == 2:
+                break
+            time.sleep(1)
+        time.sleep(2)
+    done = {name: (proc.communicate(timeout=600), proc.returncode) for name, proc in both.items()}
     versions = {v.tags["model_spec"]: v for v in client.search_model_versions("name = 'next_close'")}
     assert set(versions) == {"close_linear", "close_ridge"}, {n: e[-2000:] for n, ((_, e), _) in done.items()}
     first, later = sorted(versions.values(), key=lambda v: int(v.version))
