@@ -251,10 +251,17 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         lake.describe(spark, path, definition.description, table_properties(definition),
                       df.schema, definition.partition_by or None,
                       metadata={**metadata, "kind": "table_metadata"})
-        version = lake.write(df.observe(observed, *observing), path, replace_where=replace_where,
-                             partition_by=definition.partition_by or None,
-                             metadata={**metadata, "validation": validated})
-        written = statistics.from_aggregates(observed.get, feature_types)
+        new = not lake.exists(path)
+        # A new table is created with its rows in one commit (DataFrameWriterV2), where an
+        # observation does not report: its statistics are read back from the one version.
+        version = lake.write(df if new else df.observe(observed, *observing), path,
+                             replace_where=replace_where, partition_by=definition.partition_by or None,
+                             metadata={**metadata, "validation": validated},
+                             description=definition.description,
+                             properties=table_properties(definition))
+        written = (statistics.summarize(lake.read(spark, path, version), feature_types,
+                                        definition.event_time) if new
+                   else statistics.from_aggregates(observed.get, feature_types))
     finally:
         if cached:
             df.unpersist()

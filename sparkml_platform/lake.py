@@ -90,12 +90,18 @@ def write(
     replace_where: str | None = None,
     partition_by: list[str] | None = None,
     metadata: dict | None = None,
+    description: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> int:
     """Overwrite the table (or only the rows matching `replace_where`) in one Delta commit.
 
     One commit means a failed or killed run leaves the previous version in place, and a
-    re-run replaces instead of appending: no duplicates. Returns the new table version.
+    re-run replaces instead of appending: no duplicates. A new table is created with its rows,
+    `description`, `properties` and column comments in that one commit (never empty first).
+    Returns the new table version.
     """
+    if not exists(path) and (description is not None or properties):
+        return _create(df, path, partition_by, metadata, description, properties or {})
     writer = df.write.format("delta").mode("overwrite")
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
@@ -109,13 +115,34 @@ def write(
     return version(df.sparkSession, path)
 
 
+def _create(df, path: Path, partition_by, metadata, description, properties) -> int:
+    """A new table and its first rows in one commit (DataFrameWriterV2 on the path)."""
+    from pyspark.sql import functions as F
+
+    spark = df.sparkSession
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    if metadata:
+        spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
+    try:
+        writer = df.writeTo(f"delta.`{path}`").using("delta")
+        for name, value in {**properties, **({"comment": description} if description else {})}.items():
+            writer = writer.tableProperty(name, value)
+        if partition_by:
+            writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
+        writer.createOrReplace()  # another first build at the same moment: the last one wins
+    finally:
+        if metadata:
+            spark.conf.unset(key)
+    return version(spark, path)
+
+
 def describe(spark, path: Path, description: str, properties: dict[str, str], schema,
              partition_by: list[str] | None = None, metadata: dict | None = None) -> None:
     """Put the table's description, properties and column comments in its own Delta metadata.
 
-    Any Spark reader then sees them with DESCRIBE. A new table is created empty with them
-    (its data follows in the next commit); an existing one is altered only where they differ,
-    so a build whose definition did not change adds no commit.
+    Any Spark reader then sees them with DESCRIBE. A table that does not exist yet gets them
+    with its first rows (`write` with `description` and `properties`); an existing one is
+    altered only where they differ, so a build whose definition did not change adds no commit.
     """
     import hashlib
 
@@ -125,22 +152,12 @@ def describe(spark, path: Path, description: str, properties: dict[str, str], sc
         [description, properties, {f.name: f.metadata.get("comment") for f in schema.fields},
          partition_by], sort_keys=True, default=str).encode()).hexdigest()
     applied = path / "_sparkml_table_metadata"  # Delta ignores paths starting with `_`
-    if exists(path) and applied.exists() and applied.read_text() == wanted_hash:
-        return  # nothing changed since it was last applied: no Spark job, no commit
+    if not exists(path) or (applied.exists() and applied.read_text() == wanted_hash):
+        return  # created with its first rows, or nothing changed: no Spark job, no commit
     key = "spark.databricks.delta.commitInfo.userMetadata"
     if metadata:
         spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
     try:
-        if not exists(path):
-            builder = (DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema)
-                       .comment(description))
-            if partition_by:
-                builder = builder.partitionedBy(*partition_by)
-            for name, value in properties.items():
-                builder = builder.property(name, value)
-            builder.execute()
-            applied.write_text(wanted_hash)
-            return
         table = DeltaTable.forPath(spark, str(path))
         detail = table.detail().select("description", "properties").collect()[0]
         wanted = {**properties, "comment": description}

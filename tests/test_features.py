@@ -374,3 +374,25 @@ def test_statistics_record_instants_in_utc_whatever_the_process_time_zone(spark,
         monkeypatch.setenv("TZ", "UTC")
         time.tzset()
     assert stats["event_time_range"] == ["2013-01-01 23:30:00", "2013-01-01 23:30:00"]
+
+
+def test_a_first_build_is_one_commit_with_its_rows_and_description(spark, config, raw_weather):
+    """Never an empty version 0 that a kill could leave behind: the table, its description,
+    properties and column comments come with its first rows."""
+    definition = config.feature_table("origin_weather_hourly").model_copy(deep=True)
+    config.features.feature_tables["weather_once"] = definition
+    try:
+        result = features.build(spark, config, "weather_once")
+    finally:
+        config.features.feature_tables.pop("weather_once")
+    path = lake.table_path(config.lake_root, "features.weather_once")
+    commits = lake.commits(path)
+    assert [c["version"] for c in commits] == [0] and result["version"] == 0
+    assert commits[0]["metadata"]["kind"] == "feature_table" and result["rows"] == 12
+    history = lake.history(spark, path)
+    assert history[0]["rows_written"] == "12"
+    described = {r.col_name: r for r in spark.sql(f"DESCRIBE TABLE EXTENDED delta.`{path}`").collect()}
+    assert described["temp"].comment == "Temperature (F)"
+    assert described["Comment"].data_type == definition.description
+    props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+    assert props["sparkml.owner"] == "flights-team" and props["sparkml.keys"] == "origin"
