@@ -8,10 +8,12 @@ lake root.
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
 from pathlib import Path
 
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, JobFailed, NotFoundError
 
 ZONES = ("raw", "features", "entities", "trainsets", "predictions")
 REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
@@ -100,8 +102,39 @@ def write(
     `description`, `properties` and column comments in that one commit (never empty first).
     Returns the new table version.
     """
-    if not exists(path) and (description is not None or properties):
-        return _create(df, path, partition_by, metadata, description, properties or {})
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            if not exists(path) and (description is not None or properties):
+                return _create(df, path, partition_by, metadata, description, properties or {})
+            return _overwrite(df, path, replace_where, partition_by, metadata)
+        except Exception as exc:  # noqa: BLE001 - only Delta's write conflicts are handled
+            if not _conflict(exc):
+                raise
+            if attempt == CONFLICT_RETRIES:
+                other = (commits(path)[-1]["metadata"] or {}) if exists(path) else {}
+                raise JobFailed(
+                    f"table {path}: another writer committed to it at the same time "
+                    f"({type(exc).__name__}), {CONFLICT_RETRIES + 1} tries in a row; the last "
+                    f"commit is run {other.get('run_id', 'unknown')}. Nothing of this run was "
+                    "written: run it again when the other writer is done") from None
+            time.sleep(0.5 * (attempt + 1) + random.random())
+
+
+# Delta's optimistic-concurrency conflicts. Every write here replaces a whole table or a
+# well-defined part of it, so doing it again on the new snapshot is safe: retried.
+CONFLICTS = {"ConcurrentAppendException", "ConcurrentDeleteReadException",
+             "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+             "ConcurrentWriteException", "MetadataChangedException", "ProtocolChangedException",
+             "DeltaConcurrentModificationException"}
+CONFLICT_RETRIES = 3
+
+
+def _conflict(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & CONFLICTS) or any(name in str(exc)[:3000] for name in CONFLICTS)
+
+
+def _overwrite(df, path: Path, replace_where, partition_by, metadata) -> int:
     writer = df.write.format("delta").mode("overwrite")
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
