@@ -117,7 +117,8 @@ def write(
                     f"({type(exc).__name__}), {CONFLICT_RETRIES + 1} tries in a row; the last "
                     f"commit is run {other.get('run_id', 'unknown')}. Nothing of this run was "
                     "written: run it again when the other writer is done") from None
-            time.sleep(0.5 * (attempt + 1) + random.random())
+            # Exponential back-off with full jitter: two writers that keep colliding drift apart.
+            time.sleep(random.uniform(0, min(8.0, 0.5 * 2 ** attempt)))
 
 
 # Delta's optimistic-concurrency conflicts. Every write here replaces a whole table or a
@@ -126,7 +127,7 @@ CONFLICTS = {"ConcurrentAppendException", "ConcurrentDeleteReadException",
              "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
              "ConcurrentWriteException", "MetadataChangedException", "ProtocolChangedException",
              "DeltaConcurrentModificationException"}
-CONFLICT_RETRIES = 3
+CONFLICT_RETRIES = 6
 
 
 def _conflict(exc: BaseException) -> bool:
