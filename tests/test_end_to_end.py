@@ -84,7 +84,9 @@ def test_model_version_records_its_inputs(spark, flights_project):
     assert shown["version"] in ("1", "2") and "champion" in shown["aliases"]
     tags = shown["tags"]
     assert tags["training_set"] == "flight_delays" and tags["training_set_version"] == "1"
-    assert json.loads(tags["feature_tables"])["route_delay_stats"] >= 0
+    # the feature tables at exactly the Delta versions its training set read
+    manifest = json.loads(run_main(conf, "trainset", "show", "flight_delays@1").stdout)
+    assert json.loads(tags["feature_tables"]) == {lk["table"]: lk["version"] for lk in manifest["lookups"]}
     assert float(shown["metrics"]["roc_auc"]) > 0.5
     # the run's dataset input is the training set version, with the manifest's digest
     from mlflow import MlflowClient
@@ -164,11 +166,17 @@ def test_bad_scoring_input_exits_2_and_leaves_output_unchanged(spark, flights_pr
 
 def test_listing_commands_answer_in_json(spark, flights_project):
     conf, _ = flights_project
-    for args in (["features", "list", "--json"], ["trainset", "list", "--json"],
-                 ["models", "list", "--json"], ["features", "search", "weather", "--json"]):
-        result = run_main(conf, *args)
+    expected = {
+        ("features", "list"): {"origin_weather_hourly", "plane_attributes", "carrier_delay_stats",
+                               "route_delay_stats"},
+        ("trainset", "list"): {"flight_delays"},
+        ("models", "list"): {"flight_delays"},
+        ("features", "search", "weather"): {"origin_weather_hourly"},
+    }
+    for args, names in expected.items():
+        result = run_main(conf, *args, "--json")
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout), args
+        assert {row["name"] for row in json.loads(result.stdout)} == names, args
     hits = json.loads(run_main(conf, "features", "search", "landed", "--json").stdout)
     assert {h["name"] for h in hits} == {"carrier_delay_stats", "route_delay_stats"}
 
