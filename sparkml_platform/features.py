@@ -28,8 +28,9 @@ def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] 
     return first, last
 
 
-def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
-    """The feature table's rows as a DataFrame, and the Delta versions of the sources read."""
+def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int], dict[str, str]]:
+    """The feature table's rows as a DataFrame, the Delta versions of the sources read, and
+    the definition's hashes (its YAML and its transformation's code)."""
     definition = config.feature_table(name)
     where = f"features.yml: feature_tables.{name}"
     transform = import_function(definition.transformation, f"{where}.transformation")
@@ -38,8 +39,8 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
     for arg, ref in definition.sources.items():
         path = lake.table_path(config.lake_root, ref)
         if not lake.exists(path):
-            raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet "
-                            "(load sources first: sparkml run flights)")
+            raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet: load or "
+                            "build it first")
         versions[ref] = lake.version(spark, path)
         inputs[arg] = lake.read(spark, path, versions[ref], ref)
     try:
@@ -47,7 +48,7 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int]]:
     except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
         raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
                         f"raised {type(exc).__name__}: {first_line(exc)}") from exc
-    return conform(df, definition, where), versions
+    return conform(df, definition, where), versions, definition_hashes(definition, transform)
 
 
 def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
@@ -105,10 +106,9 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         raise ConfigError(f"--chunk-days {chunk_days}: give a number of days, 1 or more")
     definition = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
-    computed, source_versions = compute(spark, config, name)
-    transform = import_function(definition.transformation, "")  # imported by compute already
+    computed, source_versions, hashes = compute(spark, config, name)
     run_id = provenance.run_id()
-    base = {"kind": "feature_table", "name": name, **definition_hashes(definition, transform),
+    base = {"kind": "feature_table", "name": name, **hashes,
             "sources": source_versions, "code": config.project.code_version(), "run_id": run_id,
             "spark_app_id": spark.sparkContext.applicationId}
     mode, reason = "window", None

@@ -209,8 +209,8 @@ def test_an_edited_transformation_rebuilds_the_table_through_spark_submit(spark,
     with spark-submit.sh (no PYTHONPATH, the user's shared jar cache) rebuilds the whole table."""
     conf = stock_project
     lake = conf.parent / ".sparkml" / "lake" / "features" / "price_stats"
-    if not lake.exists():
-        assert run_main(conf, "features", "build", "price_stats", env=None).returncode == 0
+    if not lake.exists():  # run on its own, without the pipeline test before it
+        assert run_main(conf, "run", "daily", env=None).returncode == 0
     code = conf.parent / PACKAGE / "transformations.py"
     source = code.read_text()
     assert "rowsBetween(-4, 0)" in source
