@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import lake, statistics, training_sets
 from .config import Config
+from .errors import JobFailed
 
 
 def feature_tables(config: Config) -> list[dict]:
@@ -72,7 +73,7 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         "built": lake.exists(path),
     }
     if info["built"]:
-        df = lake.read(spark, path)
+        df = lake.read(spark, path, ref=f"features.{name}")
         row = df.agg(F.count("*").alias("rows"), F.min(table.event_time).alias("first"),
                      F.max(table.event_time).alias("last")).collect()[0]
         info["rows"] = row["rows"]
@@ -135,7 +136,11 @@ def trainsets(config: Config) -> list[dict]:
         for version in training_sets.list_versions(config, name) or [None]:
             entry = {"name": name, "description": definition.description, "version": version}
             if version is not None:
-                man = training_sets.manifest(config, f"{name}@{version}")
-                entry.update(created_at=man["created_at"], rows=man["rows"], digest=man["digest"])
+                try:
+                    man = training_sets.manifest(config, f"{name}@{version}")
+                except JobFailed as exc:  # one damaged manifest: listed as such, the rest still
+                    entry["damaged"] = str(exc)
+                else:
+                    entry.update(created_at=man["created_at"], rows=man["rows"], digest=man["digest"])
             out.append(entry)
     return out

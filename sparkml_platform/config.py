@@ -490,6 +490,14 @@ class Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
 
+    def relative(self, path: Path) -> str:
+        """`path` as recorded in metadata: relative to the project root when inside it, so a
+        project copied or moved elsewhere still finds what it recorded."""
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
     @property
     def lake_root(self) -> Path:
         return self.path(self.platform.lake_root)

@@ -41,7 +41,7 @@ def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int], d
         if not lake.exists(path):
             raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet: load or "
                             "build it first")
-        versions[ref] = lake.version(spark, path)
+        versions[ref] = lake.version(spark, path, ref)
         inputs[arg] = lake.read(spark, path, versions[ref], ref)
     try:
         df = transform(**inputs)
@@ -111,6 +111,11 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     base = {"kind": "feature_table", "name": name, **hashes,
             "sources": source_versions, "code": config.project.code_version(), "run_id": run_id,
             "spark_app_id": spark.sparkContext.applicationId}
+    if lake.exists(path) and statistics.load(path, newest := lake.version(spark, path)) is None:
+        # A build killed between its commit and its statistics: record them now (the
+        # incremental window starts from the newest event time they hold).
+        statistics.for_version(spark, path, newest, {n: f.type for n, f in definition.features.items()},
+                               definition.event_time)
     mode, reason = "window", None
     if window is None:
         mode, window, reason = _incremental_window(spark, path, definition, computed, base, full)
@@ -362,8 +367,8 @@ def _persist(df):
 
 
 def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
-    """The number of rows, refusing two rows for one entity at one event time: they would make
-    point-in-time lookups ambiguous. `df` is a Spark DataFrame or its collected Arrow table."""
+    """The number of rows, refusing two rows for one entity at one event time (they would make
+    point-in-time lookups ambiguous) and rows without an event time (they never match). `df` is a Spark DataFrame or its collected Arrow table."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -372,15 +377,23 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
         per_key = df.group_by(key).aggregate([([], "count_all")])
         dupes = per_key.filter(pc.greater(per_key["count_all"], 1))
         rows, count = df.num_rows, dupes.num_rows
+        no_time = df[definition.event_time].null_count
         examples = [{**r, "rows": r["count_all"]} for r in dupes.slice(0, 5).to_pylist()]
     else:
         from pyspark.sql import functions as F
 
         per_key = df.groupBy(*key).agg(F.count("*").alias("rows"))
-        total = per_key.agg(F.sum("rows").alias("rows"),
-                            F.count(F.when(F.col("rows") > 1, True)).alias("dupes")).collect()[0]
-        rows, count = total["rows"] or 0, total["dupes"]
+        total = per_key.agg(
+            F.sum("rows").alias("rows"), F.count(F.when(F.col("rows") > 1, True)).alias("dupes"),
+            F.sum(F.when(F.col(definition.event_time).isNull(), F.col("rows"))).alias("no_time"),
+        ).collect()[0]
+        rows, count, no_time = total["rows"] or 0, total["dupes"], total["no_time"] or 0
         examples = per_key.where("rows > 1").limit(5).collect() if count else []  # only then
+    if no_time:
+        raise GateFailed(f"feature table {name}: {no_time} of {rows} rows have no event time "
+                         f"({definition.event_time} is null), nothing written: a point-in-time "
+                         f"lookup can never match them; give every row an event time in "
+                         f"{definition.transformation}")
     if count:
         shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)" for r in examples)
         raise GateFailed(f"feature table {name}: {count} (entity, event time) pairs occur "
@@ -403,7 +416,7 @@ def _validate(spark, config: Config, name: str, df) -> dict | None:
                                   f"expectations/{definition.expectations}.yml: expectations")
     kept = validation.keep(summary, config.validation_dir, name)
     outcome = {"suite": definition.expectations, "success": summary["success"],
-               "failed": len(summary["failed"]), "results": str(kept)}
+               "failed": len(summary["failed"]), "results": config.relative(kept)}
     if not summary["success"]:
         report = validation.describe_failures(summary)
         if definition.on_failure == "block":

@@ -8,6 +8,7 @@ lake root.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -32,7 +33,13 @@ def table_path(lake_root: Path, ref: str, zones: tuple[str, ...] = ZONES) -> Pat
     if match.group(1) not in zones:
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
-    return lake_root / match.group(1) / match.group(2)
+    path = lake_root / match.group(1) / match.group(2)
+    # A symbolic link inside the lake (a zone or a table folder) must not lead out of it.
+    resolved, root = path.resolve(), Path(lake_root).resolve()
+    if not resolved.is_relative_to(root):
+        raise ConfigError(f"table {ref!r}: its location {path} leads to {resolved} (a symbolic "
+                          f"link), outside the lake root {root}; nothing is read or written there")
+    return path
 
 
 def exists(path: Path) -> bool:
@@ -42,21 +49,86 @@ def exists(path: Path) -> bool:
 def read(spark, path: Path, version: int | None = None, ref: str | None = None):
     if not exists(path):
         raise NotFoundError(f"Delta table {ref or path} does not exist (looked in {path})")
+    check_log(path, ref)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(str(path))
 
 
-def version(spark, path: Path) -> int:
+def version(spark, path: Path, ref: str | None = None) -> int:
     """The table's newest version, from the names of its commit files (no Spark job).
 
     Delta keeps the newest commit's JSON file even after a checkpoint; the lake root is a
     POSIX path (see README)."""
-    commits = [int(p.stem) for p in (path / "_delta_log").glob("[0-9]*.json")]
-    if not commits:
-        raise NotFoundError(f"Delta table {path} has no commits")
-    return max(commits)
+    return check_log(path, ref)
+
+
+# The newest version the platform committed, kept beside the log (Delta ignores `_` paths):
+# a log whose newest commit file was removed would otherwise read as the older version.
+HEAD = "_sparkml_head.json"
+
+
+def check_log(path: Path, ref: str | None = None) -> int:
+    """The newest version, once the log is known whole: no commit missing (before the newest,
+    or the newest the platform recorded) and every commit file Delta reads is JSON.
+
+    A damaged log is refused with one line naming the table and the file, instead of Delta
+    silently reading an older version or failing with a parser's trace."""
+    log, name = path / "_delta_log", ref or str(path)
+    versions = sorted(int(p.stem) for p in log.glob("[0-9]*.json"))
+    head = _read_head(path)
+    if not versions and head is None:
+        raise NotFoundError(f"Delta table {name} has no commits (looked in {log})")
+    missing = sorted(set(range(versions[0], versions[-1] + 1)) - set(versions)) if versions else []
+    if head is not None and head > (versions or [-1])[-1]:
+        missing.append(head)
+    if missing:
+        held = f"it holds {versions[0]}..{versions[-1]}" if versions else "it holds none"
+        raise JobFailed(f"Delta table {name}: commit {missing[0]} is missing from its log {log} "
+                        f"({held}); the table cannot be read as written: restore the file from "
+                        "a backup, or rebuild the table")
+    checkpoint = _checkpoint(log)
+    for number in (v for v in versions if v >= checkpoint):
+        _commit_actions(log / f"{number:020d}.json", name)
+    return versions[-1]
+
+
+def _read_head(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / HEAD).read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no record (a table written by another tool) or a damaged one: no claim
+
+
+def _record_head(path: Path, version: int) -> None:
+    """Record `version` as committed (atomically; never lowers the record)."""
+    head = _read_head(path)
+    if head is not None and head >= version:
+        return
+    tmp = path / f".{HEAD}.{os.getpid()}"
+    tmp.write_text(json.dumps({"version": version}))
+    os.replace(tmp, path / HEAD)
+
+
+def _checkpoint(log: Path) -> int:
+    """The version of the newest checkpoint (commits before it are not read), else 0."""
+    try:
+        return int(json.loads((log / "_last_checkpoint").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _commit_actions(entry: Path, name: str) -> list[dict]:
+    actions = []
+    for number, line in enumerate(entry.read_text(errors="replace").splitlines(), 1):
+        try:
+            actions.append(json.loads(line))
+        except ValueError:
+            raise JobFailed(f"Delta table {name}: its commit file {entry} is damaged (line {number} "
+                            "is not JSON, the file was cut short or edited): restore it from a "
+                            "backup, or rebuild the table") from None
+    return actions
 
 
 def history(spark, path: Path, limit: int = 20) -> list[dict]:
@@ -105,8 +177,11 @@ def write(
     for attempt in range(CONFLICT_RETRIES + 1):
         try:
             if not exists(path) and (description is not None or properties):
-                return _create(df, path, partition_by, metadata, description, properties or {})
-            return _overwrite(df, path, replace_where, partition_by, metadata)
+                committed = _create(df, path, partition_by, metadata, description, properties or {})
+            else:
+                committed = _overwrite(df, path, replace_where, partition_by, metadata)
+            _record_head(path, committed)
+            return committed
         except Exception as exc:  # noqa: BLE001 - only Delta's write conflicts are handled
             if not _conflict(exc):
                 raise
@@ -225,8 +300,7 @@ def commits(path: Path) -> list[dict]:
     out = []
     for entry in sorted(log_dir.glob("[0-9]*.json")):
         info = {}
-        for line in entry.read_text().splitlines():
-            action = json.loads(line)
+        for action in _commit_actions(entry, str(path)):
             if "commitInfo" in action:
                 info = action["commitInfo"]
         meta = info.get("userMetadata")

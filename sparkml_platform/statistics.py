@@ -87,10 +87,16 @@ def record(table_path: Path, version: int, written: dict, whole_table: bool) -> 
 
 def for_version(spark, table_path: Path, version: int, features: dict[str, str],
                 event_time: str) -> dict | None:
-    """A version's table statistics, computing (and keeping) them if the build did not."""
+    """A version's table statistics, computing (and keeping) them if the build did not: a
+    window build, or one killed between its commit and recording them. None for a version
+    the table does not have."""
     stats = load(table_path, version)
-    if stats is None or stats.get("features") is not None:
+    if stats is not None and stats.get("features") is not None:
         return stats
+    if stats is None:
+        if not lake.exists(table_path) or not 0 <= version <= lake.version(spark, table_path):
+            return None
+        stats = {"version": version, "written": None}
     table = summarize(lake.read(spark, table_path, version), features, event_time)
     stats.update(rows=table["rows"], features=table["features"], event_time_range=table["event_time_range"])
     save(table_path, stats)

@@ -34,6 +34,7 @@ def configure(config: Config) -> str:
     db = Path(uri[len("sqlite:///"):])
     with exclusive(db.parent / f".{db.name}.init.lock"):
         _write_ahead_log(db)
+        _follow_move(db, config)
         return _experiment(config, uri)
 
 
@@ -50,6 +51,43 @@ def _experiment(config: Config, uri: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _follow_move(db: Path, config: Config) -> None:
+    """A project copied or moved with its embedded store: MLflow recorded absolute artifact
+    locations, which still name the old place (new runs would write there, models load from
+    there). When this project's artifact root holds the experiment's artifacts, every location
+    under the old root is rewritten to the new one, once."""
+    import sqlite3
+
+    name = config.platform.mlflow.experiment
+    wanted = f"{config.artifact_root}/{name}"
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+        try:
+            row = connection.execute("SELECT artifact_location FROM experiments WHERE name = ?",
+                                     (name,)).fetchone()
+        except sqlite3.OperationalError:
+            return  # a new store: no tables yet
+        if not row or row[0] == wanted or not row[0].endswith(f"/{name}"):
+            return
+        if not (wanted.startswith("file://") and Path(wanted[len("file://"):]).is_dir()):
+            return  # the artifacts were not moved along: the recorded places stay right
+        old, new = row[0][:-len(name) - 1], config.artifact_root
+        with connection:
+            for table, column in _LOCATIONS:
+                try:
+                    connection.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old) + 1, old + "/"))
+                except sqlite3.OperationalError:
+                    continue  # a table or column another MLflow version does not have
+    log.warning("the project moved: MLflow artifact locations under %s now point to %s", old, new)
+
+
+# Where MLflow's SQL store keeps artifact locations (MLflow 3 schema).
+_LOCATIONS = [("experiments", "artifact_location"), ("runs", "artifact_uri"),
+              ("model_versions", "source"), ("model_versions", "storage_location"),
+              ("logged_models", "artifact_location")]
 
 
 def _write_ahead_log(db: Path) -> None:

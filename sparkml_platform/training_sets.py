@@ -325,8 +325,20 @@ def manifest(config: Config, ref: str) -> dict:
     if version not in versions:
         raise NotFoundError(f"training set {name} has no version {version} "
                             f"(versions: {', '.join(map(str, versions))})")
-    base = lake.table_path(config.lake_root, f"trainsets.{name}")
-    return json.loads((base / f"v{version:04d}.json").read_text())
+    path = lake.table_path(config.lake_root, f"trainsets.{name}") / f"v{version:04d}.json"
+    try:
+        man = json.loads(path.read_text(errors="replace"))
+    except ValueError as exc:
+        raise JobFailed(f"training set {name}@{version}: its manifest {path} is damaged (not JSON: "
+                        f"{exc}), so the version cannot be used: build a new one with: sparkml trainset build "
+                       f"{name}") from None
+    if not isinstance(man, dict) or (man.get("name"), man.get("version")) != (name, version):
+        raise JobFailed(f"training set {name}@{version}: its manifest {path} describes "
+                        f"{man.get('name') if isinstance(man, dict) else man!r}@"
+                        f"{man.get('version') if isinstance(man, dict) else '?'}, not this version (edited or "
+                        f"copied), so the version cannot be used: build a new one with: sparkml "
+                        f"trainset build {name}")
+    return man
 
 
 def version_path(config: Config, name: str, version: int) -> Path:
