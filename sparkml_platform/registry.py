@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from .config import Config
 from .errors import ConfigError, NotFoundError
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+# Tagged on a version once its training set its aliases: one without it was interrupted.
+ALIASES_SET = "aliases_set"
+log = logging.getLogger(__name__)
 REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
 
 
@@ -65,7 +69,28 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
     if verdict["passed"]:
         client.set_registered_model_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
+    client.set_model_version_tag(name, version, ALIASES_SET, "by its training")  # done: see below
     return {"version": version, "aliases": aliases, "decision": decision}
+
+
+def finish_interrupted(config: Config, name: str) -> str | None:
+    """Set the aliases a training killed after registering its version did not set (call it
+    under the promotion lock): the newest version is `challenger`, and `champion` when its
+    recorded decision was to promote it. Returns that version if anything was set."""
+    client = tracking.client(config)
+    versions = client.search_model_versions(f"name = '{name}'", max_results=1000)
+    if not versions:
+        return None
+    newest = client.get_model_version(name, max(int(v.version) for v in versions))
+    if newest.tags.get(ALIASES_SET) or "decision" not in newest.tags:
+        return None  # finished (a later manual alias change is the user's), or not ours
+    wanted = [CHALLENGER] + ([CHAMPION] if newest.tags["decision"] == "promoted to champion" else [])
+    for alias in wanted:
+        client.set_registered_model_alias(name, alias, newest.version)
+    client.set_model_version_tag(name, newest.version, ALIASES_SET, "after an interrupted training")
+    log.warning("registered model %s: version %s was registered by a training that was killed "
+                "before setting its aliases; set %s", name, newest.version, ", ".join(wanted))
+    return newest.version
 
 
 @contextlib.contextmanager

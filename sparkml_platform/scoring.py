@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import lake, registry
+from . import lake, registry, tracking
 from .config import Config
 from .errors import ConfigError, JobFailed
 from .pit import FeatureLookup, join_features
@@ -34,6 +34,8 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     output_path = lake.table_path(config.lake_root, output_ref, zones=OUTPUT_ZONES)
     input_path = lake.table_path(config.lake_root, input_ref)
     mv = registry.resolve(config, model_ref)
+    tracking.close_abandoned_runs(mlflow.get_experiment_by_name(
+        config.platform.mlflow.experiment).experiment_id)
     spec = registry.load_feature_spec(config, mv.run_id)
     entity = spec["entity"]
     input_version = lake.version(spark, input_path) if lake.exists(input_path) else None
@@ -77,7 +79,7 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     with mlflow.start_run(run_name=f"score {mv.name}/{mv.version} {day}") as run:
         mlflow.set_tags({"sparkml.kind": "score", "sparkml.model": mv.name,
                          "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id,
-                         "sparkml.environment_id": env["id"]})
+                         "sparkml.environment_id": env["id"], **tracking.owner_tags()})
         try:
             version = lake.write(
                 predictions, output_path, partition_by=[RUN_DATE],

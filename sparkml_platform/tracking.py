@@ -101,6 +101,53 @@ def _write_ahead_log(db: Path) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
+def owner_tags() -> dict[str, str]:
+    """Which process a run belongs to: a run it leaves RUNNING when killed can be closed."""
+    import socket
+
+    return {"sparkml.host": socket.gethostname(), "sparkml.pid": str(os.getpid())}
+
+
+def close_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs a killed process left RUNNING: those started by a process of this
+    host that is gone, and their nested runs (tuning trials). Returns their ids."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    running = {r.info.run_id: r for r in client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)}
+    host = socket.gethostname()
+    gone = {rid for rid, r in running.items() if r.data.tags.get("sparkml.host") == host
+            and not _alive(r.data.tags.get("sparkml.pid"))}
+    children = True
+    while children:  # trials whose training run is gone (or already ended)
+        children = {rid for rid, r in running.items() if rid not in gone
+                    and (parent := r.data.tags.get("mlflow.parentRunId"))
+                    and (parent in gone or parent not in running)}
+        gone |= children
+    for rid in sorted(gone):
+        client.set_tag(rid, "sparkml.ended", "killed: its process ended without finishing the run")
+        client.set_terminated(rid, "KILLED")
+    if gone:
+        log.warning("closed %d MLflow run(s) left RUNNING by a killed process: %s", len(gone),
+                    ", ".join(sorted(gone)))
+    return sorted(gone)
+
+
+def _alive(pid: str | None) -> bool:
+    if not pid or not pid.isdigit():
+        return True  # not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """A tracking server that is down is a clear error before any work, not a hang.
 

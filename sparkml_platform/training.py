@@ -57,6 +57,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
     estimator.prepare(train_df)
 
     experiment_id = tracking.configure(config)
+    tracking.close_abandoned_runs(experiment_id)
     env = environment.capture(spark)
     environment.save(env, config.environments_dir)
     code = config.project.code_version()
@@ -74,7 +75,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                 "sparkml.code_dirty": str(code["dirty"]),
                 "sparkml.code_hash": str(code["content_hash"]),
                 "sparkml.framework_version": code["framework"]["version"],
-                "sparkml.environment_id": env["id"],
+                "sparkml.environment_id": env["id"], **tracking.owner_tags(),
             })
             # The training set as the run's dataset input: name@version, content digest, Delta path.
             stored = training_sets.version_path(config, manifest["name"], manifest["version"])
@@ -111,6 +112,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
             counts = {f"{split}_rows": float(rows.get(split, 0)) for split in ("train", "validation", "test")}
             mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
             promotion.enter_context(registry.promotion_lock(config, registered))
+            registry.finish_interrupted(config, registered)
             champion = _champion_on(config, registered, test_df, spec, estimator.task)
             verdict = evaluation.verdict(spec.thresholds, metrics, champion)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sparkml_platform import features, lake, statistics, validation
-from sparkml_platform.errors import ConfigError
+from sparkml_platform.errors import ConfigError, JobFailed
 
 
 @pytest.fixture(scope="module")
@@ -425,3 +425,38 @@ def test_writers_of_one_table_at_once_retry_delta_conflicts(spark, config):
     rows = lake.read(spark, path).groupBy("side").count().collect()
     assert len(rows) == 1 and rows[0]["count"] == 200
     assert lake.version(spark, path) == 8  # the first write and eight more, none lost
+
+
+def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config, raw_weather):
+    from sparkml_platform import catalog
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    built = features.build(spark, config, "origin_weather_hourly", full=True)
+    kept = statistics.stats_path(path, built["version"])
+    kept.unlink()  # killed between its commit and recording its statistics
+    shown = catalog.show_feature_table(spark, config, "origin_weather_hourly")["latest_statistics"]
+    assert (shown["version"], shown["rows"]) == (built["version"], 12)
+    assert shown["event_time_range"] == ["2013-01-01 00:00:00", "2013-01-03 12:00:00"]
+    assert shown["features"]["temp"]["mean"] == pytest.approx(32.0)
+
+    kept.unlink()  # again; this time the next build finds them missing
+    again = features.build(spark, config, "origin_weather_hourly")
+    assert statistics.load(path, built["version"])["rows"] == 12
+    assert again["mode"] == "incremental" and again["window"][0] == "2013-01-03"
+
+
+def test_a_damaged_log_is_refused_with_the_file_not_read_as_an_older_version(spark, config, raw_weather):
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    built = features.build(spark, config, "origin_weather_hourly", full=True)
+    newest = path / "_delta_log" / f"{built['version']:020d}.json"
+    saved = newest.read_bytes()
+    try:
+        newest.write_bytes(saved[: len(saved) // 2])
+        with pytest.raises(JobFailed, match=f"{newest.name} is damaged"):
+            weather_rows(spark, config)
+        newest.unlink()  # removed: Delta alone would read the version before, silently
+        with pytest.raises(JobFailed, match=f"commit {built['version']} is missing from its log"):
+            weather_rows(spark, config)
+    finally:
+        newest.write_bytes(saved)
+    assert weather_rows(spark, config).count() == 12
