@@ -223,8 +223,11 @@ def trainset():
 def trainset_list(state, as_json):
     from . import catalog
 
-    emit(catalog.trainsets(state.config), as_json,
-         lambda rows: table(rows, ["name", "version", "created_at", "rows", "digest"]))
+    rows = catalog.trainsets(state.config)
+    emit(rows, as_json, lambda rows: table(rows, ["name", "version", "created_at", "rows", "digest"]))
+    for row in rows:  # listed, and said why its details are missing
+        if "damaged" in row:
+            click.echo(f"warning: {row['damaged']}", err=True)
 
 
 @trainset.command("show")

@@ -80,6 +80,10 @@ class ProjectSettings(Strict):
     name: str | None = None  # default: the project root's directory name
     # Default: every package (a directory with __init__.py) directly under the root or src/.
     packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
+    # A configuration is code: each transformation, entity function and estimator class it
+    # names is imported, running that module's top-level code. When set, only modules under
+    # these prefixes may be named (e.g. [my_project, sklearn]); unset, any module may.
+    allowed_imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]] | None = None
 
 
 class PlatformSettings(Strict):
@@ -439,6 +443,12 @@ FILES: dict[str, type[Strict]] = {
 }
 
 
+def redact_uri(uri: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host`; a token in the query too."""
+    uri = re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", uri, flags=re.I)
+    return re.sub(r"([?&](?:token|password|secret|key|sig)[^=&]*=)[^&]*", r"\1***", uri, flags=re.I)
+
+
 def parse_instant(text: str):
     """A split cut-off, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM[:SS]`, as a naive UTC datetime."""
     import datetime as dt
@@ -527,6 +537,11 @@ class Config:
         return uri
 
     @property
+    def shown_tracking_uri(self) -> str:
+        """The tracking URI for messages and logs: a password in it is masked."""
+        return redact_uri(self.tracking_uri)
+
+    @property
     def artifact_root(self) -> str:
         root = self.platform.mlflow.artifact_root
         return root if "://" in root else self.path(root).as_uri()
@@ -595,8 +610,28 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
             raise ConfigError(_describe(exc, layers)) from None
     parts["expectations"] = _load_suites(base, overlay)  # type: ignore[assignment]
     config = Config(conf, env, parts)
+    _refuse_imports_not_allowed(config)
     config.project.activate()  # the project's packages import without PYTHONPATH
     return config
+
+
+def _refuse_imports_not_allowed(config: Config) -> None:
+    """Every module the configuration would import, checked against project.allowed_imports
+    before anything is imported."""
+    allowed = config.platform.project.allowed_imports
+    if allowed is None:
+        return
+    named = [(f"sources.yml: entity_tables.{n}.transform", t.transform)
+             for n, t in config.sources.entity_tables.items()]
+    named += [(f"features.yml: feature_tables.{n}.transformation", t.transformation)
+              for n, t in config.features.feature_tables.items()]
+    named += [(f"models.yml: models.{n}.estimator.class", m.estimator.class_)
+              for n, m in config.models.models.items() if m.estimator.class_]
+    for where, dotted in named:
+        if not any(dotted == prefix or dotted.startswith(prefix + ".") for prefix in allowed):
+            raise ConfigError(f"{where}: {dotted!r} is not under platform.yml project."
+                              f"allowed_imports ({', '.join(allowed)}): a configuration's imports "
+                              "run that module's code, so only the allowed ones are imported")
 
 
 def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuiteFile]:

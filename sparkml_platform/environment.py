@@ -107,7 +107,7 @@ def resolve(config, ref: str) -> dict:
             run = tracking.client(config).get_run(ref)
         except MlflowException:
             raise NotFoundError(f"no environment, model or MLflow run {ref!r} "
-                                f"(tracking URI {config.tracking_uri})") from None
+                                f"(tracking URI {config.shown_tracking_uri})") from None
         env_id = run.data.tags.get("sparkml.environment_id")
         if not env_id:
             raise NotFoundError(f"MLflow run {ref} records no environment (no sparkml.environment_id tag)")

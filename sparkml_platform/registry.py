@@ -134,7 +134,7 @@ def resolve(config: Config, ref: str):
     except MlflowException as exc:
         if not _missing(exc):
             raise
-        raise NotFoundError(f"no registered model named {name!r} in {config.tracking_uri}") from None
+        raise NotFoundError(f"no registered model named {name!r} in {config.shown_tracking_uri}") from None
     try:
         if alias:
             return client.get_model_version_by_alias(name, alias)

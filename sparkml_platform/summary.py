@@ -45,6 +45,6 @@ def render(spark, config: Config, report: dict) -> str:
                     line += f": {out['predicted_positive']:,} predicted positive"
                 lines.append(line)
     lines.append(f"lake root: {config.lake_root}")
-    lines.append(f"MLflow: {config.tracking_uri}")
+    lines.append(f"MLflow: {config.shown_tracking_uri}")
     lines.append(f"open the MLflow UI: {tracking.ui_command(config)}")
     return "\n".join(lines)

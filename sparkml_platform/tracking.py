@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .config import Config
+from .config import Config, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except requests.RequestException as exc:
         reason = type(exc).__name__ + (f": {exc.response.status_code}" if getattr(exc, "response", None)
                                        is not None else "")
-        raise JobFailed(f"the MLflow tracking server at {uri} is not reachable ({reason}): start it, "
+        raise JobFailed(f"the MLflow tracking server at {redact_uri(uri)} is not reachable ({reason}): "
+                        "start it, "
                         "or point platform.yml mlflow.tracking_uri (or SPARKML_MLFLOW_TRACKING_URI) "
                         "at one that runs; nothing was logged or registered") from None
 
@@ -179,6 +180,6 @@ def ui_command(config: Config) -> str:
     """How to open the MLflow UI on what the platform wrote."""
     uri = config.tracking_uri
     if uri.startswith("http"):
-        return f"open {uri}"
+        return f"open {config.shown_tracking_uri}"
     return (f".venv/bin/mlflow ui --backend-store-uri {uri} "
             f"--default-artifact-root {config.artifact_root} --host 127.0.0.1 --port 5000")

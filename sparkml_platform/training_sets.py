@@ -333,9 +333,10 @@ def manifest(config: Config, ref: str) -> dict:
                         f"{exc}), so the version cannot be used: build a new one with: sparkml trainset build "
                        f"{name}") from None
     if not isinstance(man, dict) or (man.get("name"), man.get("version")) != (name, version):
+        described = (f"{man.get('name')}@{man.get('version')}" if isinstance(man, dict)
+                     else repr(man))
         raise JobFailed(f"training set {name}@{version}: its manifest {path} describes "
-                        f"{man.get('name') if isinstance(man, dict) else man!r}@"
-                        f"{man.get('version') if isinstance(man, dict) else '?'}, not this version (edited or "
+                        f"{described}, not this version (edited or "
                         f"copied), so the version cannot be used: build a new one with: sparkml "
                         f"trainset build {name}")
     return man

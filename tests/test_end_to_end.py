@@ -225,3 +225,38 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
     assert [proc.returncode for proc in both] == [0, 0], [err[-2000:] for _, err in outputs]
     assert count(spark, table) == before_rows
     assert not (conf.parent / "metastore_db").exists() and not (conf.parent / "derby.log").exists()
+
+
+def test_a_copied_project_reads_and_writes_only_its_copy(spark, flights_project, tmp_path):
+    """Metadata holds places relative to the project (the lake, validation results) or is
+    re-anchored (MLflow's artifact locations): a copy works with the original gone."""
+    import shutil
+    import sqlite3
+
+    conf, _ = flights_project
+    original = conf.parent / ".sparkml"
+    copy = tmp_path / "copied"
+    shutil.copytree(conf.parent, copy, symlinks=True)
+    aside = conf.parent / ".sparkml-aside"
+    original.rename(aside)  # nothing of the original can be read or written meanwhile
+    try:
+        built = run_main(copy / "conf", "trainset", "build", "flight_delays")
+        scored = run_main(copy / "conf", "score", "flight_delays@champion", "--input",
+                          "entities.flights_to_score", "--output", "predictions.copied",
+                          "--run-date", "2013-12-31")
+        wrote_to_original = original.exists()
+    finally:
+        if original.exists():
+            shutil.rmtree(original)
+        aside.rename(original)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert not wrote_to_original
+    assert count(spark, copy / ".sparkml" / "lake" / "predictions" / "copied") > 0
+    artifacts = (copy / ".sparkml" / "mlartifacts").as_uri()
+    with sqlite3.connect(copy / ".sparkml" / "mlflow.db") as db:
+        places = [row[0] for query in ("SELECT artifact_location FROM experiments WHERE name != "
+                                       "'Default'", "SELECT artifact_uri FROM runs",
+                                       "SELECT storage_location FROM model_versions")
+                  for row in db.execute(query)]
+    assert places and all(p.startswith(artifacts + "/") for p in places), places

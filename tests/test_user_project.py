@@ -17,6 +17,7 @@ from conftest import REPO, cli_env, run_main
 from sparkml_platform.cli import main
 
 PACKAGE = "stockproj"
+SECRETS = ("planted-s3a-secret-4f1c9e", "planted-env-secret-8d2b7a")
 SYMBOLS = ("AAA", "BBB", "CCC")
 DAYS = 120
 
@@ -95,6 +96,8 @@ def stock_project(tmp_path_factory, spark) -> Path:
         (root / "conf" / "base" / filename).write_text(yaml.safe_dump(data, sort_keys=False))
     platform = yaml.safe_load((root / "conf" / "base" / "platform.yml").read_text())
     platform["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    # A planted secret, as a user's S3 credentials would be: it must never be recorded.
+    platform["spark"]["conf"] = {"spark.hadoop.fs.s3a.secret.key": SECRETS[0]}
     (root / "conf" / "base" / "platform.yml").write_text(yaml.safe_dump(platform))
     write_prices(root / "data" / "prices.csv")
     return root / "conf"
@@ -143,8 +146,9 @@ def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project)
     counts = lake_counts(spark, conf)
     assert counts["raw.prices"] == len(SYMBOLS) * DAYS == counts["predictions.next_close"]
 
-    second = run_main(conf, "run", "daily", env=None)
+    second = run_main(conf, "run", "daily", env=None, AWS_SECRET_ACCESS_KEY=SECRETS[1])
     assert second.returncode == 0, second.stderr[-4000:]
+    check_no_secret_is_recorded(conf, first, second)
     assert lake_counts(spark, conf) == counts  # nothing duplicated
     client = mlflow_client(conf)
     # The same deterministic model on the same rows equals its champion: promoted, not beaten
@@ -167,6 +171,18 @@ def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project)
     assert {"rmse", "mae", "r2"} <= set(shown["metrics"]) and "roc_auc" not in shown["metrics"]
 
     check_models_load_on_the_training_sets_own_rows(spark, conf)
+
+
+def check_no_secret_is_recorded(conf: Path, *outputs) -> None:
+    """Nothing the platform wrote (lake, commit metadata, manifests, MLflow store and
+    artifacts, environments, validation results, logs) holds a planted secret."""
+    holding = [str(path) for path in conf.parent.rglob("*") if path.is_file()
+               and conf not in path.parents
+               and any(secret.encode() in path.read_bytes() for secret in SECRETS)]
+    holding += [" ".join(out.args) for out in outputs
+                if any(secret in out.stdout + out.stderr for secret in SECRETS)]
+    assert holding == []
+    assert (conf.parent / ".sparkml" / "mlflow.db").stat().st_size > 0  # searched a real store
 
 
 def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
