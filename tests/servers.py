@@ -85,14 +85,53 @@ def spark_standalone(workdir: Path, cores: int = 2, memory: str = "3g"):
         logs.close()
 
 
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL binaries (initdb, pg_ctl): /usr/lib/postgresql/NN/bin."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else None
+
+
 @contextmanager
-def mlflow_server(workdir: Path):
-    """`mlflow server` with a SQLite store and served artifacts; yields its URI."""
+def postgresql(workdir: Path):
+    """A PostgreSQL cluster of its own (initdb in `workdir`, 127.0.0.1 only, a database
+    `mlflow`); yields its SQLAlchemy URI. As root, it runs as the `postgres` user (PostgreSQL
+    refuses root)."""
+    import pwd
+    import shutil
+
+    bin_dir = postgres_bin()
+    data, sockets = workdir / "pgdata", workdir / "pgsock"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        for path in (workdir, sockets):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        as_user = [shutil.which("runuser") or "runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, text=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(workdir / "postgresql.log"), "-w",
+        "-o", f"-p {port} -k {sockets} -c listen_addresses={LOOPBACK}", "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", LOOPBACK, "-p", str(port), "-U", "postgres", "mlflow")
+        yield f"postgresql+psycopg2://postgres@{LOOPBACK}:{port}/mlflow"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+@contextmanager
+def mlflow_server(workdir: Path, backend: str | None = None):
+    """`mlflow server` with a SQLite store (or `backend`) and served artifacts; yields its URI."""
     port = free_port()
     logs = open(workdir / "mlflow-server.log", "w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server",
-         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--backend-store-uri", backend or f"sqlite:///{workdir / 'server.db'}",
          "--artifacts-destination", str(workdir / "server-artifacts"),
          "--host", LOOPBACK, "--port", str(port), "--workers", "1"],
         stdout=logs, stderr=logs, cwd=workdir)

@@ -113,3 +113,32 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, fl
     predictions = spark.read.format("delta").load(str(root / "lake" / "predictions" / "yarn_check"))
     expected = spark.read.format("delta").load(str(root / "lake" / "entities" / "flights_to_score")).count()
     assert scored["rows"] == predictions.count() == expected
+
+
+def test_two_trainings_at_once_against_an_mlflow_server_on_postgresql(flights_project, tmp_path):
+    """The production set-up of the README: `mlflow server` on PostgreSQL. Two trainings of one
+    registered model at once both finish; the one promoted second was compared with the first."""
+    from mlflow import MlflowClient
+
+    from servers import mlflow_server, postgres_bin, postgresql
+
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
+    conf, _ = flights_project
+    with postgresql(tmp_path) as database, mlflow_server(tmp_path, database) as uri:
+        trainings = [subprocess.Popen(
+            [str(Path(cli_env()["PYSPARK_PYTHON"]).parent / "sparkml"), "--conf", str(conf),
+             "--env", "test", "train", "flight_delay_gbt", "--no-tune"],
+            env=cli_env(SPARKML_MLFLOW_TRACKING_URI=uri), cwd=conf.parent, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        outputs = [proc.communicate(timeout=1200) for proc in trainings]
+        assert [p.returncode for p in trainings] == [0, 0], [err[-3000:] for _, err in outputs]
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        versions = sorted(client.search_model_versions("name = 'flight_delays'"),
+                          key=lambda v: int(v.version))
+        assert [v.version for v in versions] == ["1", "2"]
+        compared = [v.tags["compared_with"] for v in versions]
+        assert compared[0] == "no champion yet" and compared[1].startswith("champion v1"), compared
+        assert all(v.tags["aliases_set"] == "by its training" for v in versions)
+        runs = client.search_runs([client.get_experiment_by_name("sparkml-flights").experiment_id])
+        assert {r.info.status for r in runs} == {"FINISHED"}
