@@ -93,15 +93,17 @@ def postgres_bin() -> Path | None:
 
 
 @contextmanager
-def postgresql(workdir: Path):
-    """A PostgreSQL cluster of its own (initdb in `workdir`, 127.0.0.1 only, a database
-    `mlflow`); yields its SQLAlchemy URI. As root, it runs as the `postgres` user (PostgreSQL
-    refuses root)."""
+def postgresql():
+    """A PostgreSQL cluster of its own (initdb in a new temporary directory, 127.0.0.1 only,
+    a database `mlflow`); yields its SQLAlchemy URI, then stops and removes it. As root, it
+    runs as the `postgres` user (PostgreSQL refuses root), in a directory that user owns."""
     import pwd
     import shutil
+    import tempfile
 
     bin_dir = postgres_bin()
-    data, sockets = workdir / "pgdata", workdir / "pgsock"
+    workdir = Path(tempfile.mkdtemp(prefix="sparkml-postgresql-"))
+    data, sockets = workdir / "data", workdir / "sockets"
     sockets.mkdir()
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -121,7 +123,10 @@ def postgresql(workdir: Path):
         run(str(bin_dir / "createdb"), "-h", LOOPBACK, "-p", str(port), "-U", "postgres", "mlflow")
         yield f"postgresql+psycopg2://postgres@{LOOPBACK}:{port}/mlflow"
     finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        try:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager

@@ -125,14 +125,15 @@ def test_two_trainings_at_once_against_an_mlflow_server_on_postgresql(flights_pr
     if postgres_bin() is None:
         pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
     conf, _ = flights_project
-    with postgresql(tmp_path) as database, mlflow_server(tmp_path, database) as uri:
+    with postgresql() as database, mlflow_server(tmp_path, database) as uri:
         trainings = [subprocess.Popen(
             [str(Path(cli_env()["PYSPARK_PYTHON"]).parent / "sparkml"), "--conf", str(conf),
              "--env", "test", "train", "flight_delay_gbt", "--no-tune"],
             env=cli_env(SPARKML_MLFLOW_TRACKING_URI=uri), cwd=conf.parent, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
         outputs = [proc.communicate(timeout=1200) for proc in trainings]
-        assert [p.returncode for p in trainings] == [0, 0], [err[-3000:] for _, err in outputs]
+        assert [p.returncode for p in trainings] == [0, 0], \
+            [[line for line in err.splitlines() if "rror" in line][-6:] for _, err in outputs]
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         versions = sorted(client.search_model_versions("name = 'flight_delays'"),
                           key=lambda v: int(v.version))
