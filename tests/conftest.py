@@ -13,9 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Python-side datetimes from Spark are in the process's local zone: make it UTC like the session.
-os.environ["TZ"] = "UTC"
+# The suite runs in a process time zone other than UTC (the session's): nothing the platform
+# records or compares may depend on it. Python-side datetimes that Spark collects are local
+# wall-clock values: tests compare them through `utc()`.
+os.environ["TZ"] = os.environ.get("SPARKML_TEST_TZ", "Asia/Tokyo")
 time.tzset()
+
+
+def utc(value):
+    """A datetime collected from Spark (local wall-clock time, naive) as naive UTC."""
+    import datetime as dt
+
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 REPO = Path(__file__).resolve().parent.parent
 from sparkml_platform.delta_jars import default_dir  # noqa: E402

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import utc
 from sparkml_platform import features, lake, statistics, validation
 from sparkml_platform.errors import ConfigError, JobFailed
 
@@ -56,7 +57,7 @@ def test_window_build_replaces_only_that_window_and_never_duplicates(spark, conf
         lake.write(raw_weather, raw)
     rows = weather_rows(spark, config)
     assert rows.count() == 12  # same rows, once each
-    dewps = {(r.origin, r.observed_at.day): r.dewp for r in rows.collect()}
+    dewps = {(r.origin, utc(r.observed_at).day): r.dewp for r in rows.collect()}
     assert dewps == {(o, d): 20.0 + (100 if d == 2 else 0)
                      for o in ("EWR", "JFK") for d in (1, 2, 3)}
     assert result["window"] == ["2013-01-02", "2013-01-02"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from conftest import utc
 from sparkml_platform.reference import flights
 
 SCHEMA = ("year int, month int, day int, sched_dep_time int, hour int, minute int, "
@@ -19,7 +20,7 @@ def flight(hour, minute, dep_delay, air_time, arr_delay, carrier="AA"):
 def test_entities_have_scheduled_departure_in_utc(spark):
     df = spark.createDataFrame([flight(10, 15, 0.0, 100.0, 5.0)], SCHEMA)
     row = flights.flight_entities(df).collect()[0]
-    assert row.sched_dep_ts == dt.datetime(2013, 1, 1, 10, 15)
+    assert utc(row.sched_dep_ts) == dt.datetime(2013, 1, 1, 10, 15)
     assert row.flight_id == "2013-01-01-AA-1-JFK-1015"
 
 
@@ -30,7 +31,7 @@ def test_delay_stats_count_only_flights_landed_by_then(spark):
         flight(9, 0, 0.0, None, None),     # cancelled: never lands, never counted
     ], SCHEMA)
     rows = flights.carrier_delay_stats(df).orderBy("landed_at").collect()
-    assert [(r.landed_at, r.carrier_flights_landed, r.carrier_mean_arr_delay, r.carrier_late_rate)
+    assert [(utc(r.landed_at), r.carrier_flights_landed, r.carrier_mean_arr_delay, r.carrier_late_rate)
             for r in rows] == [
         (dt.datetime(2013, 1, 1, 9, 30), 1, 30.0, 1.0),
         (dt.datetime(2013, 1, 1, 10, 40), 2, 15.0, 0.5),
@@ -41,5 +42,5 @@ def test_plane_attributes_valid_from_year_built(spark):
     planes = spark.createDataFrame([("N1", 2004, 2, 55, "EMBRAER"), ("N2", None, 2, 100, "X")],
                                    "tailnum string, year int, engines int, seats int, manufacturer string")
     rows = {r.tailnum: r for r in flights.plane_attributes(planes).collect()}
-    assert rows["N1"].valid_from == dt.datetime(2004, 1, 1)
-    assert rows["N2"].valid_from == dt.datetime(1970, 1, 1) and rows["N2"].plane_year is None
+    assert utc(rows["N1"].valid_from) == dt.datetime(2004, 1, 1)
+    assert utc(rows["N2"].valid_from) == dt.datetime(1970, 1, 1) and rows["N2"].plane_year is None

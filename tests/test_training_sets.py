@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+from conftest import utc
+
 from sparkml_platform import lake, training_sets
 from sparkml_platform.config import Feature, FeatureTable, Split, TrainingSet
 from sparkml_platform.errors import ConfigError, JobFailed
@@ -14,7 +16,14 @@ T0 = dt.datetime(2024, 1, 1)
 
 
 def ts(hours: int) -> dt.datetime:
+    """An instant as UTC wall-clock time (how the platform writes and compares instants)."""
     return T0 + dt.timedelta(hours=hours)
+
+
+def at(hours: int) -> dt.datetime:
+    """The same instant for a DataFrame: zone-aware, since Spark reads a naive datetime as the
+    process's local time (the suite runs in another zone than UTC)."""
+    return ts(hours).replace(tzinfo=dt.timezone.utc)
 
 
 def feature_table(name: str, features: dict[str, str]) -> FeatureTable:
@@ -27,13 +36,13 @@ def feature_table(name: str, features: dict[str, str]) -> FeatureTable:
 def synthetic(spark, config):
     """Labels keyed `kk` (the tables' key is `k`), two feature tables, one training set."""
     labels = spark.createDataFrame(
-        [(i, ["a", "b", "c", "zz"][i % 4], ts(10 + i), i % 2) for i in range(40)],
+        [(i, ["a", "b", "c", "zz"][i % 4], at(10 + i), i % 2) for i in range(40)],
         "id int, kk string, t timestamp, outcome int")
     table_a = spark.createDataFrame(
-        [(k, ts(h), float(h), f"s{h}") for k in ("a", "b", "c") for h in range(0, 60, 5)],
+        [(k, at(h), float(h), f"s{h}") for k in ("a", "b", "c") for h in range(0, 60, 5)],
         "k string, ft timestamp, x double, y string")
     table_b = spark.createDataFrame(  # starts after the first labels: those get nulls
-        [(k, ts(h), h * 10) for k in ("a", "b") for h in range(30, 60, 3)],
+        [(k, at(h), h * 10) for k in ("a", "b") for h in range(30, 60, 3)],
         "k string, ft timestamp, z int")
     lake.write(labels, lake.table_path(config.lake_root, "entities.ts_labels"))
     lake.write(table_a, lake.table_path(config.lake_root, "features.ts_a"))
@@ -67,7 +76,7 @@ def test_build_writes_a_version_with_its_manifest(spark, config, synthetic):
     assert man["rows_without_match"]["ts_a"] == 10
     rows = training_sets.read_version(spark, config, man).orderBy("id").collect()
     assert [r.a_x for r in rows[:4]] == [10.0, 10.0, 10.0, None]  # hour 10..13 -> row of hour 10
-    assert all(r.z is None for r in rows if r.t < ts(30))
+    assert all(r.z is None for r in rows if utc(r.t) < ts(30))
     expected_missing_b = sum(1 for r in rows if r.z is None)
     assert man["rows_without_match"]["ts_b"] == expected_missing_b > 0
     assert training_sets.manifest(config, "ts_set")["digest"] == man["digest"]
