@@ -18,6 +18,9 @@ from .errors import ConfigError
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Values once aliases are expanded, beyond the values written: DRY anchors stay far below.
 MAX_EXPANSION = 100_000
+# A configuration describes tables and models: a file this large is data put in the wrong
+# place (or a mistake), refused before parsing it.
+MAX_BYTES = 4 * 1024 * 1024
 
 
 class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
@@ -46,6 +49,11 @@ def read(path: Path) -> dict:
     """The YAML mapping in `path` ({} when the file is missing or empty)."""
     if not path.exists():
         return {}
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ConfigError(f"{path}: {size / 2**20:.1f} MB, more than a configuration file may be "
+                          f"({MAX_BYTES // 2**20} MB): it describes tables and models; data "
+                          "belongs in a source")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:

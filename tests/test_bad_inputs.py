@@ -88,6 +88,9 @@ def test_bad_input(case_project, request, spark):
     overlay = CORPUS / request.node.callspec.id  # none for a case that only damages a lake
     for path in sorted(overlay.iterdir()) if overlay.is_dir() else []:
         shutil.copyfile(path, conf / "test" / path.name)
+    for name, megabytes in expected.get("generate", {}).items():  # too big to keep in git
+        line = b"# " + b"x" * 1021 + b"\n"
+        (conf / "test" / name).write_bytes(b"feature_tables: {}\n" + line * (megabytes * 1024))
     for step in expected.get("steps", []):
         done = run_main(conf, *step)
         assert done.returncode == 0, done.stderr[-3000:]
