@@ -44,9 +44,17 @@ def _experiment(config: Config, uri: str) -> str:
     name = config.platform.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
+        from mlflow.exceptions import MlflowException
+
         # A remote server keeps its own artifact store; a local store gets the configured root.
         location = None if uri.startswith("http") else f"{config.artifact_root}/{name}"
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Another command created it meanwhile (two at once on a new tracking server).
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)

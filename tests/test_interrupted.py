@@ -1,5 +1,6 @@
-"""What a killed command leaves behind is finished or closed by the next one: MLflow runs left
-RUNNING, and a registered version whose aliases were never set."""
+"""What a killed command leaves behind is finished or closed by the next one (MLflow runs left
+RUNNING, a registered version whose aliases were never set), and what two commands at once
+on a new tracking server race for (its experiment)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,23 @@ def test_a_version_registered_by_a_killed_training_gets_its_aliases_next_time(tm
     assert registry.finish_interrupted(config, "m") is None
     assert client.get_model_version_by_alias("m", "champion").version == first
     assert third != first
+
+
+def test_an_experiment_created_by_another_command_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two commands at once on a new tracking server: both find no experiment, one creates it
+    first; the other's create fails as existing, and it uses that one (was: exit 1)."""
+    import mlflow
+
+    conf = make_project(tmp_path)
+    monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_config(conf, "test")
+    first = tracking.configure(config)
+    looked = []
+
+    def not_yet(name):  # what the other command saw, a moment before the first created it
+        looked.append(name)
+        return None if len(looked) == 1 else mlflow.tracking.fluent.MlflowClient().get_experiment_by_name(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet)
+    assert tracking._experiment(config, config.tracking_uri) == first
+    assert looked == [config.platform.mlflow.experiment] * 2
