@@ -126,8 +126,16 @@ def _dicts(table: Path) -> list[dict]:
     return DeltaTable(str(table)).to_pyarrow_table().to_pylist()
 
 
-def last_step(conf: Path) -> str:
-    text = (conf.parent / "pipeline.log").read_text(errors="replace")
+def log_size(conf: Path) -> int:
+    log = conf.parent / "pipeline.log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def last_step(conf: Path, since: int) -> str:
+    """The last step this run started (its output from byte `since` of the log on)."""
+    with open(conf.parent / "pipeline.log", "rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
     seen = [(text.rfind(step), step) for step in STEPS]
     return max(seen)[1] if max(seen)[0] >= 0 else "start-up"
 
@@ -153,6 +161,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     failures = []
     for kill in range(1, args.kills + 1):
+        since = log_size(killed)
         run = start(killed)
         moment = rng.uniform(3, duration)
         try:
@@ -163,7 +172,7 @@ def main() -> int:
             run.wait()
         problems = check_readable(killed.parent)
         failures += [f"kill {kill}: {p}" for p in problems]
-        print(f"kill {kill:2d} at {moment:5.0f} s ({'finished first' if finished else last_step(killed)}): "
+        print(f"kill {kill:2d} at {moment:5.0f} s ({'finished first' if finished else last_step(killed, since)}): "
               f"{'every table readable' if not problems else '; '.join(problems)}", flush=True)
 
     final = start(killed)

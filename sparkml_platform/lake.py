@@ -76,7 +76,7 @@ def check_log(path: Path, ref: str | None = None) -> int:
     A damaged log is refused with one line naming the table and the file, instead of Delta
     silently reading an older version or failing with a parser's trace."""
     log, name = path / "_delta_log", ref or str(path)
-    versions = sorted(int(p.stem) for p in log.glob("[0-9]*.json"))
+    versions = sorted(int(p.stem) for p in _commit_files(log))
     head = _read_head(path)
     if not versions and head is None:
         raise NotFoundError(f"Delta table {name} has no commits (looked in {log})")
@@ -92,6 +92,14 @@ def check_log(path: Path, ref: str | None = None) -> int:
     for number in (v for v in versions if v >= checkpoint):
         _commit_actions(log / f"{number:020d}.json", name)
     return versions[-1]
+
+
+def _commit_files(log: Path) -> list[Path]:
+    """The log's commit files, NNNN.json (not checkpoints, compactions or checksums)."""
+    return sorted(p for p in log.glob("[0-9]*.json") if COMMIT_FILE.match(p.name))
+
+
+COMMIT_FILE = re.compile(r"^\d{20}\.json$")
 
 
 def _read_head(path: Path) -> int | None:
@@ -298,7 +306,7 @@ def commits(path: Path) -> list[dict]:
     """
     log_dir = path / "_delta_log"
     out = []
-    for entry in sorted(log_dir.glob("[0-9]*.json")):
+    for entry in _commit_files(log_dir):
         info = {}
         for action in _commit_actions(entry, str(path)):
             if "commitInfo" in action:
