@@ -37,7 +37,6 @@ from conftest import SLICE, cli_env, make_project  # noqa: E402  the tests' slic
 from sparkml_platform import lake  # noqa: E402
 
 PIPELINE = ["run", "flights"]
-STEPS = ("load_sources", "build_entities", "build_features", "build_trainset", "train", "score")
 
 
 def start(conf: Path) -> subprocess.Popen:
@@ -133,11 +132,13 @@ def log_size(conf: Path) -> int:
 
 def last_step(conf: Path, since: int) -> str:
     """The last step this run started (its output from byte `since` of the log on)."""
+    import re
+
     with open(conf.parent / "pipeline.log", "rb") as log:
         log.seek(since)
         text = log.read().decode(errors="replace")
-    seen = [(text.rfind(step), step) for step in STEPS]
-    return max(seen)[1] if max(seen)[0] >= 0 else "start-up"
+    started = re.findall(r"^\[\d+/\d+\] (\w+)", text, flags=re.M)  # "[3/6] build_features ..."
+    return started[-1] if started else "start-up"
 
 
 def main() -> int:
