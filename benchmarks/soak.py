@@ -1,6 +1,8 @@
 """A soak: the slice pipeline (the tests' slice of the reference data, every step from loading
 sources to training two tuned models and scoring) run N times, each killed with SIGKILL at a
 random moment, then once to the end; beside it, the same pipeline run once, never killed.
+Each moment is a step drawn at random (or start-up), then a random time within how long that
+step took in the never-killed run: every step is hit, training and scoring included.
 
 After every kill: every table passes the platform's log check and is read whole by delta-rs
 (a reader that shares no code with Spark), and every training-set manifest's version is
@@ -141,6 +143,39 @@ def last_step(conf: Path, since: int) -> str:
     return started[-1] if started else "start-up"
 
 
+def step_durations(conf: Path) -> list[tuple[str, float]]:
+    """(step, seconds) of each step of a finished run, from its `[i/n] step` and `(Ns)` lines."""
+    import re
+
+    steps: list[tuple[str, float]] = []
+    for line in (conf.parent / "pipeline.log").read_text(errors="replace").splitlines():
+        if started := re.match(r"^\[\d+/\d+\] (\w+)", line):
+            steps.append((started.group(1), 0.0))
+        elif (took := re.match(r"^\s+\((\d+(?:\.\d+)?)s\)$", line)) and steps:
+            steps[-1] = (steps[-1][0], float(took.group(1)))
+    return steps
+
+
+def kill_during(conf: Path, since: int, step: int, seconds: float) -> bool:
+    """Start a run, and SIGKILL it `seconds` after it starts step number `step` (1-based; 0:
+    after it starts). True if it finished first."""
+    run = start(conf)
+    marker = f"[{step}/"
+    while step and run.poll() is None:
+        with open(conf.parent / "pipeline.log", "rb") as log:
+            log.seek(since)
+            if any(line.startswith(marker) for line in log.read().decode(errors="replace").splitlines()):
+                break
+        time.sleep(0.2)
+    try:
+        run.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -151,29 +186,26 @@ def main() -> int:
     clean, killed = (make_project(args.workdir / name, SLICE) for name in ("clean", "killed"))
 
     started = time.monotonic()
-    run = start(clean)
-    if run.wait() != 0:
+    if start(clean).wait() != 0:
         print(f"the never-killed run failed: see {clean.parent / 'pipeline.log'}")
         return 1
-    duration = time.monotonic() - started
-    print(f"never-killed run: {duration:.0f} s; killing {args.kills} runs at random moments "
-          f"in [3 s, {duration:.0f} s]", flush=True)
+    steps = step_durations(clean)
+    print(f"never-killed run: {time.monotonic() - started:.0f} s, steps "
+          + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in steps), flush=True)
 
+    # Each kill: a step chosen at random, then a random moment within that step's duration
+    # in the never-killed run (start-up included: up to 20 s before the first step).
     rng = random.Random(args.seed)
     failures = []
     for kill in range(1, args.kills + 1):
+        step = rng.randrange(len(steps) + 1)  # 0: during start-up
+        seconds = rng.uniform(0, steps[step - 1][1] if step else 20)
         since = log_size(killed)
-        run = start(killed)
-        moment = rng.uniform(3, duration)
-        try:
-            finished = run.wait(timeout=moment) is not None
-        except subprocess.TimeoutExpired:
-            finished = False
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        finished = kill_during(killed, since, step, seconds)
         problems = check_readable(killed.parent)
         failures += [f"kill {kill}: {p}" for p in problems]
-        print(f"kill {kill:2d} at {moment:5.0f} s ({'finished first' if finished else last_step(killed, since)}): "
+        where = "finished first" if finished else f"{last_step(killed, since)} +{seconds:.0f} s"
+        print(f"kill {kill:2d} ({where}): "
               f"{'every table readable' if not problems else '; '.join(problems)}", flush=True)
 
     final = start(killed)

@@ -33,7 +33,7 @@ def configure(config: Config) -> str:
 
     db = Path(uri[len("sqlite:///"):])
     with exclusive(db.parent / f".{db.name}.init.lock"):
-        _write_ahead_log(db)
+        _create_store(db, config)
         _follow_move(db, config)
         return _experiment(config, uri)
 
@@ -98,15 +98,47 @@ _LOCATIONS = [("experiments", "artifact_location"), ("runs", "artifact_uri"),
               ("logged_models", "artifact_location")]
 
 
-def _write_ahead_log(db: Path) -> None:
-    """The embedded store in WAL mode (kept in the file): readers never block a writer, so two
+def _create_store(db: Path, config: Config) -> None:
+    """A new embedded store is created whole or not at all: MLflow builds its tables with some
+    fifty migrations, and a command killed among them left a store every later command failed
+    on. They are built in a temporary file, moved into place once complete.
+
+    The store runs in WAL mode (kept in the file): readers never block a writer, so two
     trainings at once do not fail on a lock (MLflow itself waits up to 20 s on a busy one)."""
     import sqlite3
 
+    if db.exists():
+        _refuse_half_created(db)
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     db.parent.mkdir(parents=True, exist_ok=True)
+    for stale in db.parent.glob(f".{db.name}.creating-*"):  # a creation killed half-way
+        stale.unlink()
+    creating = db.parent / f".{db.name}.creating-{os.getpid()}"
+    SqlAlchemyStore(f"sqlite:///{creating}", config.artifact_root).engine.dispose()
+    with contextlib.closing(sqlite3.connect(creating, timeout=30)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    os.replace(creating, db)
+
+
+def _refuse_half_created(db: Path) -> None:
+    """A store a killed migration left behind: one clear line rather than a SQL trace."""
+    import sqlite3
+
+    from .errors import JobFailed
+
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
+        left = [name for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' "
+            "ESCAPE '\\'")]
+    if left:
+        raise JobFailed(f"the MLflow store {db} was left half-migrated by a command that was "
+                        f"killed (it holds {left[0]}): restore it from a backup (or, if it holds "
+                        "no runs yet, remove it and run again)")
 
 
 def owner_tags() -> dict[str, str]:
