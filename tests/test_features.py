@@ -144,7 +144,7 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
     path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
     meta = lake.commits(path)[-1]["metadata"]
     assert meta["validation"]["suite"] == "origin_weather_hourly"
-    kept = json.loads(Path(result["validation"]["results"]).read_text())
+    kept = json.loads(config.path(result["validation"]["results"]).read_text())  # project-relative
     assert kept["engine"] == ("pandas" if engine == "driver-copy" else "spark")
     # The statistics observed on the write count the rows the duplicate check counted.
     observed = statistics.load(path, result["version"])["written"]
