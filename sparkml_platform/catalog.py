@@ -84,7 +84,7 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         full = [c for c in builds if c["metadata"].get("mode") == "full"]
         info["last_full_build"] = _build_summary(full[-1]) if full else None
         info["latest_statistics"] = statistics.for_version(
-            spark, path, lake.version(spark, path), _types(table), table.event_time) \
+            spark, path, lake.version(spark, path), table.feature_types, table.event_time) \
             or statistics.latest(path)
         info["used_by"] = used_by(config, name)
     return info
@@ -99,16 +99,12 @@ def _build_summary(commit: dict) -> dict:
             "definition_hash": meta.get("definition_hash"), "code_hash": meta.get("code_hash")}
 
 
-def _types(table) -> dict[str, str]:
-    return {n: f.type for n, f in table.features.items()}
-
-
 def compare_versions(spark, config: Config, name: str, old: int, new: int) -> dict:
     from .errors import NotFoundError
 
     table = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
-    loaded = {v: statistics.for_version(spark, path, v, _types(table), table.event_time)
+    loaded = {v: statistics.for_version(spark, path, v, table.feature_types, table.event_time)
               for v in (old, new)}
     missing = [str(v) for v, s in loaded.items() if s is None]
     if missing:

@@ -145,6 +145,11 @@ class FeatureTable(Strict):
     expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
     on_failure: Literal["block", "warn"] = "block"  # what a failing suite does to the write
 
+    @property
+    def feature_types(self) -> dict[str, str]:
+        """Each feature's declared Spark type, by name."""
+        return {n: f.type for n, f in self.features.items()}
+
     @field_validator("sources")
     @classmethod
     def _refs(cls, value: dict[str, str]) -> dict[str, str]:

@@ -79,7 +79,7 @@ def conform(df, definition: FeatureTable, where: str):
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     expected = {k: None for k in definition.keys}
     expected[definition.event_time] = "timestamp"
-    expected.update({n: f.type for n, f in definition.features.items()})
+    expected.update(definition.feature_types)
     problems = []
     for column, wanted in expected.items():
         if column not in types:
@@ -114,8 +114,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     if lake.exists(path) and statistics.load(path, newest := lake.version(spark, path)) is None:
         # A build killed between its commit and its statistics: record them now (the
         # incremental window starts from the newest event time they hold).
-        statistics.for_version(spark, path, newest, {n: f.type for n, f in definition.features.items()},
-                               definition.event_time)
+        statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time)
     mode, reason = "window", None
     if window is None:
         mode, window, reason = _incremental_window(spark, path, definition, computed, base, full)
@@ -241,7 +240,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         df = df.where(replace_where)
     df, collected, cached = _rows_to_write(spark, _with_comments(df, definition))
     checked = df if collected is None else collected  # what the checks read
-    feature_types = {n: f.type for n, f in definition.features.items()}
+    feature_types = definition.feature_types
     try:
         # The statistics of the rows written come from the write's own pass.
         observed = Observation(f"statistics of {name}")
@@ -368,7 +367,8 @@ def _persist(df):
 
 def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
     """The number of rows, refusing two rows for one entity at one event time (they would make
-    point-in-time lookups ambiguous) and rows without an event time (they never match). `df` is a Spark DataFrame or its collected Arrow table."""
+    point-in-time lookups ambiguous) and rows without an event time (they never match).
+    `df` is a Spark DataFrame or its collected Arrow table."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

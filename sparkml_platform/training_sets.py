@@ -326,19 +326,16 @@ def manifest(config: Config, ref: str) -> dict:
         raise NotFoundError(f"training set {name} has no version {version} "
                             f"(versions: {', '.join(map(str, versions))})")
     path = lake.table_path(config.lake_root, f"trainsets.{name}") / f"v{version:04d}.json"
+    unusable = f"so the version cannot be used: build a new one with: sparkml trainset build {name}"
     try:
         man = json.loads(path.read_text(errors="replace"))
     except ValueError as exc:
-        raise JobFailed(f"training set {name}@{version}: its manifest {path} is damaged (not JSON: "
-                        f"{exc}), so the version cannot be used: build a new one with: sparkml trainset build "
-                       f"{name}") from None
+        raise JobFailed(f"training set {name}@{version}: its manifest {path} is damaged "
+                        f"(not JSON: {exc}), {unusable}") from None
     if not isinstance(man, dict) or (man.get("name"), man.get("version")) != (name, version):
-        described = (f"{man.get('name')}@{man.get('version')}" if isinstance(man, dict)
-                     else repr(man))
+        described = f"{man.get('name')}@{man.get('version')}" if isinstance(man, dict) else repr(man)
         raise JobFailed(f"training set {name}@{version}: its manifest {path} describes "
-                        f"{described}, not this version (edited or "
-                        f"copied), so the version cannot be used: build a new one with: sparkml "
-                        f"trainset build {name}")
+                        f"{described}, not this version (edited or copied), {unusable}")
     return man
 
 
