@@ -176,6 +176,28 @@ def close_abandoned_runs(experiment_id: str) -> list[str]:
     return sorted(gone)
 
 
+def log_dataset(dataset, context: str, attempts: int = 4) -> None:
+    """`mlflow.log_input`, safe when two runs log one dataset at once: a tracking server
+    checks for the dataset then inserts it, so the second insert of a pair can fail on the
+    primary key; by the retry the dataset exists and is reused."""
+    import random
+    import time
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            duplicate = "UniqueViolation" in str(exc) or "UNIQUE constraint" in str(exc) \
+                or "Duplicate entry" in str(exc)
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))
+
+
 def _alive(pid: str | None) -> bool:
     if not pid or not pid.isdigit():
         return True  # not ours to judge

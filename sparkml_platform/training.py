@@ -79,7 +79,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
             })
             # The training set as the run's dataset input: name@version, content digest, Delta path.
             stored = training_sets.version_path(config, manifest["name"], manifest["version"])
-            mlflow.log_input(_dataset_input(spark, data, manifest, spec.label, stored), context="training")
+            tracking.log_dataset(_dataset_input(spark, data, manifest, spec.label, stored), "training")
 
             best = None
             if tune and spec.search_space:
