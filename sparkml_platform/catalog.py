@@ -78,7 +78,7 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
                      F.max(table.event_time).alias("last")).collect()[0]
         info["rows"] = row["rows"]
         info["event_time_range"] = [str(row["first"]), str(row["last"])]
-        info["history"] = lake.history(spark, path)
+        info["history"] = lake.history(path)
         builds = [c for c in lake.commits(path) if (c["metadata"] or {}).get("kind") == "feature_table"]
         info["last_build"] = _build_summary(builds[-1]) if builds else None
         full = [c for c in builds if c["metadata"].get("mode") == "full"]
@@ -108,8 +108,7 @@ def compare_versions(spark, config: Config, name: str, old: int, new: int) -> di
               for v in (old, new)}
     missing = [str(v) for v, s in loaded.items() if s is None]
     if missing:
-        have = sorted(int(p.stem[1:]) for p in (path / "_sparkml_stats").glob("v*.json")) \
-            if (path / "_sparkml_stats").is_dir() else []
+        have = statistics.kept_versions(path)
         raise NotFoundError(f"feature table {name} has no statistics for version "
                             f"{', '.join(missing)} (versions with statistics: {have or 'none'})")
     return {"table": f"features.{name}", **statistics.compare(loaded[old], loaded[new])}

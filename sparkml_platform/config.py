@@ -505,26 +505,45 @@ class Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
 
-    def relative(self, path: Path) -> str:
-        """`path` as recorded in metadata: relative to the project root when inside it, so a
-        project copied or moved elsewhere still finds what it recorded."""
-        try:
-            return str(Path(path).relative_to(self.root))
-        except ValueError:
+    def relative(self, path) -> str:
+        """`path` (a Path or a storage Location) as recorded in metadata: relative to the
+        project root when inside it, so a project copied or moved elsewhere still finds what
+        it recorded; a location on HDFS or S3 as its URI."""
+        local = getattr(path, "local", path) if not isinstance(path, Path) else path
+        if local is None:
             return str(path)
+        try:
+            return str(Path(local).relative_to(self.root))
+        except ValueError:
+            return str(local)
+
+    @functools.cached_property
+    def storage(self):
+        """The storage layer (local disk, HDFS, S3), set up from the Hadoop settings."""
+        from .storage import Storage
+
+        return Storage(self.platform.spark.conf)
+
+    @functools.cached_property
+    def lake_root(self):
+        """The lake's root: a storage Location (local path, file://, hdfs:// or s3a://)."""
+        return self.storage.location(self.platform.lake_root, base=self.root)
+
+    @functools.cached_property
+    def environments_dir(self):
+        return self.storage.location(self.platform.environments_dir, base=self.root)
 
     @property
-    def lake_root(self) -> Path:
-        return self.path(self.platform.lake_root)
-
-    @property
-    def environments_dir(self) -> Path:
-        return self.path(self.platform.environments_dir)
-
-    @property
-    def validation_dir(self) -> Path:
+    def validation_dir(self):
         """Validation results kept as artifacts, per table: beside the lake root."""
         return self.lake_root.parent / "validation"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where sources packed in zips are extracted for Spark to read: beside a local lake,
+        else in the project (on the machine that runs the command)."""
+        local = self.lake_root.local
+        return local.parent / "staging" if local is not None else self.root / ".sparkml" / "staging"
 
     @property
     def jars_dir(self) -> Path:
@@ -616,6 +635,7 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
     parts["expectations"] = _load_suites(base, overlay)  # type: ignore[assignment]
     config = Config(conf, env, parts)
     _refuse_imports_not_allowed(config)
+    _check_storage(config, [base / "platform.yml"] + ([overlay / "platform.yml"] if overlay else []))
     config.project.activate()  # the project's packages import without PYTHONPATH
     return config
 
@@ -637,6 +657,21 @@ def _refuse_imports_not_allowed(config: Config) -> None:
             raise ConfigError(f"{where}: {dotted!r} is not under platform.yml project."
                               f"allowed_imports ({', '.join(allowed)}): a configuration's imports "
                               "run that module's code, so only the allowed ones are imported")
+
+
+def _check_storage(config: Config, files: list[Path]) -> None:
+    """The lake root and environments folder parse as places the platform can reach, and no
+    S3 secret sits in a committed platform.yml."""
+    from .storage import refuse_committed_secrets
+
+    for file in files:
+        if file.is_file():
+            refuse_committed_secrets(((_read_yaml(file).get("spark") or {}).get("conf") or {}), str(file))
+    for key in ("lake_root", "environments_dir"):
+        try:
+            getattr(config, key)
+        except ConfigError as exc:
+            raise ConfigError(f"platform.yml: {key}: {exc}") from None
 
 
 def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuiteFile]:

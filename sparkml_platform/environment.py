@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import NotFoundError
+from .storage import Location
 
 KEY_PACKAGES = ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow")
 
@@ -73,21 +74,21 @@ def environment_id(env: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save(env: dict, store: Path) -> Path:
-    store.mkdir(parents=True, exist_ok=True)
+def save(env: dict, store: Location) -> Location:
+    """Keep the record under its content id, written once (the id is its content's hash)."""
     path = store / f"{env['id']}.json"
     if not path.exists():
-        path.write_text(json.dumps(env, indent=2, sort_keys=True))
+        path.create(json.dumps(env, indent=2, sort_keys=True))
     return path
 
 
-def load(store: Path, ref: str) -> dict:
+def load(store: Location, ref: str) -> dict:
     """A saved environment by id (NotFoundError listing the known ones)."""
-    path = store / f"{ref}.json"
-    if not path.exists():
-        known = sorted(p.stem for p in store.glob("*.json")) if store.is_dir() else []
+    text = (store / f"{ref}.json").read_or_none()
+    if text is None:
+        known = [n[:-5] for n in store.names() if n.endswith(".json")]
         raise NotFoundError(f"no environment {ref!r} in {store} (known: {', '.join(known) or 'none'})")
-    return json.loads(path.read_text())
+    return json.loads(text)
 
 
 def resolve(config, ref: str) -> dict:

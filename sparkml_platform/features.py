@@ -129,21 +129,22 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
                                 "reason": None,
                                 "window": [str(d) for d in window] if window else None,
                                 "chunk_days": chunk_days}) if len(chunks) > 1 else None
-    done = _committed_chunks(path, backfill) if backfill else set()
+    done = _committed_chunks(path, backfill, chunks) if backfill else set()
     if len(chunks) > 1:
         computed = _persist(computed)  # every chunk filters the same computed rows
     results = []
     try:
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             label = [str(d) for d in chunk] if chunk else None
-            if backfill and tuple(label) in done:
+            if index in done:
                 results.append({"window": label, "skipped": "committed by an earlier run"})
                 continue
             meta = {**base, "window": label, "mode": mode}
             if backfill:
                 meta.update(backfill=backfill, chunk=label)
             results.append(_write_part(spark, config, name, computed, path, chunk,
-                                       explicit=mode == "window", metadata=meta))
+                                       explicit=mode == "window", metadata=meta,
+                                       step=(BACKFILL_APP + backfill, index) if backfill else None))
     except SparkmlError:
         raise
     except Exception as exc:  # the transformation's rows fail when Spark computes them
@@ -218,15 +219,25 @@ def _chunks(window, days: int | None) -> list[tuple[dt.date, dt.date]]:
     return out
 
 
-def _committed_chunks(path, backfill: str) -> set[tuple[str, str]]:
+BACKFILL_APP = "sparkml-backfill-"  # + the backfill id: Delta's transaction app id
+
+
+def _committed_chunks(path, backfill: str, chunks: list) -> set[int]:
+    """The indices of the chunks an earlier run of this backfill committed: from Delta's
+    transaction record of the backfill (carried by checkpoints, so it outlives log clean-up),
+    and from the retained commits' metadata (a first chunk that created the table has no
+    transaction record; redoing it would only replace its rows with the same ones)."""
     if not lake.exists(path):
         return set()
-    return {tuple(c["metadata"]["chunk"]) for c in lake.commits(path)
-            if (c["metadata"] or {}).get("backfill") == backfill}
+    last = lake.done_steps(path, BACKFILL_APP + backfill)
+    done = set(range(last + 1)) if last is not None else set()
+    labels = {tuple(c["metadata"]["chunk"]) for c in lake.commits(path)
+              if (c["metadata"] or {}).get("backfill") == backfill}
+    return done | {i for i, chunk in enumerate(chunks) if tuple(str(d) for d in chunk) in labels}
 
 
 def _write_part(spark, config: Config, name: str, computed, path, window, *, explicit: bool,
-                metadata: dict) -> dict:
+                metadata: dict, step: tuple[str, int] | None = None) -> dict:
     """Check, validate and write one window (or the whole table) in one commit, then its stats."""
     from pyspark.sql import Observation
 
@@ -262,7 +273,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                              replace_where=replace_where, partition_by=definition.partition_by or None,
                              metadata={**metadata, "validation": validated},
                              description=definition.description,
-                             properties=table_properties(definition))
+                             properties=table_properties(definition), step=step)
         written = (statistics.summarize(lake.read(spark, path, version), feature_types,
                                         definition.event_time) if new
                    else statistics.from_aggregates(observed.get, feature_types))

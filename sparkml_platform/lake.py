@@ -8,19 +8,18 @@ lake root.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import time
-from pathlib import Path
 
 from .errors import ConfigError, JobFailed, NotFoundError
+from .storage import Location
 
 ZONES = ("raw", "features", "entities", "trainsets", "predictions")
 REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
 
 
-def table_path(lake_root: Path, ref: str, zones: tuple[str, ...] = ZONES) -> Path:
+def table_path(lake_root: Location, ref: str, zones: tuple[str, ...] = ZONES) -> Location:
     """`ZONE.NAME` -> its place under the lake root; `zones` are the ones this use may name
     (a step writes only to the zone meant for its output)."""
     match = REF.match(ref)
@@ -34,19 +33,18 @@ def table_path(lake_root: Path, ref: str, zones: tuple[str, ...] = ZONES) -> Pat
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
     path = lake_root / match.group(1) / match.group(2)
-    # A symbolic link inside the lake (a zone or a table folder) must not lead out of it.
-    resolved, root = path.resolve(), Path(lake_root).resolve()
-    if not resolved.is_relative_to(root):
-        raise ConfigError(f"table {ref!r}: its location {path} leads to {resolved} (a symbolic "
-                          f"link), outside the lake root {root}; nothing is read or written there")
+    try:
+        path.check_within(lake_root)  # a symbolic link inside a local lake must not lead out
+    except ConfigError as exc:
+        raise ConfigError(f"table {ref!r}: {exc}") from None
     return path
 
 
-def exists(path: Path) -> bool:
+def exists(path: Location) -> bool:
     return (path / "_delta_log").is_dir()
 
 
-def read(spark, path: Path, version: int | None = None, ref: str | None = None):
+def read(spark, path: Location, version: int | None = None, ref: str | None = None):
     if not exists(path):
         raise NotFoundError(f"Delta table {ref or path} does not exist (looked in {path})")
     check_log(path, ref)
@@ -56,11 +54,8 @@ def read(spark, path: Path, version: int | None = None, ref: str | None = None):
     return reader.load(str(path))
 
 
-def version(spark, path: Path, ref: str | None = None) -> int:
-    """The table's newest version, from the names of its commit files (no Spark job).
-
-    Delta keeps the newest commit's JSON file even after a checkpoint; the lake root is a
-    POSIX path (see README)."""
+def version(spark, path: Location, ref: str | None = None) -> int:
+    """The table's newest version, from Delta's log through delta-rs (no Spark job)."""
     return check_log(path, ref)
 
 
@@ -69,18 +64,23 @@ def version(spark, path: Path, ref: str | None = None) -> int:
 HEAD = "_sparkml_head.json"
 
 
-def check_log(path: Path, ref: str | None = None) -> int:
-    """The newest version, once the log is known whole: no commit missing (before the newest,
-    or the newest the platform recorded) and every commit file Delta reads is JSON.
+def check_log(path: Location, ref: str | None = None) -> int:
+    """The newest version, once the log is known whole: no commit missing (between the newest
+    checkpoint and the newest commit, or the newest the platform recorded) and every commit
+    Delta reads is whole.
 
-    A damaged log is refused with one line naming the table and the file, instead of Delta
-    silently reading an older version or failing with a parser's trace."""
+    A damaged log is refused with one line naming the table, instead of Delta silently
+    reading an older version or failing with a parser's trace."""
     log, name = path / "_delta_log", ref or str(path)
-    versions = sorted(int(p.stem) for p in _commit_files(log))
+    names = log.names()
+    versions = sorted(int(n[:20]) for n in names if COMMIT_FILE.match(n))
+    checkpoint = _checkpoint(log, names)
     head = _read_head(path)
     if not versions and head is None:
         raise NotFoundError(f"Delta table {name} has no commits (looked in {log})")
-    missing = sorted(set(range(versions[0], versions[-1] + 1)) - set(versions)) if versions else []
+    # Commits folded into a checkpoint may have been cleaned up: only later ones must be there.
+    first = max(checkpoint + 1, versions[0]) if versions else 0
+    missing = sorted(set(range(first, versions[-1] + 1)) - set(versions)) if versions else []
     if head is not None and head > (versions or [-1])[-1]:
         missing.append(head)
     if missing:
@@ -88,98 +88,96 @@ def check_log(path: Path, ref: str | None = None) -> int:
         raise JobFailed(f"Delta table {name}: commit {missing[0]} is missing from its log {log} "
                         f"({held}); the table cannot be read as written: restore the file from "
                         "a backup, or rebuild the table")
-    checkpoint = _checkpoint(log)
-    for number in (v for v in versions if v >= checkpoint):
-        _commit_actions(log / f"{number:020d}.json", name)
-    return versions[-1]
-
-
-def _commit_files(log: Path) -> list[Path]:
-    """The log's commit files, NNNN.json (not checkpoints, compactions or checksums)."""
-    return sorted(p for p in log.glob("[0-9]*.json") if COMMIT_FILE.match(p.name))
+    newest = _delta_table(path, name).version()
+    return newest
 
 
 COMMIT_FILE = re.compile(r"^\d{20}\.json$")
 
 
-def _read_head(path: Path) -> int | None:
+def _delta_table(path: Location, name: str):
+    """The table's snapshot through delta-rs, which reads checkpoints and the log as Delta
+    defines them; a damaged commit is one clear line naming its file."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(str(path), storage_options=path.store.delta_options() or None)
+    except Exception as exc:  # noqa: BLE001 - delta-rs raises its own DeltaError and OSError
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log = path / "_delta_log"
+        damaged = _damaged_commit(log) if "json" in text.lower() else None
+        if damaged:
+            raise JobFailed(f"Delta table {name}: its commit file {damaged} is damaged ({text}: "
+                            "the file was cut short or edited): restore it from a backup, or "
+                            "rebuild the table") from None
+        raise JobFailed(f"Delta table {name} at {path} cannot be read: {text[:300]}") from None
+
+
+def _damaged_commit(log: Location) -> Location | None:
+    """The first commit file after the newest checkpoint that is not JSON lines (asked only
+    once delta-rs has failed to parse the log)."""
+    names = log.names()
+    checkpoint = _checkpoint(log, names)
+    for name in sorted(n for n in names if COMMIT_FILE.match(n) and int(n[:20]) > checkpoint):
+        try:
+            [json.loads(line) for line in (log / name).read_text().splitlines()]
+        except ValueError:
+            return log / name
+    return None
+
+
+def _read_head(path: Location) -> int | None:
     try:
         return int(json.loads((path / HEAD).read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no record (a table written by another tool) or a damaged one: no claim
 
 
-def _record_head(path: Path, version: int) -> None:
-    """Record `version` as committed (atomically; never lowers the record)."""
+def _record_head(path: Location, version: int) -> None:
+    """Record `version` as committed (replaced whole; never lowers the record)."""
     head = _read_head(path)
     if head is not None and head >= version:
         return
-    tmp = path / f".{HEAD}.{os.getpid()}"
-    tmp.write_text(json.dumps({"version": version}))
-    os.replace(tmp, path / HEAD)
+    (path / HEAD).write_text(json.dumps({"version": version}))
 
 
-def _checkpoint(log: Path) -> int:
-    """The version of the newest checkpoint (commits before it are not read), else 0."""
+def _checkpoint(log: Location, names: list[str]) -> int:
+    """The version of the newest checkpoint (commits before it may be gone), else -1."""
+    if "_last_checkpoint" not in names:
+        return -1
     try:
         return int(json.loads((log / "_last_checkpoint").read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        return -1
 
 
-def _commit_actions(entry: Path, name: str) -> list[dict]:
-    actions = []
-    for number, line in enumerate(entry.read_text(errors="replace").splitlines(), 1):
-        try:
-            actions.append(json.loads(line))
-        except ValueError:
-            raise JobFailed(f"Delta table {name}: its commit file {entry} is damaged (line {number} "
-                            "is not JSON, the file was cut short or edited): restore it from a "
-                            "backup, or rebuild the table") from None
-    return actions
+def history(path: Location, limit: int = 20) -> list[dict]:
+    """The newest `limit` commits, newest first (see `commits`), their times in ISO 8601."""
+    import datetime as dt
 
-
-def history(spark, path: Path, limit: int = 20) -> list[dict]:
-    from delta.tables import DeltaTable
-
-    rows = (
-        DeltaTable.forPath(spark, str(path))
-        .history(limit)
-        .select("version", "timestamp", "operation", "operationMetrics", "userMetadata")
-        .collect()
-    )
-    out = []
-    for row in rows:
-        meta = row["userMetadata"]
-        try:
-            meta = json.loads(meta) if meta else None
-        except ValueError:
-            pass
-        out.append({
-            "version": row["version"],
-            "timestamp": row["timestamp"].isoformat(),
-            "operation": row["operation"],
-            "rows_written": (row["operationMetrics"] or {}).get("numOutputRows"),
-            "metadata": meta,
-        })
-    return out
+    return [{**c, "timestamp": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.timezone.utc)
+             .isoformat() if isinstance(c["timestamp"], (int, float)) else c["timestamp"]}
+            for c in commits(path)[::-1][:limit]]
 
 
 def write(
     df,
-    path: Path,
+    path: Location,
     *,
     replace_where: str | None = None,
     partition_by: list[str] | None = None,
     metadata: dict | None = None,
     description: str | None = None,
     properties: dict[str, str] | None = None,
+    step: tuple[str, int] | None = None,
 ) -> int:
     """Overwrite the table (or only the rows matching `replace_where`) in one Delta commit.
 
     One commit means a failed or killed run leaves the previous version in place, and a
     re-run replaces instead of appending: no duplicates. A new table is created with its rows,
     `description`, `properties` and column comments in that one commit (never empty first).
+    `step` = (app id, number) records the write as step `number` of `app id` in Delta's own
+    transaction record (`done_steps`), in the same commit; Delta skips a step already done.
     Returns the new table version.
     """
     for attempt in range(CONFLICT_RETRIES + 1):
@@ -187,7 +185,7 @@ def write(
             if not exists(path) and (description is not None or properties):
                 committed = _create(df, path, partition_by, metadata, description, properties or {})
             else:
-                committed = _overwrite(df, path, replace_where, partition_by, metadata)
+                committed = _overwrite(df, path, replace_where, partition_by, metadata, step)
             _record_head(path, committed)
             return committed
         except Exception as exc:  # noqa: BLE001 - only Delta's write conflicts are handled
@@ -218,8 +216,10 @@ def _conflict(exc: BaseException) -> bool:
     return bool(names & CONFLICTS) or any(name in str(exc)[:3000] for name in CONFLICTS)
 
 
-def _overwrite(df, path: Path, replace_where, partition_by, metadata) -> int:
+def _overwrite(df, path: Location, replace_where, partition_by, metadata, step) -> int:
     writer = df.write.format("delta").mode("overwrite")
+    if step:
+        writer = writer.option("txnAppId", step[0]).option("txnVersion", step[1])
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     else:
@@ -232,7 +232,7 @@ def _overwrite(df, path: Path, replace_where, partition_by, metadata) -> int:
     return version(df.sparkSession, path)
 
 
-def _create(df, path: Path, partition_by, metadata, description, properties) -> int:
+def _create(df, path: Location, partition_by, metadata, description, properties) -> int:
     """A new table and its first rows in one commit (DataFrameWriterV2 on the path)."""
     from pyspark.sql import functions as F
 
@@ -253,7 +253,7 @@ def _create(df, path: Path, partition_by, metadata, description, properties) -> 
     return version(spark, path)
 
 
-def describe(spark, path: Path, description: str, properties: dict[str, str], schema,
+def describe(spark, path: Location, description: str, properties: dict[str, str], schema,
              partition_by: list[str] | None = None, metadata: dict | None = None) -> None:
     """Put the table's description, properties and column comments in its own Delta metadata.
 
@@ -299,23 +299,33 @@ def _quote(text: str) -> str:
     return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def commits(path: Path) -> list[dict]:
-    """Each commit's version, time and user metadata, read from the Delta log without Spark.
+def commits(path: Location, ref: str | None = None) -> list[dict]:
+    """Each commit's version, time (milliseconds since the epoch), operation, rows written and user metadata,
+    oldest first, from Delta's own log reader (delta-rs: no JVM, cheap enough for listings).
 
-    Cheap enough for listings and lineage; `history` (through Spark) is the full record.
-    """
-    log_dir = path / "_delta_log"
+    Commits folded into a checkpoint whose files were cleaned up (`delta.logRetentionDuration`)
+    are no longer listed: what builds rely on is kept in state that a checkpoint carries (the
+    table's transactions, see `done_steps`) or beside the table (statistics)."""
     out = []
-    for entry in _commit_files(log_dir):
-        info = {}
-        for action in _commit_actions(entry, str(path)):
-            if "commitInfo" in action:
-                info = action["commitInfo"]
+    for info in _delta_table(path, ref or str(path)).history():
         meta = info.get("userMetadata")
         try:
             meta = json.loads(meta) if meta else None
         except ValueError:
             pass
-        out.append({"version": int(entry.stem), "timestamp": info.get("timestamp"),
-                    "operation": info.get("operation"), "metadata": meta})
-    return out
+        out.append({
+            "version": int(info["version"]),
+            "timestamp": info.get("timestamp"),
+            "operation": info.get("operation"),
+            "rows_written": (info.get("operationMetrics") or {}).get("numOutputRows"),
+            "metadata": meta,
+        })
+    return sorted(out, key=lambda c: c["version"])
+
+
+def done_steps(path: Location, app_id: str) -> int | None:
+    """The last step committed under `app_id` (Delta's own idempotent-write record, a `txn`
+    action: it is carried by every checkpoint, so it outlives log clean-up), or None."""
+    if not exists(path):
+        return None
+    return _delta_table(path, str(path)).transaction_version(app_id)

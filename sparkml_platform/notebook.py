@@ -17,8 +17,8 @@ from .config import Config, load_config
 def lake_tables(config: Config) -> list[str]:
     """Every Delta table under the lake root, as ZONE.NAME."""
     root = config.lake_root
-    return [f"{zone}.{path.name}" for zone in lake.ZONES if (root / zone).is_dir()
-            for path in sorted((root / zone).iterdir()) if lake.exists(path)]
+    return [f"{zone}.{name}" for zone in lake.ZONES for name in (root / zone).names()
+            if lake.exists(root / zone / name)]
 
 
 def register_views(spark, conf: str | None = None, env: str | None = None) -> list[str]:

@@ -12,10 +12,19 @@ from .errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_
 from .provenance import import_function
 
 
-def resolve_source_path(source: Source, name: str, staging: Path, root: Path) -> Path:
+def resolve_source_path(source: Source, name: str, config: Config) -> str:
     """`package:PKG/rel/path` -> the file inside the installed package, a relative path -> under
-    the project root `root`; zips are extracted."""
+    the project root, a URI (hdfs://, s3a://) as it is; zips are extracted."""
     where = f"sources.yml: sources.{name}.path"
+    if "://" in source.path:
+        try:
+            location = config.storage.location(source.path)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not location.exists():
+            raise ConfigError(f"{where}: {location} does not exist")
+        return str(location)
+    root, staging = config.root, config.staging_dir
     if source.path.startswith("package:"):
         package, _, rel = source.path[len("package:"):].partition("/")
         spec = importlib.util.find_spec(package)
@@ -36,8 +45,8 @@ def resolve_source_path(source: Source, name: str, staging: Path, root: Path) ->
             with zipfile.ZipFile(path) as archive:
                 archive.extractall(target)
             marker.touch()
-        return target
-    return path
+        return str(target)
+    return str(path)
 
 
 def load_source(spark, config: Config, name: str) -> dict:
@@ -46,10 +55,10 @@ def load_source(spark, config: Config, name: str) -> dict:
         raise NotFoundError(f"no source named {name!r} in conf/*/sources.yml "
                             f"(known: {', '.join(sorted(sources)) or 'none'})")
     source = sources[name]
-    path = resolve_source_path(source, name, config.lake_root.parent / "staging", config.root)
+    path = resolve_source_path(source, name, config)
     options = {"header": "true", "inferSchema": "true", "nullValue": "NA"} if source.format == "csv" else {}
     options.update(source.options)
-    df = spark.read.format(source.format).options(**options).load(str(path))
+    df = spark.read.format(source.format).options(**options).load(path)
     if source.filter:
         with sql_from_config(f"sources.yml: sources.{name}.filter"):
             df = df.where(source.filter)

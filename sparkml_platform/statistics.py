@@ -7,14 +7,15 @@ They live in `TABLE/_sparkml_stats/vNNNNNN.json`: Delta ignores paths starting w
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 
 from . import lake
+from .storage import Location
 
 NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint")
 
 
-def stats_path(table_path: Path, version: int) -> Path:
+def stats_path(table_path: Location, version: int) -> Location:
     return table_path / "_sparkml_stats" / f"v{version:06d}.json"
 
 
@@ -64,7 +65,7 @@ def from_aggregates(row: dict, features: dict[str, str]) -> dict:
             "features": per_feature}
 
 
-def record(table_path: Path, version: int, written: dict, whole_table: bool) -> dict:
+def record(table_path: Location, version: int, written: dict, whole_table: bool) -> dict:
     """Store a new version's statistics: those of the rows it wrote, and the table's.
 
     A build that wrote the whole table knows the table's statistics already; after a window
@@ -85,7 +86,7 @@ def record(table_path: Path, version: int, written: dict, whole_table: bool) -> 
     return stats
 
 
-def for_version(spark, table_path: Path, version: int, features: dict[str, str],
+def for_version(spark, table_path: Location, version: int, features: dict[str, str],
                 event_time: str) -> dict | None:
     """A version's table statistics, computing (and keeping) them if the build did not: a
     window build, or one killed between its commit and recording them. None for a version
@@ -103,22 +104,29 @@ def for_version(spark, table_path: Path, version: int, features: dict[str, str],
     return stats
 
 
-def save(table_path: Path, stats: dict) -> Path:
+def save(table_path: Location, stats: dict) -> Location:
     path = stats_path(table_path, stats["version"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stats, indent=2, default=str))
     return path
 
 
-def load(table_path: Path, version: int) -> dict | None:
-    path = stats_path(table_path, version)
-    return json.loads(path.read_text()) if path.exists() else None
+def load(table_path: Location, version: int) -> dict | None:
+    text = stats_path(table_path, version).read_or_none()
+    return json.loads(text) if text is not None else None
 
 
-def latest(table_path: Path) -> dict | None:
-    folder = table_path / "_sparkml_stats"
-    files = sorted(folder.glob("v*.json")) if folder.is_dir() else []
-    return json.loads(files[-1].read_text()) if files else None
+def latest(table_path: Location) -> dict | None:
+    versions = kept_versions(table_path)
+    return load(table_path, versions[-1]) if versions else None
+
+
+STATS_FILE = re.compile(r"^v(\d{6})\.json$")
+
+
+def kept_versions(table_path: Location) -> list[int]:
+    """The versions whose statistics are kept, oldest first."""
+    return sorted(int(m.group(1)) for n in (table_path / "_sparkml_stats").names()
+                  if (m := STATS_FILE.match(n)))
 
 
 def compare(old: dict, new: dict) -> dict:

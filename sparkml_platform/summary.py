@@ -10,9 +10,9 @@ def table_rows(spark, config: Config) -> dict[str, int]:
     rows = {}
     for zone in ("raw", "entities", "features", "predictions"):
         zone_dir = config.lake_root / zone
-        for path in sorted(zone_dir.iterdir()) if zone_dir.is_dir() else []:
-            if lake.exists(path):
-                rows[f"{zone}.{path.name}"] = lake.read(spark, path).count()
+        for name in zone_dir.names():
+            if lake.exists(path := zone_dir / name):
+                rows[f"{zone}.{name}"] = lake.read(spark, path).count()
     return rows
 
 

@@ -189,7 +189,7 @@ def _champion_on(config: Config, registered: str, test_df, spec: ModelSpec, task
     return {"version": champion.version, "metrics": evaluation.metrics(frame, task)}
 
 
-def _dataset_input(spark, data, manifest: dict, label: str, path: Path):
+def _dataset_input(spark, data, manifest: dict, label: str, path):
     """The training set version as an MLflow dataset: name@version, the manifest's content
     digest, the Delta table and version it is stored in, its schema and exact row counts.
     (`mlflow.data.from_spark` would also run a Spark job of up to 5 s to approximate a count

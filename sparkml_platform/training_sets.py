@@ -11,18 +11,17 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
-from pathlib import Path
 
 from . import lake
 from .config import Config, TrainingSet, parse_duration, parse_instant
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
 from .provenance import definition_hash
+from .storage import Location
 
 LABEL = "label"
 SPLIT = "split"
-VERSION_DIR = re.compile(r"^v(\d{4,})$")
+MANIFEST_FILE = re.compile(r"^v(\d{4,})\.json$")
 
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
@@ -228,9 +227,7 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
         digest = content_digest(stored)
     except BaseException:
         # Never a version without its manifest: remove what this build wrote.
-        shutil.rmtree(path, ignore_errors=True)
-        if base.is_dir() and not any(base.iterdir()):
-            base.rmdir()
+        path.remove_tree()
         raise
     finally:
         joined.unpersist()
@@ -248,60 +245,69 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
         "columns": stored.columns,
         "digest": digest,
     }
-    tmp = base / f".v{number:04d}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, base / f"v{number:04d}.json")  # atomic: the version now exists
-    (path / OWNER).unlink(missing_ok=True)
+    # Published with one operation that is atomic on every store (a put-if-absent): the
+    # version exists from this instant, whole, and is never overwritten.
+    if not (base / f"v{number:04d}.json").create(json.dumps(manifest, indent=2, default=str)):
+        raise JobFailed(f"training set {name}: version {number} was published by another build "
+                        f"while this one held it ({path}); this build's version is not "
+                        "published: build again")
     return manifest
 
 
-OWNER = "_sparkml_owner.json"  # in a version's directory until its manifest exists
+# In a version's folder: who reserved it (kept after publishing, a record of the builder).
+OWNER = "_sparkml_owner.json"
 
 
-def _reserve(base: Path, number: int) -> tuple[int, Path]:
-    """The next free version number, taken exclusively: creating its directory is atomic, so
-    two builds at once get two numbers. A directory left by a build that died (its process
-    on this host is gone) is taken over; one whose builder may still run is skipped."""
+def _reserve(base: Location, number: int) -> tuple[int, Location]:
+    """The next free version number, taken exclusively: its owner file is created with a
+    put-if-absent (atomic on a local disk, HDFS and S3), so two builds at once get two
+    numbers. A version left unpublished by a build that died (its process on this host is
+    gone) is taken over by one build; one whose builder may still run is skipped."""
     import socket
 
-    base.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(),
           "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     while True:
         path = base / f"v{number:04d}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if (base / f"v{number:04d}.json").exists() or not _abandoned(path, me["host"]):
-                number += 1
-                continue
-            shutil.rmtree(path, ignore_errors=True)  # never a version: its builder died
+        if (base / f"v{number:04d}.json").exists():
+            number += 1  # published (by a build older than owner files kept after publishing)
             continue
+        if (path / OWNER).create(json.dumps(me)):
+            return number, path
+        owner = _dead_owner(path, me["host"])
+        if owner is None or (base / f"v{number:04d}.json").exists() \
+                or not (path / f"_sparkml_takeover_{owner}.json").create(json.dumps(me)):
+            number += 1  # published, its builder may still run, or another build took it over
+            continue
+        # Never a version: its builder died. What it wrote goes; the owner file becomes ours.
+        for name in path.names():
+            if not name.startswith(("_sparkml_owner", "_sparkml_takeover_")):
+                (path / name).remove_tree()
         (path / OWNER).write_text(json.dumps(me))
         return number, path
 
 
-def _abandoned(path: Path, host: str) -> bool:
+def _dead_owner(path: Location, host: str) -> str | None:
+    """`HOST_PID` of the version's owner when it ran on this host and is gone, else None."""
     try:
         owner = json.loads((path / OWNER).read_text())
     except (OSError, ValueError):
-        return False  # being created this instant, or not ours to judge
+        return None  # being created this instant, or not ours to judge
     if owner.get("host") != host:
-        return False
+        return None
     try:
         os.kill(int(owner["pid"]), 0)
     except ProcessLookupError:
-        return True
+        return f"{host}_{owner['pid']}"
     except (OSError, ValueError, KeyError):
-        return False
-    return False
+        return None
+    return None
 
 
 def list_versions(config: Config, name: str) -> list[int]:
+    """The published versions: those whose manifest exists."""
     base = lake.table_path(config.lake_root, f"trainsets.{name}")
-    if not base.is_dir():
-        return []
-    return sorted(int(p.stem[1:]) for p in base.glob("v*.json") if VERSION_DIR.match(p.stem))
+    return sorted(int(m.group(1)) for n in base.names() if (m := MANIFEST_FILE.match(n)))
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -328,7 +334,7 @@ def manifest(config: Config, ref: str) -> dict:
     path = lake.table_path(config.lake_root, f"trainsets.{name}") / f"v{version:04d}.json"
     unusable = f"so the version cannot be used: build a new one with: sparkml trainset build {name}"
     try:
-        man = json.loads(path.read_text(errors="replace"))
+        man = json.loads(path.read_text())
     except ValueError as exc:
         raise JobFailed(f"training set {name}@{version}: its manifest {path} is damaged "
                         f"(not JSON: {exc}), {unusable}") from None
@@ -339,7 +345,7 @@ def manifest(config: Config, ref: str) -> dict:
     return man
 
 
-def version_path(config: Config, name: str, version: int) -> Path:
+def version_path(config: Config, name: str, version: int) -> Location:
     """Where version `version` of training set `name` lives: derived, never read from a
     manifest (an edited manifest cannot point a training at other rows)."""
     return lake.table_path(config.lake_root, f"trainsets.{name}") / f"v{version:04d}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from pathlib import Path
 
 from .errors import ConfigError
+from .storage import Location
 
 EXAMPLES = 5
 # Rows that Spark estimates at most this size are checked on a pandas copy on the driver:
@@ -126,10 +126,9 @@ def describe_failures(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def keep(summary: dict, store: Path, table: str) -> Path:
+def keep(summary: dict, store: Location, table: str) -> Location:
     """Keep the results as an artifact (JSON) and return where."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = store / table / f"{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=str))
     return path

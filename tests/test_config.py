@@ -23,7 +23,7 @@ def write(path: Path, data: dict) -> None:
 def test_base_configuration_loads_with_embedded_defaults(tmp_path):
     conf = make_project(tmp_path)
     config = load_config(conf)
-    assert config.lake_root == tmp_path / ".sparkml" / "lake"
+    assert config.lake_root.local == tmp_path / ".sparkml" / "lake"
     assert config.tracking_uri == f"sqlite:///{tmp_path}/.sparkml/mlflow.db"
     assert config.artifact_root == (tmp_path / ".sparkml" / "mlartifacts").as_uri()
     assert "origin_weather_hourly" in config.features.feature_tables
@@ -43,7 +43,7 @@ def test_sparkml_variables_override_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARKML_LAKE_ROOT", str(tmp_path / "elsewhere"))
     config = load_config(conf)
     assert config.tracking_uri == "http://127.0.0.1:5999"
-    assert config.lake_root == tmp_path / "elsewhere"
+    assert config.lake_root.local == tmp_path / "elsewhere"
 
 
 @pytest.mark.parametrize("filename, data, key", [

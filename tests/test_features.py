@@ -116,7 +116,7 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         assert "expect_column_values_to_be_between" in message and "'column': 'temp'" in message
         assert "6 of 12 rows" in message and "500.0" in message
         assert lake.commits(path)[-1]["version"] == version  # nothing written
-        kept = json.loads(sorted((config.validation_dir / "origin_weather_hourly").glob("*.json"))[-1]
+        kept = json.loads(sorted((config.validation_dir.local / "origin_weather_hourly").glob("*.json"))[-1]
                           .read_text())
         assert kept["success"] is False and kept["failed"][0]["unexpected_count"] == 6
 
@@ -389,7 +389,7 @@ def test_a_first_build_is_one_commit_with_its_rows_and_description(spark, config
     commits = lake.commits(path)
     assert [c["version"] for c in commits] == [0] and result["version"] == 0
     assert commits[0]["metadata"]["kind"] == "feature_table" and result["rows"] == 12
-    history = lake.history(spark, path)
+    history = lake.history(path)
     assert history[0]["rows_written"] == "12"
     described = {r.col_name: r for r in spark.sql(f"DESCRIBE TABLE EXTENDED delta.`{path}`").collect()}
     assert described["temp"].comment == "Temperature (F)"
@@ -448,7 +448,7 @@ def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config
 def test_a_damaged_log_is_refused_with_the_file_not_read_as_an_older_version(spark, config, raw_weather):
     path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
-    newest = path / "_delta_log" / f"{built['version']:020d}.json"
+    newest = (path / "_delta_log" / f"{built['version']:020d}.json").local
     saved = newest.read_bytes()
     try:
         newest.write_bytes(saved[: len(saved) // 2])

@@ -163,14 +163,14 @@ def test_time_cut_offs_outside_the_label_rows_are_refused_before_writing(spark, 
 def test_a_build_that_fails_while_writing_leaves_no_directory(spark, config, synthetic):
     before = training_sets.list_versions(config, "ts_set")
     base = lake.table_path(config.lake_root, "trainsets.ts_set")
-    entries = sorted(p.name for p in base.iterdir()) if base.exists() else None
+    entries = base.names() or None
     # The label expression fails only when rows are computed: half-way through the write.
     config.training_sets.training_sets["ts_set"].label.label = \
         "CASE WHEN id = 37 THEN raise_error('bad row') ELSE outcome END"
     with pytest.raises(Exception, match="bad row"):
         training_sets.build(spark, config, "ts_set")
     assert training_sets.list_versions(config, "ts_set") == before
-    assert (sorted(p.name for p in base.iterdir()) if base.exists() else None) == entries
+    assert (base.names() or None) == entries
 
 
 def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, synthetic):
@@ -189,9 +189,9 @@ def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, syntheti
     rows = training_sets.read_version(spark, config, training_sets.manifest(config, f"ts_set@{second['version']}"))
     assert rows.count() == second["rows"]["total"] == 20 != first["rows"]["total"]
     # The second version's data replaced by the first's: refused, not read as version 2.
-    target = base / f"v{second['version']:04d}"
+    target = (base / f"v{second['version']:04d}").local
     shutil.rmtree(target)
-    shutil.copytree(base / f"v{first['version']:04d}", target)
+    shutil.copytree((base / f"v{first['version']:04d}").local, target)
     with pytest.raises(JobFailed, match=rf"trainset ts_set@{second['version']}: the data at .* was not "
                                         rf"written as this version"):
         training_sets.read_version(spark, config, edited)
@@ -202,7 +202,9 @@ def test_versions_are_reserved_exclusively(tmp_path):
     import subprocess
     import sys
 
-    base = tmp_path / "trainsets" / "t"
+    from sparkml_platform.storage import Storage
+
+    base = Storage().location(str(tmp_path / "trainsets" / "t"))
     first, _ = training_sets._reserve(base, 1)
     second, _ = training_sets._reserve(base, 1)  # the first's builder (this process) still runs
     assert (first, second) == (1, 2)
