@@ -75,25 +75,27 @@ SUBMIT="$VENV/bin/spark-submit"
 mkdir -p "$ROOT/.sparkml"
 STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
-# The Delta jars (checked and located by the same code the sessions use), the project's
-# packages and its code version, from the configuration.
+# The jars (Delta's, and S3's for s3a:// places: checked and located by the same code the
+# sessions use), the project's packages and its code version, from the configuration.
 "$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" <<'EOF'
 import base64, json, sys
 from pathlib import Path
 from sparkml_platform.config import load_config
+from sparkml_platform.delta_jars import check
 from sparkml_platform.errors import SparkmlError
 stage = Path(sys.argv[3])
 try:
     config = load_config(sys.argv[1], sys.argv[2] or None)
     zipped = config.project.zip(stage)
+    jars = check(config.jars_dir, config.storage_schemes)
 except SparkmlError as exc:
     print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
-(stage / "jars_dir").write_text(str(config.jars_dir))
+(stage / "jars").write_text(",".join(str(p) for p in jars))
 (stage / "project_zip").write_text(str(zipped or ""))
 code = json.dumps(config.project.code_version(), sort_keys=True).encode()
 (stage / "code_version").write_text(base64.b64encode(code).decode())  # quotes die in YARN's launcher
 EOF
-JARS="$("$PY" -m sparkml_platform.delta_jars check "$(cat "$STAGE/jars_dir")" | paste -sd, -)"
+JARS="$(cat "$STAGE/jars")"
 PY_FILES="$STAGE/sparkml_platform.zip"
 PROJECT_ZIP="$(cat "$STAGE/project_zip")"
 [[ -n "$PROJECT_ZIP" ]] && PY_FILES="$PY_FILES,$PROJECT_ZIP"

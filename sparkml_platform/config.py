@@ -539,6 +539,13 @@ class Config:
         return self.lake_root.parent / "validation"
 
     @property
+    def storage_schemes(self) -> set[str]:
+        """The storage schemes of the places Spark reads and writes (they decide its jars)."""
+        places = [self.lake_root.uri, self.environments_dir.uri]
+        places += [s.path for s in self.sources.sources.values()]
+        return {p.split("://", 1)[0] for p in places if "://" in p}
+
+    @property
     def staging_dir(self) -> Path:
         """Where sources packed in zips are extracted for Spark to read: beside a local lake,
         else in the project (on the machine that runs the command)."""
@@ -568,6 +575,8 @@ class Config:
     @property
     def artifact_root(self) -> str:
         root = self.platform.mlflow.artifact_root
+        if root.startswith("s3a://"):  # Hadoop's name for S3; MLflow's is s3://
+            return "s3://" + root[len("s3a://"):]
         return root if "://" in root else self.path(root).as_uri()
 
     def feature_table(self, name: str) -> FeatureTable:

@@ -46,8 +46,8 @@ def get_spark(config: Config):
 
     settings = config.platform.spark
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # the JVM was started by spark-submit
-    # spark-submit.sh ships the Delta jars with --jars; otherwise they come from the cache.
-    jars = [] if submitted else [str(p) for p in check(config.jars_dir)]
+    # spark-submit.sh ships the jars with --jars; otherwise they come from the cache.
+    jars = [] if submitted else [str(p) for p in check(config.jars_dir, config.storage_schemes)]
     conf = spark_conf(settings, jars)
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch

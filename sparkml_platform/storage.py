@@ -432,11 +432,18 @@ class S3Store(_Store):
 
     def _bucket_known(self, uri: str) -> None:
         """A missing bucket is one clear error, not a listing that is quietly empty."""
-        if not getattr(self, "_checked", False):
+        if getattr(self, "_checked", False):
+            return
+        try:
             self._call("checking", uri, lambda: self.client.head_bucket(Bucket=self.authority))
-            self._checked = True
+        except FileNotFoundError:  # HEAD answers a bare 404
+            where = f"S3 bucket {self.authority}" + (f" at {self.endpoint}" if self.endpoint else "")
+            raise JobFailed(f"{where}: the bucket does not exist ({uri}): create it, or fix the "
+                            "lake root") from None
+        self._checked = True
 
     def exists(self, uri: str) -> bool:
+        self._bucket_known(uri)
         return self._object(uri) or self.is_dir(uri)
 
     def _object(self, uri: str) -> bool:
@@ -445,16 +452,17 @@ class S3Store(_Store):
                 Bucket=self.authority, Key=self._key(uri)))
             return True
         except FileNotFoundError:
-            self._bucket_known(uri)
             return False
 
     def is_dir(self, uri: str) -> bool:
+        self._bucket_known(uri)
         prefix = self._key(uri).rstrip("/") + "/" if self._key(uri) else ""
         answer = self._call("listing", uri, lambda: self.client.list_objects_v2(
             Bucket=self.authority, Prefix=prefix, MaxKeys=1))
         return answer.get("KeyCount", 0) > 0
 
     def names(self, uri: str) -> list[str]:
+        self._bucket_known(uri)
         prefix = self._key(uri).rstrip("/") + "/" if self._key(uri) else ""
         names: list[str] = []
         pages = self.client.get_paginator("list_objects_v2").paginate(

@@ -21,6 +21,7 @@ def configure(config: Config) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     import mlflow
 
+    _s3_artifact_endpoint(config)
     uri = config.tracking_uri
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
@@ -36,6 +37,18 @@ def configure(config: Config) -> str:
         _create_store(db, config)
         _follow_move(db, config)
         return _experiment(config, uri)
+
+
+def _s3_artifact_endpoint(config: Config) -> None:
+    """MLflow's S3 artifact repository takes its endpoint from MLFLOW_S3_ENDPOINT_URL; an
+    S3-compatible store's endpoint is configured once, as the S3A settings of the bucket
+    (fs.s3a.endpoint, fs.s3a.bucket.NAME.endpoint), and serves both."""
+    root = config.artifact_root
+    if not root.startswith("s3://"):
+        return
+    store = config.storage.location("s3a://" + root[len("s3://"):].split("/", 1)[0]).store
+    if store.endpoint:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", store.endpoint)
 
 
 def _experiment(config: Config, uri: str) -> str:

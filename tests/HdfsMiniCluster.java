@@ -72,6 +72,7 @@ public class HdfsMiniCluster {
         // the NameNode has left safe mode.
         MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf)
                 .numDataNodes(1)
+                .storagesPerDatanode(1)  // not two: half the start-up work and log lines
                 .nameNodePort(0)
                 .nameNodeHttpPort(0)
                 .checkExitOnShutdown(false)

@@ -43,7 +43,9 @@ def hdfs_minicluster(workdir: Path):
     """Start the cluster, wait until its DataNode has registered, yield an `HdfsCluster`."""
     subprocess.run(["bash", str(HERE / "yarn_jars.sh"), str(JARS_DIR)], check=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "hdfs-log4j.properties").write_text(LOG4J)
+    # Without it the DataNode logs a line per block directory it locks (1024 of them) on start.
+    (workdir / "hdfs-log4j.properties").write_text(
+        LOG4J + "log4j.logger.org.apache.hadoop.hdfs.server.datanode.fsdataset.impl.FsDatasetImpl=WARN\n")
     ready = workdir / "hdfs-ready.properties"
     ready.unlink(missing_ok=True)
     # Jetty unpacks the NameNode's and DataNode's web apps under java.io.tmpdir: not /tmp's.

@@ -148,3 +148,34 @@ def mlflow_server(workdir: Path, backend: str | None = None):
     finally:
         _stop([proc])
         logs.close()
+
+
+# Credentials the S3 server accepts; tests hand them to commands through the environment,
+# as a user would (never in a configuration file).
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sparkml-test-key", "AWS_SECRET_ACCESS_KEY": "sparkml-test-s3cret",
+                  "AWS_REGION": "us-east-1"}
+
+
+@contextmanager
+def s3_server(workdir: Path, buckets: tuple[str, ...] = ("lake",)):
+    """A real S3 API (the `moto` package's server mode) with `buckets` made; yields its
+    endpoint URL. Objects live in its memory and go with it."""
+    import boto3
+
+    port = free_port()
+    logs = open(workdir / "s3-server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
+                            stdout=logs, stderr=logs, cwd=workdir)
+    endpoint = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).status == 200,
+                 "S3 server", procs=[proc], timeout=60)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_CREDENTIALS["AWS_REGION"],
+                              aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        _stop([proc])
+        logs.close()
