@@ -31,10 +31,13 @@ ARTIFACTS = [
 ]
 # By the scheme of a place that needs them (the lake root, the environments folder, a source).
 HADOOP_VERSION = "3.5.0"  # pyspark 4.2's hadoop-client-api
-AWS_SDK_VERSION = "2.35.4"  # what hadoop-aws 3.5.0's pom names
+# What hadoop-aws 3.5.0's pom names as compile dependencies.
+AWS_SDK_VERSION = "2.35.4"
+ANALYTICS_ACCELERATOR_VERSION = "1.3.1"
 SCHEME_ARTIFACTS = {
     "s3a": [f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",
-            f"software.amazon.awssdk:bundle:{AWS_SDK_VERSION}"],
+            f"software.amazon.awssdk:bundle:{AWS_SDK_VERSION}",
+            f"software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:{ANALYTICS_ACCELERATOR_VERSION}"],
 }
 FIX = "run `make setup` (or `python -m sparkml_platform.delta_jars fetch {dir}`)"
 

@@ -274,7 +274,12 @@ class HdfsStore(_Store):
     def client(self):
         from hdfs_native import Client
 
-        return Client(f"hdfs://{self.authority}", config=self.settings)
+        return Client(f"hdfs://{self.authority}", config=self._client_settings())
+
+    def _client_settings(self) -> dict[str, str]:
+        # The client retries a refused connection 15 times (minutes): a NameNode that does not
+        # answer is an error within seconds unless the cluster's settings ask otherwise.
+        return {"dfs.client.failover.max.attempts": "1", **self.settings}
 
     def _path(self, uri: str) -> str:
         return urlsplit(uri).path or "/"
@@ -352,6 +357,9 @@ class HdfsStore(_Store):
             self._call("deleting", uri, lambda: self.client.delete(self._path(uri), recursive))
         except FileNotFoundError:
             pass
+
+    def delta_options(self) -> dict[str, str]:
+        return self._client_settings()
 
 
 class S3Store(_Store):

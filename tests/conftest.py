@@ -175,3 +175,12 @@ def flights_project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
     result = run_cli(conf, "run", "flights")
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-2000:]
     return conf, result
+
+
+@pytest.fixture(scope="session")
+def hdfs(tmp_path_factory):
+    """One real single-node HDFS for the run (tests/hdfs.py), shared by the tests that need it."""
+    from hdfs import hdfs_minicluster
+
+    with hdfs_minicluster(tmp_path_factory.mktemp("hdfs")) as cluster:
+        yield cluster

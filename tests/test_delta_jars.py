@@ -1,4 +1,5 @@
-"""The Delta jar cache: a missing or broken cache says how to fix it, and nothing is written."""
+"""The jar cache (Delta's jars, and the S3 connector's): a missing or broken cache says how to
+fix it, and nothing is written."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from sparkml_platform.errors import SetupError
 def test_the_project_cache_is_whole():
     paths = delta_jars.check(JARS_DIR)
     assert [p.name for p in paths] == delta_jars.jar_names()
+    # Set-up fetched the S3 connector too; only sessions with s3a:// places load it.
+    with_s3 = [p.name for p in delta_jars.check(JARS_DIR, {"s3a"})]
+    assert with_s3[:2] == delta_jars.jar_names() and "hadoop-aws-3.5.0.jar" in with_s3
 
 
 def test_missing_cache_says_how_to_fix(tmp_path):
@@ -35,5 +39,19 @@ def test_cli_without_cache_exits_2_and_writes_nothing(tmp_path, capsys, monkeypa
     conf = make_project(tmp_path, {"platform.yml": {"spark": {"jars_dir": str(tmp_path / "nojars")}}})
     code = main(["--conf", str(conf), "--env", "test", "features", "build", "plane_attributes"])
     assert code == 2
-    assert f"Delta jar cache {tmp_path / 'nojars'} does not exist" in capsys.readouterr().err
+    assert f"jar cache {tmp_path / 'nojars'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / ".sparkml" / "lake").exists()
+
+
+def test_a_lake_on_s3_without_the_s3_jars_exits_2_naming_the_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SPARKML_JARS_DIR", raising=False)
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    for name in delta_jars.jar_names():  # Delta's jars only
+        shutil.copyfile(JARS_DIR / name, jars / name)
+    conf = make_project(tmp_path, {"platform.yml": {"lake_root": "s3a://lake/lake",
+                                                    "spark": {"jars_dir": str(jars)}}})
+    code = main(["--conf", str(conf), "--env", "test", "features", "build", "plane_attributes"])
+    assert code == 2
+    assert (f"jar cache {jars} lacks hadoop-aws-3.5.0.jar (needed for s3a:// places): run `make setup`"
+            in capsys.readouterr().err)
