@@ -289,6 +289,62 @@ def test_chunked_backfill_resumes_after_the_chunks_already_committed(spark, conf
     assert rows.groupBy("origin", "observed_at").count().where("count > 1").count() == 0
 
 
+def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_cleaned(
+        spark, config, raw_weather, validated):
+    """Delta folds old commits into a checkpoint and deletes their files after
+    `delta.logRetentionDuration`: what a resume and an incremental build rely on must outlive
+    that (the backfill's progress is in Delta's transaction record, carried by checkpoints)."""
+    import os
+    import time
+
+    from pyspark.sql import functions as F
+
+    from sparkml_platform.errors import GateFailed
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    suite = config.expectations["origin_weather_hourly"].expectations
+    temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
+                      .get("column") == "temp")["expect_column_values_to_be_between"]
+    features.build(spark, config, "origin_weather_hourly", full=True)
+    lake.write(raw_weather.withColumn("temp", F.when(F.col("time_hour").startswith("2013-01-03"), 140.0)
+                                      .otherwise(F.col("temp"))), raw)
+    window = ("origin_weather_hourly", "2013-01-01", "2013-01-03")
+    try:
+        with pytest.raises(GateFailed):  # days 1 and 2 commit, day 3 fails its suite
+            features.build(spark, config, *window, chunk_days=1)
+        chunk_versions = [c["version"] for c in lake.commits(path) if c["metadata"].get("backfill")]
+        assert len(chunk_versions) == 2
+        # Every log file older than the retention, then a commit: Delta writes a checkpoint
+        # and deletes the commit files it folded in.
+        log = path.local / "_delta_log"
+        old = time.time() - 3 * 86400
+        for entry in log.iterdir():
+            os.utime(entry, (old, old))
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ("
+                  "'delta.checkpointInterval' = '1', 'delta.logRetentionDuration' = 'interval 1 hours')")
+        kept = {int(p.name[:20]) for p in log.glob("*.json")}
+        assert not kept & set(chunk_versions), sorted(kept)  # the chunks' commits are gone
+        assert not [c for c in lake.commits(path) if c["metadata"] and c["metadata"].get("backfill")]
+        temp_range["max_value"] = 150  # the fix: the same command again resumes
+        result = features.build(spark, config, *window, chunk_days=1)
+    finally:
+        temp_range["max_value"] = 130
+    assert [c.get("skipped") is not None for c in result["chunks"]] == [True, True, False]
+    assert weather_rows(spark, config).where("temp = 140").count() == 4  # day 3, written now
+    # An incremental build after the clean-up: from the newest day built, nothing duplicated.
+    day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
+        "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
+    try:
+        lake.write(raw_weather.unionByName(day4), raw)
+        built = features.build(spark, config, "origin_weather_hourly")
+    finally:
+        lake.write(raw_weather, raw)
+    assert (built["mode"], built["window"]) == ("incremental", ["2013-01-03", "2013-01-04"])
+    rows = weather_rows(spark, config)
+    assert rows.count() == 16 and rows.groupBy("origin", "observed_at").count().where("count > 1").count() == 0
+
+
 def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weather, capsys):
     path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
