@@ -524,12 +524,12 @@ class Config:
 
         return Storage(self.platform.spark.conf)
 
-    @functools.cached_property
+    @property
     def lake_root(self):
         """The lake's root: a storage Location (local path, file://, hdfs:// or s3a://)."""
         return self.storage.location(self.platform.lake_root, base=self.root)
 
-    @functools.cached_property
+    @property
     def environments_dir(self):
         return self.storage.location(self.platform.environments_dir, base=self.root)
 

@@ -177,6 +177,25 @@ def flights_project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
     return conf, result
 
 
+def remote_project(root: Path, lake_root: str, spark_conf: dict, artifact_root: str | None = None) -> Path:
+    """The slice project's configuration with its lake at `lake_root` (hdfs:// or s3a://)."""
+    platform = {**SLICE["platform.yml"], "lake_root": lake_root,
+                "spark": {**SLICE["platform.yml"]["spark"], "conf": spark_conf}}
+    if artifact_root:
+        platform["mlflow"] = {"artifact_root": artifact_root}
+    return make_project(root, {**SLICE, "platform.yml": platform})
+
+
+@pytest.fixture(scope="session")
+def hdfs_project(tmp_path_factory, hdfs) -> tuple[Path, str, subprocess.CompletedProcess]:
+    """The slice pipeline run once with its lake on the test HDFS: (conf, lake root, result).
+    Shared by the remote-lake tests and the YARN test (whose jobs write there)."""
+    root = tmp_path_factory.mktemp("lake-on-hdfs")
+    lake_root = f"{hdfs.uri}/projects/{root.name}/lake"
+    conf = remote_project(root, lake_root, {"spark.hadoop.dfs.replication": "1"})
+    return conf, lake_root, run_cli(conf, "run", "flights", timeout=1800)
+
+
 @pytest.fixture(scope="session")
 def hdfs(tmp_path_factory):
     """One real single-node HDFS for the run (tests/hdfs.py), shared by the tests that need it."""

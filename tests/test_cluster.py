@@ -74,23 +74,25 @@ def test_feature_build_and_scoring_on_standalone_from_the_packed_environment(spa
     assert len(unpacked) >= 2, sorted(p.name for p in (tmp_path / "work").iterdir())
 
 
-def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, flights_project, packed,
+def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hdfs_project, packed,
                                                                         tmp_path):
     """A feature build with the driver in the application master (cluster mode) and a scoring
-    job with the driver here (client mode), on a single-node YARN."""
+    job with the driver here (client mode), on a single-node YARN, with the lake on HDFS (as
+    on a real cluster: the container shares no disk with this process)."""
     from sparkml_platform import lake
+    from sparkml_platform.storage import Storage
     from yarn import yarn_minicluster
 
-    conf, _ = flights_project
-    root = conf.parent / ".sparkml"
-    table = root / "lake" / "features" / "route_delay_stats"
+    conf, lake_root, result = hdfs_project
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = Storage().location(f"{lake_root}/features/route_delay_stats")
     before = spark.read.format("delta").load(str(table)).count()
     with yarn_minicluster(tmp_path) as cluster:
         settings = cluster.submit_args()[1::2]  # KEY=VALUE after each --conf
         options = [arg for kv in settings for arg in ("--spark-conf", kv)]
-        # Absolute, so that a driver in a container finds the same lake and registry.
-        env = {**cluster.env, "SPARKML_LAKE_ROOT": str(root / "lake"),
-               "SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+        # Absolute, so that a driver in a container finds the same registry.
+        env = {**cluster.env,
+               "SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"}
 
         built = submit(conf, "--master", "yarn", "--deploy-mode", "cluster", "--archives", str(packed),
                        *options, "features_build", "route_delay_stats", *WINDOW, **env)
@@ -101,8 +103,8 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, fl
                                   "--run-date", "2013-12-31", **env))
         apps = sorted(p.name for p in cluster.logs_dir.iterdir())
     assert len(apps) == 2 and all(a.startswith("application_") for a in apps)
-    # The cluster-mode build committed its window from inside YARN (its output is in the
-    # container's log, the commit metadata says which application wrote it).
+    # The cluster-mode build committed its window to HDFS from inside YARN (its output is in
+    # the container's log, the commit metadata says which application wrote it).
     last = lake.commits(table)[-1]["metadata"]
     assert last["window"] == ["2013-03-01", "2013-03-31"] and last["spark_app_id"] == apps[0]
     # ... and the project's code version, handed to that driver by spark-submit.sh.
@@ -110,8 +112,8 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, fl
 
     assert last["code"] == load_config(conf, "test").project.code_version()
     assert spark.read.format("delta").load(str(table)).count() == before
-    predictions = spark.read.format("delta").load(str(root / "lake" / "predictions" / "yarn_check"))
-    expected = spark.read.format("delta").load(str(root / "lake" / "entities" / "flights_to_score")).count()
+    predictions = spark.read.format("delta").load(f"{lake_root}/predictions/yarn_check")
+    expected = spark.read.format("delta").load(f"{lake_root}/entities/flights_to_score").count()
     assert scored["rows"] == predictions.count() == expected
 
 
