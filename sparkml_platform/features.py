@@ -242,6 +242,9 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
     from pyspark.sql import Observation
 
     definition = config.feature_table(name)
+    done = lake.done_steps(path, step[0]) if step else None
+    if done is not None and done >= step[1]:  # committed by another run meanwhile
+        return {"window": metadata["window"], "skipped": "committed by an earlier run"}
     replace_where = None
     df = computed
     if window is not None:
@@ -267,6 +270,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                       df.schema, definition.partition_by or None,
                       metadata={**metadata, "kind": "table_metadata"})
         new = not lake.exists(path)
+        before = None if new else lake.version(spark, path)
         # A new table is created with its rows in one commit (DataFrameWriterV2), where an
         # observation does not report: its statistics are read back from the one version.
         version = lake.write(df if new else df.observe(observed, *observing), path,
@@ -274,6 +278,10 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                              metadata={**metadata, "validation": validated},
                              description=definition.description,
                              properties=table_properties(definition), step=step)
+        if version == before:
+            # Delta skipped the write: another run committed this step meanwhile (its
+            # transaction record says so), and the observation will never report.
+            return {"window": metadata["window"], "skipped": "committed by another run meanwhile"}
         written = (statistics.summarize(lake.read(spark, path, version), feature_types,
                                         definition.event_time) if new
                    else statistics.from_aggregates(observed.get, feature_types))
