@@ -670,11 +670,12 @@ def _refuse_imports_not_allowed(config: Config) -> None:
 
 def _check_storage(config: Config, files: list[Path]) -> None:
     """The lake root and environments folder parse as places the platform can reach, and no
-    S3 secret sits in a committed platform.yml."""
+    S3 secret sits in a committed platform.yml (any but conf/local/)."""
     from .storage import refuse_committed_secrets
 
     for file in files:
-        if file.is_file():
+        # conf/local/ is the git-ignored overlay `sparkml init` sets up for personal settings.
+        if file.is_file() and file.parent.name != "local":
             refuse_committed_secrets(((_read_yaml(file).get("spark") or {}).get("conf") or {}), str(file))
     for key in ("lake_root", "environments_dir"):
         try:

@@ -35,10 +35,10 @@ def table_path(lake_root: Location, ref: str, zones: tuple[str, ...] = ZONES) ->
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
     path = lake_root / match.group(1) / match.group(2)
-    try:
-        path.check_within(lake_root)  # a symbolic link inside a local lake must not lead out
-    except ConfigError as exc:
-        raise ConfigError(f"table {ref!r}: {exc}") from None
+    # A symbolic link inside a local lake (a zone or a table folder) must not lead out of it.
+    if (resolved := path.escapes(lake_root)) is not None:
+        raise ConfigError(f"table {ref!r}: its location {path} leads to {resolved} (a symbolic "
+                          f"link), outside the lake root {lake_root}; nothing is read or written there")
     return path
 
 
@@ -109,22 +109,23 @@ def _delta_table(path: Location, name: str):
         log = path / "_delta_log"
         damaged = _damaged_commit(log) if "json" in text.lower() else None
         if damaged:
-            raise JobFailed(f"Delta table {name}: its commit file {damaged} is damaged ({text}: "
-                            "the file was cut short or edited): restore it from a backup, or "
-                            "rebuild the table") from None
+            raise JobFailed(f"Delta table {name}: its commit file {damaged[0]} is damaged (line "
+                            f"{damaged[1]} is not JSON, the file was cut short or edited): "
+                            "restore it from a backup, or rebuild the table") from None
         raise JobFailed(f"Delta table {name} at {path} cannot be read: {text[:300]}") from None
 
 
-def _damaged_commit(log: Location) -> Location | None:
-    """The first commit file after the newest checkpoint that is not JSON lines (asked only
-    once delta-rs has failed to parse the log)."""
+def _damaged_commit(log: Location) -> tuple[Location, int] | None:
+    """The first commit file after the newest checkpoint that is not JSON lines, and the line
+    (asked only once delta-rs has failed to parse the log)."""
     names = log.names()
     checkpoint = _checkpoint(log, names)
     for name in sorted(n for n in names if COMMIT_FILE.match(n) and int(n[:20]) > checkpoint):
-        try:
-            [json.loads(line) for line in (log / name).read_text().splitlines()]
-        except ValueError:
-            return log / name
+        for number, line in enumerate((log / name).read_text().splitlines(), 1):
+            try:
+                json.loads(line)
+            except ValueError:
+                return log / name, number
     return None
 
 

@@ -115,14 +115,13 @@ class Location:
     def remove_tree(self) -> None:
         self.store.delete(self.uri, recursive=True)
 
-    def check_within(self, root: "Location") -> None:
-        """A symbolic link on a local disk must not lead out of `root` (other stores have none)."""
+    def escapes(self, root: "Location") -> Path | None:
+        """Where a symbolic link on a local disk leads, when that is outside `root` (other
+        stores have no links): None when the location stays inside."""
         if self.local is None:
-            return
+            return None
         resolved, base = self.local.resolve(), Path(root.uri).resolve()
-        if not resolved.is_relative_to(base):
-            raise ConfigError(f"{self} leads to {resolved} (a symbolic link), outside {base}; "
-                              "nothing is read or written there")
+        return None if resolved.is_relative_to(base) else resolved
 
 
 class Storage:
@@ -186,8 +185,9 @@ def refuse_committed_secrets(spark_conf: dict[str, str], where: str) -> None:
         if key.startswith("spark.hadoop.") and SECRET_KEYS.match(key[len("spark.hadoop."):]):
             raise ConfigError(f"{where}: spark.conf.{key} holds a secret in a committed file: "
                               "remove it and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                              "(and AWS_SESSION_TOKEN) in the environment, or a credentials "
-                              "provider (fs.s3a.aws.credentials.provider) in core-site.xml")
+                              "(and AWS_SESSION_TOKEN) in the environment, put it in the "
+                              "git-ignored conf/local/, or name a credentials provider "
+                              "(fs.s3a.aws.credentials.provider) in core-site.xml")
 
 
 def _site_properties(path: Path) -> dict[str, str]:

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from conftest import JARS_DIR, REPO, cli_env, make_project
-from sparkml_platform import environment, runtime_env
+from sparkml_platform import delta_jars, environment, runtime_env
+from sparkml_platform.config import load_config
 from sparkml_platform.cli import main
 
 
@@ -63,7 +64,7 @@ def captured_project(tmp_path, **changes):
     conf = make_project(tmp_path)
     env = {**environment.capture(), **changes}
     env["id"] = environment.environment_id(env)
-    environment.save(env, tmp_path / ".sparkml" / "environments")
+    environment.save(env, load_config(conf, "test").environments_dir)
     return conf, env
 
 
@@ -99,8 +100,8 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
     for c in commands:
         if c.cmd == "COPY":
             assert all((out / src).exists() for src in c.value[:-1]), c.original
-    assert sorted(p.name for p in (out / "project" / "jars").iterdir()) == sorted(
-        p.name for p in JARS_DIR.glob("*.jar"))
+    # Delta's jars (the S3 connector's come from the jar cache, for s3a:// projects only).
+    assert sorted(p.name for p in (out / "project" / "jars").iterdir()) == sorted(delta_jars.jar_names())
     assert (out / "project" / "own_code" / "__init__.py").read_text() == "ANSWER = 42\n"
 
 

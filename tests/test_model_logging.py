@@ -20,7 +20,9 @@ def test_requirements_are_pinned_as_pip_can_install_them(monkeypatch):
 def test_the_training_set_input_survives_types_mlflow_cannot_name(spark, tmp_path):
     """A timestamp_ntz event time is allowed in training sets; MLflow's schema inference
     refuses it, which must not stop the training run: the input is logged without a schema."""
-    path = tmp_path / "v0001"
+    from sparkml_platform.storage import Storage
+
+    path = Storage().location(str(tmp_path / "v0001"))
     data = spark.sql("SELECT 1.5 AS x, TIMESTAMP_NTZ '2013-01-01 10:00:00' AS at, 1 AS label")
     lake.write(data, path)
     rows = {"total": 1, "train": 1, "validation": 0, "test": 0}

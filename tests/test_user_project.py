@@ -96,9 +96,12 @@ def stock_project(tmp_path_factory, spark) -> Path:
         (root / "conf" / "base" / filename).write_text(yaml.safe_dump(data, sort_keys=False))
     platform = yaml.safe_load((root / "conf" / "base" / "platform.yml").read_text())
     platform["spark"].update(master="local[2]", shuffle_partitions=2, driver_memory="2g")
-    # A planted secret, as a user's S3 credentials would be: it must never be recorded.
-    platform["spark"]["conf"] = {"spark.hadoop.fs.s3a.secret.key": SECRETS[0]}
     (root / "conf" / "base" / "platform.yml").write_text(yaml.safe_dump(platform))
+    # A planted secret, as a user's S3 credentials would be in the git-ignored conf/local/
+    # (committed files may not hold one): it must never be recorded.
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    (root / "conf" / "local" / "platform.yml").write_text(yaml.safe_dump(
+        {"spark": {"conf": {"spark.hadoop.fs.s3a.secret.key": SECRETS[0]}}}))
     write_prices(root / "data" / "prices.csv")
     return root / "conf"
 
@@ -138,7 +141,7 @@ def test_init_writes_a_project_that_loads_and_refuses_a_second_init(tmp_path, ca
 
 def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project):
     conf = stock_project
-    first = run_main(conf, "run", "daily", env=None)
+    first = run_main(conf, "run", "daily", env="local")
     assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
     # A regressor's summary: RMSE, MAE and R², no "predicted positive".
     assert "model next_close version 1 (close_linear): RMSE " in first.stdout
@@ -146,7 +149,7 @@ def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project)
     counts = lake_counts(spark, conf)
     assert counts["raw.prices"] == len(SYMBOLS) * DAYS == counts["predictions.next_close"]
 
-    second = run_main(conf, "run", "daily", env=None, AWS_SECRET_ACCESS_KEY=SECRETS[1])
+    second = run_main(conf, "run", "daily", env="local", AWS_SECRET_ACCESS_KEY=SECRETS[1])
     assert second.returncode == 0, second.stderr[-4000:]
     check_no_secret_is_recorded(conf, first, second)
     assert lake_counts(spark, conf) == counts  # nothing duplicated
