@@ -106,8 +106,8 @@ def main() -> None:
     # A table's history (commits to replay since its checkpoint, tombstones of removed files)
     # makes each commit slower: the two sides start equal, with the warm-up's first write.
     for table in JOBS:
-        for path in (lake_path(config, table), HAND_WRITTEN / table):
-            shutil.rmtree(path, ignore_errors=True)
+        lake_path(config, table).remove_tree()
+        shutil.rmtree(HAND_WRITTEN / table, ignore_errors=True)
     sides = {"framework": framework, "hand-written": hand_written}
     print(f"window {args.start} .. {args.end}, median of {args.repeat}")
 

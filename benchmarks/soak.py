@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import SLICE, cli_env, make_project  # noqa: E402  the tests' slice project
 
 from sparkml_platform import lake  # noqa: E402
+from sparkml_platform.storage import Storage  # noqa: E402
 
 PIPELINE = ["run", "flights"]
 
@@ -77,7 +78,7 @@ def check_readable(root: Path) -> list[str]:
     problems = []
     for table in tables(root) + trainset_versions(root)[0]:
         try:
-            lake.check_log(table)
+            lake.check_log(Storage().location(str(table)))
             rows(table)
         except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
             problems.append(f"{table.relative_to(root)}: {type(exc).__name__}: {exc}")
@@ -103,7 +104,7 @@ def final_differences(killed: Path, clean: Path) -> list[str]:
     orphans = trainset_versions(killed)[1]
     problems += [f"{o.relative_to(killed)}: a training-set version without its manifest" for o in orphans]
     for table in (killed / ".sparkml/lake/features").iterdir():
-        newest_version = lake.version(None, table)
+        newest_version = lake.version(None, Storage().location(str(table)))
         if not (table / "_sparkml_stats" / f"v{newest_version:06d}.json").exists():
             problems.append(f"features.{table.name}: no statistics for version {newest_version}")
     with sqlite3.connect(killed / ".sparkml" / "mlflow.db") as db:

@@ -270,7 +270,6 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                       df.schema, definition.partition_by or None,
                       metadata={**metadata, "kind": "table_metadata"})
         new = not lake.exists(path)
-        before = None if new else lake.version(spark, path)
         # A new table is created with its rows in one commit (DataFrameWriterV2), where an
         # observation does not report: its statistics are read back from the one version.
         version = lake.write(df if new else df.observe(observed, *observing), path,
@@ -278,7 +277,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
                              metadata={**metadata, "validation": validated},
                              description=definition.description,
                              properties=table_properties(definition), step=step)
-        if version == before:
+        if step and lake.commit_metadata(path, version).get("run_id") != metadata["run_id"]:
             # Delta skipped the write: another run committed this step meanwhile (its
             # transaction record says so), and the observation will never report.
             return {"window": metadata["window"], "skipped": "committed by another run meanwhile"}

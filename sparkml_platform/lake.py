@@ -326,6 +326,11 @@ def commits(path: Location, ref: str | None = None) -> list[dict]:
     return sorted(out, key=lambda c: c["version"])
 
 
+def commit_metadata(path: Location, version: int) -> dict:
+    """The user metadata of commit `version` (empty when it has none or is no longer kept)."""
+    return next((c["metadata"] or {} for c in commits(path) if c["version"] == version), {})
+
+
 def done_steps(path: Location, app_id: str) -> int | None:
     """The last step committed under `app_id` (Delta's own idempotent-write record, a `txn`
     action: it is carried by every checkpoint, so it outlives log clean-up), or None."""

@@ -28,7 +28,12 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, JobFailed
 
 SCHEMES = ("file", "hdfs", "s3a")
-SECRET_KEYS = re.compile(r"^fs\.s3a\.(bucket\.[^.]+\.)?(access\.key|secret\.key|session\.token)$")
+# Hadoop S3A keys (also per bucket, whose names may hold dots) and AWS keys handed to
+# executors or an application master through Spark's environment settings.
+SECRET_KEYS = re.compile(r"^(spark\.hadoop\.fs\.s3a\.(bucket\..+\.)?(access\.key|secret\.key|session\.token|"
+                         r"encryption\.key|server-side-encryption\.key)"
+                         r"|spark\.(executorEnv|yarn\.appMasterEnv|kubernetes\.driverEnv)\."
+                         r"AWS_(SECRET_ACCESS_KEY|ACCESS_KEY_ID|SESSION_TOKEN))$")
 TIMEOUT = 10  # seconds to connect and answer: an endpoint that does not answer fails fast
 
 
@@ -64,7 +69,9 @@ class Location:
     @property
     def parent(self) -> "Location":
         head = self.uri.rsplit("/", 1)[0]
-        return self if head.endswith(":/") or not head else Location(self.store, head)
+        if head.endswith(":/") or self.uri == "/":
+            return self  # a bucket's or a NameNode's root
+        return Location(self.store, head or "/")
 
     @property
     def local(self) -> Path | None:
@@ -135,8 +142,16 @@ class Storage:
         """A configured place: a URI (`hdfs://`, `s3a://`, `file://`) or a local path, relative
         ones resolved against `base` (the project root)."""
         scheme = urlsplit(value).scheme if "://" in value else ""
+        parts = urlsplit(value) if scheme else None
+        if parts is not None and "@" in parts.netloc:
+            raise ConfigError(f"{scheme}://…@{parts.netloc.rsplit('@', 1)[1]}{parts.path}: a location "
+                              "may not carry credentials (they would be recorded wherever the "
+                              "location is): set them in the environment")
         if scheme in ("", "file"):
-            path = Path(value[len("file://"):] if scheme else value).expanduser()
+            if parts is not None and parts.netloc not in ("", "localhost"):
+                raise ConfigError(f"{value!r}: a file:// location is on this machine: write "
+                                  "file:///PATH (or a plain path)")
+            path = Path(parts.path if parts is not None else value).expanduser()
             if not path.is_absolute():
                 path = (base or Path.cwd()) / path
             return Location(self._store("file", ""), str(path))
@@ -145,7 +160,6 @@ class Storage:
                 if scheme in ("s3", "s3n") else ""
             raise ConfigError(f"{value!r}: the scheme {scheme}:// is not supported for the lake; "
                               f"use a local path, file://, hdfs:// or s3a://{hint}")
-        parts = urlsplit(value)
         if not parts.netloc:
             raise ConfigError(f"{value!r}: a {scheme}:// location needs a "
                               f"{'bucket' if scheme == 's3a' else 'NameNode host:port'}")
@@ -182,7 +196,7 @@ def refuse_committed_secrets(spark_conf: dict[str, str], where: str) -> None:
     """S3 keys belong in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the
     cluster's own core-site.xml, never in a configuration file kept in version control."""
     for key in spark_conf:
-        if key.startswith("spark.hadoop.") and SECRET_KEYS.match(key[len("spark.hadoop."):]):
+        if SECRET_KEYS.match(key):
             raise ConfigError(f"{where}: spark.conf.{key} holds a secret in a committed file: "
                               "remove it and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                               "(and AWS_SESSION_TOKEN) in the environment, put it in the "
@@ -343,7 +357,8 @@ class HdfsStore(_Store):
             return True
         except (OSError, RuntimeError) as exc:
             if self.exists(uri):
-                return False
+                # A retried rename whose first try was applied finds its own content.
+                return self.read(uri) == data
             raise JobFailed(f"HDFS at {self.authority}: publishing {uri} failed: "
                             f"{_one_line(exc)}") from None
         finally:
@@ -405,6 +420,10 @@ class S3Store(_Store):
         import boto3
         from botocore.config import Config as BotoConfig
 
+        endpoint = self.endpoint
+        if endpoint and not re.fullmatch(r"https?://[^\s/:@]+(:\d+)?/?", endpoint):
+            raise ConfigError(f"fs.s3a.endpoint {endpoint!r} (for bucket {self.authority}) is not an "
+                              "endpoint like https://s3.eu-west-1.amazonaws.com or http://HOST:PORT")
         config = BotoConfig(connect_timeout=TIMEOUT, read_timeout=TIMEOUT * 3,
                             retries={"max_attempts": 2, "mode": "standard"},
                             s3={"addressing_style": "path" if self.path_style else "auto"})
@@ -438,23 +457,14 @@ class S3Store(_Store):
         except BotoCoreError as exc:
             raise JobFailed(f"{where} does not answer ({what} {uri}): {_one_line(exc)}") from None
 
-    def _bucket_known(self, uri: str) -> None:
-        """A missing bucket is one clear error, not a listing that is quietly empty."""
-        if getattr(self, "_checked", False):
-            return
-        try:
-            self._call("checking", uri, lambda: self.client.head_bucket(Bucket=self.authority))
-        except FileNotFoundError:  # HEAD answers a bare 404
-            where = f"S3 bucket {self.authority}" + (f" at {self.endpoint}" if self.endpoint else "")
-            raise JobFailed(f"{where}: the bucket does not exist ({uri}): create it, or fix the "
-                            "lake root") from None
-        self._checked = True
-
     def exists(self, uri: str) -> bool:
-        self._bucket_known(uri)
+        # A missing bucket answers the listing with NoSuchBucket (a HEAD of the bucket would
+        # need a permission that prefix-scoped policies do not grant).
         return self._object(uri) or self.is_dir(uri)
 
     def _object(self, uri: str) -> bool:
+        if not self._key(uri):
+            return False  # the bucket's root is a folder
         try:
             self._call("looking up", uri, lambda: self.client.head_object(
                 Bucket=self.authority, Key=self._key(uri)))
@@ -463,14 +473,12 @@ class S3Store(_Store):
             return False
 
     def is_dir(self, uri: str) -> bool:
-        self._bucket_known(uri)
         prefix = self._key(uri).rstrip("/") + "/" if self._key(uri) else ""
         answer = self._call("listing", uri, lambda: self.client.list_objects_v2(
             Bucket=self.authority, Prefix=prefix, MaxKeys=1))
         return answer.get("KeyCount", 0) > 0
 
     def names(self, uri: str) -> list[str]:
-        self._bucket_known(uri)
         prefix = self._key(uri).rstrip("/") + "/" if self._key(uri) else ""
         names: list[str] = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -481,9 +489,8 @@ class S3Store(_Store):
         return [n for n in names if n]
 
     def read(self, uri: str) -> bytes:
-        answer = self._call("reading", uri, lambda: self.client.get_object(
-            Bucket=self.authority, Key=self._key(uri)))
-        return answer["Body"].read()
+        return self._call("reading", uri, lambda: self.client.get_object(
+            Bucket=self.authority, Key=self._key(uri))["Body"].read())
 
     def write(self, uri: str, data: bytes) -> None:
         # One PUT: S3 shows the whole new object or the old one, never a part.
@@ -494,15 +501,21 @@ class S3Store(_Store):
         from botocore.exceptions import ClientError
 
         def put() -> bool:
-            try:
-                # A conditional PUT: S3 refuses it when the key exists (412), atomically.
-                self.client.put_object(Bucket=self.authority, Key=self._key(uri), Body=data,
-                                       IfNoneMatch="*")
-                return True
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-                    return False
-                raise
+            for attempt in range(4):
+                try:
+                    # A conditional PUT: S3 refuses it when the key exists (412), atomically.
+                    self.client.put_object(Bucket=self.authority, Key=self._key(uri), Body=data,
+                                           IfNoneMatch="*")
+                    return True
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code == "ConditionalRequestConflict" and attempt < 3:
+                        continue  # raced a delete of that key: ask again
+                    if code in ("PreconditionFailed", "412"):
+                        # A retried PUT whose first try was applied finds its own content.
+                        return self.read(uri) == data
+                    raise
+            return False
         return self._call("publishing", uri, put)
 
     def delete(self, uri: str, recursive: bool) -> None:
@@ -515,8 +528,13 @@ class S3Store(_Store):
                      for o in page.get("Contents", [])]
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start:start + 1000]]
-            self._call("deleting", uri, lambda: self.client.delete_objects(
+            answer = self._call("deleting", uri, lambda: self.client.delete_objects(
                 Bucket=self.authority, Delete={"Objects": batch, "Quiet": True}))
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise JobFailed(f"S3 bucket {self.authority}: deleting {uri} left "
+                                f"{len(answer['Errors'])} object(s), e.g. {first.get('Key')} "
+                                f"({first.get('Code')})")
 
     def delta_options(self) -> dict[str, str]:
         options = {"AWS_REGION": self.region}

@@ -228,6 +228,8 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     except BaseException:
         # Never a version without its manifest: remove what this build wrote.
         path.remove_tree()
+        if not base.names():
+            base.remove_tree()  # the training set's first build: no empty folder either
         raise
     finally:
         joined.unpersist()

@@ -95,7 +95,7 @@ def test_bad_input(case_project, request, spark):
         done = run_main(conf, *step)
         assert done.returncode == 0, done.stderr[-3000:]
     before = _snapshot(root)
-    result = run_main(conf, *expected["args"])
+    result = run_main(conf, *expected["args"], **expected.get("environment", {}))
     said = result.stderr + result.stdout
     assert result.returncode == expected["exit"], said[-3000:]
     assert expected["message"] in said, said[-3000:]
