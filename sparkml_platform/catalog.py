@@ -24,19 +24,11 @@ def feature_tables(config: Config) -> list[dict]:
             "features": list(table.features),
             "version": history[-1]["version"] if history else None,
             # freshness: when it was last built, and the newest event time it holds
-            "last_built": _when(built[-1]["timestamp"]) if built else None,
+            "last_built": lake.iso_time(built[-1]["timestamp"]) if built else None,
             "last_run_id": built[-1]["metadata"].get("run_id") if built else None,
             "newest_event_time": stats["event_time_range"][1] if stats else None,
         })
     return out
-
-
-def _when(millis: int | None) -> str | None:
-    import datetime as dt
-
-    if millis is None:
-        return None
-    return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def search(config: Config, text: str) -> list[dict]:
@@ -94,7 +86,7 @@ def _build_summary(commit: dict) -> dict:
     """A build's version, time, mode and why a full build happened (first build, asked for,
     the definition or the transformation's code changed)."""
     meta = commit["metadata"]
-    return {"version": commit["version"], "when": _when(commit["timestamp"]), "mode": meta.get("mode"),
+    return {"version": commit["version"], "when": lake.iso_time(commit["timestamp"]), "mode": meta.get("mode"),
             "reason": meta.get("reason"), "window": meta.get("window"),
             "definition_hash": meta.get("definition_hash"), "code_hash": meta.get("code_hash")}
 

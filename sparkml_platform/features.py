@@ -242,9 +242,6 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
     from pyspark.sql import Observation
 
     definition = config.feature_table(name)
-    done = lake.done_steps(path, step[0]) if step else None
-    if done is not None and done >= step[1]:  # committed by another run meanwhile
-        return {"window": metadata["window"], "skipped": "committed by an earlier run"}
     replace_where = None
     df = computed
     if window is not None:

@@ -90,8 +90,7 @@ def check_log(path: Location, ref: str | None = None) -> int:
         raise JobFailed(f"Delta table {name}: commit {missing[0]} is missing from its log {log} "
                         f"({held}); the table cannot be read as written: restore the file from "
                         "a backup, or rebuild the table")
-    newest = _delta_table(path, name).version()
-    return newest
+    return _delta_table(path, name).version()
 
 
 COMMIT_FILE = re.compile(r"^\d{20}\.json$")
@@ -156,11 +155,16 @@ def _checkpoint(log: Location, names: list[str]) -> int:
 
 def history(path: Location, limit: int = 20) -> list[dict]:
     """The newest `limit` commits, newest first (see `commits`), their times in ISO 8601."""
+    return [{**c, "timestamp": iso_time(c["timestamp"])} for c in commits(path)[::-1][:limit]]
+
+
+def iso_time(millis: int | None) -> str | None:
+    """A commit's time (milliseconds since the epoch) in ISO 8601, UTC, to the second."""
     import datetime as dt
 
-    return [{**c, "timestamp": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.timezone.utc)
-             .isoformat() if isinstance(c["timestamp"], (int, float)) else c["timestamp"]}
-            for c in commits(path)[::-1][:limit]]
+    if millis is None:
+        return None
+    return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write(

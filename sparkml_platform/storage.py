@@ -78,10 +78,6 @@ class Location:
         """The local path, for a location on this machine's disk; else None."""
         return Path(self.uri) if isinstance(self.store, LocalStore) else None
 
-    @property
-    def scheme(self) -> str:
-        return self.store.scheme
-
     def relative_to(self, other: "Location") -> str:
         if self.uri != other.uri and not self.uri.startswith(other.uri.rstrip("/") + "/"):
             raise ValueError(f"{self} is not under {other}")
@@ -173,10 +169,6 @@ class Storage:
             self._stores[key] = cls(authority, self.settings)
         return self._stores[key]
 
-    def delta_options(self, location: Location) -> dict[str, str]:
-        """What `deltalake` (delta-rs) needs to reach `location`'s store."""
-        return location.store.delta_options()
-
 
 def hadoop_settings(spark_conf: dict[str, str]) -> dict[str, str]:
     """Hadoop properties: the cluster's `core-site.xml` (HADOOP_CONF_DIR), then platform.yml's
@@ -224,6 +216,7 @@ class _Store:
         self.settings = settings
 
     def delta_options(self) -> dict[str, str]:
+        """What `deltalake` (delta-rs) needs to reach this store."""
         return {}
 
 
