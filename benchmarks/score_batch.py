@@ -39,26 +39,26 @@ SHIFT_MINUTES = 5  # each copy of the source rows happens this much later than t
 TARGET = 1.15
 
 
-def bench_config():
-    from sparkml_platform.config import load_config
+def bench_workspace(spark):
+    from sparkml_platform import Workspace
 
-    config = load_config(ROOT / "conf")
+    ws = Workspace(ROOT / "conf", spark=spark)
     # Same store and registry; the benchmark's scoring runs stay out of the demo experiment.
-    config.platform.mlflow.experiment = "sparkml-benchmarks"
-    return config
+    ws.tracker.experiment = "sparkml-benchmarks"
+    return ws
 
 
-def resolve_model(config, wanted: str):
+def resolve_model(ws, wanted: str):
     from sparkml_platform import registry
     from sparkml_platform.errors import NotFoundError
 
     try:
-        return wanted, registry.resolve(config, wanted)
+        return wanted, registry.resolve(ws.tracker, wanted)
     except NotFoundError as exc:
         if wanted == FALLBACK_MODEL:
             raise
         print(f"{wanted} does not resolve ({exc}); using {FALLBACK_MODEL}")
-        return FALLBACK_MODEL, registry.resolve(config, FALLBACK_MODEL)
+        return FALLBACK_MODEL, registry.resolve(ws.tracker, FALLBACK_MODEL)
 
 
 def ensure_input(spark, config, rows: int) -> None:
@@ -90,10 +90,8 @@ def ensure_input(spark, config, rows: int) -> None:
           f"of {SOURCE}", flush=True)
 
 
-def framework(spark, config, model_ref: str) -> None:
-    from sparkml_platform import scoring
-
-    scoring.score(spark, config, model_ref, INPUT, FRAMEWORK_OUT, RUN_DATE)
+def framework(spark, ws, model_ref: str) -> None:
+    ws.score(model_ref, INPUT, FRAMEWORK_OUT, RUN_DATE)
 
 
 def hand_written(spark, config, mv, sklearn_inputs) -> None:
@@ -151,13 +149,13 @@ def hand_written(spark, config, mv, sklearn_inputs) -> None:
     writer.save(str(target))
 
 
-def sklearn_signature(config, mv) -> list[tuple[str, str]] | None:
+def sklearn_signature(ws, mv) -> list[tuple[str, str]] | None:
     """The (column, Spark type) pairs a hand-written job would hard-code for a scikit-learn model."""
     from mlflow.models import get_model_info
 
     from sparkml_platform import registry
 
-    if registry.load_feature_spec(config, mv.run_id).get("flavor", "spark") == "spark":
+    if registry.load_feature_spec(ws.tracker, mv.run_id).get("flavor", "spark") == "spark":
         return None
     spark_type = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
                   "string": "string", "boolean": "boolean"}
@@ -209,13 +207,16 @@ def main() -> None:
 
     logging.getLogger("mlflow.spark").setLevel(logging.WARNING)  # a DFS-copy notice per model load
     spark = session()
-    config = bench_config()
-    model_ref, mv = resolve_model(config, args.model)  # also points MLflow at the store
+    ws = bench_workspace(spark)
+    config = ws.config
+    # The hand-written side loads models through MLflow's own settings: point them at the store.
+    ws.tracker.bound().__enter__()
+    model_ref, mv = resolve_model(ws, args.model)
     print(f"model {model_ref} -> {mv.name} version {mv.version} (run {mv.run_id})")
     ensure_input(spark, config, args.rows)
     sides = {
-        "framework": partial(framework, spark, config, model_ref),
-        "hand-written": partial(hand_written, spark, config, mv, sklearn_signature(config, mv)),
+        "framework": partial(framework, spark, ws, model_ref),
+        "hand-written": partial(hand_written, spark, config, mv, sklearn_signature(ws, mv)),
     }
     print(f"{args.rows:,} entity rows, run date {RUN_DATE}, "
           f"{spark.sparkContext.defaultParallelism} cores, median of {args.repeat}")

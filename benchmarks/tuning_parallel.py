@@ -51,7 +51,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60000)
     args = parser.parse_args()
 
-    import mlflow
     from mlflow import MlflowClient
 
     from sparkml_platform import estimators, tuning
@@ -61,9 +60,8 @@ def main() -> None:
     print(f"{args.trials} trials of HistGradientBoostingClassifier, {train.count():,} train rows, "
           f"{valid.count():,} validation rows, {spark.sparkContext.defaultParallelism} cores")
     store = tempfile.mkdtemp()
-    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-    client = MlflowClient()
-    experiment = mlflow.create_experiment("tuning-bench", artifact_location=f"{store}/artifacts")
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    experiment = client.create_experiment("tuning-bench", artifact_location=f"{store}/artifacts")
     types = {f.name: f.dataType.simpleString() for f in train.schema.fields}
     features = [c for c in train.columns if c != "label"]
     seconds, best = {}, {}

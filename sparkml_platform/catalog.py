@@ -109,7 +109,7 @@ def compare_versions(spark, config: Config, name: str, old: int, new: int) -> di
 def used_by(config: Config, feature_table: str) -> list[str]:
     """Training-set versions built from this feature table."""
     out = []
-    for name in sorted(config.training_sets.training_sets):
+    for name in training_sets.names(config):
         for version in training_sets.list_versions(config, name):
             man = training_sets.manifest(config, f"{name}@{version}")
             if any(lk["table"] == feature_table for lk in man["lookups"]):
@@ -119,9 +119,11 @@ def used_by(config: Config, feature_table: str) -> list[str]:
 
 def trainsets(config: Config) -> list[dict]:
     out = []
-    for name, definition in sorted(config.training_sets.training_sets.items()):
+    for name in training_sets.names(config):
+        definition = config.training_sets.training_sets.get(name)
         for version in training_sets.list_versions(config, name) or [None]:
-            entry = {"name": name, "description": definition.description, "version": version}
+            entry = {"name": name, "description": definition.description if definition else
+                     "made from a DataFrame", "version": version}
             if version is not None:
                 try:
                     man = training_sets.manifest(config, f"{name}@{version}")

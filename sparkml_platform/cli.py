@@ -9,30 +9,23 @@ import sys
 import click
 
 from . import envvars
-from .errors import ConfigError, SparkmlError
+from .errors import SparkmlError
 
 
 class State:
+    """The command line's options; the Workspace is opened on first use (`init` needs none)."""
+
     def __init__(self, conf: str, env: str | None, verbose: bool):
         self.conf_dir, self.env, self.verbose = conf, env, verbose
-        self._config = None
-        self._spark = None
+        self._workspace = None
 
     @property
-    def config(self):
-        if self._config is None:
-            from .config import load_config
+    def ws(self):
+        if self._workspace is None:
+            from .workspace import Workspace
 
-            self._config = load_config(self.conf_dir, self.env)
-        return self._config
-
-    @property
-    def spark(self):
-        if self._spark is None:
-            from .session import get_spark
-
-            self._spark = get_spark(self.config)
-        return self._spark
+            self._workspace = Workspace(self.conf_dir, self.env)
+        return self._workspace
 
 
 pass_state = click.make_pass_decorator(State)
@@ -115,16 +108,8 @@ def sources():
 @pass_state
 def sources_load(state, names):
     """Load raw sources (all when no NAME is given) into the lake as raw.NAME."""
-    from . import sources as src
-    from .errors import NotFoundError
-
-    known = state.config.sources.sources
-    missing = [n for n in names if n not in known]
-    if missing:  # checked before the first load, so nothing is written
-        raise NotFoundError(f"no source named {', '.join(map(repr, missing))} in conf/*/sources.yml "
-                            f"(known: {', '.join(sorted(known))})")
-    for name in names or list(known):
-        click.echo(json.dumps(src.load_source(state.spark, state.config, name)))
+    for loaded in state.ws.load_sources(list(names)):
+        click.echo(json.dumps(loaded))
 
 
 # --- features -----------------------------------------------------------------------------
@@ -139,9 +124,7 @@ def features():
 @json_option
 @pass_state
 def features_list(state, as_json):
-    from . import catalog
-
-    emit(catalog.feature_tables(state.config), as_json,
+    emit([t.to_dict() for t in state.ws.features.list()], as_json,
          lambda rows: table(rows, ["name", "version", "last_built", "newest_event_time", "owner",
                                    "keys", "description"]))
 
@@ -151,9 +134,7 @@ def features_list(state, as_json):
 @json_option
 @pass_state
 def features_search(state, text, as_json):
-    from . import catalog
-
-    emit(catalog.search(state.config, text), as_json,
+    emit([t.to_dict() for t in state.ws.features.search(text)], as_json,
          lambda rows: table(rows, ["name", "owner", "tags", "description"]))
 
 
@@ -164,14 +145,8 @@ def features_search(state, text, as_json):
 @json_option
 @pass_state
 def features_show(state, name, compare, as_json):
-    from . import catalog
-
-    state.config.feature_table(name)
-    if compare:
-        emit(catalog.compare_versions(state.spark, state.config, name, *compare), as_json, _show_shift)
-        return
-    emit(catalog.show_feature_table(state.spark, state.config, name), as_json,
-         lambda d: click.echo(json.dumps(d, indent=2, default=str)))
+    shown = state.ws.features.show(name, compare=compare)
+    emit(shown, as_json, _show_shift if compare else lambda d: click.echo(json.dumps(d, indent=2, default=str)))
 
 
 def _show_shift(data: dict) -> None:
@@ -197,16 +172,12 @@ def _show_shift(data: dict) -> None:
 @pass_state
 def features_build(state, name, start, end, chunk_days, full):
     """Compute feature table NAME (or one window of it) into Delta in one commit per chunk."""
-    from . import features as feat
-
-    window = feat.parse_window(start, end)
-    if window and full:
-        raise ConfigError("--full rebuilds the whole table: give it without --start/--end")
-    if chunk_days and not window:
-        raise ConfigError("--chunk-days splits a window: give --start and --end too")
-    state.config.feature_table(name)
-    click.echo(json.dumps(feat.build(state.spark, state.config, name, start, end,
-                                     chunk_days=chunk_days, full=full), default=str))
+    if (start or end) and full:
+        raise click.UsageError("--full rebuilds the whole table: give it without --start/--end")
+    if chunk_days and not (start or end):
+        raise click.UsageError("--chunk-days splits a window: give --start and --end too")
+    built = state.ws.features.build(name, start, end, chunk_days=chunk_days, full=full)
+    click.echo(json.dumps(built.to_dict(), default=str))
 
 
 # --- training sets ------------------------------------------------------------------------
@@ -221,9 +192,7 @@ def trainset():
 @json_option
 @pass_state
 def trainset_list(state, as_json):
-    from . import catalog
-
-    rows = catalog.trainsets(state.config)
+    rows = state.ws.training_sets()
     emit(rows, as_json, lambda rows: table(rows, ["name", "version", "created_at", "rows", "digest"]))
     for row in rows:  # listed, and said why its details are missing
         if "damaged" in row:
@@ -235,9 +204,7 @@ def trainset_list(state, as_json):
 @json_option
 @pass_state
 def trainset_show(state, ref, as_json):
-    from . import training_sets
-
-    emit(training_sets.manifest(state.config, ref), True)
+    emit(state.ws.training_set_manifest(ref), True)
 
 
 @trainset.command("rebuild")
@@ -246,10 +213,9 @@ def trainset_show(state, ref, as_json):
 def trainset_rebuild(state, ref):
     """Recompute NAME@VERSION from its manifest (every input at its recorded Delta version)
     and check that the digest is the same. Writes nothing; exit 1 when it differs."""
-    from . import training_sets
     from .errors import JobFailed
 
-    result = training_sets.rebuild(state.spark, state.config, ref)
+    result = state.ws.rebuild_training_set(ref)
     click.echo(json.dumps(result))
     if not result["matches"]:
         raise JobFailed(f"rebuilding {result['ref']} gave digest {result['digest']}, "
@@ -261,12 +227,11 @@ def trainset_rebuild(state, ref):
 @pass_state
 def trainset_build(state, name):
     """Write the next version of training set NAME (point-in-time join) and its manifest."""
-    from . import training_sets
+    from .training_sets import version_path
 
-    state.config.training_set(name)
-    man = training_sets.build(state.spark, state.config, name)
+    man = state.ws.build_training_set(name).manifest
     click.echo(json.dumps({**{k: man[k] for k in ("name", "version", "rows", "digest")},
-                           "path": str(training_sets.version_path(state.config, name, man["version"]))}))
+                           "path": str(version_path(state.ws.config, name, man["version"]))}))
 
 
 # --- training, registry, scoring ----------------------------------------------------------
@@ -278,11 +243,7 @@ def trainset_build(state, name):
 @pass_state
 def train(state, model, no_tune):
     """Train MODEL on its training set's newest version, evaluate, register, apply its gate."""
-    from . import training
-
-    state.config.model(model)
-    click.echo(json.dumps(training.train(state.spark, state.config, model, tune=not no_tune),
-                          default=str))
+    click.echo(json.dumps(state.ws.train(model, tune=not no_tune).to_dict(), default=str))
 
 
 @cli.command()
@@ -291,11 +252,7 @@ def train(state, model, no_tune):
 def retrain(state, model):
     """Rebuild MODEL's inputs (features, training set) as of now, tune, train, compare with the
     champion on the same fresh test split, and promote only if every gate passes."""
-    from . import training
-
-    state.config.model(model)
-    click.echo(json.dumps(training.retrain(state.spark, state.config, model, echo=click.echo),
-                          default=str))
+    click.echo(json.dumps(state.ws.retrain(model, echo=click.echo).to_dict(), default=str))
 
 
 @cli.group()
@@ -307,9 +264,7 @@ def models():
 @json_option
 @pass_state
 def models_list(state, as_json):
-    from . import registry
-
-    emit(registry.list_models(state.config), as_json,
+    emit([m.to_dict() for m in state.ws.models.list()], as_json,
          lambda rows: table(rows, ["name", "versions", "latest_version", "aliases"]))
 
 
@@ -318,9 +273,7 @@ def models_list(state, as_json):
 @json_option
 @pass_state
 def models_show(state, ref, as_json):
-    from . import registry
-
-    emit(registry.show(state.config, ref), True)
+    emit(state.ws.models.show(ref).to_dict(), True)
 
 
 @cli.command()
@@ -331,13 +284,7 @@ def models_show(state, ref, as_json):
 @pass_state
 def score(state, model, input_table, output_table, run_date):
     """Score MODEL[@ALIAS|/VERSION] on the entity rows of --input into --output."""
-    from . import lake, registry, scoring
-
-    scoring.parse_run_date(run_date)
-    lake.table_path(state.config.lake_root, output_table, zones=scoring.OUTPUT_ZONES)
-    registry.parse_ref(model)
-    click.echo(json.dumps(scoring.score(state.spark, state.config, model, input_table,
-                                        output_table, run_date)))
+    click.echo(json.dumps(state.ws.score(model, input_table, output_table, run_date).to_dict()))
 
 
 # --- environment and lineage --------------------------------------------------------------
@@ -354,11 +301,8 @@ def env():
 def env_capture(state, as_json):
     """Record the running environment (Python, every package, Spark, Java, Scala, Delta) under
     its content-hash id."""
-    from . import environment
-
-    captured = environment.capture()
-    path = environment.save(captured, state.config.environments_dir)
-    emit({"id": captured["id"], "path": str(path), "python": captured["python"],
+    captured = state.ws.env.capture()
+    emit({"id": captured["id"], "path": captured["path"], "python": captured["python"],
           "spark": captured.get("spark"), "packages": len(captured["packages"])}, as_json,
          lambda d: click.echo(f"{d['id']}  python {d['python']}  spark {d['spark']}  "
                               f"{d['packages']} packages  {d['path']}"))
@@ -370,10 +314,7 @@ def env_capture(state, as_json):
 @pass_state
 def env_show(state, ref, as_json):
     """Show environment REF (an id, a model reference or a run id); the running one without REF."""
-    from . import environment
-
-    data = environment.resolve(state.config, ref) if ref else environment.capture()
-    emit(data, as_json, lambda d: click.echo(
+    emit(state.ws.env.show(ref), as_json, lambda d: click.echo(
         f"id {d['id']}\npython {d['python']}  spark {d.get('spark', '-')}  "
         f"java {d.get('java', '-')}  delta {d.get('delta', '-')}\n"
         + "\n".join(f"  {k}=={v}" for k, v in d["packages"].items())))
@@ -386,11 +327,7 @@ def env_show(state, ref, as_json):
 @pass_state
 def env_diff(state, ref_a, ref_b, as_json):
     """Packages added, removed and changed from REF_A to REF_B (default: the running one)."""
-    from . import environment
-
-    a = environment.resolve(state.config, ref_a)
-    b = environment.resolve(state.config, ref_b) if ref_b else environment.capture()
-    emit(environment.diff(a, b), as_json, _print_diff)
+    emit(state.ws.env.diff(ref_a, ref_b), as_json, _print_diff)
 
 
 def _print_diff(d: dict) -> None:
@@ -413,16 +350,7 @@ def env_pack(state, ref, output_dir, no_archive):
     """Build environment REF (default: the running one) from its metadata: a packed virtual
     environment for YARN and standalone executors (environment.tar.gz, for the Python it
     states), a conda file (environment.yml) and a Dockerfile, all pinning the captured versions."""
-    from . import environment, runtime_env
-
-    data = environment.resolve(state.config, ref) if ref else environment.capture()
-    if not ref:
-        environment.save(data, state.config.environments_dir)
-    out = state.config.path(output_dir) if output_dir else state.config.path(".sparkml/envs") / data["id"]
-    built = runtime_env.build(data, out, state.config.path(".sparkml/envs/build"),
-                              state.config.conf_dir, state.config.jars_dir, archive=not no_archive,
-                              packages=state.config.project.packages)
-    click.echo(json.dumps(built))
+    click.echo(json.dumps(state.ws.env.pack(ref, output_dir, archive=not no_archive)))
 
 
 @cli.command()
@@ -431,9 +359,7 @@ def env_pack(state, ref, output_dir, no_archive):
 @pass_state
 def lineage(state, ref, as_json):
     """What REF (feature table, trainset[@v], model[@alias|/v]) came from and fed."""
-    from .lineage import lineage as find
-
-    emit(find(state.config, ref), True)
+    emit(state.ws.lineage(ref).to_dict(), True)
 
 
 # --- pipelines ----------------------------------------------------------------------------
@@ -444,14 +370,11 @@ def lineage(state, ref, as_json):
 @pass_state
 def run(state, pipeline):
     """Run the steps PIPELINE declares in pipelines.yml, then print a summary."""
-    from . import summary
-    from .pipeline import run as run_pipeline
-
     from .pipeline import validate
 
-    validate(state.config, pipeline)
-    report = run_pipeline(state.spark, state.config, pipeline, echo=click.echo)
-    click.echo(summary.render(state.spark, state.config, report))
+    validate(state.ws.config, pipeline)  # before the session starts
+    report = state.ws.run(pipeline, echo=click.echo)
+    click.echo(state.ws.summary(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,9 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from . import envvars
 from .errors import ConfigError
+from .estimators import MLLIB_ESTIMATORS
+from .evaluation import METRICS
+from .search_space import DISTRIBUTIONS
 
 NAME = r"^[a-z][a-z0-9_]*$"
 TABLE_REF = r"^(raw|features|entities|trainsets|predictions)\.[a-z][a-z0-9_]*$"
@@ -110,7 +113,7 @@ class Source(Strict):
 
 
 class EntityTable(Strict):
-    """Entity rows (keys + event time) derived from a table, e.g. the flights to score."""
+    """Entity rows (keys + event time) derived from a table, e.g. the rows to score."""
 
     source: str = Field(pattern=TABLE_REF)
     transform: str
@@ -210,7 +213,7 @@ class LabelSource(Strict):
 
 class Lookup(Strict):
     table: str  # feature table name
-    features: list[str] = Field(min_length=1)
+    features: list[str] | None = Field(None, min_length=1)  # none given: all of the table's
     key_map: dict[str, str] = {}  # feature table key -> entity column, where names differ
     rename: dict[str, str] = {}
     lookback: Duration | None = None
@@ -277,21 +280,6 @@ class TrainingSetsFile(Strict):
 # --- models.yml ---------------------------------------------------------------------------
 
 
-# MLlib estimators by spec type: (pyspark.ml module, class name, task).
-MLLIB_ESTIMATORS = {
-    "logistic_regression": ("classification", "LogisticRegression", "classification"),
-    "random_forest_classifier": ("classification", "RandomForestClassifier", "classification"),
-    "gbt_classifier": ("classification", "GBTClassifier", "classification"),
-    "linear_regression": ("regression", "LinearRegression", "regression"),
-    "random_forest_regressor": ("regression", "RandomForestRegressor", "regression"),
-    "gbt_regressor": ("regression", "GBTRegressor", "regression"),
-}
-METRICS = {
-    "classification": ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss"),
-    "regression": ("rmse", "mae", "r2"),
-}
-LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
-DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "choice")
 Param = float | int | str | bool | None
 
 
@@ -618,11 +606,11 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
     if not base.is_dir():
         raise ConfigError(
             f"configuration directory {base} not found: run from the project root, "
-            "or pass --conf DIR (a directory holding base/platform.yml)"
+            "or give conf (a directory holding base/platform.yml)"
         )
     overlay = conf / env if env else None
     if overlay is not None and not overlay.is_dir():
-        raise ConfigError(f"--env {env}: overlay directory {overlay} not found")
+        raise ConfigError(f"env {env!r}: overlay directory {overlay} not found")
 
     for layer in (base, overlay):
         if layer is not None:

@@ -91,31 +91,28 @@ def load(store: Location, ref: str) -> dict:
     return json.loads(text)
 
 
-def resolve(config, ref: str) -> dict:
+def resolve(store, tracker, ref: str) -> dict:
     """REF as an environment: an environment id, a model (MODEL@ALIAS, MODEL/VERSION, MODEL)
     whose version records the id it was trained in, or an MLflow run (training or scoring)."""
     import re
 
-    store = config.environments_dir
     if re.fullmatch(r"[0-9a-f]{16}", ref):
         return load(store, ref)
     if re.fullmatch(r"[0-9a-f]{32}", ref):  # an MLflow run id
         from mlflow.exceptions import MlflowException
 
-        from . import tracking
-
         try:
-            run = tracking.client(config).get_run(ref)
+            run = tracker.client.get_run(ref)
         except MlflowException:
             raise NotFoundError(f"no environment, model or MLflow run {ref!r} "
-                                f"(tracking URI {config.shown_tracking_uri})") from None
+                                f"(tracking URI {tracker.shown_uri})") from None
         env_id = run.data.tags.get("sparkml.environment_id")
         if not env_id:
             raise NotFoundError(f"MLflow run {ref} records no environment (no sparkml.environment_id tag)")
         return load(store, env_id)
     from . import registry
 
-    mv = registry.resolve(config, ref)
+    mv = registry.resolve(tracker, ref)
     env_id = (mv.tags or {}).get("environment_id")
     if not env_id:
         raise NotFoundError(f"model {mv.name} version {mv.version} records no environment id")

@@ -8,13 +8,36 @@ with `label`, `score` (the positive-class probability, or the regressor's value)
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
+from typing import TYPE_CHECKING
 
-from .config import MLLIB_ESTIMATORS, ModelSpec
 from .errors import ConfigError
+from .provenance import import_object
+
+if TYPE_CHECKING:
+    from .config import ModelSpec
 
 FEATURES_VECTOR = "features"
+# A classifier predicts the positive class from this probability on (training, scoring).
+DECISION_THRESHOLD = 0.5
+# MLlib estimators by spec type: (pyspark.ml module, class name, task).
+MLLIB_ESTIMATORS = {
+    "logistic_regression": ("classification", "LogisticRegression", "classification"),
+    "random_forest_classifier": ("classification", "RandomForestClassifier", "classification"),
+    "gbt_classifier": ("classification", "GBTClassifier", "classification"),
+    "linear_regression": ("regression", "LinearRegression", "regression"),
+    "random_forest_regressor": ("regression", "RandomForestRegressor", "regression"),
+    "gbt_regressor": ("regression", "GBTRegressor", "regression"),
+}
+
+
+def spark_score(task: str):
+    """The score column of a Spark ML model's output: the positive class's probability for a
+    classifier, the predicted value for a regressor."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return vector_to_array("probability")[1] if task == "classification" else F.col("prediction")
 
 
 def for_spec(spec: ModelSpec, model_name: str, feature_columns: list[str], types: dict[str, str],
@@ -118,13 +141,7 @@ class MllibEstimator(_Estimator):
 
     def transform(self, model, df):
         """The model's Spark output with `score` and `prediction` (for scoring without collecting)."""
-        from pyspark.ml.functions import vector_to_array
-        from pyspark.sql import functions as F
-
-        out = model.transform(df)
-        score = (vector_to_array("probability")[1] if self.task == "classification"
-                 else F.col("prediction"))
-        return out.withColumn("score", score)
+        return model.transform(df).withColumn("score", spark_score(self.task))
 
     def predict(self, model, df):
         from pyspark.sql import functions as F
@@ -159,10 +176,7 @@ class MllibEstimator(_Estimator):
         return names + self.numeric
 
     def log_model(self, model, signature, code_paths: list[str] | None = None):
-        import mlflow
-
-        return mlflow.spark.log_model(model, "model", signature=signature,
-                                      pip_requirements=self.requirements(), code_paths=code_paths)
+        return log_fitted_model(model, self.flavor, self.task, signature, code_paths, self.requirements())
 
 
 class SklearnEstimator(_Estimator):
@@ -183,7 +197,7 @@ class SklearnEstimator(_Estimator):
         # lightgbm, ...) needs that package too.
         top = self.estimator_class.__module__.split(".")[0]
         extra = importlib.metadata.packages_distributions().get(top, [])
-        return tuple(dict.fromkeys(("mlflow", "scikit-learn", "skops", "scipy", "numpy", "pandas", *extra)))
+        return tuple(dict.fromkeys((*SKLEARN_DISTRIBUTIONS, *extra)))
 
     def frame(self, df):
         """A Spark DataFrame -> the pandas features (numerics as float64) and the label."""
@@ -239,20 +253,35 @@ class SklearnEstimator(_Estimator):
         return {c: float(v) for c, v in zip(x.columns, found.importances_mean)}
 
     def log_model(self, model, signature, code_paths: list[str] | None = None):
-        import mlflow
+        return log_fitted_model(model, self.flavor, self.task, signature, code_paths, self.requirements())
 
-        # pyfunc then returns probabilities, which is what scoring writes for classifiers.
-        predict_fn = "predict_proba" if self.task == "classification" else "predict"
-        # MLflow saves with skops, which loads only types it is told to trust: these are the
-        # types of the model we just fitted ourselves.
-        from skops.io import dumps, get_untrusted_types
 
-        return mlflow.sklearn.log_model(model, name="model", signature=signature,
-                                        pyfunc_predict_fn=predict_fn,
-                                        pip_requirements=self.requirements(),
-                                        serialization_format="skops",
-                                        skops_trusted_types=get_untrusted_types(data=dumps(model)),
-                                        code_paths=code_paths)
+SKLEARN_DISTRIBUTIONS = ("mlflow", "scikit-learn", "skops", "scipy", "numpy", "pandas")
+
+
+def log_fitted_model(model, flavor: str, task: str, signature, code_paths: list[str] | None = None,
+                     requirements: list[str] | None = None):
+    """Log a fitted model in the active MLflow run, as scoring loads it."""
+    import mlflow
+
+    if flavor == "spark":
+        return mlflow.spark.log_model(model, "model", signature=signature, code_paths=code_paths,
+                                      pip_requirements=requirements or pinned(MllibEstimator.distributions))
+    # pyfunc then returns probabilities, which is what scoring writes for classifiers.
+    predict_fn = "predict_proba" if task == "classification" else "predict"
+    # MLflow saves with skops, which loads only types it is told to trust: these are the
+    # types of the model we fitted (or were handed) ourselves.
+    from skops.io import dumps, get_untrusted_types
+
+    if requirements is None:
+        top = type(model).__module__.split(".")[0]
+        extra = importlib.metadata.packages_distributions().get(top, [])
+        requirements = pinned(dict.fromkeys((*SKLEARN_DISTRIBUTIONS, *extra)))
+    return mlflow.sklearn.log_model(model, name="model", signature=signature,
+                                    pyfunc_predict_fn=predict_fn, pip_requirements=requirements,
+                                    serialization_format="skops",
+                                    skops_trusted_types=get_untrusted_types(data=dumps(model)),
+                                    code_paths=code_paths)
 
 
 def _source_column(name: str, columns: list[str]) -> str:
@@ -279,11 +308,7 @@ def pinned(distributions) -> list[str]:
 
 
 def load_class(dotted: str, where: str):
-    module_name, _, attr = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"{where}: estimator class {dotted!r} does not exist: {exc}") from None
+    return import_object(dotted, where, "estimator class")
 
 
 def features_frame(pdf, categorical: list[str], numeric: list[str]):
@@ -312,8 +337,7 @@ def build_sklearn(spec: dict, params: dict):
     columns = ColumnTransformer([("cat", categorical, spec["categorical"]),
                                  ("num", SimpleImputer(strategy=spec["impute"],
                                                        keep_empty_features=True), spec["numeric"])])
-    module_name, _, attr = spec["class"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), attr)
+    cls = load_class(spec["class"], spec["where"])
     try:
         estimator = cls(**{**spec["params"], **params})
     except TypeError as exc:
@@ -330,7 +354,7 @@ def fit_sklearn(spec: dict, x, y, params: dict):
 def predict_sklearn(model, x, task: str):
     if task == "classification":
         score = model.predict_proba(x)[:, 1]
-        return score, (score >= 0.5).astype("float64")
+        return score, (score >= DECISION_THRESHOLD).astype("float64")
     value = model.predict(x).astype("float64")
     return value, value
 
@@ -343,22 +367,28 @@ def predict_registered(mv, feature_spec: dict, df, label: str, task: str):
     uri = f"models:/{mv.name}/{mv.version}"
     if feature_spec.get("flavor", "spark") == "sklearn":
         model = mlflow.sklearn.load_model(uri)
-        categorical, numeric = sklearn_columns(model)
+        categorical, numeric = sklearn_columns(model, feature_spec)
         pdf = df.select(*categorical, *numeric, label).toPandas()
         score, prediction = predict_sklearn(model, features_frame(pdf, categorical, numeric), task)
         return pd.DataFrame({"label": pdf[label].astype("float64").to_numpy(), "score": score,
                              "prediction": prediction})
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     out = mlflow.spark.load_model(uri).transform(df)
-    score = vector_to_array("probability")[1] if task == "classification" else F.col("prediction")
-    return out.select(F.col(label).cast("double").alias("label"), score.alias("score"),
+    return out.select(F.col(label).cast("double").alias("label"), spark_score(task).alias("score"),
                       "prediction").toPandas()
 
 
-def sklearn_columns(model) -> tuple[list[str], list[str]]:
-    """The categorical and numeric input columns of a fitted pipeline from `build_sklearn`."""
-    found = {name: list(cols) for name, _, cols in model.steps[0][1].transformers_
-             if name in ("cat", "num")}
-    return found.get("cat", []), found.get("num", [])
+def sklearn_columns(model, feature_spec: dict | None = None) -> tuple[list[str], list[str]]:
+    """The categorical and numeric input columns of a fitted pipeline from `build_sklearn`;
+    for a model fitted elsewhere (a notebook's), those its feature spec records."""
+    steps = getattr(model, "steps", None)
+    transformer = steps[0][1] if steps else None
+    if hasattr(transformer, "transformers_"):
+        found = {name: list(cols) for name, _, cols in transformer.transformers_
+                 if name in ("cat", "num")}
+        if found:
+            return found.get("cat", []), found.get("num", [])
+    spec = feature_spec or {}
+    return list(spec.get("categorical", [])), [c for c in spec.get("model_inputs", [])
+                                               if c not in spec.get("categorical", [])]

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import LOWER_IS_BETTER, Threshold
+if TYPE_CHECKING:
+    from .config import Threshold
+
+METRICS = {
+    "classification": ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = {"log_loss", "rmse", "mae"}
 
 
 def metrics(frame, task: str) -> dict[str, float]:
@@ -45,7 +53,7 @@ def loss(metric: str, value: float) -> float:
     return value if metric in LOWER_IS_BETTER else -value
 
 
-def verdict(thresholds: dict[str, Threshold], measured: dict[str, float],
+def verdict(thresholds: dict[str, "Threshold"], measured: dict[str, float],
             champion: dict | None) -> dict:
     """Each threshold with its measured value; passed only if all pass.
 

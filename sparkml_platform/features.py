@@ -14,17 +14,17 @@ from .provenance import definition_hash, import_function
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] | None:
-    """`--start/--end` (both days included) -> dates; None when no window is given."""
+    """`start`/`end` (both days included) -> dates; None when no window is given."""
     if start is None and end is None:
         return None
     if start is None or end is None:
-        raise ConfigError("--start and --end go together: give both dates or neither")
+        raise ConfigError("start and end go together: give both dates or neither")
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
     except ValueError as exc:
-        raise ConfigError(f"--start/--end: {exc} (use YYYY-MM-DD)") from None
+        raise ConfigError(f"start/end: {exc} (use YYYY-MM-DD)") from None
     if last < first:
-        raise ConfigError(f"--end {end} is before --start {start}")
+        raise ConfigError(f"end {end} is before start {start}")
     return first, last
 
 
@@ -103,7 +103,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     """
     window = parse_window(start, end)
     if chunk_days is not None and chunk_days < 1:
-        raise ConfigError(f"--chunk-days {chunk_days}: give a number of days, 1 or more")
+        raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
     definition = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
     computed, source_versions, hashes = compute(spark, config, name)

@@ -56,6 +56,30 @@ def read(spark, path: Location, version: int | None = None, ref: str | None = No
     return reader.load(str(path))
 
 
+def version_at(path: Location, when, ref: str | None = None) -> int:
+    """The newest version committed at or before `when` (a datetime, or text like
+    2013-08-01 or 2013-08-01 12:00:00, UTC): read from Delta's log, no Spark job."""
+    import datetime as dt
+
+    from .config import parse_instant
+    from .errors import ConfigError
+
+    try:
+        at = when if isinstance(when, dt.datetime) else parse_instant(str(when))
+    except ValueError as exc:
+        raise ConfigError(f"as_of: {exc}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.timezone.utc)
+    millis = at.timestamp() * 1000
+    found = commits(path, ref)
+    before = [c["version"] for c in found if c["timestamp"] <= millis]
+    if not before:
+        first = iso_time(found[0]["timestamp"]) if found else None
+        raise NotFoundError(f"{ref or path} has no version at or before {at.isoformat()} "
+                            f"(its oldest retained commit is from {first})")
+    return max(before)
+
+
 def version(spark, path: Location, ref: str | None = None) -> int:
     """The table's newest version, from Delta's log through delta-rs (no Spark job)."""
     return check_log(path, ref)

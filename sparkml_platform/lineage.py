@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import json
 
-from . import catalog, lake, registry, training_sets
+from . import catalog, lake, refs, registry, training_sets
 from .config import Config
 from .errors import NotFoundError
 
 
-def lineage(config: Config, ref: str) -> dict:
-    name = ref.split("@")[0].split("/")[0]
+def lineage(config: Config, tracker, ref: str) -> dict:
     for zone in ("features.", "trainsets."):
-        if name.startswith(zone):
-            name = name[len(zone):]
+        if ref.startswith(zone):
             ref = ref[len(zone):]
-    # A model and a training set may share a name (flight_delays): an alias (@champion) or a
-    # /VERSION can only mean a model, @NUMBER only a training-set version.
-    after = ref.split("@", 1)[1] if "@" in ref else ""
-    is_model = "/" in ref or (after and not after.isdigit())
-    if name in config.features.feature_tables and not is_model:
-        return feature_table(config, name)
-    if name in config.training_sets.training_sets and not is_model:
-        return trainset(config, ref)
+    parsed = refs.parse(ref)
+    if parsed.name in config.features.feature_tables and not parsed.is_model_only:
+        return feature_table(config, parsed.name)
+    if parsed.name in config.training_sets.training_sets and not parsed.is_model_only:
+        return trainset(config, tracker, ref)
     try:
-        return model(config, ref)
+        return model(tracker, ref)
     except NotFoundError:
         raise NotFoundError(f"{ref!r} is neither a feature table, a training set nor a registered "
                             "model (see: sparkml features list, trainset list, models list)") from None
@@ -45,7 +40,7 @@ def feature_table(config: Config, name: str) -> dict:
     }
 
 
-def trainset(config: Config, ref: str) -> dict:
+def trainset(config: Config, tracker, ref: str) -> dict:
     man = training_sets.manifest(config, ref)
     upstream = {man["label_source"]["table"]: man["label_source"]["version"]}
     upstream.update({f"features.{lk['table']}": lk["version"] for lk in man["lookups"]})
@@ -55,12 +50,12 @@ def trainset(config: Config, ref: str) -> dict:
         "digest": man["digest"],
         "upstream": upstream,
         "code": man["code"],
-        "downstream": _models_trained_on(config, man["name"], man["version"]),
+        "downstream": _models_trained_on(tracker, man["name"], man["version"]),
     }
 
 
-def model(config: Config, ref: str) -> dict:
-    mv = registry.resolve(config, ref)
+def model(tracker, ref: str) -> dict:
+    mv = registry.resolve(tracker, ref)
     tags = dict(mv.tags or {})
     return {
         "kind": "model_version",
@@ -76,10 +71,8 @@ def model(config: Config, ref: str) -> dict:
     }
 
 
-def _models_trained_on(config: Config, name: str, version: int) -> list[str]:
-    from . import tracking
-
-    client = tracking.client(config)
+def _models_trained_on(tracker, name: str, version: int) -> list[str]:
+    client = tracker.client
     found = []
     for rm in client.search_registered_models():
         for mv in client.search_model_versions(f"name = '{rm.name}'"):

@@ -2,7 +2,7 @@
 
 In a notebook, one line makes every built table queryable:
 
-    from sparkml_platform.notebook import register_views; register_views(spark)
+    ws.register_views()    # ws = sparkml_platform.Workspace()
 
 then `SELECT * FROM features_origin_weather_hourly`. Views live in the session only, so
 nothing is shared between processes and no embedded metastore is involved.
@@ -23,7 +23,11 @@ def lake_tables(config: Config) -> list[str]:
 
 def register_views(spark, conf: str | None = None, env: str | None = None) -> list[str]:
     """A temporary view `ZONE_NAME` over each lake table; returns the view names."""
-    config = load_config(conf, env)
+    return views(spark, load_config(conf, env))
+
+
+def views(spark, config: Config) -> list[str]:
+    """A temporary view `ZONE_NAME` over each lake table of `config`'s lake (Workspace.register_views)."""
     names = []
     for ref in lake_tables(config):
         view = ref.replace(".", "_")

@@ -1,17 +1,17 @@
-"""`sparkml run PIPELINE`: the ordered steps a pipeline declares in pipelines.yml."""
+"""`sparkml run PIPELINE`: the ordered steps a pipeline declares in pipelines.yml, each one a
+call of the Workspace's verbs."""
 
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from . import features, scoring, sources, training, training_sets
 from .config import Config
 
 
 def validate(config: Config, name: str) -> None:
     """Every name a pipeline's steps use must exist before the first step writes anything."""
-    from . import lake, registry
+    from . import lake, refs
     from .errors import NotFoundError
 
     where = f"pipelines.yml: pipelines.{name}.steps"
@@ -25,8 +25,7 @@ def validate(config: Config, name: str) -> None:
     for i, step in enumerate(config.pipeline(name).steps):
         kind, arg = step.kind()
         if kind == "score":
-            model = registry.parse_ref(arg.model)[0]
-            names = [model]
+            names = [refs.model(arg.model).name]
             table = {**config.models.models, **{s.registered_model: s for s in config.models.models.values()
                                                 if s.registered_model}}
             for ref in (arg.input, arg.output):
@@ -39,15 +38,16 @@ def validate(config: Config, name: str) -> None:
                                 f"{', '.join(map(repr, missing))} (known: {', '.join(sorted(table)) or 'none'})")
 
 
-def run(spark, config: Config, name: str, echo: Callable[[str], None] = print) -> dict:
-    validate(config, name)
-    pipeline = config.pipeline(name)
+def run(ws, name: str, echo: Callable[[str], None] = print) -> dict:
+    """Run pipeline `name` on Workspace `ws`: its report, a record of each step's outputs."""
+    validate(ws.config, name)
+    pipeline = ws.config.pipeline(name)
     report: dict = {"pipeline": name, "steps": []}
     for i, step in enumerate(pipeline.steps, 1):
         kind, arg = step.kind()
         started = time.monotonic()
         echo(f"[{i}/{len(pipeline.steps)}] {kind} {_describe(arg)}")
-        outputs = _run_step(spark, config, kind, arg)
+        outputs = _run_step(ws, kind, arg)
         seconds = round(time.monotonic() - started, 1)
         report["steps"].append({"step": kind, "outputs": outputs, "seconds": seconds})
         for out in outputs:
@@ -56,35 +56,36 @@ def run(spark, config: Config, name: str, echo: Callable[[str], None] = print) -
     return report
 
 
-def _run_step(spark, config: Config, kind: str, arg) -> list[dict]:
+def _run_step(ws, kind: str, arg) -> list[dict]:
     if kind == "load_sources":
-        return [sources.load_source(spark, config, n) for n in arg]
+        return ws.load_sources(arg)
     if kind == "build_entities":
-        return [sources.build_entity_table(spark, config, n) for n in arg]
+        return ws.build_entities(arg)
     if kind == "build_features":
-        return [features.build(spark, config, n) for n in arg]
+        return [ws.features.build(n).to_dict() for n in arg]
     if kind == "build_trainset":
-        man = training_sets.build(spark, config, arg)
+        man = ws.build_training_set(arg).manifest
         return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],
                  "digest": man["digest"]}]
     if kind == "train":
-        return [_train_candidate(spark, config, arg)]
+        return [_train_candidate(ws, arg)]
     if kind == "score":
-        return [scoring.score(spark, config, arg.model, arg.input, arg.output, arg.run_date)]
+        return [ws.score(arg.model, arg.input, arg.output, arg.run_date).to_dict()]
     raise AssertionError(kind)
 
 
-def _train_candidate(spark, config: Config, name: str) -> dict:
+def _train_candidate(ws, name: str) -> dict:
     """A candidate that only lost to the champion is a normal outcome of a pipeline run (the
     champion stays); one below an absolute threshold stops it (exit 3)."""
     from .errors import GateFailed
 
     try:
-        return training.train(spark, config, name)
+        return ws.train(name).to_dict()
     except GateFailed as exc:
-        failed = [c for c in (exc.result or {}).get("gate", {}).get("checks", []) if not c["passed"]]
-        if exc.result and failed and all(c["kind"] == "champion" for c in failed):
-            return exc.result
+        result = exc.result.to_dict() if hasattr(exc.result, "to_dict") else exc.result
+        failed = [c for c in (result or {}).get("gate", {}).get("checks", []) if not c["passed"]]
+        if result and failed and all(c["kind"] == "champion" for c in failed):
+            return result
         raise
 
 

@@ -21,8 +21,9 @@ def definition_hash(definition) -> str:
 _loaded: dict[str, float] = {}  # module -> its file's modification time when (re)loaded
 
 
-def import_function(dotted: str, where: str):
-    """`pkg.module.func` -> the function; a ConfigError naming `where` when it is not there.
+def import_object(dotted: str, where: str, what: str = "object"):
+    """`pkg.module.name` -> the object (a transformation, an entity function, an estimator
+    class); a ConfigError naming `where` when it is not there. The one dotted-path importer.
 
     A module whose file changed since this process loaded it is loaded again: in a notebook,
     an edited transformation is what runs (and what its definition hash covers)."""
@@ -35,9 +36,13 @@ def import_function(dotted: str, where: str):
             if _loaded.setdefault(module_name, mtime) != mtime:
                 module = importlib.reload(module)
                 _loaded[module_name] = mtime
-        func = getattr(module, attr)
+        return getattr(module, attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"{where}: cannot import {dotted!r}: {exc}") from None
+        raise ConfigError(f"{where}: cannot import {what} {dotted!r}, it does not exist: {exc}") from None
+
+
+def import_function(dotted: str, where: str):
+    func = import_object(dotted, where, "function")
     if not callable(func):
         raise ConfigError(f"{where}: {dotted!r} is not a function")
     return func

@@ -6,27 +6,18 @@ import contextlib
 import json
 import logging
 import re
-from pathlib import Path
 
-from . import tracking
-from .config import Config
-from .errors import ConfigError, NotFoundError
+from . import refs
+from .errors import NotFoundError
+from .tracking import Tracker
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 # Tagged on a version once its training set its aliases: one without it was interrupted.
 ALIASES_SET = "aliases_set"
 log = logging.getLogger(__name__)
-REF = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
 
 
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    match = REF.match(ref)
-    if not match:
-        raise ConfigError(f"{ref!r} is not a model reference: use MODEL, MODEL@ALIAS or MODEL/VERSION")
-    return match.group("name"), match.group("alias"), match.group("version")
-
-
-def register(config: Config, name: str, model_uri: str, run_id: str, manifest: dict, env: dict,
+def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest: dict, env: dict,
              metrics: dict, verdict: dict, params: dict | None = None,
              spec_name: str | None = None, code: dict | None = None) -> dict:
     """Register the logged model as a new version of `name`, with every tag at once (what it
@@ -37,7 +28,6 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
     """
     import mlflow
 
-    tracking.configure(config)
     if verdict["passed"]:
         decision = "promoted to champion"
     else:
@@ -62,8 +52,9 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
         **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if v == v},
         **{f"{split}_rows": str(manifest["rows"].get(split, 0)) for split in ("train", "validation", "test")},
     }
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-    client = tracking.client(config)
+    with tracker.bound():
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    client = tracker.client
     client.set_registered_model_alias(name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if verdict["passed"]:
@@ -73,11 +64,11 @@ def register(config: Config, name: str, model_uri: str, run_id: str, manifest: d
     return {"version": version, "aliases": aliases, "decision": decision}
 
 
-def finish_interrupted(config: Config, name: str) -> str | None:
+def finish_interrupted(tracker: Tracker, name: str) -> str | None:
     """Set the aliases a training killed after registering its version did not set (call it
     under the promotion lock): the newest version is `challenger`, and `champion` when its
     recorded decision was to promote it. Returns that version if anything was set."""
-    client = tracking.client(config)
+    client = tracker.client
     versions = client.search_model_versions(f"name = '{name}'", max_results=1000)
     if not versions:
         return None
@@ -94,7 +85,7 @@ def finish_interrupted(config: Config, name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def promotion_lock(config: Config, name: str):
+def promotion_lock(tracker: Tracker, name: str):
     """Held from reading the champion to setting the aliases, so that two trainings for one
     registered model compare and promote one after the other: the later one is compared with
     the earlier one's version, and the better one ends as champion.
@@ -104,42 +95,40 @@ def promotion_lock(config: Config, name: str):
     the kernel releases it when a process dies, so a kill never leaves it held)."""
     from .locking import exclusive
 
-    uri = config.tracking_uri
-    folder = (Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///")
-              else config.root / ".sparkml" / "locks")
-    with exclusive(folder / f".promote-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"):
+    with exclusive(tracker.lock_dir / f".promote-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"):
         yield
 
 
-def champion(config: Config, name: str):
+def champion(tracker: Tracker, name: str):
     """The version holding the `champion` alias, or None (no model, or no champion yet)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return tracking.client(config).get_model_version_by_alias(name, CHAMPION)
+        return tracker.client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
         if _missing(exc):
             return None
         raise
 
 
-def resolve(config: Config, ref: str):
+def resolve(tracker: Tracker, ref: str):
     """MODEL (newest version), MODEL@ALIAS or MODEL/VERSION -> an MLflow ModelVersion."""
     from mlflow.exceptions import MlflowException
 
-    name, alias, version = parse_ref(ref)
-    client = tracking.client(config)
+    parsed = refs.model(ref)
+    name, alias, version = parsed.name, parsed.alias, parsed.version
+    client = tracker.client
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
         if not _missing(exc):
             raise
-        raise NotFoundError(f"no registered model named {name!r} in {config.shown_tracking_uri}") from None
+        raise NotFoundError(f"no registered model named {name!r} in {tracker.shown_uri}") from None
     try:
         if alias:
             return client.get_model_version_by_alias(name, alias)
         if version:
-            return client.get_model_version(name, version)
+            return client.get_model_version(name, str(version))
     except MlflowException as exc:
         if not _missing(exc):
             raise
@@ -162,8 +151,8 @@ def _aliases(client, name: str) -> str:
     return ", ".join(f"{a}->{v}" for a, v in sorted((model.aliases or {}).items()))
 
 
-def list_models(config: Config) -> list[dict]:
-    client = tracking.client(config)
+def list_models(tracker: Tracker) -> list[dict]:
+    client = tracker.client
     out = []
     for model in client.search_registered_models():
         versions = client.search_model_versions(f"name = '{model.name}'")
@@ -177,9 +166,9 @@ def list_models(config: Config) -> list[dict]:
     return sorted(out, key=lambda m: m["name"])
 
 
-def show(config: Config, ref: str) -> dict:
-    client = tracking.client(config)
-    mv = resolve(config, ref)
+def show(tracker: Tracker, ref: str) -> dict:
+    client = tracker.client
+    mv = resolve(tracker, ref)
     run = client.get_run(mv.run_id)
     model = client.get_registered_model(mv.name)
     return {
@@ -195,10 +184,15 @@ def show(config: Config, ref: str) -> dict:
     }
 
 
-def load_feature_spec(config: Config, run_id: str) -> dict:
+def load_feature_spec(tracker: Tracker, run_id: str) -> dict:
+    return load_json_artifact(tracker, run_id, "feature_spec.json")
+
+
+def load_json_artifact(tracker: Tracker, run_id: str, name: str) -> dict:
     import mlflow
 
-    tracking.configure(config)
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="feature_spec.json")
+    with tracker.bound():
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name,
+                                                   tracking_uri=tracker.uri)
     with open(path) as handle:
         return json.load(handle)

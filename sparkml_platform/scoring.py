@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from . import lake, registry, tracking
 from .config import Config
 from .errors import ConfigError, JobFailed
+from .estimators import DECISION_THRESHOLD, spark_score
 from .pit import FeatureLookup, join_features
 from .training_sets import read_feature_tables
 
@@ -18,14 +20,96 @@ def parse_run_date(value: str | None) -> dt.date:
     if value is None:
         return dt.datetime.now(dt.timezone.utc).date()
     try:
-        return dt.date.fromisoformat(value)
+        return dt.date.fromisoformat(str(value))
     except ValueError:
-        raise ConfigError(f"--run-date {value!r} is not a date (use YYYY-MM-DD)") from None
+        raise ConfigError(f"run_date {value!r} is not a date (use YYYY-MM-DD)") from None
 
 
-def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str,
+# An MLflow signature's column type -> the Spark type that feeds it (`any`: integers, as they are).
+SPARK_TYPE_OF = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
+                 "string": "string", "boolean": "boolean", "datetime": "timestamp"}
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A registered model version resolved for scoring: its feature spec says which entity
+    columns it needs and which feature tables to look its features up in."""
+
+    version: object  # MLflow ModelVersion
+    spec: dict
+
+    @property
+    def classifier(self) -> bool:
+        return self.spec.get("task", "classification") == "classification"
+
+    @property
+    def lookups(self) -> list[FeatureLookup]:
+        return [FeatureLookup.from_dict({**lk, "version": None}) for lk in self.spec["lookups"]]
+
+    @property
+    def key_columns(self) -> list[str]:
+        entity = self.spec["entity"]
+        return list(dict.fromkeys([*entity["keys"], *[c for lk in self.lookups for c in lk.key_map.values()]]))
+
+    @property
+    def needed(self) -> list[str]:
+        """The entity columns scoring reads: keys, event time, lookup keys, passthrough."""
+        entity = self.spec["entity"]
+        return list(dict.fromkeys([*entity["keys"], entity["event_time"], *self.key_columns,
+                                   *entity["passthrough"]]))
+
+    def missing(self, columns: list[str]) -> list[str]:
+        return [c for c in self.needed if c not in columns]
+
+
+def resolve(tracker, ref: str) -> ScoringModel:
+    mv = registry.resolve(tracker, ref)
+    return ScoringModel(mv, registry.load_feature_spec(tracker, mv.run_id))
+
+
+def score_frame(spark, model: ScoringModel, rows, tables):
+    """The pure core: entity rows (at least `model.needed`) and the feature tables read ->
+    the rows with `prediction` and `probability` (a classifier) or `value` (a regressor).
+    Features are looked up as of each row's event time; nothing is read or written."""
+    from pyspark.sql import functions as F
+
+    joined, flags = join_features(rows, model.spec["entity"]["event_time"], tables)
+    scored = predict(spark, model.version, model.spec, joined.drop(*flags))
+    return scored.withColumn("prediction", F.col("prediction").cast("int" if model.classifier else "double")) \
+        .withColumnRenamed("score", "probability" if model.classifier else "value")
+
+
+def score_batch(spark, config: Config, tracker, model_ref: str, df, where: str = "df"):
+    """`df`'s rows scored by `model_ref`, each with its features looked up as of its own event
+    time in the feature tables as they are now: a DataFrame, nothing written. Columns: those
+    of `df`, the looked-up features, `prediction`, `probability` (or `value`), the model."""
+    from pyspark.sql import functions as F
+
+    with tracker.bound():
+        model = resolve(tracker, model_ref)
+        mv = model.version
+        missing = model.missing(df.columns)
+        if missing:
+            raise ConfigError(f"{where} lacks column {', '.join(missing)} that model {mv.name} "
+                              f"version {mv.version} needs (it has {', '.join(df.columns)}); "
+                              "nothing scored")
+        tables = read_feature_tables(spark, config, model.lookups)
+        produced = {*[c for lk, _ in tables for c in lk.columns.values()], "prediction", "probability",
+                    "value", "score", "model_name", "model_version"}
+        rows = df.select(*model.needed, *[c for c in df.columns if c not in model.needed and c not in produced])
+        return score_frame(spark, model, rows, tables).withColumn(
+            "model_name", F.lit(mv.name)).withColumn("model_version", F.lit(int(mv.version)))
+
+
+def score(spark, config: Config, tracker, model_ref: str, input_ref: str, output_ref: str,
           run_date: str | None = None) -> dict:
     """Score `input_ref` with `model_ref` into partition `run_date` of `output_ref`, in one commit."""
+    with tracker.bound():
+        return _score(spark, config, tracker, model_ref, input_ref, output_ref, run_date)
+
+
+def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, output_ref: str,
+           run_date: str | None) -> dict:
     import mlflow
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -33,50 +117,43 @@ def score(spark, config: Config, model_ref: str, input_ref: str, output_ref: str
     day = parse_run_date(run_date)
     output_path = lake.table_path(config.lake_root, output_ref, zones=OUTPUT_ZONES)
     input_path = lake.table_path(config.lake_root, input_ref)
-    mv = registry.resolve(config, model_ref)
-    tracking.close_abandoned_runs(mlflow.get_experiment_by_name(
-        config.platform.mlflow.experiment).experiment_id)
-    spec = registry.load_feature_spec(config, mv.run_id)
-    entity = spec["entity"]
+    model = resolve(tracker, model_ref)
+    mv, entity = model.version, model.spec["entity"]
+    tracker.close_abandoned_runs()
     input_version = lake.version(spark, input_path) if lake.exists(input_path) else None
     entities = lake.read(spark, input_path, input_version, input_ref)
-    lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
-    needed = list(dict.fromkeys([*entity["keys"], entity["event_time"],
-                                 *[c for lk in lookups for c in lk.key_map.values()],
-                                 *entity["passthrough"]]))
-    missing = [c for c in needed if c not in entities.columns]
+    missing = model.missing(entities.columns)
     if missing:
         raise ConfigError(f"input table {input_ref} lacks column {', '.join(missing)} that model "
                           f"{mv.name} version {mv.version} needs (it has {', '.join(entities.columns)})")
-    _check_signature(mv, spark, entities.select(*needed), entity["passthrough"], input_ref)
-    env, env_problems = _check_environment(spark, config, mv)
-    key_columns = list(dict.fromkeys([*entity["keys"], *[c for lk in lookups for c in lk.key_map.values()]]))
+    _check_signature(mv, spark, entities.select(*model.needed), entity["passthrough"], input_ref)
+    env, env_problems = _check_environment(spark, config, tracker, mv)
+    key_columns = model.key_columns
     if config.platform.scoring.null_keys == "refuse":
         _refuse_null_keys(entities, key_columns, input_ref)  # a pass of its own, before any write
     # Counted in the write's own pass: no second read of the input or the output.
     seen, written = Observation("entity rows"), Observation("predictions")
-    rows = entities.select(*needed).observe(
+    rows = entities.select(*model.needed).observe(
         seen, *[F.sum(F.col(c).isNull().cast("int")).alias(c) for c in key_columns])
 
-    tables = read_feature_tables(spark, config, lookups)
-    joined, flags = join_features(rows, entity["event_time"], tables)
+    tables = read_feature_tables(spark, config, model.lookups)
     scored_at = dt.datetime.now(dt.timezone.utc)
-    scored = predict(spark, mv, spec, joined.drop(*flags))
-    classifier = spec.get("task", "classification") == "classification"
+    scored = score_frame(spark, model, rows, tables)
+    classifier = model.classifier
     # A classifier's count of positive predictions; a regressor has none (its sum means nothing).
     observed = [F.count(F.lit(1)).alias("rows"),
                 *([F.sum("prediction").alias("positive")] if classifier else [])]
     predictions = scored.select(
         *dict.fromkeys([*entity["keys"], entity["event_time"]]),  # the event time may be a key
-        F.col("prediction").cast("int" if classifier else "double").alias("prediction"),
-        F.col("score").alias("probability" if classifier else "value"),
+        "prediction", "probability" if classifier else "value",
         F.lit(mv.name).alias("model_name"),
         F.lit(int(mv.version)).alias("model_version"),
         F.lit(mv.run_id).alias("run_id"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(day).alias(RUN_DATE),
     ).observe(written, *observed)
-    with mlflow.start_run(run_name=f"score {mv.name}/{mv.version} {day}") as run:
+    with mlflow.start_run(experiment_id=tracker.experiment_id,
+                          run_name=f"score {mv.name}/{mv.version} {day}") as run:
         mlflow.set_tags({"sparkml.kind": "score", "sparkml.model": mv.name,
                          "sparkml.model_version": mv.version, "sparkml.model_run_id": mv.run_id,
                          "sparkml.environment_id": env["id"], **tracking.owner_tags()})
@@ -113,47 +190,37 @@ def predict(spark, mv, spec: dict, rows):
     from pyspark.sql import functions as F
 
     uri = f"models:/{mv.name}/{mv.version}"
-    classifier = spec.get("task", "classification") == "classification"
+    task = spec.get("task", "classification")
+    classifier = task == "classification"
     if spec.get("flavor", "spark") == "spark":
-        from pyspark.ml.functions import vector_to_array
-
-        out = mlflow.spark.load_model(uri).transform(rows)
-        return out.withColumn("score", vector_to_array("probability")[1] if classifier
-                              else F.col("prediction"))
+        return mlflow.spark.load_model(uri).transform(rows).withColumn("score", spark_score(task))
     from mlflow.models import get_model_info
 
     # The signature's column types by name; `any` (integers) goes as it is: the model casts it.
     inputs = get_model_info(uri).signature.inputs.inputs
-    spark_type = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
-                  "string": "string", "boolean": "boolean"}
-    columns = [F.col(i.name).cast(spark_type.get(_type_name(i), "string")).alias(i.name)
+    columns = [F.col(i.name).cast(SPARK_TYPE_OF.get(_type_name(i), "string")).alias(i.name)
                if _type_name(i) != "any" else F.col(i.name) for i in inputs]
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>" if classifier else "double",
                                   env_manager="local")
     out = rows.withColumn("__out", udf(*columns))
     score = F.col("__out")[1] if classifier else F.col("__out")
-    prediction = (score >= 0.5).cast("double") if classifier else score
+    prediction = (score >= DECISION_THRESHOLD).cast("double") if classifier else score
     return out.withColumn("score", score).withColumn("prediction", prediction).drop("__out")
 
 
-def _check_environment(spark, config: Config, mv) -> tuple[dict, list[str]]:
+def _check_environment(spark, config: Config, tracker, mv) -> tuple[dict, list[str]]:
     """The running environment (captured and saved, for the run to link) against the one the
     model was trained in: its differences warn, or refuse under `strict`."""
-    import json
     import logging
-
-    import mlflow
 
     from . import environment
 
     running = environment.capture(spark)
     environment.save(running, config.environments_dir)
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="environment.json")
+        recorded = registry.load_json_artifact(tracker, mv.run_id, "environment.json")
     except Exception:  # noqa: BLE001 - a model logged without one: nothing to compare
         return running, []
-    with open(path) as handle:
-        recorded = json.load(handle)
     problems = environment.compatibility(recorded, running)
     if problems and config.platform.scoring.environment_check == "strict":
         raise ConfigError(f"model {mv.name} version {mv.version} was trained in environment "
@@ -188,8 +255,6 @@ def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str
     """The passthrough columns must have the types the model was trained on."""
     from mlflow.models import get_model_info
 
-    tracking_types = {"double": "double", "float": "float", "long": "bigint", "integer": "int",
-                      "string": "string", "boolean": "boolean", "datetime": "timestamp"}
     info = get_model_info(f"models:/{mv.name}/{mv.version}")
     if info.signature is None:
         return
@@ -197,7 +262,7 @@ def _check_signature(mv, spark, entities, passthrough: list[str], input_ref: str
     actual = {f.name: f.dataType.simpleString() for f in entities.schema.fields}
     wrong = []
     for column in passthrough:
-        want = tracking_types.get(declared.get(column, ""), None)
+        want = SPARK_TYPE_OF.get(declared.get(column, ""), None)
         if declared.get(column) == "any" and actual.get(column) not in NUMBERS:
             want = "a number"  # integers in the training set: any number will do
         elif want == "double" and actual.get(column) in NUMBERS:

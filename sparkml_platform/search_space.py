@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "choice")
+
 
 def to_hyperopt(space: dict[str, dict[str, list]]) -> dict:
     from hyperopt import hp

@@ -36,16 +36,24 @@ def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
     return conf
 
 
-def get_spark(config: Config):
+def get_spark(config: Config, spark=None):
     """Build (or join) the session configured from platform.yml, with Delta on.
 
-    A session that already exists with other settings for the keys that matter is an error,
-    never silently reused: a stale session would write somewhere else or without Delta.
+    A running session (`spark`, else the active one: a managed notebook's) is joined when it
+    has Delta on, whatever jars it was started with; one without Delta is refused with what
+    to add. Never silently reused: a session without Delta would write plain Parquet.
     """
     from pyspark.sql import SparkSession
 
     settings = config.platform.spark
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # the JVM was started by spark-submit
+    active = spark or SparkSession.getActiveSession()
+    if active is not None:
+        _check_compatible(active, spark_conf(settings, []))
+        if not submitted:
+            ship_project(active, config)
+        return active
+
     # spark-submit.sh ships the jars with --jars; otherwise they come from the cache.
     jars = [] if submitted else [str(p) for p in check(config.jars_dir, config.storage_schemes)]
     conf = spark_conf(settings, jars)
@@ -53,18 +61,12 @@ def get_spark(config: Config):
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
             conf.pop(key)
     if settings.master.startswith("local") and not submitted:
-        # Python workers must run the interpreter that has the project's packages.
+        # Python workers must run the interpreter that has the project's packages (a local
+        # session only: a cluster's executors run the packed environment's).
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         # Local mode serves nothing to other machines: bind the driver to loopback.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        _check_compatible(active, conf)
-        if not submitted:
-            ship_project(active, config)
-        return active
 
     builder = SparkSession.builder.appName(settings.app_name)
     # Under spark-submit the master comes from its command line.
@@ -133,17 +135,18 @@ def check_packed_environment(spark) -> None:
 
 
 def _check_compatible(spark, wanted: dict[str, str]) -> None:
-    must_match = ["spark.sql.extensions", "spark.sql.catalog.spark_catalog"]
-    for key in must_match:
-        have = spark.conf.get(key, None)
-        if have != wanted[key]:
-            from .errors import SetupError
+    extensions = [e.strip() for e in (spark.conf.get("spark.sql.extensions", None) or "").split(",")]
+    catalog = spark.conf.get("spark.sql.catalog.spark_catalog", None)
+    lacking = [f"{key}={value}" for key, value in DELTA_CONF.items()
+               if (value not in extensions if key == "spark.sql.extensions" else catalog != value)]
+    if lacking:
+        from .errors import SetupError
 
-            raise SetupError(
-                f"a SparkSession is already running with {key}={have!r}, but the platform "
-                f"needs {wanted[key]!r}: stop it (spark.stop()) and build it with "
-                "sparkml_platform.session.get_spark"
-            )
+        raise SetupError(
+            "the running SparkSession does not have Delta on (it lacks " + " and ".join(lacking)
+            + "): start it with those settings and the delta-spark jars (spark.jars.packages="
+            "io.delta:delta-spark_2.13:VERSION, or the cluster's Delta runtime), or stop it "
+            "(spark.stop()) and let the Workspace build one from platform.yml")
     for key in ("spark.sql.session.timeZone", "spark.sql.shuffle.partitions"):
         if spark.conf.get(key, None) != wanted[key]:
             log.warning("existing SparkSession has %s=%s; setting %s", key,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import lake, tracking
+from . import lake
 from .config import Config
 
 
@@ -26,7 +26,7 @@ def _headline(metrics: dict) -> str:
     return ", ".join(shown) or "no metric computed"
 
 
-def render(spark, config: Config, report: dict) -> str:
+def render(spark, config: Config, tracker, report: dict) -> str:
     lines = ["", f"== {report['pipeline']}: summary", "rows per table:"]
     for ref, n in table_rows(spark, config).items():
         lines.append(f"  {ref:<40} {n:>10,}")
@@ -45,6 +45,6 @@ def render(spark, config: Config, report: dict) -> str:
                     line += f": {out['predicted_positive']:,} predicted positive"
                 lines.append(line)
     lines.append(f"lake root: {config.lake_root}")
-    lines.append(f"MLflow: {config.shown_tracking_uri}")
-    lines.append(f"open the MLflow UI: {tracking.ui_command(config)}")
+    lines.append(f"MLflow: {tracker.shown_uri}")
+    lines.append(f"open the MLflow UI: {tracker.ui_command()}")
     return "\n".join(lines)

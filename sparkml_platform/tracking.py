@@ -12,77 +12,132 @@ from .config import Config, redact_uri
 log = logging.getLogger(__name__)
 
 
-def configure(config: Config) -> str:
-    """Point MLflow (tracking and registry) at the configured URI; returns the experiment id."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow's defaults retry a dead server for minutes: fail within seconds instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    import mlflow
-
-    _s3_artifact_endpoint(config)
-    uri = config.tracking_uri
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    if not uri.startswith("sqlite:///"):
-        return _experiment(config, uri)
-    # Two commands at once on a new embedded store would both create its tables (and the
-    # experiment): one after the other, under a lock beside the database.
-    from .locking import exclusive
-
-    db = Path(uri[len("sqlite:///"):])
-    with exclusive(db.parent / f".{db.name}.init.lock"):
-        _create_store(db, config)
-        _follow_move(db, config)
-        return _experiment(config, uri)
+# MLflow's defaults retry a dead server for minutes: fail within seconds instead.
+HTTP_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-def _s3_artifact_endpoint(config: Config) -> None:
+class Tracker:
+    """One MLflow client bound to the configured tracking and registry URIs, and the
+    experiment the platform's runs go to. The Workspace holds one.
+
+    MLflow's fluent API (`start_run`, `log_model`, `register_model`, loading `models:/`)
+    reads process-wide settings; `bound()` sets them for the duration of an operation and
+    puts the caller's back after, so two workspaces (or a user's own MLflow set-up) in one
+    process never see each other's stores."""
+
+    def __init__(self, config: Config):
+        self.uri = config.tracking_uri
+        self.shown_uri = config.shown_tracking_uri
+        self.artifact_root = config.artifact_root
+        self.experiment = config.platform.mlflow.experiment
+        self.s3_endpoint = _s3_artifact_endpoint(config)
+        # Where promotion locks live with a tracking server (one machine; see registry).
+        self.lock_dir = (Path(self.uri[len("sqlite:///"):]).parent if self.uri.startswith("sqlite:///")
+                         else config.root / ".sparkml" / "locks")
+        self._experiment_id: str | None = None
+        self._client = None
+
+    @contextlib.contextmanager
+    def bound(self):
+        """MLflow's fluent API on this store for the duration (checked reachable first)."""
+        import mlflow
+
+        # MLflow mirrors each URI it is set to in its environment variable: what is there now
+        # is exactly what to put back (None: unset).
+        before = {name: os.environ.get(name) for name in
+                  ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_S3_ENDPOINT_URL", *HTTP_DEFAULTS)}
+        for name, value in {**HTTP_DEFAULTS, **({"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint}
+                                                if self.s3_endpoint else {})}.items():
+            os.environ.setdefault(name, value)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        try:
+            check_reachable(self.uri, self.shown_uri)
+            self.client  # a new embedded store is created whole before MLflow touches it
+            yield self
+        finally:
+            mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+            mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    @property
+    def client(self):
+        """The MLflow client on this store (the embedded store created on first use)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            if self.uri.startswith("sqlite:///"):
+                self._create_embedded()
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = _experiment(self.client, self.experiment, self.uri, self.artifact_root)
+        return self._experiment_id
+
+    def _create_embedded(self) -> None:
+        # Two commands at once on a new embedded store would both create its tables (and the
+        # experiment): one after the other, under a lock beside the database.
+        from .locking import exclusive
+
+        db = Path(self.uri[len("sqlite:///"):])
+        with exclusive(db.parent / f".{db.name}.init.lock"):
+            _create_store(db, self.artifact_root)
+            _follow_move(db, self.experiment, self.artifact_root)
+
+    def close_abandoned_runs(self) -> list[str]:
+        return close_abandoned_runs(self.client, self.experiment_id)
+
+    def ui_command(self) -> str:
+        """How to open the MLflow UI on what the platform wrote."""
+        if self.uri.startswith("http"):
+            return f"open {self.shown_uri}"
+        return (f".venv/bin/mlflow ui --backend-store-uri {self.uri} "
+                f"--default-artifact-root {self.artifact_root} --host 127.0.0.1 --port 5000")
+
+
+def _s3_artifact_endpoint(config: Config) -> str | None:
     """MLflow's S3 artifact repository takes its endpoint from MLFLOW_S3_ENDPOINT_URL; an
     S3-compatible store's endpoint is configured once, as the S3A settings of the bucket
     (fs.s3a.endpoint, fs.s3a.bucket.NAME.endpoint), and serves both."""
     root = config.artifact_root
     if not root.startswith("s3://"):
-        return
-    store = config.storage.location("s3a://" + root[len("s3://"):].split("/", 1)[0]).store
-    if store.endpoint:
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", store.endpoint)
+        return None
+    return config.storage.location("s3a://" + root[len("s3://"):].split("/", 1)[0]).store.endpoint
 
 
-def _experiment(config: Config, uri: str) -> str:
-    import mlflow
+def _experiment(client, name: str, uri: str, artifact_root: str) -> str:
+    from mlflow.exceptions import MlflowException
 
-    name = config.platform.mlflow.experiment
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        from mlflow.exceptions import MlflowException
-
-        # A remote server keeps its own artifact store; a local store gets the configured root.
-        location = None if uri.startswith("http") else f"{config.artifact_root}/{name}"
-        try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location)
-        except MlflowException as exc:
-            # Another command created it meanwhile (two at once on a new tracking server).
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A remote server keeps its own artifact store; a local store gets the configured root.
+    location = None if uri.startswith("http") else f"{artifact_root}/{name}"
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        # Another command created it meanwhile (two at once on a new tracking server).
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
-def _follow_move(db: Path, config: Config) -> None:
+def _follow_move(db: Path, name: str, artifact_root: str) -> None:
     """A project copied or moved with its embedded store: MLflow recorded absolute artifact
     locations, which still name the old place (new runs would write there, models load from
     there). When this project's artifact root holds the experiment's artifacts, every location
     under the old root is rewritten to the new one, once."""
     import sqlite3
 
-    name = config.platform.mlflow.experiment
-    wanted = f"{config.artifact_root}/{name}"
+    wanted = f"{artifact_root}/{name}"
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
         try:
             row = connection.execute("SELECT artifact_location FROM experiments WHERE name = ?",
@@ -93,7 +148,7 @@ def _follow_move(db: Path, config: Config) -> None:
             return
         if not (wanted.startswith("file://") and Path(wanted[len("file://"):]).is_dir()):
             return  # the artifacts were not moved along: the recorded places stay right
-        old, new = row[0][:-len(name) - 1], config.artifact_root
+        old, new = row[0][:-len(name) - 1], artifact_root
         with connection:
             for table, column in _LOCATIONS:
                 try:
@@ -111,7 +166,7 @@ _LOCATIONS = [("experiments", "artifact_location"), ("runs", "artifact_uri"),
               ("logged_models", "artifact_location")]
 
 
-def _create_store(db: Path, config: Config) -> None:
+def _create_store(db: Path, artifact_root: str) -> None:
     """A new embedded store is created whole or not at all: MLflow builds its tables with some
     fifty migrations, and a command killed among them left a store every later command failed
     on. They are built in a temporary file, moved into place once complete.
@@ -132,7 +187,7 @@ def _create_store(db: Path, config: Config) -> None:
     for stale in db.parent.glob(f".{db.name}.creating-*"):  # a creation killed half-way
         stale.unlink()
     creating = db.parent / f".{db.name}.creating-{os.getpid()}"
-    SqlAlchemyStore(f"sqlite:///{creating}", config.artifact_root).engine.dispose()
+    SqlAlchemyStore(f"sqlite:///{creating}", artifact_root).engine.dispose()
     with contextlib.closing(sqlite3.connect(creating, timeout=30)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
     os.replace(creating, db)
@@ -161,14 +216,11 @@ def owner_tags() -> dict[str, str]:
     return {"sparkml.host": socket.gethostname(), "sparkml.pid": str(os.getpid())}
 
 
-def close_abandoned_runs(experiment_id: str) -> list[str]:
+def close_abandoned_runs(client, experiment_id: str) -> list[str]:
     """Mark KILLED the runs a killed process left RUNNING: those started by a process of this
     host that is gone, and their nested runs (tuning trials). Returns their ids."""
     import socket
 
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     running = {r.info.run_id: r for r in client.search_runs(
         [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)}
     host = socket.gethostname()
@@ -223,7 +275,7 @@ def _alive(pid: str | None) -> bool:
     return True
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+def check_reachable(uri: str, shown: str | None = None, timeout: float = 5.0) -> None:
     """A tracking server that is down is a clear error before any work, not a hang.
 
     Checked at every use (one small request): a notebook or a test process outlives a server."""
@@ -238,23 +290,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except requests.RequestException as exc:
         reason = type(exc).__name__ + (f": {exc.response.status_code}" if getattr(exc, "response", None)
                                        is not None else "")
-        raise JobFailed(f"the MLflow tracking server at {redact_uri(uri)} is not reachable ({reason}): "
+        raise JobFailed(f"the MLflow tracking server at {shown or redact_uri(uri)} is not reachable ({reason}): "
                         "start it, "
                         "or point platform.yml mlflow.tracking_uri (or SPARKML_MLFLOW_TRACKING_URI) "
                         "at one that runs; nothing was logged or registered") from None
-
-
-def client(config: Config):
-    from mlflow import MlflowClient
-
-    configure(config)
-    return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
-
-
-def ui_command(config: Config) -> str:
-    """How to open the MLflow UI on what the platform wrote."""
-    uri = config.tracking_uri
-    if uri.startswith("http"):
-        return f"open {config.shown_tracking_uri}"
-    return (f".venv/bin/mlflow ui --backend-store-uri {uri} "
-            f"--default-artifact-root {config.artifact_root} --host 127.0.0.1 --port 5000")

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import environment, estimators, evaluation, lake, registry, tracking, training_sets, tuning
-from .config import Config, ModelSpec
+from .config import Config, Threshold
 from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import definition_hash
 from .training_sets import SPLIT
@@ -22,17 +22,27 @@ from .training_sets import SPLIT
 TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there is no validation split
 
 
-def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
+def train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool = True) -> dict:
     """Tune (unless told not to), fit, evaluate on validation and test, register, gate."""
+    with tracker.bound(), quiet_schema_hints():
+        return _train(spark, config, tracker, model_name, tune)
+
+
+@contextlib.contextmanager
+def quiet_schema_hints():
+    """Integer columns draw a hint about missing values from MLflow's schema inference; Spark
+    scoring does not enforce it, so it is noise in a job log (silenced here only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        yield
+
+
+def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool) -> dict:
     import mlflow
 
-    # Integer columns draw a hint about missing values from MLflow's schema inference; Spark
-    # scoring does not enforce it, so it is noise in a job log.
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     spec = config.model(model_name)
     where = f"models.yml: models.{model_name}"
     registered = spec.registered_model or model_name
-    tracking.check_reachable(config.tracking_uri)
     manifest = training_sets.manifest(config, spec.training_set)
     data = training_sets.read_version(spark, config, manifest)
     feature_columns = manifest["feature_columns"]
@@ -56,14 +66,14 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                      if rows.get("validation") else None)
     estimator.prepare(train_df)
 
-    experiment_id = tracking.configure(config)
-    tracking.close_abandoned_runs(experiment_id)
+    experiment_id = tracker.experiment_id
+    tracker.close_abandoned_runs()
     env = environment.capture(spark)
     environment.save(env, config.environments_dir)
     code = config.project.code_version()
     # The promotion lock, taken when the champion is read and held until the aliases are set.
     with contextlib.ExitStack() as promotion:
-        with mlflow.start_run(run_name=f"train {model_name}") as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {model_name}") as run:
             mlflow.set_tags({
                 "sparkml.kind": "train", "sparkml.model": model_name,
                 "sparkml.registered_model": registered,
@@ -87,7 +97,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                 tune_train, tune_valid = ((train_df, validation_df) if validation_df is not None
                                           else train_df.randomSplit([1 - TUNING_HOLDOUT, TUNING_HOLDOUT],
                                                                     seed=spec.tuning.seed))
-                log = tuning.TrialLog(tracking.client(config), experiment_id, run.info.run_id,
+                log = tuning.TrialLog(tracker.client, experiment_id, run.info.run_id,
                                       spec.tuning.metric)
                 best = tuning.tune(spark, spec, model_name, estimator, tune_train, tune_valid, log)
                 mlflow.log_metric("trials", len(log.results))
@@ -111,27 +121,20 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
                                                   estimator.task).items()})
             counts = {f"{split}_rows": float(rows.get(split, 0)) for split in ("train", "validation", "test")}
             mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
-            promotion.enter_context(registry.promotion_lock(config, registered))
-            registry.finish_interrupted(config, registered)
-            champion = _champion_on(config, registered, test_df, spec, estimator.task)
+            promotion.enter_context(registry.promotion_lock(tracker, registered))
+            registry.finish_interrupted(tracker, registered)
+            champion = _champion_on(tracker, registered, test_df, spec.thresholds, spec.label,
+                                    estimator.task)
             verdict = evaluation.verdict(spec.thresholds, metrics, champion)
 
             sample = train_df.drop(spec.label).limit(50)
             signature = _signature(estimator, fitted, sample)
-            feature_spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
-            feature_spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
-                                            "digest": manifest["digest"]}
-            feature_spec.update(flavor=estimator.flavor, task=estimator.task, label=spec.label)
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, body in (("feature_spec.json", feature_spec), ("environment.json", env),
-                                   ("training_set_manifest.json", manifest), ("gate.json", verdict),
-                                   ("tuning.json", best or {})):
-                    (Path(tmp) / name).write_text(json.dumps(body, indent=2, default=str))
-                    mlflow.log_artifact(str(Path(tmp) / name))
-                importances = _importances(estimator, fitted, validation_df if validation_df is not None
-                                           else test_df)
-                for path in evaluation.plots(test_frame, estimator.task, importances, Path(tmp) / "plots"):
-                    mlflow.log_artifact(str(path), artifact_path="plots")
+            feature_spec = _feature_spec(manifest, estimator.flavor, estimator.task, spec.label)
+            importances = _importances(estimator, fitted, validation_df if validation_df is not None
+                                       else test_df)
+            _log_artifacts({"feature_spec.json": feature_spec, "environment.json": env,
+                            "training_set_manifest.json": manifest, "gate.json": verdict,
+                            "tuning.json": best or {}}, test_frame, estimator.task, importances)
             # A model built on the project's own code carries that code (MLflow code_paths), so it
             # loads wherever MLflow can load it, not only where the project is importable.
             own = config.project.packages
@@ -139,7 +142,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
             info = estimator.log_model(fitted, signature, code_paths or None)
         train_df.unpersist()
 
-        recorded = registry.register(config, registered, info.model_uri, run.info.run_id, manifest, env,
+        recorded = registry.register(tracker, registered, info.model_uri, run.info.run_id, manifest, env,
                                      metrics, verdict, params=params, spec_name=model_name, code=code)
     version = recorded["version"]
     result = {"model": registered, "spec": model_name, "version": version,
@@ -153,7 +156,7 @@ def train(spark, config: Config, model_name: str, tune: bool = True) -> dict:
     return result
 
 
-def retrain(spark, config: Config, model_name: str, echo=print) -> dict:
+def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, echo=print) -> dict:
     """Features (incrementally) and a new training-set version as of now, then `train`.
 
     The decision (promoted, or not and why) is recorded on the new version either way; a
@@ -162,29 +165,53 @@ def retrain(spark, config: Config, model_name: str, echo=print) -> dict:
     from . import features
 
     spec = config.model(model_name)
-    tracking.check_reachable(config.tracking_uri)
+    with tracker.bound():  # a tracking server that is down fails before the work
+        pass
     for lookup in config.training_set(spec.training_set).features:
         built = features.build(spark, config, lookup.table)
         echo(json.dumps({k: built[k] for k in ("table", "version", "mode", "window", "rows")}, default=str))
     man = training_sets.build(spark, config, spec.training_set)
     echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
-    return train(spark, config, model_name)
+    return train(spark, config, tracker, model_name)
 
 
-def _champion_on(config: Config, registered: str, test_df, spec: ModelSpec, task: str) -> dict | None:
+def _feature_spec(manifest: dict, flavor: str, task: str, label: str, **extra) -> dict:
+    """What scoring needs to look a model's features up: the entity, the lookups, the columns."""
+    spec = {k: manifest[k] for k in ("entity", "lookups", "feature_columns")}
+    spec["training_set"] = {"name": manifest["name"], "version": manifest["version"],
+                            "digest": manifest["digest"]}
+    return {**spec, "flavor": flavor, "task": task, "label": label, **extra}
+
+
+def _log_artifacts(documents: dict[str, dict], test_frame, task: str, importances) -> None:
+    """The JSON records a registered version carries, and its pictures (ROC, PR, confusion,
+    importances) from its test predictions."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, body in documents.items():
+            (Path(tmp) / name).write_text(json.dumps(body, indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / name))
+        if test_frame is not None:
+            for path in evaluation.plots(test_frame, task, importances, Path(tmp) / "plots"):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+
+
+def _champion_on(tracker: tracking.Tracker, registered: str, test_df, thresholds: dict, label: str,
+                 task: str) -> dict | None:
     """The current champion's metrics on the candidate's test rows (None: no champion yet)."""
-    champion = registry.champion(config, registered)
+    champion = registry.champion(tracker, registered)
     if champion is None:
         return None
-    if not any(t.vs_champion is not None for t in spec.thresholds.values()):
+    if not any(t.vs_champion is not None for t in thresholds.values()):
         return {"version": champion.version, "skipped": "no threshold compares with the champion"}
-    feature_spec = registry.load_feature_spec(config, champion.run_id)
+    feature_spec = registry.load_feature_spec(tracker, champion.run_id)
     missing = [c for c in feature_spec["feature_columns"] if c not in test_df.columns]
     if missing or feature_spec.get("task", "classification") != task:
         why = (f"it needs columns the test rows lack: {', '.join(missing)}" if missing
                else f"it is a {feature_spec.get('task')} model")
         return {"version": champion.version, "skipped": why}
-    frame = estimators.predict_registered(champion, feature_spec, test_df, spec.label, task)
+    frame = estimators.predict_registered(champion, feature_spec, test_df, label, task)
     # Unrounded: a candidate equal to the champion must compare as equal.
     return {"version": champion.version, "metrics": evaluation.metrics(frame, task)}
 
@@ -256,3 +283,159 @@ def _importances(estimator, fitted, df):
 
 def _rounded(metrics: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) and v == v else v for k, v in metrics.items()}
+
+
+def fitted_flavor(model) -> tuple[str, str]:
+    """(flavor, task) of a model fitted outside the platform: a scikit-learn estimator or a
+    Spark ML model; anything else is refused."""
+    try:
+        from sklearn.base import BaseEstimator, is_classifier, is_regressor
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        BaseEstimator = None
+    if BaseEstimator is not None and isinstance(model, BaseEstimator):
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            raise ConfigError(f"log_model: the {type(model).__name__} is not fitted: fit it first, "
+                              "nothing logged") from None
+        if is_classifier(model):
+            return "sklearn", "classification"
+        if is_regressor(model):
+            return "sklearn", "regression"
+        raise ConfigError(f"log_model: {type(model).__name__} is neither a classifier nor a regressor")
+    from pyspark.ml import Model, PipelineModel
+
+    if isinstance(model, Model):
+        last = model.stages[-1] if isinstance(model, PipelineModel) and model.stages else model
+        return "spark", "classification" if last.hasParam("probabilityCol") else "regression"
+    raise ConfigError(f"log_model: model is a {type(model).__module__}.{type(model).__name__}, neither "
+                      "a fitted scikit-learn estimator nor a Spark ML model; nothing logged")
+
+
+def log_fitted(spark, config: Config, tracker: tracking.Tracker, model, manifest: dict, *,
+               registered_model: str, metrics: dict | None = None, thresholds: dict | None = None) -> dict:
+    """Register a model fitted elsewhere (a notebook's) on a saved training-set version, exactly
+    like a trained one: its feature spec, training-set version, environment and code version
+    go with it, its test metrics pass the same gate (the thresholds given, else those of the
+    model spec that registers `registered_model`), and it takes `challenger`, and `champion`
+    when the gate passes. Scoring then looks its features up by itself."""
+    with tracker.bound(), quiet_schema_hints():
+        return _log_fitted(spark, config, tracker, model, manifest, registered_model, metrics, thresholds)
+
+
+def _log_fitted(spark, config, tracker, model, manifest, registered, metrics, thresholds) -> dict:
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from . import refs
+
+    flavor, task = fitted_flavor(model)
+    refs.model(registered)  # a name a model reference can hold
+    data = training_sets.read_version(spark, config, manifest)
+    label = training_sets.LABEL
+    inputs = list(getattr(model, "feature_names_in_", None) if flavor == "sklearn" and
+                  hasattr(model, "feature_names_in_") else manifest["feature_columns"])
+    missing = [c for c in inputs if c not in data.columns]
+    if missing:
+        raise ConfigError(f"log_model: the model takes column {', '.join(missing)}, which training set "
+                          f"{manifest['name']}@{manifest['version']} does not have")
+    thresholds = _thresholds_for(config, registered, thresholds, task)
+    test_df = data.where(F.col(training_sets.SPLIT) == "test")
+    test_frame = None
+    if label in data.columns and manifest["rows"].get("test"):
+        test_frame = _predict_fitted(model, flavor, task, test_df.select(*inputs, label), inputs, label)
+        metrics = {**evaluation.metrics(test_frame, task), **(metrics or {})}
+    elif metrics is None:
+        raise ConfigError(f"log_model: training set {manifest['name']}@{manifest['version']} has no "
+                          "labelled test rows to measure the model on: give metrics=")
+    sample = data.select(*inputs).limit(50)
+    output = (_predict_fitted(model, flavor, task, sample, inputs, None))
+    from mlflow.models import ModelSignature
+    from mlflow.types.utils import _infer_schema
+
+    signature = ModelSignature(inputs=input_schema(sample.schema), outputs=_infer_schema(output))
+    env = environment.capture(spark)
+    environment.save(env, config.environments_dir)
+    code = config.project.code_version()
+    categorical = [f.name for f in sample.schema.fields if f.dataType.simpleString() == "string"]
+    with contextlib.ExitStack() as promotion:
+        with mlflow.start_run(experiment_id=tracker.experiment_id, run_name=f"log_model {registered}") as run:
+            mlflow.set_tags({"sparkml.kind": "log_model", "sparkml.registered_model": registered,
+                             "sparkml.training_set": manifest["name"],
+                             "sparkml.training_set_version": str(manifest["version"]),
+                             "sparkml.training_set_digest": manifest["digest"],
+                             "sparkml.code_commit": str(code["git_commit"]),
+                             "sparkml.environment_id": env["id"], **tracking.owner_tags()})
+            stored = training_sets.version_path(config, manifest["name"], manifest["version"])
+            tracking.log_dataset(_dataset_input(spark, data, manifest, label, stored), "training")
+            params = _params_of(model, flavor)
+            mlflow.log_params({**params, "estimator": f"{type(model).__module__}.{type(model).__name__}",
+                               "training_set": f"{manifest['name']}@{manifest['version']}"})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v})
+            promotion.enter_context(registry.promotion_lock(tracker, registered))
+            registry.finish_interrupted(tracker, registered)
+            champion = (_champion_on(tracker, registered, test_df, thresholds, label, task)
+                        if test_frame is not None else None)
+            verdict = evaluation.verdict(thresholds, metrics, champion)
+            feature_spec = _feature_spec(manifest, flavor, task, label, model_inputs=inputs,
+                                         categorical=categorical)
+            _log_artifacts({"feature_spec.json": feature_spec, "environment.json": env,
+                            "training_set_manifest.json": manifest, "gate.json": verdict},
+                           test_frame, task, None)
+            info = estimators.log_fitted_model(model, flavor, task, signature)
+        recorded = registry.register(tracker, registered, info.model_uri, run.info.run_id, manifest, env,
+                                     metrics, verdict, params=params, spec_name=registered, code=code)
+    return {"model": registered, "spec": None, "version": recorded["version"], "run_id": run.info.run_id,
+            "metrics": _rounded(metrics), "gate": verdict, "aliases": recorded["aliases"],
+            "decision": recorded["decision"], "params": params,
+            "training_set": f"{manifest['name']}@{manifest['version']}"}
+
+
+def _thresholds_for(config: Config, registered: str, given: dict | None, task: str) -> dict:
+    """The thresholds given, else those of the model spec registering under that name."""
+    from .evaluation import METRICS
+
+    if given is None:
+        specs = [s for n, s in config.models.models.items() if (s.registered_model or n) == registered]
+        return dict(specs[0].thresholds) if specs else {}
+    out = {}
+    for metric, bound in given.items():
+        if metric not in METRICS[task]:
+            raise ConfigError(f"log_model: thresholds: metric {metric!r} is not computed for {task} "
+                              f"(computed: {', '.join(METRICS[task])})")
+        out[metric] = bound if isinstance(bound, Threshold) else Threshold.model_validate(bound)
+    return out
+
+
+def _predict_fitted(model, flavor: str, task: str, df, inputs: list[str], label: str | None):
+    """(label, score, prediction) of a fitted model on `df`, as evaluation reads them; the
+    model's raw answer (probabilities or values) when there is no label."""
+    import pandas as pd
+
+    if flavor == "sklearn":
+        pdf = df.toPandas()
+        x = pdf[inputs]
+        if label is None:
+            return model.predict_proba(x) if task == "classification" else model.predict(x)
+        score, prediction = estimators.predict_sklearn(model, x, task)
+        return pd.DataFrame({"label": pdf[label].astype("float64").to_numpy(), "score": score,
+                             "prediction": prediction})
+    from pyspark.sql import functions as F
+
+    out = model.transform(df)
+    if label is None:
+        return out.select("prediction").toPandas()
+    return out.select(F.col(label).cast("double").alias("label"),
+                      estimators.spark_score(task).alias("score"), "prediction").toPandas()
+
+
+def _params_of(model, flavor: str) -> dict:
+    """The model's own hyper-parameters, as text (MLflow keeps parameters as strings)."""
+    if flavor == "sklearn":
+        params = model.get_params(deep=False)
+    else:
+        last = model.stages[-1] if hasattr(model, "stages") and model.stages else model
+        params = {p.name: v for p, v in last.extractParamMap().items()}
+    return {k: str(v)[:500] for k, v in params.items() if not callable(v)}

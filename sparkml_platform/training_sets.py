@@ -12,8 +12,10 @@ import json
 import os
 import re
 
-from . import lake
-from .config import Config, TrainingSet, parse_duration, parse_instant
+from dataclasses import dataclass
+
+from . import lake, refs
+from .config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
 from .provenance import definition_hash
@@ -26,18 +28,28 @@ MANIFEST_FILE = re.compile(r"^v(\d{4,})\.json$")
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
     """The definition's lookups with the feature tables' keys, event times and lookbacks."""
+    return lookups_for(config, definition.features, f"training_sets.yml: training_sets.{name}.features")
+
+
+def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[FeatureLookup]:
+    """Lookups as written in training_sets.yml -> resolved with each feature table's keys,
+    event time and lookback (no `features`: all of the table's)."""
     lookups = []
-    for i, item in enumerate(definition.features):
-        where = f"training_sets.yml: training_sets.{name}.features.{i}"
-        table = config.feature_table(item.table)
-        missing = [f for f in item.features if f not in table.features]
+    for i, item in enumerate(items):
+        where = f"{where_prefix}.{i}"
+        try:
+            table = config.feature_table(item.table)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{where}.table: {exc}") from None
+        wanted = item.features or list(table.features)
+        missing = [f for f in wanted if f not in table.features]
         if missing:
             raise ConfigError(f"{where}.features: feature table {item.table} has no feature "
                               f"{', '.join(missing)} (it has {', '.join(table.features)})")
-        stray = [r for r in item.rename if r not in item.features]
+        stray = [r for r in item.rename if r not in wanted]
         if stray:
             raise ConfigError(f"{where}.rename: {', '.join(stray)} is not one of the looked-up "
-                              f"features ({', '.join(item.features)})")
+                              f"features ({', '.join(wanted)})")
         unknown = [k for k in item.key_map if k not in table.keys]
         if unknown:
             raise ConfigError(f"{where}.key_map: {', '.join(unknown)} is not a key of "
@@ -47,7 +59,7 @@ def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[
             table=item.table,
             key_map={k: item.key_map.get(k, k) for k in table.keys},
             event_time=table.event_time,
-            columns={f: item.rename.get(f, f) for f in item.features},
+            columns={f: item.rename.get(f, f) for f in wanted},
             lookback_seconds=parse_duration(lookback) if lookback else None,
         ))
     return lookups
@@ -92,50 +104,79 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
     if label.filter:
         with sql_from_config(f"{where}.label.filter"):
             source = source.where(label.filter)
-    for i, lookup in enumerate(lookups):
-        absent = [c for c in lookup.key_map.values() if c not in source.columns]
-        if absent:
-            raise ConfigError(f"{where}.features.{i}.key_map: column {', '.join(absent)} is not in "
-                              f"{label.table} (columns: {', '.join(source.columns)})")
-    lookup_keys = [c for lk in lookups for c in lk.key_map.values()]
-    columns = list(dict.fromkeys([*label.keys, label.event_time, *lookup_keys, *label.passthrough]))
-    missing = [c for c in columns if c not in source.columns]
-    if missing:
-        raise ConfigError(f"{where}.label: column {', '.join(missing)} is not in {label.table} "
-                          f"(columns: {', '.join(source.columns)})")
-    from pyspark.sql import functions as F
-
-    outputs = [out for lk in lookups for out in lk.columns.values()]
-    clashes = sorted({c for c in outputs if outputs.count(c) > 1 or c in columns or c in (LABEL, SPLIT)})
-    if clashes:
-        raise ConfigError(f"{where}.features: output column {', '.join(clashes)} appears twice "
-                          "(use rename to give looked-up features distinct names)")
-    with sql_from_config(f"{where}.label.label"):
-        entities = source.select(*columns, F.expr(label.label).alias(LABEL))
-    with sql_from_config(f"{where}.split"):
-        entities = entities.withColumn(SPLIT, _split_column(definition, label.keys, label.event_time))
+    entities, columns = label_rows(source, keys=label.keys, event_time=label.event_time,
+                                   label=label.label, passthrough=label.passthrough,
+                                   split=definition.split, lookups=lookups,
+                                   where=Where(where, label.table))
     if pinned is None:  # a new version (a rebuild recomputes one that passed)
         check_cut_offs(entities, name, definition, label.event_time)
     tables = read_feature_tables(spark, config, lookups, pinned)
     joined, flags = join_features(entities, label.event_time, tables)
-    facts = {
-        "label_source": {"table": label.table, "version": label_version},
-        "lookups": [lk.to_dict() for lk, _ in tables],
-        "definition_hash": definition_hash(definition),
-        "definition": definition.model_dump(mode="json"),
-        "entity": {"keys": label.keys, "event_time": label.event_time,
-                   "columns": columns, "passthrough": label.passthrough},
-        "feature_columns": [*label.passthrough,
-                            *[out for lk in lookups for out in lk.columns.values()]],
-        "flags": flags,
-    }
-    return joined, facts
+    return joined, facts(tables, {"table": label.table, "version": label_version}, definition,
+                         label.keys, label.event_time, columns, label.passthrough, flags)
 
 
-def _split_column(definition: TrainingSet, keys: list[str], event_time: str):
+@dataclass(frozen=True)
+class Where:
+    """How messages name the definition (a YAML key path, or a Python argument) and the labels."""
+
+    definition: str
+    labels: str
+    label_key: str = ".label"
+    label_expression_key: str = ".label.label"
+    features_key: str = ".features"
+    split_key: str = ".split"
+
+
+def label_rows(source, *, keys: list[str], event_time: str, label: str | None, passthrough: list[str],
+               split: Split, lookups: list[FeatureLookup], where: Where):
+    """The pure core of a training set's label side: the label rows' entity columns, the
+    label (a SQL expression over `source`) and the split, after checking that every column
+    the lookups and the definition name is there. Returns (rows, entity columns)."""
     from pyspark.sql import functions as F
 
-    split = definition.split
+    for i, lookup in enumerate(lookups):
+        absent = [c for c in lookup.key_map.values() if c not in source.columns]
+        if absent:
+            raise ConfigError(f"{where.definition}{where.features_key}.{i}.key_map: column "
+                              f"{', '.join(absent)} is not in {where.labels} "
+                              f"(columns: {', '.join(source.columns)})")
+    lookup_keys = [c for lk in lookups for c in lk.key_map.values()]
+    columns = list(dict.fromkeys([*keys, event_time, *lookup_keys, *passthrough]))
+    missing = [c for c in columns if c not in source.columns]
+    if missing:
+        raise ConfigError(f"{where.definition}{where.label_key}: column {', '.join(missing)} is not "
+                          f"in {where.labels} (columns: {', '.join(source.columns)})")
+    outputs = [out for lk in lookups for out in lk.columns.values()]
+    clashes = sorted({c for c in outputs if outputs.count(c) > 1 or c in columns or c in (LABEL, SPLIT)})
+    if clashes:
+        raise ConfigError(f"{where.definition}{where.features_key}: output column {', '.join(clashes)} "
+                          "appears twice (use rename to give looked-up features distinct names)")
+    labelled = [F.expr(label).alias(LABEL)] if label else []
+    with sql_from_config(f"{where.definition}{where.label_expression_key}"):
+        entities = source.select(*columns, *labelled)
+    with sql_from_config(f"{where.definition}{where.split_key}"):
+        entities = entities.withColumn(SPLIT, _split_column(split, keys, event_time))
+    return entities, columns
+
+
+def facts(tables, label_source: dict, definition, keys: list[str], event_time: str,
+          columns: list[str], passthrough: list[str], flags: list[str]) -> dict:
+    """What a version's manifest records about how its rows were made."""
+    return {
+        "label_source": label_source,
+        "lookups": [lk.to_dict() for lk, _ in tables],
+        "definition_hash": definition_hash(definition),
+        "definition": definition.model_dump(mode="json") if hasattr(definition, "model_dump") else definition,
+        "entity": {"keys": keys, "event_time": event_time, "columns": columns, "passthrough": passthrough},
+        "feature_columns": [*passthrough, *[out for lk, _ in tables for out in lk.columns.values()]],
+        "flags": flags,
+    }
+
+
+def _split_column(split: Split, keys: list[str], event_time: str):
+    from pyspark.sql import functions as F
+
     if split.type == "time":  # cut-offs parsed and ordered when the configuration loaded
         at = F.col(event_time)
         is_test = at >= _instant_literal(split.test_start)
@@ -199,6 +240,10 @@ def rebuild(spark, config: Config, ref: str) -> dict:
     """Recompute version `ref` from its manifest alone (its definition, its resolved lookups,
     every input at its recorded Delta version) and compare the digest. Writes nothing."""
     man = manifest(config, ref)
+    if "dataframe" in man["label_source"]:
+        raise ConfigError(f"training set {man['name']}@{man['version']} was made from a DataFrame "
+                          f"(labels digest {man['label_source']['digest']}): its label rows are not "
+                          "in the lake, so it cannot be recomputed; its own rows are kept as they were")
     definition = TrainingSet.model_validate(man["definition"])
     lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in man["lookups"]]
     pinned = {man["label_source"]["table"]: man["label_source"]["version"]}
@@ -306,29 +351,26 @@ def _dead_owner(path: Location, host: str) -> str | None:
     return None
 
 
+def names(config: Config) -> list[str]:
+    """Training sets defined in training_sets.yml and those saved from a DataFrame."""
+    saved = [n for n in (config.lake_root / "trainsets").names() if re.fullmatch(r"[a-z][a-z0-9_]*", n)]
+    return sorted({*config.training_sets.training_sets, *(n for n in saved if list_versions(config, n))})
+
+
 def list_versions(config: Config, name: str) -> list[int]:
     """The published versions: those whose manifest exists."""
     base = lake.table_path(config.lake_root, f"trainsets.{name}")
     return sorted(int(m.group(1)) for n in base.names() if (m := MANIFEST_FILE.match(n)))
 
 
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    name, _, version = ref.partition("@")
-    if not version:
-        return name, None
-    try:
-        return name, int(version.lstrip("v"))
-    except ValueError:
-        raise ConfigError(f"{ref!r}: the version after @ must be a number, like {name}@3") from None
-
-
 def manifest(config: Config, ref: str) -> dict:
     """The manifest of NAME@VERSION, or of the newest version of NAME."""
-    name, version = parse_ref(ref)
-    config.training_set(name)
-    versions = list_versions(config, name)
+    parsed = refs.training_set(ref)
+    name, version = parsed.name, parsed.version
+    versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
     if not versions:
-        raise NotFoundError(f"training set {name} has no version yet (run: sparkml trainset build {name})")
+        config.training_set(name)  # neither defined nor saved from a DataFrame: NotFoundError
+        raise NotFoundError(f"training set {name} has no version yet (build it: trainset build {name})")
     version = versions[-1] if version is None else version
     if version not in versions:
         raise NotFoundError(f"training set {name} has no version {version} "
@@ -364,3 +406,75 @@ def read_version(spark, config: Config, man: dict):
         raise JobFailed(f"{ref}: the data at {path} was not written as this version "
                         f"(its commit says {written}); the training set is damaged: rebuild it")
     return lake.read(spark, path, ref=ref)
+
+
+def from_frame(spark, config: Config, labels, lookups: list, *, label: str | None = None,
+               exclude=(), keys: list[str] | None = None, event_time: str | None = None,
+               split=None):
+    """A training set from a labels DataFrame made anywhere (a notebook's), joined point in
+    time with the feature tables as they are now. Returns (rows, facts), like `assemble`.
+
+    `lookups` are written as in training_sets.yml (dicts) or as `Lookup` objects; `label`
+    names the label column (copied to `label`); every other column of `labels` that is not a
+    key, the event time or in `exclude` is a passthrough feature."""
+    from pyspark.sql import DataFrame
+
+    where = Where("create_training_set", "the labels DataFrame", label_key=": labels_df",
+                  label_expression_key=": label", features_key=": lookups", split_key=": split")
+    if not isinstance(labels, DataFrame):
+        raise ConfigError(f"create_training_set: labels_df is a {type(labels).__name__}, not a Spark "
+                          "DataFrame (spark.createDataFrame(pandas_frame) makes one)")
+    items = []
+    for i, item in enumerate(lookups):
+        try:
+            items.append(item if isinstance(item, Lookup) else Lookup.model_validate(item))
+        except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad key
+            raise ConfigError(f"create_training_set: lookups.{i}: {exc}".splitlines()[0] +
+                              " (a lookup is {table: NAME, features: [...]} or a FeatureLookup)") from None
+    resolved = lookups_for(config, items, "create_training_set: lookups")
+    if event_time is None:
+        times = [f.name for f in labels.schema.fields
+                 if f.dataType.simpleString() in ("timestamp", "timestamp_ntz", "date")]
+        if len(times) != 1:
+            raise ConfigError(f"create_training_set: labels_df has {len(times) or 'no'} timestamp "
+                              f"columns ({', '.join(times) or 'columns: ' + ', '.join(labels.columns)}): "
+                              "give event_time=, the column each row's features are looked up as of")
+        event_time = times[0]
+    lookup_keys = [c for lk in resolved for c in lk.key_map.values()]
+    keys = list(keys or dict.fromkeys(lookup_keys))
+    if label is not None and label not in labels.columns:
+        raise ConfigError(f"create_training_set: label={label!r} is not a column of labels_df "
+                          f"(columns: {', '.join(labels.columns)})")
+    unknown = [c for c in exclude if c not in labels.columns]
+    if unknown:
+        raise ConfigError(f"create_training_set: exclude names {', '.join(unknown)}, not a column of "
+                          f"labels_df (columns: {', '.join(labels.columns)})")
+    taken = {*keys, event_time, *lookup_keys, *(exclude or ()), *([label] if label else []), LABEL, SPLIT}
+    passthrough = [c for c in labels.columns if c not in taken]
+    split = split if isinstance(split, Split) else Split.model_validate(split or {"type": "random"})
+    entities, columns = label_rows(labels, keys=keys, event_time=event_time,
+                                   label=f"`{label}`" if label else None, passthrough=passthrough,
+                                   split=split, lookups=resolved, where=where)
+    tables = read_feature_tables(spark, config, resolved)
+    joined, flags = join_features(entities, event_time, tables)
+    definition = {"source": "dataframe", "label": {"keys": keys, "event_time": event_time,
+                                                  "label": label, "passthrough": passthrough},
+                  "features": [i.model_dump(mode="json", exclude_none=True) for i in items],
+                  "split": split.model_dump(mode="json")}
+    source = labels.select(*columns, *([label] if label else []))
+    label_source = {"dataframe": True, "digest": content_digest(source)}
+    return joined, facts(tables, label_source, definition, keys, event_time, columns, passthrough, flags)
+
+
+def save_frame(spark, config: Config, name: str, joined, facts: dict) -> dict:
+    """Version N of a training set made from a DataFrame: written and published exactly like
+    `build`'s (an immutable version with a manifest)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
+        raise ConfigError(f"save: name {name!r} must be lower case letters, digits and _ (starting "
+                          "with a letter): it names a folder in the lake")
+    if name in config.training_sets.training_sets:
+        raise ConfigError(f"save: training set {name} is defined in training_sets.yml (built by "
+                          "trainset build); save this one under another name")
+    if not joined.limit(1).count():
+        raise JobFailed(f"save: training set {name}: the labels DataFrame gave no rows; nothing written")
+    return write_version(spark, config, name, joined, dict(facts))

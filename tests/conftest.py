@@ -95,7 +95,8 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     instead of starting a JVM of its own (tens of seconds per command, and a cold JIT). For
     tests of what a command does; run_cli stays for what only a process shows (the installed
     entry point, a SIGKILL, two commands at once). The environment, working directory, the
-    session's shuffle partitions and time zone, and MLflow's URIs are put back afterwards."""
+    session's shuffle partitions and time zone are put back afterwards. (MLflow's settings
+    need nothing: the Workspace binds them only while it uses them.)"""
     import contextlib
     import io
 
@@ -103,18 +104,10 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
 
     from sparkml_platform.cli import main
 
-    import mlflow.tracking._model_registry.utils as registry_uri
-    import mlflow.tracking._tracking_service.utils as tracking_uri
-
-    import mlflow
-
     argv = ["--conf", str(conf), *(["--env", env] if env else []), *args]
     active = SparkSession.getActiveSession()
     session_conf = {key: active.conf.get(key) for key in ("spark.sql.shuffle.partitions",
                                                           "spark.sql.session.timeZone")} if active else {}
-    # The raw settings, not get_*_uri(): those resolve an unset URI to a default, and
-    # putting that back would pin every later MlflowClient to it.
-    tracking, registry = tracking_uri._tracking_uri, registry_uri._registry_uri
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
@@ -124,9 +117,7 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     finally:
-        mlflow.set_tracking_uri(tracking)  # the command pointed MLflow at its own store
-        mlflow.set_registry_uri(registry)
-        os.environ.clear()  # after: setting a URI also sets (or unsets) its variable
+        os.environ.clear()
         os.environ.update(saved_env)
         os.chdir(saved_cwd)
         for key, value in session_conf.items():
@@ -158,6 +149,22 @@ def spark(config):
     from sparkml_platform.session import get_spark
 
     return get_spark(config)
+
+
+@pytest.fixture(scope="session")
+def tracker(config):
+    """The in-process project's MLflow client, bound to its store."""
+    from sparkml_platform.tracking import Tracker
+
+    return Tracker(config)
+
+
+@pytest.fixture(scope="session")
+def ws(project, spark):
+    """The in-process project as a Workspace on the tests' session."""
+    from sparkml_platform import Workspace
+
+    return Workspace(project, "test", spark=spark)
 
 
 @pytest.fixture(scope="session")

@@ -126,8 +126,8 @@ def test_cli_exits_2_on_missing_overlay(tmp_path, capsys):
     (["trainset", "build", "no_such_set"], "no training set named 'no_such_set'"),
     (["run", "no_such_pipeline"], "no pipeline named 'no_such_pipeline'"),
     (["features", "build", "plane_attributes", "--start", "2013-02-01", "--end", "2013-01-01"],
-     "--end 2013-01-01 is before --start 2013-02-01"),
-    (["features", "build", "plane_attributes", "--start", "2013-02-01"], "--start and --end go together"),
+     "end 2013-01-01 is before start 2013-02-01"),
+    (["features", "build", "plane_attributes", "--start", "2013-02-01"], "start and end go together"),
 ])
 def test_cli_names_what_was_not_found_and_writes_nothing(tmp_path, capsys, args, message):
     conf = make_project(tmp_path)

@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 
-from conftest import JARS_DIR, make_project
+from conftest import JARS_DIR, make_project, run_cli
 from sparkml_platform import delta_jars
-from sparkml_platform.cli import main
 from sparkml_platform.errors import SetupError
 
 
@@ -34,24 +33,23 @@ def test_broken_jar_says_how_to_fix(tmp_path):
         delta_jars.check(jars)
 
 
-def test_cli_without_cache_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("SPARKML_JARS_DIR", raising=False)
+def test_cli_without_cache_exits_2_and_writes_nothing(tmp_path):
+    """A command in a fresh process (no Spark running to join) needs the jar cache."""
     conf = make_project(tmp_path, {"platform.yml": {"spark": {"jars_dir": str(tmp_path / "nojars")}}})
-    code = main(["--conf", str(conf), "--env", "test", "features", "build", "plane_attributes"])
-    assert code == 2
-    assert f"jar cache {tmp_path / 'nojars'} does not exist" in capsys.readouterr().err
+    done = run_cli(conf, "features", "build", "plane_attributes", SPARKML_JARS_DIR="")
+    assert done.returncode == 2, done.stderr
+    assert f"jar cache {tmp_path / 'nojars'} does not exist" in done.stderr
     assert not (tmp_path / ".sparkml" / "lake").exists()
 
 
-def test_a_lake_on_s3_without_the_s3_jars_exits_2_naming_the_fix(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("SPARKML_JARS_DIR", raising=False)
+def test_a_lake_on_s3_without_the_s3_jars_exits_2_naming_the_fix(tmp_path):
     jars = tmp_path / "jars"
     jars.mkdir()
     for name in delta_jars.jar_names():  # Delta's jars only
         shutil.copyfile(JARS_DIR / name, jars / name)
     conf = make_project(tmp_path, {"platform.yml": {"lake_root": "s3a://lake/lake",
                                                     "spark": {"jars_dir": str(jars)}}})
-    code = main(["--conf", str(conf), "--env", "test", "features", "build", "plane_attributes"])
-    assert code == 2
+    done = run_cli(conf, "features", "build", "plane_attributes", SPARKML_JARS_DIR="")
+    assert done.returncode == 2, done.stderr
     assert (f"jar cache {jars} lacks hadoop-aws-3.5.0.jar (needed for s3a:// places): run `make setup`"
-            in capsys.readouterr().err)
+            in done.stderr)

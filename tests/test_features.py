@@ -81,7 +81,7 @@ def test_definition_mismatch_fails_before_writing(spark, config, raw_weather):
 
 
 def test_end_before_start_is_refused():
-    with pytest.raises(ConfigError, match="--end 2013-01-01 is before --start 2013-01-05"):
+    with pytest.raises(ConfigError, match="end 2013-01-01 is before start 2013-01-05"):
         features.parse_window("2013-01-05", "2013-01-01")
     assert features.parse_window("2013-01-01", "2013-01-01") == (dt.date(2013, 1, 1),) * 2
 

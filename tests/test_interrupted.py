@@ -21,43 +21,24 @@ from sparkml_platform.config import load_config
 # it is killed (a real process, a real SIGKILL).
 KILLED_TRAINING = textwrap.dedent("""
     import sys, time
-    import mlflow
+    from mlflow import MlflowClient
     from sparkml_platform import tracking
-    mlflow.set_tracking_uri(sys.argv[1])
-    experiment = mlflow.set_experiment("killed").experiment_id
-    with mlflow.start_run(tags=tracking.owner_tags()) as run:
-        client = mlflow.MlflowClient()
-        client.create_run(experiment, tags={"mlflow.parentRunId": run.info.run_id})
-        print(experiment, flush=True)
-        time.sleep(600)
+    client = MlflowClient(tracking_uri=sys.argv[1])
+    experiment = client.create_experiment("killed")
+    run = client.create_run(experiment, tags=tracking.owner_tags())
+    client.create_run(experiment, tags={"mlflow.parentRunId": run.info.run_id})
+    print(experiment, flush=True)
+    time.sleep(600)
 """)
-
-
-@pytest.fixture(autouse=True)
-def own_uris(monkeypatch):
-    """MLflow's process-wide URIs, put back after the test (other tests share the process)."""
-    import mlflow.tracking._model_registry.utils as registry_uri
-    import mlflow.tracking._tracking_service.utils as tracking_uri
-
-    monkeypatch.setattr(tracking_uri, "_tracking_uri", tracking_uri._tracking_uri)
-    monkeypatch.setattr(registry_uri, "_registry_uri", registry_uri._registry_uri)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                 "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.setenv(name, os.environ.get(name, "")) if name in os.environ \
-            else monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def store(tmp_path):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    return uri
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def test_runs_left_running_by_a_killed_process_are_closed(store):
-    import mlflow
+    from mlflow import MlflowClient
 
     proc = subprocess.Popen([sys.executable, "-c", KILLED_TRAINING, store], stdout=subprocess.PIPE,
                             text=True)
@@ -65,19 +46,18 @@ def test_runs_left_running_by_a_killed_process_are_closed(store):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # And a run of a process that is still alive (this one): never touched.
-    with mlflow.start_run(experiment_id=experiment, tags=tracking.owner_tags()) as alive:
-        client = mlflow.MlflowClient()
-        running = {r.info.run_id for r in client.search_runs(
-            [experiment], "attributes.status = 'RUNNING'")}
-        assert len(running) == 3
-        closed = tracking.close_abandoned_runs(experiment)
-        assert set(closed) == running - {alive.info.run_id}
-        for run_id in closed:
-            run = client.get_run(run_id)
-            assert run.info.status == "KILLED"
-            assert run.data.tags["sparkml.ended"].startswith("killed")
-        assert client.get_run(alive.info.run_id).info.status == "RUNNING"
-        assert tracking.close_abandoned_runs(experiment) == []
+    client = MlflowClient(tracking_uri=store)
+    alive = client.create_run(experiment, tags=tracking.owner_tags())
+    running = {r.info.run_id for r in client.search_runs([experiment], "attributes.status = 'RUNNING'")}
+    assert len(running) == 3
+    closed = tracking.close_abandoned_runs(client, experiment)
+    assert set(closed) == running - {alive.info.run_id}
+    for run_id in closed:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["sparkml.ended"].startswith("killed")
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+    assert tracking.close_abandoned_runs(client, experiment) == []
 
 
 def test_a_version_registered_by_a_killed_training_gets_its_aliases_next_time(tmp_path, monkeypatch):
@@ -86,30 +66,30 @@ def test_a_version_registered_by_a_killed_training_gets_its_aliases_next_time(tm
 
     conf = make_project(tmp_path)
     monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    config = load_config(conf, "test")
-    tracking.configure(config)
-    client = tracking.client(config)
-    with mlflow.start_run():
+    tracker = tracking.Tracker(load_config(conf, "test"))
+    client = tracker.client
+    with tracker.bound(), mlflow.start_run(experiment_id=tracker.experiment_id):
         logged = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
 
     def version(decision: str, finished: bool) -> str:
         tags = {"decision": decision, **({registry.ALIASES_SET: "by its training"} if finished else {})}
-        return mlflow.register_model(logged.model_uri, "m", tags=tags).version
+        with tracker.bound():
+            return mlflow.register_model(logged.model_uri, "m", tags=tags).version
 
     first = version("promoted to champion", finished=False)  # killed after "Created version"
-    assert registry.finish_interrupted(config, "m") == first
+    assert registry.finish_interrupted(tracker, "m") == first
     assert set(client.get_model_version("m", first).aliases) == {"challenger", "champion"}
-    assert registry.finish_interrupted(config, "m") is None  # finished now
+    assert registry.finish_interrupted(tracker, "m") is None  # finished now
 
     second = version("not promoted: roc_auc below 0.9", finished=False)
-    assert registry.finish_interrupted(config, "m") == second
+    assert registry.finish_interrupted(tracker, "m") == second
     assert set(client.get_model_version("m", second).aliases) == {"challenger"}
     assert client.get_model_version_by_alias("m", "champion").version == first
 
     # A training that finished, then a champion moved back by hand: the user's choice stays.
     third = version("promoted to champion", finished=True)
     client.set_registered_model_alias("m", "champion", first)
-    assert registry.finish_interrupted(config, "m") is None
+    assert registry.finish_interrupted(tracker, "m") is None
     assert client.get_model_version_by_alias("m", "champion").version == first
     assert third != first
 
@@ -117,20 +97,20 @@ def test_a_version_registered_by_a_killed_training_gets_its_aliases_next_time(tm
 def test_an_experiment_created_by_another_command_meanwhile_is_used(tmp_path, monkeypatch):
     """Two commands at once on a new tracking server: both find no experiment, one creates it
     first; the other's create fails as existing, and it uses that one (was: exit 1)."""
-    import mlflow
-
     conf = make_project(tmp_path)
     monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     config = load_config(conf, "test")
-    first = tracking.configure(config)
-    looked = []
+    first = tracking.Tracker(config).experiment_id
+    other = tracking.Tracker(config)  # the other command
+    client, looked = other.client, []
+    seen = client.get_experiment_by_name
 
     def not_yet(name):  # what the other command saw, a moment before the first created it
         looked.append(name)
-        return None if len(looked) == 1 else mlflow.tracking.fluent.MlflowClient().get_experiment_by_name(name)
+        return None if len(looked) == 1 else seen(name)
 
-    monkeypatch.setattr(mlflow, "get_experiment_by_name", not_yet)
-    assert tracking._experiment(config, config.tracking_uri) == first
+    monkeypatch.setattr(client, "get_experiment_by_name", not_yet)
+    assert other.experiment_id == first
     assert looked == [config.platform.mlflow.experiment] * 2
 
 
@@ -144,7 +124,7 @@ def test_a_store_whose_creation_was_killed_is_created_whole_next_time(tmp_path):
     store = tmp_path / ".sparkml" / "mlflow.db"
     creating = [sys.executable, "-c", "import sys; from sparkml_platform import tracking; "
                 "from sparkml_platform.config import load_config; "
-                "tracking.configure(load_config(sys.argv[1], 'test'))", str(conf)]
+                "tracking.Tracker(load_config(sys.argv[1], 'test')).experiment_id", str(conf)]
     proc = subprocess.Popen(creating, cwd=tmp_path)
     while proc.poll() is None and not list(store.parent.glob(".mlflow.db.creating-*")):
         time.sleep(0.02)
@@ -154,9 +134,9 @@ def test_a_store_whose_creation_was_killed_is_created_whole_next_time(tmp_path):
     proc.wait()
     assert not store.exists()  # nothing half-built in the store's place
 
-    config = load_config(conf, "test")
-    experiment = tracking.configure(config)
+    tracker = tracking.Tracker(load_config(conf, "test"))
+    experiment = tracker.experiment_id
     assert store.exists() and not list(store.parent.glob(".mlflow.db.creating-*"))
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_metric("m", 1.0)
-    assert mlflow.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    run = tracker.client.create_run(experiment)
+    tracker.client.log_metric(run.info.run_id, "m", 1.0)
+    assert tracker.client.get_run(run.info.run_id).data.metrics == {"m": 1.0}

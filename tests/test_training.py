@@ -10,6 +10,7 @@ import pytest
 
 from sparkml_platform import registry, training
 from sparkml_platform.config import Threshold, load_config
+from sparkml_platform.tracking import Tracker
 from sparkml_platform.errors import ConfigError, GateFailed
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def gbt_champion(spark, flights_project, store) -> dict:
             patch.setenv(name, value)
         config = load_config(flights_project[0], "test")
         config.model("flight_delay_gbt").thresholds = {"roc_auc": Threshold(min=0.0, vs_champion=0.0)}
-        result = training.train(spark, config, "flight_delay_gbt", tune=False)
+        result = training.train(spark, config, Tracker(config), "flight_delay_gbt", tune=False)
     assert result["aliases"] == ["challenger", "champion"] and result["decision"] == "promoted to champion"
     return result
 
@@ -56,7 +57,7 @@ def versions(config, name: str) -> list:
     from mlflow.exceptions import MlflowException
 
     try:
-        return registry.tracking.client(config).search_model_versions(f"name = '{name}'")
+        return Tracker(config).client.search_model_versions(f"name = '{name}'")
     except MlflowException:
         return []
 
@@ -67,12 +68,12 @@ def test_a_model_below_a_floor_is_registered_but_never_champion(spark, trained_c
     spec = config.model("flight_delay_gbt")
     spec.thresholds = {"roc_auc": Threshold(min=0.99), "log_loss": Threshold(max=1.0)}
     with pytest.raises(GateFailed) as err:
-        training.train(spark, config, "flight_delay_gbt", tune=False)
+        training.train(spark, config, Tracker(config), "flight_delay_gbt", tune=False)
     assert err.value.exit_code == 3
     assert "roc_auc = 0." in str(err.value) and "needs >= 0.99" in str(err.value)
     second = err.value.result["version"]
-    assert str(registry.champion(config, "flight_delays").version) == first["version"]  # unchanged
-    shown = registry.show(config, f"flight_delays/{second}")
+    assert str(registry.champion(Tracker(config), "flight_delays").version) == first["version"]  # unchanged
+    shown = registry.show(Tracker(config), f"flight_delays/{second}")
     assert shown["aliases"] == ["challenger"]
     assert shown["tags"]["gate"] == "failed"
     assert shown["tags"]["decision"].startswith("not promoted: roc_auc = 0.")
@@ -87,12 +88,12 @@ def test_bad_estimator_and_label_fail_before_anything_is_logged(spark, trained_c
     spec.estimator.class_ = "sklearn.ensemble.NoSuchClassifier"
     with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.estimator.class: estimator class "
                                           r"'sklearn.ensemble.NoSuchClassifier' does not exist"):
-        training.train(spark, config, "flight_delay_sklearn")
+        training.train(spark, config, Tracker(config), "flight_delay_sklearn")
     spec.estimator = original.estimator
     spec.label = "arrived_late"
     with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.label: column 'arrived_late' is "
                                           r"not in training set flight_delays@\d+"):
-        training.train(spark, config, "flight_delay_sklearn")
+        training.train(spark, config, Tracker(config), "flight_delay_sklearn")
     assert len(versions(config, "flight_delays")) == before  # nothing registered
 
 
@@ -105,7 +106,7 @@ def test_regressors_are_evaluated_with_regression_metrics(spark, trained_config)
     spec.thresholds = {"rmse": Threshold(max=1.0)}
     spec.tuning.metric = "rmse"
     spec.registered_model = "flight_delay_regressor"
-    result = training.train(spark, config, "flight_delay_gbt", tune=False)
+    result = training.train(spark, config, Tracker(config), "flight_delay_gbt", tune=False)
     assert set(result["metrics"]) == {"rmse", "mae", "r2"}
     assert 0 < result["metrics"]["rmse"] < 1.0 and result["gate"]["passed"]
 
@@ -117,15 +118,17 @@ def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spa
 
     config = trained_config
     config.model("flight_delay_sklearn").thresholds = {"roc_auc": Threshold(min=0.0)}  # any model will do
-    result = training.train(spark, config, "flight_delay_sklearn", tune=False)
-    mv = registry.resolve(config, f"flight_delays/{result['version']}")
-    spec = registry.load_feature_spec(config, mv.run_id)
+    result = training.train(spark, config, Tracker(config), "flight_delay_sklearn", tune=False)
+    tracker = Tracker(config)
+    mv = registry.resolve(tracker, f"flight_delays/{result['version']}")
+    spec = registry.load_feature_spec(tracker, mv.run_id)
     assert spec["flavor"] == "sklearn"
     rows = training_sets.read_version(spark, config, training_sets.manifest(config, "flight_delays")) \
         .where("split = 'test'").limit(300)
     rows = rows.select(*spec["feature_columns"], "label", "flight_id").persist()
-    scored = scoring.predict(spark, mv, spec, rows).select("flight_id", "score").toPandas()
-    own = estimators.predict_registered(mv, spec, rows, "label", "classification")
+    with tracker.bound():
+        scored = scoring.predict(spark, mv, spec, rows).select("flight_id", "score").toPandas()
+        own = estimators.predict_registered(mv, spec, rows, "label", "classification")
     order = rows.select("flight_id").toPandas()["flight_id"]
     by_id = dict(zip(scored["flight_id"], scored["score"]))
     np.testing.assert_allclose([by_id[i] for i in order], own["score"].to_numpy(), rtol=1e-9)
@@ -144,7 +147,8 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
 
     config = trained_config
     ref = f"flight_delays/{gbt_champion['version']}"
-    mv = registry.resolve(config, ref)
+    tracker = Tracker(config)
+    mv = registry.resolve(tracker, ref)
     manifest = training_sets.manifest(config, "flight_delays")
     sample = training_sets.read_version(spark, config, manifest).where("split = 'test'").limit(200).persist()
     ids = [r.flight_id for r in sample.select("flight_id").collect()]
@@ -158,15 +162,16 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
 
     config.platform.scoring.null_keys = "refuse"
     with pytest.raises(ConfigError, match=r"has entity rows with null keys \(carrier: 1\)"):
-        scoring.score(spark, config, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
+        scoring.score(spark, config, tracker, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
     assert not lake.exists(output)
     config.platform.scoring.null_keys = "score"
-    scored = scoring.score(spark, config, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
+    scored = scoring.score(spark, config, tracker, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
     assert scored["rows"] == len(ids) and scored["rows_with_null_keys"]["carrier"] == 1
 
     # The same rows through the training-set code path give the same probabilities.
     written = lake.read(spark, output).where(F.col("flight_id") != ids[0])
-    model = mlflow.spark.load_model(f"models:/flight_delays/{mv.version}")
+    with tracker.bound():
+        model = mlflow.spark.load_model(f"models:/flight_delays/{mv.version}")
     from pyspark.ml.functions import vector_to_array
 
     expected = model.transform(sample.where(F.col("flight_id") != ids[0])).select(
@@ -176,7 +181,8 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     assert compared[1] == len(ids) - 1 and compared[0] < 1e-12
 
     # A model trained elsewhere (its recorded environment says Python 3.10): strict refuses.
-    recorded = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="environment.json"))
+    recorded = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="environment.json",
+                                                        tracking_uri=tracker.uri))
     source = Path(config.artifact_root.removeprefix("file://")).rglob(f"{mv.run_id}/artifacts/environment.json")
     stored = next(source)
     env = json.loads(recorded.read_text())
@@ -184,8 +190,8 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     config.platform.scoring.environment_check = "strict"
     before = lake.version(spark, output)
     with pytest.raises(ConfigError, match=r"Python 3\.11\.\d+ here, the model was trained on 3\.10\.14"):
-        scoring.score(spark, config, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
+        scoring.score(spark, config, tracker, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
     assert lake.version(spark, output) == before
     config.platform.scoring.environment_check = "warn"
-    warned = scoring.score(spark, config, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
+    warned = scoring.score(spark, config, tracker, ref, "entities.scoring_check", "predictions.scoring_check", "2013-12-31")
     assert warned["environment_mismatch"] and lake.read(spark, output).count() == len(ids)  # replaced, once

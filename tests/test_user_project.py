@@ -200,23 +200,20 @@ def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
     man = training_sets.manifest(config, "next_close")
     rows = training_sets.read_version(spark, config, man).select(*man["feature_columns"]).limit(40).toPandas()
     assert str(rows["days_seen"].dtype) == "int64" and str(rows["volume"].dtype) == "int32"
-    mlflow.set_tracking_uri(config.tracking_uri)
-    mlflow.set_registry_uri(config.tracking_uri)
-    try:
+    from sparkml_platform.tracking import Tracker
+
+    with Tracker(config).bound():
         linear = mlflow.pyfunc.load_model("models:/next_close/1").predict(rows)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
     assert len(linear) == len(rows)
     data = conf.parent / "rows.parquet"
     rows.to_parquet(data)
     script = (
         "import sys, mlflow, pandas as pd\n"
         f"assert not any('{PACKAGE}' in p or 'stock-prices' in p for p in sys.path)\n"
-        f"mlflow.set_tracking_uri({config.tracking_uri!r}); mlflow.set_registry_uri({config.tracking_uri!r})\n"
         "out = mlflow.pyfunc.load_model('models:/next_close/2').predict(pd.read_parquet(sys.argv[1]))\n"
         "print(len(out), float(out[0]))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",) and not k.startswith("SPARKML_")}
+    env["MLFLOW_TRACKING_URI"] = config.tracking_uri  # plain MLflow, as a user outside the platform
     done = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True, text=True,
                           cwd=REPO.parent, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -269,6 +266,7 @@ def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark
     from sparkml_platform import training
     from sparkml_platform.config import load_config
     from sparkml_platform.errors import JobFailed
+    from sparkml_platform.tracking import Tracker
 
     conf = stock_project
     config = load_config(conf)
@@ -277,7 +275,7 @@ def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark
     spec = config.model("close_ridge")
     spec.estimator.params = {"shrink": "much"}  # the project's estimator fails in every trial
     with pytest.raises(JobFailed) as err:
-        training.train(spark, config, "close_ridge")
+        training.train(spark, config, Tracker(config), "close_ridge")
     message = str(err.value)
     assert "tuning close_ridge: all 2 trials failed; the first with parameters {'alpha': " in message
     assert "TypeError" in message and "estimators.py" in message  # the user's line, in the traceback
@@ -300,6 +298,7 @@ def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project,
     from conftest import cli_env
     from sparkml_platform import registry
     from sparkml_platform.config import load_config
+    from sparkml_platform.tracking import Tracker
 
     conf = stock_project
     if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
@@ -310,7 +309,7 @@ def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project,
         monkeypatch.setenv(name, value)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     command = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "train"]
-    with registry.promotion_lock(load_config(conf), "next_close"):
+    with registry.promotion_lock(Tracker(load_config(conf)), "next_close"):
         both = {name: subprocess.Popen([*command, name], env=cli_env(**store), cwd=conf.parent,
                                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 for name in ("close_linear", "close_ridge")}

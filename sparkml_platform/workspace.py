@@ -1,0 +1,494 @@
+"""The Workspace: one object for a project, shared by notebooks, the CLI, `jobs/` and pipelines.
+
+    from sparkml_platform import Workspace
+    ws = Workspace("conf", env="dev")          # joins a running Delta session, or builds one
+    ws.features.search("weather")
+    ts = ws.create_training_set(labels_df, [{"table": "origin_weather_hourly"}], label="late")
+    model = HistGradientBoostingClassifier().fit(...ts.to_pandas()...)
+    ws.log_model(model, ts.save("my_set"), registered_model="my_model")
+    ws.score_batch("my_model@champion", entities_df)
+
+It owns the configuration, the SparkSession (built lazily: listing needs none), the storage
+layer and one MLflow client bound to the configured tracking and registry URIs. Each verb
+returns DataFrames or small records; the stages it calls (features, training_sets, training,
+scoring, registry, ...) do the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Config, Lookup, load_config
+from .errors import ConfigError
+
+FeatureLookup = Lookup  # a lookup as training_sets.yml writes it: table, features, key_map, rename, lookback
+
+
+class Record:
+    """A small result record; `to_dict()` gives it as plain data (the CLI prints that)."""
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if not f.name.startswith("_")}
+
+    @classmethod
+    def of(cls, data: dict):
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FeatureTableInfo(Record):
+    name: str
+    description: str
+    owner: str
+    tags: list[str]
+    keys: list[str]
+    event_time: str
+    features: list[str]
+    version: int | None
+    last_built: str | None
+    last_run_id: str | None
+    newest_event_time: str | None
+
+
+@dataclass(frozen=True)
+class BuiltTable(Record):
+    table: str
+    version: int | None
+    mode: str
+    run_id: str
+    chunks: list
+    rows: int | None
+    reason: str | None = None
+    window: list[str] | None = None
+    event_time_range: list | None = None
+    rows_written: int | None = None
+    registered_as: str | None = None
+    validation: dict | None = None
+
+
+@dataclass(frozen=True)
+class ModelResult(Record):
+    """A registered version made by `train` or `log_model`, with its gate verdict."""
+
+    model: str
+    spec: str | None
+    version: str
+    run_id: str
+    metrics: dict
+    gate: dict
+    aliases: list[str]
+    decision: str
+    params: dict
+    training_set: str
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.gate.get("passed"))
+
+
+@dataclass(frozen=True)
+class ScoreResult(Record):
+    model: str
+    version: str
+    run_id: str
+    scoring_run_id: str
+    output: str
+    output_version: int
+    run_date: str
+    rows: int
+    predicted_positive: int | None
+    rows_with_null_keys: dict
+    environment_id: str
+    environment_mismatch: list[str]
+
+
+@dataclass(frozen=True)
+class RegisteredModel(Record):
+    name: str
+    description: str
+    versions: int
+    latest_version: int | None
+    aliases: dict
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo(Record):
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str
+    source: str
+    created: int
+    tags: dict
+    params: dict
+    metrics: dict
+
+
+@dataclass
+class TrainingSet:
+    """Label rows joined point in time with features. `df` has the entity columns, `label`,
+    `split` (train / validation / test) and the features; `save(name)` writes it as an
+    immutable version with a manifest, like `trainset build`."""
+
+    df: Any
+    feature_columns: list[str]
+    name: str | None = None
+    version: int | None = None
+    manifest: dict | None = None
+    _facts: dict | None = field(default=None, repr=False)
+    _workspace: "Workspace | None" = field(default=None, repr=False)
+
+    @property
+    def ref(self) -> str | None:
+        return f"{self.name}@{self.version}" if self.name else None
+
+    def to_pandas(self, limit: int | None = None):
+        df = self.df.drop(*self._flags)
+        return (df.limit(limit) if limit is not None else df).toPandas()
+
+    @property
+    def _flags(self) -> list[str]:
+        return list((self._facts or {}).get("flags", []))
+
+    def save(self, name: str) -> "TrainingSet":
+        """Write this as the next version of training set `name`; returns the saved version."""
+        from . import training_sets
+
+        if self._facts is None:
+            raise ConfigError(f"training set {self.ref} is already saved")
+        ws = self._workspace
+        man = training_sets.save_frame(ws.spark, ws.config, name, self.df, self._facts)
+        return ws.training_set(name, man["version"])
+
+
+@dataclass(frozen=True)
+class Lineage(Record):
+    kind: str
+    ref: str
+    upstream: dict
+    downstream: list | None = None
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "ref": self.ref, **self.details, "upstream": self.upstream}
+        return out if self.downstream is None else {**out, "downstream": self.downstream}
+
+    @classmethod
+    def of(cls, data: dict):
+        rest = {k: v for k, v in data.items() if k not in ("kind", "ref", "upstream", "downstream")}
+        return cls(data["kind"], data["ref"], data["upstream"], data.get("downstream"), rest)
+
+
+class Workspace:
+    """A project's configuration, session, storage layer and MLflow client, with its verbs."""
+
+    def __init__(self, conf: str | None = "conf", env: str | None = None, spark=None):
+        self.config: Config = load_config(conf, env)
+        self._spark = spark
+        from .tracking import Tracker
+
+        self.tracker = Tracker(self.config)
+        self.features = Features(self)
+        self.models = Models(self)
+        self.env = Environments(self)
+
+    @property
+    def storage(self):
+        return self.config.storage
+
+    @property
+    def spark(self):
+        """The session: the one given, the running one when it has Delta on, else one built
+        from platform.yml (and the jar cache)."""
+        if self._spark is None or not _alive(self._spark):
+            from .session import get_spark
+
+            self._spark = get_spark(self.config, self._spark if self._spark is not None and
+                                    _alive(self._spark) else None)
+        return self._spark
+
+    def register_views(self) -> list[str]:
+        """A temporary view `ZONE_NAME` over each lake table (SELECT * FROM features_NAME)."""
+        from .notebook import views
+
+        return views(self.spark, self.config)
+
+    # --- sources --------------------------------------------------------------------------
+
+    def load_sources(self, names: list[str] | None = None) -> list[dict]:
+        """Load raw sources (all when none is named) into the lake as raw.NAME."""
+        from . import sources
+        from .errors import NotFoundError
+
+        known = self.config.sources.sources
+        missing = [n for n in names or [] if n not in known]
+        if missing:  # checked before the first load, so nothing is written
+            raise NotFoundError(f"no source named {', '.join(map(repr, missing))} in conf/*/sources.yml "
+                                f"(known: {', '.join(sorted(known))})")
+        return [sources.load_source(self.spark, self.config, n) for n in names or list(known)]
+
+    def build_entities(self, names: list[str]) -> list[dict]:
+        from . import sources
+
+        return [sources.build_entity_table(self.spark, self.config, n) for n in names]
+
+    # --- training sets --------------------------------------------------------------------
+
+    def create_training_set(self, labels_df, lookups: list, label: str | None = None, exclude=(),
+                            *, keys: list[str] | None = None, event_time: str | None = None,
+                            split=None) -> TrainingSet:
+        """Label rows (any DataFrame with the lookups' keys and an event time) joined point in
+        time with the feature tables as they are now. Nothing is written until `.save(name)`.
+
+        `lookups`: as in training_sets.yml (`{table, features, key_map, rename, lookback}`)
+        or `FeatureLookup` objects; `label`: the label column; `exclude`: columns that are not
+        features; `event_time`: default, the labels' only timestamp column; `split`: as in
+        training_sets.yml, default a seeded 80/20 split on the keys."""
+        from . import training_sets
+
+        joined, facts = training_sets.from_frame(self.spark, self.config, labels_df, lookups, label=label,
+                                                 exclude=exclude, keys=keys, event_time=event_time,
+                                                 split=split)
+        return TrainingSet(joined, facts["feature_columns"], _facts=facts, _workspace=self)
+
+    def build_training_set(self, name: str) -> TrainingSet:
+        """The next version of training set NAME as training_sets.yml defines it."""
+        from . import training_sets
+
+        self.config.training_set(name)
+        man = training_sets.build(self.spark, self.config, name)
+        return self.training_set(name, man["version"])
+
+    def training_set(self, name: str, version: int | None = None) -> TrainingSet:
+        """A saved version (the newest by default): its rows and its manifest."""
+        from . import training_sets
+
+        man = training_sets.manifest(self.config, f"{name}@{version}" if version is not None else name)
+        return TrainingSet(training_sets.read_version(self.spark, self.config, man), man["feature_columns"],
+                           man["name"], man["version"], man)
+
+    def rebuild_training_set(self, ref: str) -> dict:
+        from . import training_sets
+
+        return training_sets.rebuild(self.spark, self.config, ref)
+
+    def training_set_manifest(self, ref: str) -> dict:
+        from . import training_sets
+
+        return training_sets.manifest(self.config, ref)
+
+    def training_sets(self) -> list[dict]:
+        from . import catalog
+
+        return catalog.trainsets(self.config)
+
+    # --- models ---------------------------------------------------------------------------
+
+    def train(self, model_name: str, tune: bool = True) -> ModelResult:
+        """Train the model spec `model_name` (models.yml) on its training set's newest version."""
+        from . import training
+
+        self.config.model(model_name)
+        return _model_result(lambda: training.train(self.spark, self.config, self.tracker, model_name, tune))
+
+    def retrain(self, model_name: str, echo: Callable[[str], None] = print) -> ModelResult:
+        from . import training
+
+        self.config.model(model_name)
+        return _model_result(lambda: training.retrain(self.spark, self.config, self.tracker, model_name,
+                                                      echo=echo))
+
+    def log_model(self, model, training_set: TrainingSet, registered_model: str,
+                  metrics: dict | None = None, thresholds: dict | None = None) -> ModelResult:
+        """Register a scikit-learn estimator or Spark ML model fitted here, on a saved training
+        set, exactly like a trained one (feature spec, training-set version, environment,
+        code version, gate, aliases), so `score`/`score_batch` look its features up."""
+        from . import training
+
+        if not isinstance(training_set, TrainingSet):
+            raise ConfigError("log_model: training_set must be a TrainingSet (from create_training_set "
+                              f"then .save(name), or training_set(name)), not a {type(training_set).__name__}")
+        if training_set.manifest is None:
+            raise ConfigError("log_model: the training set is not saved: save it first "
+                              "(training_set.save(NAME)), so the model records the version it learnt from")
+        return _model_result(lambda: training.log_fitted(
+            self.spark, self.config, self.tracker, model, training_set.manifest,
+            registered_model=registered_model, metrics=metrics, thresholds=thresholds))
+
+    # --- scoring --------------------------------------------------------------------------
+
+    def score_batch(self, model_ref: str, df):
+        """`df` scored by `model_ref` (MODEL, MODEL@ALIAS or MODEL/VERSION), features looked up
+        as of each row's event time: a DataFrame, nothing written."""
+        from . import scoring
+
+        return scoring.score_batch(self.spark, self.config, self.tracker, model_ref, df)
+
+    def score(self, model_ref: str, input: str, output: str, run_date: str | None = None) -> ScoreResult:
+        """Score lake table `input` into partition `run_date` of `predictions.NAME` `output`."""
+        from . import lake, refs, scoring
+
+        scoring.parse_run_date(run_date)
+        lake.table_path(self.config.lake_root, output, zones=scoring.OUTPUT_ZONES)
+        refs.model(model_ref)
+        return ScoreResult.of(scoring.score(self.spark, self.config, self.tracker, model_ref, input, output,
+                                            run_date))
+
+    # --- provenance -----------------------------------------------------------------------
+
+    def lineage(self, ref: str) -> Lineage:
+        """What REF (feature table, training set[@v], model[@alias|/v]) came from and fed."""
+        from .lineage import lineage
+
+        return Lineage.of(lineage(self.config, self.tracker, ref))
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    def run(self, pipeline: str, echo: Callable[[str], None] = print) -> dict:
+        """Run the steps PIPELINE declares in pipelines.yml; returns its report."""
+        from .pipeline import run
+
+        return run(self, pipeline, echo=echo)
+
+    def summary(self, report: dict) -> str:
+        from . import summary
+
+        return summary.render(self.spark, self.config, self.tracker, report)
+
+
+class Features:
+    """Feature tables: list, search, show, read, build."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def list(self) -> list[FeatureTableInfo]:
+        from . import catalog
+
+        return [FeatureTableInfo.of(row) for row in catalog.feature_tables(self._ws.config)]
+
+    def search(self, text: str) -> list[FeatureTableInfo]:
+        from . import catalog
+
+        return [FeatureTableInfo.of(row) for row in catalog.search(self._ws.config, text)]
+
+    def show(self, name: str, compare: tuple[int, int] | None = None) -> dict:
+        """The table's definition, versions, statistics (or, with `compare`, their shift)."""
+        from . import catalog
+
+        self._ws.config.feature_table(name)
+        if compare:
+            return catalog.compare_versions(self._ws.spark, self._ws.config, name, *compare)
+        return catalog.show_feature_table(self._ws.spark, self._ws.config, name)
+
+    def read(self, name: str, version: int | None = None, as_of: str | None = None):
+        """The table's rows: its current version, a Delta `version`, or as of a time."""
+        from . import lake
+
+        self._ws.config.feature_table(name)
+        ref = f"features.{name}"
+        path = lake.table_path(self._ws.config.lake_root, ref)
+        if not lake.exists(path):
+            raise ConfigError(f"feature table {name} has not been built yet (features.build({name!r}))")
+        if version is not None and as_of is not None:
+            raise ConfigError("read: give version or as_of, not both")
+        if as_of is not None:
+            version = lake.version_at(path, as_of, ref)
+        return lake.read(self._ws.spark, path, version, ref)
+
+    def build(self, name: str, start: str | None = None, end: str | None = None, *,
+              chunk_days: int | None = None, full: bool = False) -> BuiltTable:
+        """Compute the table (or the window start..end) into Delta, one commit per chunk."""
+        from . import features
+
+        window = features.parse_window(start, end)
+        if window and full:
+            raise ConfigError("full=True rebuilds the whole table: give it without start/end")
+        if chunk_days and not window:
+            raise ConfigError("chunk_days splits a window: give start and end too")
+        self._ws.config.feature_table(name)
+        return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
+                                            chunk_days=chunk_days, full=full))
+
+
+class Models:
+    """Registered models: list, show."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def list(self) -> list[RegisteredModel]:
+        from . import registry
+
+        with self._ws.tracker.bound():
+            return [RegisteredModel.of(m) for m in registry.list_models(self._ws.tracker)]
+
+    def show(self, ref: str) -> ModelVersionInfo:
+        from . import registry
+
+        with self._ws.tracker.bound():
+            return ModelVersionInfo.of(registry.show(self._ws.tracker, ref))
+
+
+class Environments:
+    """Environment artifacts: capture, show, diff, pack."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def capture(self, save: bool = True) -> dict:
+        """The running environment (Python, every package, Spark, Java, Scala, Delta)."""
+        from . import environment
+
+        captured = environment.capture()
+        if save:
+            captured["path"] = str(environment.save(captured, self._ws.config.environments_dir))
+        return captured
+
+    def show(self, ref: str | None = None) -> dict:
+        """Environment REF (an id, a model reference or a run id); the running one without REF."""
+        from . import environment
+
+        if not ref:
+            return environment.capture()
+        with self._ws.tracker.bound():
+            return environment.resolve(self._ws.config.environments_dir, self._ws.tracker, ref)
+
+    def diff(self, ref_a: str, ref_b: str | None = None) -> dict:
+        """Packages added, removed and changed from REF_A to REF_B (default: the running one)."""
+        from . import environment
+
+        return environment.diff(self.show(ref_a), self.show(ref_b))
+
+    def pack(self, ref: str | None = None, output_dir: str | None = None, archive: bool = True) -> dict:
+        from . import environment, runtime_env
+
+        config = self._ws.config
+        data = self.show(ref)
+        if not ref:
+            environment.save(data, config.environments_dir)
+        out = config.path(output_dir) if output_dir else config.path(".sparkml/envs") / data["id"]
+        return runtime_env.build(data, out, config.path(".sparkml/envs/build"), config.conf_dir,
+                                 config.jars_dir, archive=archive, packages=config.project.packages)
+
+
+def _model_result(call) -> ModelResult:
+    """A stage's result as a record; a failed gate keeps its record on the exception."""
+    from .errors import GateFailed
+
+    try:
+        return ModelResult.of(call())
+    except GateFailed as exc:
+        if isinstance(exc.result, dict):
+            exc.result = ModelResult.of(exc.result)
+        raise
+
+
+def _alive(spark) -> bool:
+    try:
+        return spark.sparkContext._jsc is not None
+    except Exception:  # noqa: BLE001 - a stopped session
+        return False
