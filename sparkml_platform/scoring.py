@@ -74,9 +74,12 @@ def score_frame(spark, model: ScoringModel, rows, tables):
     from pyspark.sql import functions as F
 
     joined, flags = join_features(rows, model.spec["entity"]["event_time"], tables)
-    scored = predict(spark, model.version, model.spec, joined.drop(*flags))
-    return scored.withColumn("prediction", F.col("prediction").cast("int" if model.classifier else "double")) \
-        .withColumnRenamed("score", "probability" if model.classifier else "value")
+    joined = joined.drop(*flags)
+    scored = predict(spark, model.version, model.spec, joined)
+    # The rows and their features, then the answer (not the model's own vectors and stages).
+    return scored.select(*[F.col(f"`{c}`") for c in joined.columns],
+                         F.col("prediction").cast("int" if model.classifier else "double").alias("prediction"),
+                         F.col("score").alias("probability" if model.classifier else "value"))
 
 
 def score_batch(spark, config: Config, tracker, model_ref: str, df, where: str = "df"):

@@ -129,7 +129,7 @@ class Where:
 
 
 def label_rows(source, *, keys: list[str], event_time: str, label: str | None, passthrough: list[str],
-               split: Split, lookups: list[FeatureLookup], where: Where):
+               split: Split, lookups: list[FeatureLookup], where: Where, split_keys: list[str] | None = None):
     """The pure core of a training set's label side: the label rows' entity columns, the
     label (a SQL expression over `source`) and the split, after checking that every column
     the lookups and the definition name is there. Returns (rows, entity columns)."""
@@ -156,7 +156,7 @@ def label_rows(source, *, keys: list[str], event_time: str, label: str | None, p
     with sql_from_config(f"{where.definition}{where.label_expression_key}"):
         entities = source.select(*columns, *labelled)
     with sql_from_config(f"{where.definition}{where.split_key}"):
-        entities = entities.withColumn(SPLIT, _split_column(split, keys, event_time))
+        entities = entities.withColumn(SPLIT, _split_column(split, split_keys or keys, event_time))
     return entities, columns
 
 
@@ -441,6 +441,9 @@ def from_frame(spark, config: Config, labels, lookups: list, *, label: str | Non
                               "give event_time=, the column each row's features are looked up as of")
         event_time = times[0]
     lookup_keys = [c for lk in resolved for c in lk.key_map.values()]
+    # No keys given: a row is its lookup keys at its event time (and its split hashes both,
+    # so that one key's rows spread over the splits).
+    split_keys = None if keys else [*dict.fromkeys(lookup_keys), event_time]
     keys = list(keys or dict.fromkeys(lookup_keys))
     if label is not None and label not in labels.columns:
         raise ConfigError(f"create_training_set: label={label!r} is not a column of labels_df "
@@ -454,11 +457,12 @@ def from_frame(spark, config: Config, labels, lookups: list, *, label: str | Non
     split = split if isinstance(split, Split) else Split.model_validate(split or {"type": "random"})
     entities, columns = label_rows(labels, keys=keys, event_time=event_time,
                                    label=f"`{label}`" if label else None, passthrough=passthrough,
-                                   split=split, lookups=resolved, where=where)
+                                   split=split, lookups=resolved, where=where, split_keys=split_keys)
     tables = read_feature_tables(spark, config, resolved)
     joined, flags = join_features(entities, event_time, tables)
     definition = {"source": "dataframe", "label": {"keys": keys, "event_time": event_time,
-                                                  "label": label, "passthrough": passthrough},
+                                                  "label": label, "passthrough": passthrough,
+                                                  "split_keys": split_keys or keys},
                   "features": [i.model_dump(mode="json", exclude_none=True) for i in items],
                   "split": split.model_dump(mode="json")}
     source = labels.select(*columns, *([label] if label else []))

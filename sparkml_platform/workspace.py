@@ -185,12 +185,24 @@ class Lineage(Record):
 class Workspace:
     """A project's configuration, session, storage layer and MLflow client, with its verbs."""
 
-    def __init__(self, conf: str | None = "conf", env: str | None = None, spark=None):
-        self.config: Config = load_config(conf, env)
-        self._spark = spark
+    def __init__(self, conf: str | None = None, env: str | None = None, spark=None):
+        """`conf`: the configuration directory (default: SPARKML_CONF, else `conf`); `env`: the
+        overlay (default: SPARKML_ENV); `spark`: a running session to join (default: the
+        active one, else one built from platform.yml)."""
+        self._open(load_config(conf, env), spark)
+
+    @classmethod
+    def from_config(cls, config: Config, spark=None) -> "Workspace":
+        """A Workspace on a configuration already loaded (and perhaps adjusted in code)."""
+        ws = cls.__new__(cls)
+        ws._open(config, spark)
+        return ws
+
+    def _open(self, config: Config, spark) -> None:
         from .tracking import Tracker
 
-        self.tracker = Tracker(self.config)
+        self.config, self._spark = config, spark
+        self.tracker = Tracker(config)
         self.features = Features(self)
         self.models = Models(self)
         self.env = Environments(self)
@@ -308,6 +320,7 @@ class Workspace:
         code version, gate, aliases), so `score`/`score_batch` look its features up."""
         from . import training
 
+        training.fitted_flavor(model)  # what is not a fitted model is refused first
         if not isinstance(training_set, TrainingSet):
             raise ConfigError("log_model: training_set must be a TrainingSet (from create_training_set "
                               f"then .save(name), or training_set(name)), not a {type(training_set).__name__}")

@@ -160,11 +160,11 @@ def tracker(config):
 
 
 @pytest.fixture(scope="session")
-def ws(project, spark):
-    """The in-process project as a Workspace on the tests' session."""
+def ws(config, spark):
+    """The in-process project as a Workspace on the tests' session (and its `config`)."""
     from sparkml_platform import Workspace
 
-    return Workspace(project, "test", spark=spark)
+    return Workspace.from_config(config, spark=spark)
 
 
 @pytest.fixture(scope="session")

@@ -150,7 +150,7 @@ def test_second_run_duplicates_no_rows(spark, flights_project):
     (["score", "flight_delays@champion", "--input", "raw.weather",
       "--output", "predictions.flight_delays"], "input table raw.weather lacks column flight_id"),
     (["score", "flight_delays@champion", "--input", "entities.flights_to_score",
-      "--output", "predictions.flight_delays", "--run-date", "yesterday"], "--run-date 'yesterday' is not a date"),
+      "--output", "predictions.flight_delays", "--run-date", "yesterday"], "run_date 'yesterday' is not a date"),
 ])
 def test_bad_scoring_input_exits_2_and_leaves_output_unchanged(spark, flights_project, args, message,
                                                                capsys, monkeypatch):

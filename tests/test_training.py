@@ -86,8 +86,9 @@ def test_bad_estimator_and_label_fail_before_anything_is_logged(spark, trained_c
     spec = config.model("flight_delay_sklearn")
     original = copy.deepcopy(spec)
     spec.estimator.class_ = "sklearn.ensemble.NoSuchClassifier"
-    with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.estimator.class: estimator class "
-                                          r"'sklearn.ensemble.NoSuchClassifier' does not exist"):
+    with pytest.raises(ConfigError, match=r"models.flight_delay_sklearn.estimator.class: cannot import "
+                                          r"estimator class 'sklearn.ensemble.NoSuchClassifier', it does "
+                                          "not exist"):
         training.train(spark, config, Tracker(config), "flight_delay_sklearn")
     spec.estimator = original.estimator
     spec.label = "arrived_late"
