@@ -267,21 +267,15 @@ def _create(df, path: Location, partition_by, metadata, description, properties)
     """A new table and its first rows in one commit (DataFrameWriterV2 on the path)."""
     from pyspark.sql import functions as F
 
-    spark = df.sparkSession
-    key = "spark.databricks.delta.commitInfo.userMetadata"
-    if metadata:
-        spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
-    try:
-        writer = df.writeTo(f"delta.`{path}`").using("delta")
-        for name, value in {**properties, **({"comment": description} if description else {})}.items():
-            writer = writer.tableProperty(name, value)
-        if partition_by:
-            writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
-        writer.createOrReplace()  # another first build at the same moment: the last one wins
-    finally:
-        if metadata:
-            spark.conf.unset(key)
-    return version(spark, path)
+    writer = df.writeTo(f"delta.`{path}`").using("delta")
+    if metadata:  # this commit's own, not the session's
+        writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True, default=str))
+    for name, value in {**properties, **({"comment": description} if description else {})}.items():
+        writer = writer.tableProperty(name, value)
+    if partition_by:
+        writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
+    writer.createOrReplace()  # another first build at the same moment: the last one wins
+    return version(df.sparkSession, path)
 
 
 def describe(spark, path: Location, description: str, properties: dict[str, str], schema,
@@ -302,28 +296,27 @@ def describe(spark, path: Location, description: str, properties: dict[str, str]
     applied = path / "_sparkml_table_metadata"  # Delta ignores paths starting with `_`
     if not exists(path) or (applied.exists() and applied.read_text() == wanted_hash):
         return  # created with its first rows, or nothing changed: no Spark job, no commit
-    key = "spark.databricks.delta.commitInfo.userMetadata"
     if metadata:
-        spark.conf.set(key, json.dumps(metadata, sort_keys=True, default=str))
-    try:
-        table = DeltaTable.forPath(spark, str(path))
-        detail = table.detail().select("description", "properties").collect()[0]
-        wanted = {**properties, "comment": description}
-        have = {**(detail["properties"] or {}), "comment": detail["description"] or ""}
-        changed = {k: v for k, v in wanted.items() if have.get(k) != v}
-        if changed:
-            pairs = ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in sorted(changed.items()))
-            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
-        current = {f.name: f.metadata.get("comment") for f in table.toDF().schema.fields}
-        for field in schema.fields:
-            comment = field.metadata.get("comment")
-            if comment and field.name in current and current[field.name] != comment:
-                spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN `{field.name}` "
-                          f"COMMENT {_quote(comment)}")
-        applied.write_text(wanted_hash)
-    finally:
-        if metadata:
-            spark.conf.unset(key)
+        # SQL commands take commit metadata from the session's settings only: a session of
+        # their own (same context, own settings) keeps it off the caller's session.
+        spark = spark.newSession()
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata",
+                       json.dumps(metadata, sort_keys=True, default=str))
+    table = DeltaTable.forPath(spark, str(path))
+    detail = table.detail().select("description", "properties").collect()[0]
+    wanted = {**properties, "comment": description}
+    have = {**(detail["properties"] or {}), "comment": detail["description"] or ""}
+    changed = {k: v for k, v in wanted.items() if have.get(k) != v}
+    if changed:
+        pairs = ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in sorted(changed.items()))
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
+    current = {f.name: f.metadata.get("comment") for f in table.toDF().schema.fields}
+    for field in schema.fields:
+        comment = field.metadata.get("comment")
+        if comment and field.name in current and current[field.name] != comment:
+            spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN `{field.name}` "
+                      f"COMMENT {_quote(comment)}")
+    applied.write_text(wanted_hash)
 
 
 def _quote(text: str) -> str:
