@@ -227,11 +227,9 @@ def trainset_rebuild(state, ref):
 @pass_state
 def trainset_build(state, name):
     """Write the next version of training set NAME (point-in-time join) and its manifest."""
-    from .training_sets import version_path
-
-    man = state.ws.build_training_set(name).manifest
-    click.echo(json.dumps({**{k: man[k] for k in ("name", "version", "rows", "digest")},
-                           "path": str(version_path(state.ws.config, name, man["version"]))}))
+    built = state.ws.build_training_set(name)
+    click.echo(json.dumps({**{k: built.manifest[k] for k in ("name", "version", "rows", "digest")},
+                           "path": built.path}))
 
 
 # --- training, registry, scoring ----------------------------------------------------------
@@ -370,9 +368,6 @@ def lineage(state, ref, as_json):
 @pass_state
 def run(state, pipeline):
     """Run the steps PIPELINE declares in pipelines.yml, then print a summary."""
-    from .pipeline import validate
-
-    validate(state.ws.config, pipeline)  # before the session starts
     report = state.ws.run(pipeline, echo=click.echo)
     click.echo(state.ws.summary(report))
 

@@ -3,7 +3,7 @@
     NAME            the newest version
     NAME@ALIAS      a registered model's alias (champion, challenger, ...)
     NAME/VERSION    a registered model's version
-    NAME@VERSION    a training set's version (a number, `v` allowed: flights@3, flights@v0003)
+    NAME@VERSION    a training set's version (a number, `v` allowed: NAME@3, NAME@v0003)
 
 A model and a training set may share a name: an alias or `/VERSION` can only mean a model,
 `@NUMBER` only a training-set version.

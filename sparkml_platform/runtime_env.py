@@ -171,5 +171,5 @@ FROM base AS scoring
 # Online scoring of a registered model: set MLFLOW_TRACKING_URI and pass -m models:/NAME@ALIAS.
 EXPOSE 5000
 ENTRYPOINT ["mlflow", "models", "serve", "--env-manager", "local", "--host", "0.0.0.0", "--port", "5000"]
-CMD ["-m", "models:/flight_delays@champion"]
+CMD ["--help"]
 """

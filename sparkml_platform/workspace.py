@@ -138,6 +138,7 @@ class TrainingSet:
     name: str | None = None
     version: int | None = None
     manifest: dict | None = None
+    path: str | None = None  # where the saved version's Delta table is
     _facts: dict | None = field(default=None, repr=False)
     _workspace: "Workspace | None" = field(default=None, repr=False)
 
@@ -280,7 +281,8 @@ class Workspace:
 
         man = training_sets.manifest(self.config, f"{name}@{version}" if version is not None else name)
         return TrainingSet(training_sets.read_version(self.spark, self.config, man), man["feature_columns"],
-                           man["name"], man["version"], man)
+                           man["name"], man["version"], man,
+                           str(training_sets.version_path(self.config, man["name"], man["version"])))
 
     def rebuild_training_set(self, ref: str) -> dict:
         from . import training_sets
