@@ -180,6 +180,16 @@ def features_build(state, name, start, end, chunk_days, full):
     click.echo(json.dumps(built.to_dict(), default=str))
 
 
+@features.command("publish")
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Publish every key again (default: only what changed since "
+              "the version published last).")
+@pass_state
+def features_publish(state, name, full):
+    """Put each key's newest row of feature table NAME into the online store."""
+    click.echo(json.dumps(state.ws.features.publish(name, full=full)))
+
+
 # --- training sets ------------------------------------------------------------------------
 
 
@@ -283,6 +293,22 @@ def models_show(state, ref, as_json):
 def score(state, model, input_table, output_table, run_date):
     """Score MODEL[@ALIAS|/VERSION] on the entity rows of --input into --output."""
     click.echo(json.dumps(state.ws.score(model, input_table, output_table, run_date).to_dict()))
+
+
+@cli.command()
+@click.argument("model", envvar="SPARKML_SERVE_MODEL")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--poll-seconds", default=30.0, show_default=True, type=float,
+              help="How often an alias is checked for a new version.")
+@click.option("--no-request-log", is_flag=True, help="Do not append requests to predictions.online_MODEL.")
+@pass_state
+def serve(state, model, host, port, poll_seconds, no_request_log):
+    """Serve MODEL[@ALIAS|/VERSION] over HTTP: POST /predict with entity rows; features come from
+    the online store (sparkml features publish)."""
+    click.echo(f"serving {model} on http://{host}:{port} (POST /predict, GET /health /ready /metadata)",
+               err=True)
+    state.ws.serve(model, host=host, port=port, poll_seconds=poll_seconds, log_requests=not no_request_log)
 
 
 # --- environment and lineage --------------------------------------------------------------

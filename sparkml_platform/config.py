@@ -89,8 +89,17 @@ class ProjectSettings(Strict):
     allowed_imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]] | None = None
 
 
+class OnlineStoreSettings(Strict):
+    """Where `features publish` puts each key's newest feature row for online scoring: a
+    SQLite file (the embedded default: nothing to run) or a Redis server."""
+
+    url: str = Field("sqlite:///.sparkml/online.db", pattern=r"^(sqlite:///|redis://|rediss://).+")
+    timeout_seconds: float = Field(0.5, gt=0)  # a store that does not answer: 503, not a hang
+
+
 class PlatformSettings(Strict):
     project: ProjectSettings = ProjectSettings()
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
     lake_root: str = ".sparkml/lake"
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
@@ -396,6 +405,7 @@ class Step(Strict):
 
     load_sources: list[str] | None = None
     build_features: list[str] | None = None
+    publish_features: list[str] | None = None
     build_entities: list[str] | None = None
     build_trainset: str | None = None
     train: str | None = None

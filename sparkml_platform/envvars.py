@@ -35,6 +35,8 @@ SPARKML_CODE_VERSION = EnvVar("SPARKML_CODE_VERSION", None,
                               "YARN's launch script), set by spark-submit.sh for a cluster-mode "
                               "driver, which runs far from the project's checkout")
 SPARKML_JARS_DIR = EnvVar("SPARKML_JARS_DIR", None, "overrides platform.yml spark.jars_dir")
+SPARKML_ONLINE_STORE = EnvVar("SPARKML_ONLINE_STORE", None,
+                              "overrides platform.yml online_store.url (sqlite:///PATH or redis://HOST:PORT/DB)")
 
 # Overrides applied on top of the merged YAML of platform.yml: (variable, key path).
 PLATFORM_OVERRIDES = [
@@ -43,4 +45,5 @@ PLATFORM_OVERRIDES = [
     (SPARKML_MLFLOW_ARTIFACT_ROOT, ("mlflow", "artifact_root")),
     (SPARKML_SPARK_MASTER, ("spark", "master")),
     (SPARKML_JARS_DIR, ("spark", "jars_dir")),
+    (SPARKML_ONLINE_STORE, ("online_store", "url")),
 ]

@@ -19,6 +19,7 @@ def validate(config: Config, name: str) -> None:
         "load_sources": config.sources.sources,
         "build_entities": config.sources.entity_tables,
         "build_features": config.features.feature_tables,
+        "publish_features": config.features.feature_tables,
         "build_trainset": config.training_sets.training_sets,
         "train": config.models.models,
     }
@@ -63,6 +64,8 @@ def _run_step(ws, kind: str, arg) -> list[dict]:
         return ws.build_entities(arg)
     if kind == "build_features":
         return [ws.features.build(n).to_dict() for n in arg]
+    if kind == "publish_features":
+        return [ws.features.publish(n) for n in arg]
     if kind == "build_trainset":
         man = ws.build_training_set(arg).manifest
         return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],
@@ -96,6 +99,6 @@ def _describe(arg) -> str:
 
 
 def _one_line(out: dict) -> str:
-    keys = ("table", "output", "model", "spec", "version", "rows", "metrics", "aliases", "decision",
-            "predicted_positive")
+    keys = ("table", "output", "model", "spec", "version", "mode", "rows", "written", "metrics", "aliases",
+            "decision", "predicted_positive")
     return "  ".join(f"{k}={out[k]}" for k in keys if k in out)

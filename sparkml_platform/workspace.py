@@ -213,6 +213,15 @@ class Workspace:
         return self.config.storage
 
     @property
+    def online_store(self):
+        """The online store (platform.yml online_store: SQLite by default, or Redis)."""
+        if getattr(self, "_online", None) is None:
+            from .online import open_store
+
+            self._online = open_store(self.config)
+        return self._online
+
+    @property
     def spark(self):
         """The session: the one given, the running one when it has Delta on, else one built
         from platform.yml (and the jar cache)."""
@@ -352,6 +361,13 @@ class Workspace:
         return ScoreResult.of(scoring.score(self.spark, self.config, self.tracker, model_ref, input, output,
                                             run_date))
 
+    def serve(self, model_ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds: float = 30.0,
+              log_requests: bool = True) -> None:
+        """Answer POST /predict for `model_ref` over HTTP until stopped (see serving.py)."""
+        from .serving import serve
+
+        serve(self, model_ref, host=host, port=port, poll_seconds=poll_seconds, log_requests=log_requests)
+
     # --- provenance -----------------------------------------------------------------------
 
     def lineage(self, ref: str) -> Lineage:
@@ -394,10 +410,17 @@ class Features:
         """The table's definition, versions, statistics (or, with `compare`, their shift)."""
         from . import catalog
 
+        from . import online
+
         self._ws.config.feature_table(name)
         if compare:
             return catalog.compare_versions(self._ws.spark, self._ws.config, name, *compare)
-        return catalog.show_feature_table(self._ws.spark, self._ws.config, name)
+        shown = catalog.show_feature_table(self._ws.spark, self._ws.config, name)
+        try:
+            shown["online"] = online.online_status(self._ws.online_store, name, shown.get("version"))
+        except online.StoreDown as exc:
+            shown["online"] = {"unknown": str(exc)}
+        return shown
 
     def read(self, name: str, version: int | None = None, as_of: str | None = None):
         """The table's rows: its current version, a Delta `version`, or as of a time."""
@@ -413,6 +436,14 @@ class Features:
         if as_of is not None:
             version = lake.version_at(path, as_of, ref)
         return lake.read(self._ws.spark, path, version, ref)
+
+    def publish(self, name: str, full: bool = False) -> dict:
+        """Each key's newest row of the table into the online store (only what changed since
+        the version published last, unless `full`); records the Delta version published."""
+        from . import online
+
+        self._ws.config.feature_table(name)
+        return online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
               chunk_days: int | None = None, full: bool = False) -> BuiltTable:
