@@ -253,6 +253,8 @@ def _plain(df, column: str):
     kind = df.schema[column].dataType.simpleString()
     if kind.startswith("timestamp") or kind == "date":
         return F.date_format(F.col(column), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS").alias(column)
+    if kind == "float":  # as the double a batch scorer widens it to (JSON text of a float is not)
+        return F.col(column).cast("double").alias(column)
     return F.col(column)
 
 

@@ -179,3 +179,29 @@ def s3_server(workdir: Path, buckets: tuple[str, ...] = ("lake",)):
     finally:
         _stop([proc])
         logs.close()
+
+
+@contextmanager
+def redis_server(workdir: Path):
+    """A real Redis (Debian's redis-server) on 127.0.0.1, nothing saved to disk; yields
+    (url, process) so a test can stop it to see what a store that is down does."""
+    import redis
+
+    port = free_port()
+    logs = open(workdir / "redis.log", "w")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)], stdout=logs, stderr=logs)
+    url = f"redis://{LOOPBACK}:{port}/0"
+
+    def answers() -> bool:
+        try:
+            return redis.Redis.from_url(url, socket_timeout=1).ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, "Redis", procs=[proc], timeout=30)
+        yield url, proc
+    finally:
+        _stop([proc])
+        logs.close()

@@ -1,0 +1,196 @@
+"""Online scoring on a copy of the slice project: features published to SQLite and to a real
+Redis, `sparkml serve` as its own process answering over HTTP, its predictions equal to
+`sparkml score` on the same rows, and the bad input the issue lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env, run_main
+from servers import LOOPBACK, free_port, redis_server, wait_for
+
+pytestmark = pytest.mark.slow
+TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
+
+
+@pytest.fixture(scope="module")
+def online_project(flights_project, tmp_path_factory):
+    """A copy of the slice project (its registry, lake and online store are this module's)."""
+    root = tmp_path_factory.mktemp("online") / "project"
+    shutil.copytree(flights_project[0].parent, root, symlinks=True)
+    for left in (root / ".sparkml").glob("online.db*"):  # a reused project's earlier publishes
+        left.unlink()
+    return root / "conf"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
+
+
+def sklearn_version(conf: Path, spec: str = "flight_delay_sklearn") -> str:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
+    versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'flight_delays'")
+    return str(max((v.version for v in versions if v.tags.get("model_spec") == spec), key=int))
+
+
+def publish(conf: Path, store: str | None = None, *args: str) -> list[dict]:
+    extra = {"SPARKML_ONLINE_STORE": store} if store else {}
+    out = []
+    for table in TABLES:
+        done = run_main(conf, "features", "publish", table, *args, **extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def newest_keys(spark, conf: Path, table: str) -> int:
+    from pyspark.sql import functions as F
+
+    from sparkml_platform.config import load_config
+
+    definition = load_config(conf, "test").feature_table(table)
+    df = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "features" / table))
+    return df.where(F.col(definition.event_time).isNotNull()).select(*definition.keys).distinct().count()
+
+
+class Served:
+    """`sparkml serve` in a process of its own, stopped with SIGTERM (its log flushed)."""
+
+    def __init__(self, conf: Path, ref: str, store: str | None = None, *args: str):
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        env = cli_env(**({"SPARKML_ONLINE_STORE": store} if store else {}))
+        self.log = open(conf.parent / f"serve-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test", "serve", ref,
+             "--port", str(self.port), *args], stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            cwd=conf.parent)
+        wait_for(lambda: get(self.url + "/ready")[0] == 200, "sparkml serve", procs=[self.proc], timeout=180)
+
+    def predict(self, body) -> tuple[int, dict]:
+        return post(self.url + "/predict", body)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, online_project):
+    from pyspark.sql import functions as F
+
+    from sparkml_platform import Workspace, lake
+
+    conf = online_project
+    first = publish(conf)
+    assert [p["mode"] for p in first] == ["full"] * 4
+    assert [p["written"] for p in first] == [newest_keys(spark, conf, t) for t in TABLES]
+    assert {p["mode"] for p in publish(conf)} == {"up to date"}  # idempotent
+
+    # The table moves on: one carrier's newest row changes, another carrier disappears.
+    ws = Workspace(conf, "test", spark=spark)
+    path = lake.table_path(ws.config.lake_root, "features.carrier_delay_stats")
+    rows = ws.features.read("carrier_delay_stats")
+    carriers = sorted(r.carrier for r in rows.select("carrier").distinct().collect())
+    changed, gone = carriers[0], carriers[1]
+    newest = rows.where(F.col("carrier") == changed).agg(F.max("landed_at")).collect()[0][0]
+    moved = rows.where(F.col("carrier") != gone).withColumn(
+        "carrier_late_rate", F.when((F.col("carrier") == changed) & (F.col("landed_at") == newest),
+                                    F.lit(0.999)).otherwise(F.col("carrier_late_rate")))
+    lake.write(moved.localCheckpoint(), path)
+    done = run_main(conf, "features", "publish", "carrier_delay_stats")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["mode"] == "incremental"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["written"], result["deleted"]) == (1, 1)
+    store = ws.online_store
+    from sparkml_platform.online import key_json
+
+    (millis, features), missing = store.get("carrier_delay_stats", [key_json(["carrier"], [changed]),
+                                                                    key_json(["carrier"], [gone])])
+    assert features["carrier_late_rate"] == 0.999 and missing is None
+    shown = ws.features.show("carrier_delay_stats")["online"]
+    assert shown["version"] == lake.version(spark, path) and not shown["behind"] and shown["age_seconds"] < 600
+
+
+def entity_rows(spark, conf: Path, count: int):
+    """`count` flights to score, their event time just after every feature row (so that the
+    batch scorer's point-in-time lookup finds each key's newest row: the online store's)."""
+    from pyspark.sql import functions as F
+
+    lake_dir = conf.parent / ".sparkml" / "lake"
+    latest = max(spark.read.format("delta").load(str(lake_dir / "features" / t)).agg(
+        F.max({"origin_weather_hourly": "observed_at", "plane_attributes": "valid_from"}.get(t, "landed_at"))
+    ).collect()[0][0] for t in TABLES)
+    at = spark.createDataFrame([(1,)], "x int").select(
+        (F.lit(latest).cast("timestamp") + F.expr("INTERVAL 1 MINUTE")).alias("t")).collect()[0].t
+    rows = (spark.read.format("delta").load(str(lake_dir / "entities" / "flights_to_score"))
+            .orderBy("flight_id").limit(count).withColumn("sched_dep_ts", F.lit(at)))
+    return rows, at
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_online_predictions_equal_batch_scoring_on_the_same_rows(spark, online_project, redis_url, backend):
+    from conftest import utc
+    from sparkml_platform import lake
+    from sparkml_platform.config import load_config
+
+    conf = online_project
+    store = redis_url if backend == "redis" else None
+    publish(conf, store)
+    version = sklearn_version(conf)
+    rows, at = entity_rows(spark, conf, 300)
+    lake.write(rows, lake.table_path(load_config(conf, "test").lake_root, "entities.online_check"))
+    done = run_main(conf, "score", f"flight_delays/{version}", "--input", "entities.online_check",
+                    "--output", "predictions.online_check", "--run-date", "2013-12-31")
+    assert done.returncode == 0, done.stderr[-3000:]
+    batch = {r.flight_id: r.probability for r in spark.read.format("delta").load(
+        str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_check")).collect()}
+    when = utc(at).isoformat() + "Z"
+    requests = [{**r.asDict(), "sched_dep_ts": when} for r in rows.collect()]
+    served = Served(conf, f"flight_delays/{version}", store)
+    try:
+        online = {}
+        for start in range(0, len(requests), 100):
+            status, body = served.predict({"rows": requests[start:start + 100]})
+            assert status == 200, body
+            assert body["version"] == version
+            online.update((r["flight_id"], p["probability"]) for r, p in
+                          zip(requests[start:start + 100], body["predictions"]))
+    finally:
+        served.stop()
+    assert len(online) == len(batch) == 300
+    worst = max(abs(online[f] - batch[f]) for f in batch)
+    assert worst < 1e-9
