@@ -4,6 +4,7 @@ Redis, `sparkml serve` as its own process answering over HTTP, its predictions e
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -194,3 +195,103 @@ def test_online_predictions_equal_batch_scoring_on_the_same_rows(spark, online_p
     assert len(online) == len(batch) == 300
     worst = max(abs(online[f] - batch[f]) for f in batch)
     assert worst < 1e-9
+
+
+def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(spark, online_project,
+                                                                                tmp_path):
+    from deltalake import DeltaTable
+    from mlflow import MlflowClient
+
+    conf = online_project
+    uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    first = sklearn_version(conf)
+    client.set_registered_model_alias("flight_delays", "online", first)
+    from conftest import utc
+
+    weather = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "features" /
+                                                  "origin_weather_hourly"))
+    newest = weather.where("origin = 'EWR'").agg({"observed_at": "max"}).collect()[0][0]
+    when = (utc(newest) + dt.timedelta(minutes=1)).isoformat() + "Z"  # within the weather lookback
+    with redis_server(tmp_path) as (url, redis_proc):
+        publish(conf, url)
+        served = Served(conf, "flight_delays@online", url, "--poll-seconds", "1")
+        try:
+            row = {"flight_id": "f1", "carrier": "UA", "origin": "EWR", "dest": "ORD", "tailnum": "N12345",
+                   "distance": 719.0, "dep_hour": 9, "dep_weekday": 3, "sched_dep_ts": when}
+            status, body = served.predict(row)  # one row, as it is
+            assert status == 200 and "origin_weather_hourly" not in body["rows_missing_features"]
+            answered = [body["predictions"][0]["tables_without_row"]]
+            # Without an event time a row is scored as of now: weather older than its lookback
+            # (3 hours) is not served.
+            now = served.predict([{k: v for k, v in row.items() if k != "sched_dep_ts"}])[1]
+            assert now["rows_missing_features"].get("origin_weather_hourly") == 1
+            answered.append(now["predictions"][0]["tables_without_row"])
+            status, body = post(served.url + "/predict", None, raw=b'{"rows": [')
+            assert status == 400 and body["error"].startswith("malformed JSON")
+            status, body = served.predict({"rows": [row, {k: v for k, v in row.items() if k != "origin"}]})
+            assert status == 400 and "row 1 lacks column origin" in body["error"]
+            # A key with no online row: null features, scored (as batch scoring does) and counted.
+            status, body = served.predict([{**row, "tailnum": "NO-SUCH-PLANE", "carrier": "ZZ"}])
+            assert status == 200 and body["rows_missing_features"] == {"plane_attributes": 1,
+                                                                      "carrier_delay_stats": 1,
+                                                                      "route_delay_stats": 1}
+            assert 0 <= body["predictions"][0]["probability"] <= 1
+            answered.append(body["predictions"][0]["tables_without_row"])
+            assert get(served.url + "/metadata")[1]["counts"]["rows_missing_features"] >= 4
+
+            # The alias moves to another version: served within the poll, no restart.
+            import mlflow
+
+            from sparkml_platform.config import load_config
+            from sparkml_platform.tracking import Tracker
+
+            with Tracker(load_config(conf, "test")).bound():  # the same model again, a new version
+                second = mlflow.register_model(client.get_model_version("flight_delays", first).source,
+                                               "flight_delays", tags={"model_spec": "flight_delay_sklearn"}).version
+            client.set_registered_model_alias("flight_delays", "online", second)
+            wait_for(lambda: get(served.url + "/metadata")[1]["version"] == str(second), "alias followed",
+                     timeout=30)
+            moved = served.predict(row)[1]
+            assert moved["version"] == str(second)
+            answered.append(moved["predictions"][0]["tables_without_row"])
+
+            # The store goes down: 503 within a second, and the server stays up.
+            redis_proc.terminate()
+            redis_proc.wait(timeout=30)
+            started = time.monotonic()
+            status, body = served.predict(row)
+            assert status == 503 and "does not answer" in body["error"]
+            assert time.monotonic() - started < 1.5
+            assert get(served.url + "/health")[0] == 200 and get(served.url + "/ready")[0] == 503
+        finally:
+            served.stop()
+    log = DeltaTable(str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_flight_delays"))
+    logged = log.to_pyarrow_table().to_pylist()
+    # Every answered row (the refused requests answered none), written at shutdown.
+    assert [r["model_version"] for r in logged].count(int(second)) == 1 and len(logged) == 4
+    assert sorted(r["missing_features"] for r in logged) == sorted(answered)
+
+
+def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
+    from sparkml_platform.errors import ConfigError  # noqa: F401 - exit 2 is its code
+
+    conf = online_project
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+
+    def serve(ref: str, store: str | None = None):
+        return subprocess.run([str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
+                               "serve", ref, "--port", str(free_port())], capture_output=True, text=True,
+                              timeout=300, env=cli_env(**({"SPARKML_ONLINE_STORE": store} if store else {})),
+                              cwd=conf.parent)
+
+    done = serve(f"flight_delays/{sklearn_version(conf)}", empty)
+    assert done.returncode == 2, done.stderr
+    assert "feature table origin_weather_hourly was never published to the online store" in done.stderr
+    assert "sparkml features publish origin_weather_hourly" in done.stderr
+    done = serve("no_such_model@champion")
+    assert done.returncode == 2 and "no registered model named 'no_such_model'" in done.stderr
+    done = serve("flight_delays@no_such_alias")
+    assert done.returncode == 2 and "model flight_delays has no alias 'no_such_alias'" in done.stderr
+    done = serve(f"flight_delays/{sklearn_version(conf, 'flight_delay_gbt')}")
+    assert done.returncode == 2 and "is a Spark ML model" in done.stderr
