@@ -187,7 +187,7 @@ def features_build(state, name, start, end, chunk_days, full):
 @pass_state
 def features_publish(state, name, full):
     """Put each key's newest row of feature table NAME into the online store."""
-    click.echo(json.dumps(state.ws.features.publish(name, full=full)))
+    click.echo(json.dumps(state.ws.features.publish(name, full=full).to_dict()))
 
 
 # --- training sets ------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _run_step(ws, kind: str, arg) -> list[dict]:
     if kind == "build_features":
         return [ws.features.build(n).to_dict() for n in arg]
     if kind == "publish_features":
-        return [ws.features.publish(n) for n in arg]
+        return [ws.features.publish(n).to_dict() for n in arg]
     if kind == "build_trainset":
         man = ws.build_training_set(arg).manifest
         return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],

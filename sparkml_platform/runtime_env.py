@@ -168,8 +168,10 @@ ENTRYPOINT ["sparkml", "--conf", "/opt/sparkml/conf"]
 CMD ["--help"]
 
 FROM base AS scoring
-# Online scoring of a registered model: set MLFLOW_TRACKING_URI and pass -m models:/NAME@ALIAS.
-EXPOSE 5000
-ENTRYPOINT ["mlflow", "models", "serve", "--env-manager", "local", "--host", "0.0.0.0", "--port", "5000"]
-CMD ["--help"]
+# Online scoring: sparkml serve answers POST /predict, looking features up in the online store.
+# Give the model (SPARKML_SERVE_MODEL=NAME@ALIAS), the store (SPARKML_ONLINE_STORE=redis://HOST:6379/0)
+# and the registry (SPARKML_MLFLOW_TRACKING_URI) when the container starts.
+ENV SPARKML_ONLINE_STORE="" SPARKML_SERVE_MODEL=""
+EXPOSE 8080
+ENTRYPOINT ["sparkml", "--conf", "/opt/sparkml/conf", "serve", "--host", "0.0.0.0", "--port", "8080"]
 """

@@ -70,6 +70,17 @@ class BuiltTable(Record):
 
 
 @dataclass(frozen=True)
+class Published(Record):
+    """What `features.publish` moved to the online store."""
+
+    table: str
+    version: int
+    mode: str  # full, incremental or up to date
+    written: int
+    deleted: int
+
+
+@dataclass(frozen=True)
 class ModelResult(Record):
     """A registered version made by `train` or `log_model`, with its gate verdict."""
 
@@ -437,13 +448,14 @@ class Features:
             version = lake.version_at(path, as_of, ref)
         return lake.read(self._ws.spark, path, version, ref)
 
-    def publish(self, name: str, full: bool = False) -> dict:
+    def publish(self, name: str, full: bool = False) -> Published:
         """Each key's newest row of the table into the online store (only what changed since
         the version published last, unless `full`); records the Delta version published."""
         from . import online
 
         self._ws.config.feature_table(name)
-        return online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
+        return Published.of(online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name,
+                                           full=full))
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
               chunk_days: int | None = None, full: bool = False) -> BuiltTable:

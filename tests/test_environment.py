@@ -93,6 +93,12 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
     assert stages[0] == (f"python:{env['python']}-slim-bookworm", "AS", "base")
     assert [s[-1] for s in stages[1:]] == ["development", "training", "scoring"]
     assert all(s[0] == "base" for s in stages[1:])
+    # The scoring stage serves online: sparkml serve, the model and the online store from the environment.
+    scoring = commands[[i for i, c in enumerate(commands) if c.cmd == "FROM"][-1]:]
+    entry = next(c for c in scoring if c.cmd == "ENTRYPOINT")
+    assert entry.value[:5] == ("sparkml", "--conf", "/opt/sparkml/conf", "serve", "--host")
+    declared = " ".join(" ".join(c.value) for c in scoring if c.cmd == "ENV")
+    assert "SPARKML_ONLINE_STORE" in declared and "SPARKML_SERVE_MODEL" in declared
     runs = " ".join(" ".join(c.value) for c in commands if c.cmd == "RUN")
     assert "pip install --no-deps -r /opt/sparkml/requirements.txt" in runs  # nothing resolved anew
     assert f"openjdk-{env['java'].split('.')[0]}-jre-headless" in runs

@@ -1,0 +1,176 @@
+"""Online scoring figures, side by side on the SQLite and the Redis online stores:
+
+- publish time of the reference feature tables: full (every key), then incremental after a
+  windowed rebuild of one table (a new Delta version to diff against the published one);
+- `sparkml serve` latency for one-row requests (p50, p99) and rows per second for 100-row
+  requests, each server a process of its own, over real HTTP on 127.0.0.1.
+
+    .venv/bin/python benchmarks/online_serving.py [--conf conf] [--env ENV] [--requests 400]
+
+Needs a built project with a registered scikit-learn model (`make demo`), and Debian's
+redis-server on the PATH (started here on a free port and stopped after). The online stores
+are this script's own (under .sparkml/bench/), so the project's store is untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import ROOT
+
+TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
+
+
+def sparkml(conf: Path, env: str | None, *args: str, store: str, timeout: int = 1800) -> str:
+    cmd = [str(ROOT / ".venv" / "bin" / "sparkml"), "--conf", str(conf), *(["--env", env] if env else []), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "SPARKML_ONLINE_STORE": store}, cwd=conf.parent)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def timed_publish(conf: Path, env: str | None, store: str, extra: tuple[str, ...] = ()) -> float:
+    from sparkml_platform import Workspace
+
+    ws = Workspace(conf, env)
+    ws.config.platform.online_store.url = store
+    started = time.perf_counter()
+    for table in TABLES:
+        ws.features.publish(table, full="--full" in extra)
+    return time.perf_counter() - started
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def serve(conf: Path, env: str | None, ref: str, store: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [str(ROOT / ".venv" / "bin" / "sparkml"), "--conf", str(conf), *(["--env", env] if env else []),
+           "serve", ref, "--port", str(port), "--no-request-log"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "SPARKML_ONLINE_STORE": store}, cwd=conf.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            urllib.request.urlopen(url + "/ready", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(1)
+    proc.kill()
+    sys.exit(f"sparkml serve on {store} did not get ready")
+
+
+def sklearn_model(conf: Path, env: str | None) -> str:
+    """The newest registered scikit-learn version (the online server serves those)."""
+    from sparkml_platform import Workspace, registry
+
+    ws = Workspace(conf, env)
+    client = ws.tracker.client
+    found = [(m.name, v.version) for m in client.search_registered_models()
+             for v in client.search_model_versions(f"name = '{m.name}'")
+             if registry.load_feature_spec(ws.tracker, v.run_id).get("flavor") == "sklearn"]
+    if not found:
+        sys.exit("no scikit-learn model is registered: run `make demo` first")
+    name, version = max(found, key=lambda f: int(f[1]))
+    return f"{name}/{version}"
+
+
+def rows_for(conf: Path, env: str | None, count: int) -> list[dict]:
+    from deltalake import DeltaTable
+
+    from sparkml_platform import Workspace
+
+    ws = Workspace(conf, env)
+    table = DeltaTable(str(ws.config.lake_root / "entities" / "flights_to_score")).to_pyarrow_table()
+    rows = table.slice(0, count).to_pylist()
+    for row in rows:
+        row["sched_dep_ts"] = row["sched_dep_ts"].isoformat()
+    return rows
+
+
+def measure(url: str, rows: list[dict], requests: int) -> tuple[float, float, float]:
+    single = []
+    for i in range(requests):
+        started = time.perf_counter()
+        post(url + "/predict", {"rows": [rows[i % len(rows)]]})
+        single.append(time.perf_counter() - started)
+    single.sort()
+    batches = max(5, requests // 20)
+    started = time.perf_counter()
+    for i in range(batches):
+        post(url + "/predict", {"rows": [rows[(i * 100 + j) % len(rows)] for j in range(100)]})
+    rate = batches * 100 / (time.perf_counter() - started)
+    return statistics.median(single) * 1000, single[int(len(single) * 0.99) - 1] * 1000, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conf", default=str(ROOT / "conf"))
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    conf = Path(args.conf).resolve()
+    bench = ROOT / ".sparkml" / "bench" / "online"
+    shutil.rmtree(bench, ignore_errors=True)
+    bench.mkdir(parents=True)
+    port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(bench)], stdout=subprocess.DEVNULL)
+    stores = {"sqlite": f"sqlite:///{bench / 'online.db'}", "redis": f"redis://127.0.0.1:{port}/0"}
+    try:
+        time.sleep(1)
+        print("publish (four tables, one process each side):")
+        full = {name: timed_publish(conf, args.env, url, ("--full",)) for name, url in stores.items()}
+        # A windowed rebuild of one day of one table: a new Delta version for the next publish to diff.
+        sparkml(conf, args.env, "features", "build", "route_delay_stats", "--start", "2013-12-30",
+                "--end", "2013-12-31", store=stores["sqlite"])
+        incremental = {name: timed_publish(conf, args.env, url) for name, url in stores.items()}
+        for name in stores:
+            print(f"  {name:<7} full {full[name]:6.1f} s   incremental {incremental[name]:6.1f} s")
+
+        ref = sklearn_model(conf, args.env)
+        rows = rows_for(conf, args.env, 1000)
+        print(f"serve {ref}: {args.requests} one-row requests, then 100-row requests")
+        results = {}
+        for name in ("sqlite", "redis", "sqlite", "redis"):  # alternate: neither has the warmer machine
+            proc, url = serve(conf, args.env, ref, stores[name])
+            try:
+                post(url + "/predict", {"rows": rows[:100]})  # warm-up
+                results.setdefault(name, []).append(measure(url, rows, args.requests))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+        print(f"  {'store':<7} {'p50 (ms)':>9} {'p99 (ms)':>9} {'rows/s (100-row)':>17}")
+        for name, runs in results.items():
+            p50, p99, rate = (statistics.median(r[i] for r in runs) for i in range(3))
+            print(f"  {name:<7} {p50:9.1f} {p99:9.1f} {rate:17.0f}")
+    finally:
+        redis.terminate()
+        redis.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
