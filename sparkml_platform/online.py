@@ -168,7 +168,7 @@ class RedisStore(Store):
         try:
             yield
         except self._errors as exc:
-            raise StoreDown(f"the online store {_shown(self.url)} does not answer: {exc}") from None
+            raise StoreDown(f"the online store {shown_url(self.url)} does not answer: {exc}") from None
 
     def put(self, table, rows):
         with self._answering():
@@ -213,7 +213,8 @@ class RedisStore(Store):
             self._redis.ping()
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
+    """A store's URL for messages: a password in it is masked."""
     from .config import redact_uri
 
     return redact_uri(url)
@@ -319,7 +320,7 @@ def online_status(store: Store, name: str, newest_version: int | None) -> dict |
     return {"version": info["version"], "published_at": info["published_at"],
             "age_seconds": round((dt.datetime.now(dt.timezone.utc) - at).total_seconds()),
             "behind": newest_version is not None and info["version"] < newest_version,
-            "store": _shown(store.url)}
+            "store": shown_url(store.url)}
 
 
 def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
@@ -329,6 +330,6 @@ def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
         info = store.published(table)
         if info is None:
             raise ConfigError(f"feature table {table} was never published to the online store "
-                              f"{_shown(store.url)}: publish it first (sparkml features publish {table})")
+                              f"{shown_url(store.url)}: publish it first (sparkml features publish {table})")
         out[table] = info
     return out

@@ -213,6 +213,7 @@ class Server:
         self.alias = refs.model(ref).alias
         self.model = ServedModel(tracker, ref, store)
         self.counts = {"requests": 0, "rows": 0, "rows_missing_features": 0, "store_unavailable": 0}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         if self.alias:
             threading.Thread(target=self._follow_alias, args=(poll_seconds,), name="alias",
@@ -242,9 +243,10 @@ class Server:
                 raise BadRequest(f"row {i} lacks column {', '.join(absent)} (each row needs "
                                  f"{', '.join(model.key_columns + model.passthrough)})")
         answers, missing = model.answer(rows, self.store)
-        self.counts["requests"] += 1
-        self.counts["rows"] += len(rows)
-        self.counts["rows_missing_features"] += sum(missing.values())
+        with self._lock:
+            self.counts["requests"] += 1
+            self.counts["rows"] += len(rows)
+            self.counts["rows_missing_features"] += sum(missing.values())
         mv = model.version
         if self.request_log is not None:
             received = dt.datetime.now(dt.timezone.utc)
@@ -270,6 +272,7 @@ def create_app(server: Server):
 
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -292,7 +295,7 @@ def create_app(server: Server):
 
     @app.get("/metadata")
     def metadata():
-        return {**server.model.describe(), "alias": server.alias, "online_store": online._shown(server.store.url),
+        return {**server.model.describe(), "alias": server.alias, "online_store": online.shown_url(server.store.url),
                 "counts": server.counts}
 
     @app.post("/predict")
@@ -302,7 +305,9 @@ def create_app(server: Server):
         except ValueError as exc:
             return JSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
         try:
-            return server.predict(body)
+            # Off the event loop: lookups and the model run in worker threads, so requests
+            # are answered side by side and /health answers during a long one.
+            return await run_in_threadpool(server.predict, body)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except online.StoreDown as exc:
