@@ -274,7 +274,8 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     shape = {"keys": definition.keys, "event_time": definition.event_time, "features": features}
     if last and not full and last.get("version") == version and last.get("shape") == shape:
         return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
-    current = newest_rows(lake.read(spark, path, version, ref), definition.keys, definition.event_time, features)
+    table = lake.read(spark, path, version, ref)
+    current = newest_rows(table, definition.keys, definition.event_time, features)
     incremental = bool(last) and not full and last.get("shape") == shape and \
         last.get("version", -1) < version
     if incremental:
@@ -300,8 +301,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
         written += len(batch)
     if removed:
         store.delete(name, removed)
-    schema = lake.read(spark, path, version, ref).schema
-    key_types = {c: schema[c].dataType.simpleString() for c in definition.keys}  # requests are coerced to them
+    key_types = {c: table.schema[c].dataType.simpleString() for c in definition.keys}  # requests are coerced to them
     info = {"version": version, "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "mode": "incremental" if incremental else "full", "written": written, "deleted": len(removed),
             "shape": shape, "key_types": key_types,

@@ -183,7 +183,7 @@ class RequestLog:
         if not batch:
             return
         try:
-            write_deltalake(str(self.location), pa.Table.from_pylist(batch, schema=LOG_SCHEMA()), mode="append",
+            write_deltalake(str(self.location), pa.Table.from_pylist(batch, schema=_log_schema()), mode="append",
                             storage_options=self.location.store.delta_options() or None)
             self.written += len(batch)
         except Exception as exc:  # noqa: BLE001 - serving goes on; the loss is said
@@ -195,7 +195,8 @@ class RequestLog:
         self.flush()
 
 
-def LOG_SCHEMA():  # noqa: N802 - a constant built on first use (pyarrow imported lazily)
+def _log_schema():
+    """The request log's columns (pyarrow imported on first use)."""
     import pyarrow as pa
 
     return pa.schema([("request_id", pa.string()), ("received_at", pa.timestamp("us", tz="UTC")),
@@ -238,7 +239,8 @@ class Server:
                              '{"rows": [...]}')
         model = self.model  # one version for the whole request
         for i, row in enumerate(rows):
-            absent = [c for c in model.key_columns + model.passthrough if row.get(c) is None]
+            # Missing, not null: a null key is scored with null features, as batch scoring does.
+            absent = [c for c in model.key_columns + model.passthrough if c not in row]
             if absent:
                 raise BadRequest(f"row {i} lacks column {', '.join(absent)} (each row needs "
                                  f"{', '.join(model.key_columns + model.passthrough)})")

@@ -165,8 +165,7 @@ def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, e
     from . import features
 
     spec = config.model(model_name)
-    with tracker.bound():  # a tracking server that is down fails before the work
-        pass
+    tracking.check_reachable(tracker.uri, tracker.shown_uri)  # a server that is down fails before the work
     for lookup in config.training_set(spec.training_set).features:
         built = features.build(spark, config, lookup.table)
         echo(json.dumps({k: built[k] for k in ("table", "version", "mode", "window", "rows")}, default=str))

@@ -213,7 +213,7 @@ class Workspace:
     def _open(self, config: Config, spark) -> None:
         from .tracking import Tracker
 
-        self.config, self._spark = config, spark
+        self.config, self._given, self._spark = config, spark, None
         self.tracker = Tracker(config)
         self.features = Features(self)
         self.models = Models(self)
@@ -239,8 +239,8 @@ class Workspace:
         if self._spark is None or not _alive(self._spark):
             from .session import get_spark
 
-            self._spark = get_spark(self.config, self._spark if self._spark is not None and
-                                    _alive(self._spark) else None)
+            given = self._given if self._given is not None and _alive(self._given) else None
+            self._spark = get_spark(self.config, given)  # checked: Delta on, or refused
         return self._spark
 
     def register_views(self) -> list[str]:

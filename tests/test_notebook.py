@@ -111,7 +111,8 @@ def test_a_running_session_without_delta_is_refused_naming_what_to_add(tmp_path)
     conf = make_project(tmp_path)
     script = ("import sys\nfrom pyspark.sql import SparkSession\n"
               "SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate()\n"
-              "from sparkml_platform import Workspace\nWorkspace(sys.argv[1], 'test').spark\n")
+              "from sparkml_platform import Workspace\n"
+              "Workspace(sys.argv[1], 'test', spark=SparkSession.getActiveSession()).spark\n")
     done = subprocess.run([sys.executable, "-c", script, str(conf)], capture_output=True, text=True,
                           timeout=300, env=cli_env(), cwd=tmp_path)
     assert done.returncode != 0

@@ -240,6 +240,10 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             assert 0 <= body["predictions"][0]["probability"] <= 1
             answered.append(body["predictions"][0]["tables_without_row"])
             assert get(served.url + "/metadata")[1]["counts"]["rows_missing_features"] >= 4
+            # A null key is no missing column: scored with null features, as batch scoring does.
+            status, body = served.predict([{**row, "tailnum": None}])
+            assert status == 200 and body["rows_missing_features"].get("plane_attributes") == 1
+            answered.append(body["predictions"][0]["tables_without_row"])
 
             # The alias moves to another version: served within the poll, no restart.
             import mlflow
@@ -270,7 +274,7 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
     log = DeltaTable(str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_flight_delays"))
     logged = [r for r in log.to_pyarrow_table().to_pylist() if r["received_at"] >= began]
     # Every answered row (the refused requests answered none), written at shutdown.
-    assert [r["model_version"] for r in logged].count(int(second)) == 1 and len(logged) == 4
+    assert [r["model_version"] for r in logged].count(int(second)) == 1 and len(logged) == 5
     assert sorted(r["missing_features"] for r in logged) == sorted(answered)
 
 
