@@ -2,7 +2,8 @@
 log reader (delta-rs) answers versions and history, and every other byte beside a table goes
 through the storage layer (`storage.py`), so the lake root may be a local path, HDFS or S3.
 
-Tables are named `ZONE.NAME` (zones: raw, features, entities, trainsets, predictions) and
+Tables are named `ZONE.NAME` (zones: raw, features, entities, trainsets, predictions,
+monitoring) and
 live at `LAKE_ROOT/ZONE/NAME`. Names never carry paths, so nothing is written outside the
 lake root.
 """
@@ -17,7 +18,7 @@ import time
 from .errors import ConfigError, JobFailed, NotFoundError
 from .storage import Location
 
-ZONES = ("raw", "features", "entities", "trainsets", "predictions")
+ZONES = ("raw", "features", "entities", "trainsets", "predictions", "monitoring")
 REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
 
 
