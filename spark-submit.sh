@@ -10,12 +10,18 @@ usage() {
   cat >&2 <<EOF
 usage: spark-submit.sh [--master MASTER] [--deploy-mode client|cluster] [--conf-dir DIR]
                        [--env NAME] [--archives ENV.tar.gz] [--spark-conf KEY=VALUE]...
+                       [--lock NAME [--lock-stale-after SECONDS]] [--status-output]
                        JOB [JOB ARGS...]
 
   MASTER   local[N] or local[*] (default), spark://HOST:PORT, or yarn
   JOB      one of: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')
   --archives  a packed environment (sparkml env pack) for the executors, used as
               ./environment/bin/python on YARN and standalone
+  --lock      no overlapping runs: a lock NAME in the lake (run id, host, start time) is
+              taken first; a run finding it held exits 4 and does nothing. A lock older
+              than --lock-stale-after (default 21600 s) was left by a killed run: taken over.
+  --status-output  for Oozie's <capture-output/>: the job's output goes to stderr, stdout
+              gets status=EXIT_CODE, and exit codes 0 and 3 (a gate said no) exit 0
 
 examples:
   ./spark-submit.sh features_build origin_weather_hourly --start 2013-01-01 --end 2013-01-31
@@ -32,6 +38,9 @@ CONF_DIR="${SPARKML_CONF:-$ROOT/conf}"
 ENV_NAME="${SPARKML_ENV:-}"
 ARCHIVE=""
 EXTRA_CONF=()
+LOCK=""
+LOCK_STALE=21600
+STATUS_OUTPUT=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --master) [[ $# -ge 2 ]] || usage; MASTER="$2"; shift 2 ;;
@@ -40,6 +49,9 @@ while [[ $# -gt 0 ]]; do
     --env) [[ $# -ge 2 ]] || usage; ENV_NAME="$2"; shift 2 ;;
     --archives) [[ $# -ge 2 ]] || usage; ARCHIVE="$2"; shift 2 ;;
     --spark-conf) [[ $# -ge 2 ]] || usage; EXTRA_CONF+=(--conf "$2"); shift 2 ;;
+    --lock) [[ $# -ge 2 ]] || usage; LOCK="$2"; shift 2 ;;
+    --lock-stale-after) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || usage; LOCK_STALE="$2"; shift 2 ;;
+    --status-output) STATUS_OUTPUT=1; shift ;;
     -h|--help) usage ;;
     --*) echo "spark-submit.sh: unknown option $1" >&2; usage ;;
     *) break ;;
@@ -74,7 +86,17 @@ SUBMIT="$VENV/bin/spark-submit"
 # never ship each other's files.
 mkdir -p "$ROOT/.sparkml"
 STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
-trap 'rm -rf "$STAGE"' EXIT
+LOCK_RUN=""
+cleanup() {
+  [[ -n "$LOCK_RUN" ]] && "$PY" -m sparkml_platform.locking release "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN"
+  rm -rf "$STAGE"
+}
+trap cleanup EXIT
+if [[ -n "$LOCK" ]]; then
+  # Before anything else: a run that finds the job still running starts no JVM.
+  LOCK_RUN="$("$PY" -m sparkml_platform.locking acquire "$CONF_DIR" "$ENV_NAME" "$LOCK" $$ "$LOCK_STALE")"
+  echo "spark-submit.sh: lock $LOCK taken by run $LOCK_RUN" >&2
+fi
 # The jars (Delta's, and S3's for s3a:// places: checked and located by the same code the
 # sessions use), the project's packages and its code version, from the configuration.
 "$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" <<'EOF'
@@ -173,7 +195,13 @@ if [[ ${#ARCHIVES[@]} -gt 0 ]]; then
   ARGS+=(--archives "$(IFS=,; echo "${ARCHIVES[*]}")")
 fi
 
-# Not exec: the staging directory is removed when the job ends (trap above).
+# Not exec: the staging directory is removed and the lock released when the job ends (trap).
 status=0
-"$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" || status=$?
+if [[ -n "$STATUS_OUTPUT" ]]; then
+  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" >&2 || status=$?
+  echo "status=$status"
+  [[ "$status" -eq 3 ]] && status=0
+else
+  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" || status=$?
+fi
 exit "$status"

@@ -311,6 +311,79 @@ def serve(state, model, host, port, poll_seconds, no_request_log):
     state.ws.serve(model, host=host, port=port, poll_seconds=poll_seconds, log_requests=not no_request_log)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--outcomes", required=True, help="Lake table with the entity keys and what happened "
+              "(the training set's label expression must evaluate on it), e.g. entities.NAME.")
+@click.option("--run-date", help="Only the predictions of this scoring run date (YYYY-MM-DD).")
+@click.option("--by", type=click.Choice(["run_date", "day", "week", "month"]), default="run_date",
+              show_default=True, help="The periods measured: scoring run dates, or the rows' event time.")
+@click.option("--predictions", help="Read this predictions table (default: every table the version's "
+              "scoring runs wrote, and the online request log).")
+@pass_state
+def monitor(state, model, outcomes, run_date, by, predictions):
+    """Performance of MODEL[@ALIAS|/VERSION] once outcomes arrive, and the drift of its inputs
+    from its training set, per period; exit 3 when a metric is below its floor."""
+    from .errors import GateFailed
+
+    try:
+        result = state.ws.monitor(model, outcomes, run_date=run_date, by=by, predictions=predictions)
+    except GateFailed as exc:
+        if exc.result:
+            _print_monitoring(exc.result)
+        raise
+    _print_monitoring(result)
+
+
+def _print_monitoring(result: dict) -> None:
+    click.echo(f"model {result['model']} version {result['version']} against {result['outcomes']}, "
+               f"by {result['by']} (kept in {result['table']}, MLflow run {result['monitor_run_id']}):")
+    metrics = sorted({m for values in result["periods"].values() for m in values if m != "rows"})
+    table([{"period": p, "rows": v["rows"], **{m: round(v[m], 4) for m in metrics if m in v}}
+           for p, v in result["periods"].items()], ["period", "rows", *metrics])
+    worst = {p: max(f.items(), key=lambda kv: kv[1]["psi"]) for p, f in result["drift"].items() if f}
+    if worst:
+        click.echo("largest input drift per period:")
+        table([{"period": p, "feature": f, "psi": v["psi"], "ks": v["ks"]} for p, (f, v) in worst.items()],
+              ["period", "feature", "psi", "ks"])
+    drift = [b for b in result["breaches"] if b["kind"] == "drift"]
+    for breach in result["breaches"]:
+        if breach["kind"] == "metric":
+            click.echo(f"breach: {breach['text']}")
+    if drift:
+        click.echo(f"drift: {len(drift)} measures above their ceilings, in "
+                   + ", ".join(sorted({b['name'] for b in drift})))
+
+
+@cli.group()
+def schedule():
+    """Schedules (schedules.yml): render for cron or Oozie, list the next runs."""
+
+
+@schedule.command("list")
+@json_option
+@pass_state
+def schedule_list(state, as_json):
+    emit(state.ws.schedules.list(), as_json,
+         lambda rows: table(rows, ["schedule", "job", "cron", "next_run", "runs", "after"]))
+
+
+@schedule.command("render")
+@click.option("--target", type=click.Choice(["cron", "oozie"]), required=True)
+@click.option("--output", help="Directory for the files (cron: .sparkml/schedules, oozie: .sparkml/oozie).")
+@click.option("--schedule", "name", help="Only this schedule.")
+@pass_state
+def schedule_render(state, target, output, name):
+    """cron: a runner script per schedule and, on stdout, the crontab lines that start them
+    (install with: sparkml schedule render --target cron | crontab -). oozie: workflow.xml,
+    coordinator.xml and job.properties per schedule."""
+    rendered = state.ws.schedules.render(target, output, name)
+    for line in rendered.crontab:
+        click.echo(line)
+    for path in rendered.files:
+        click.echo(f"wrote {path}", err=True)
+
+
 # --- environment and lineage --------------------------------------------------------------
 
 

@@ -362,6 +362,17 @@ def _search_space(space: dict[str, dict[str, list]]) -> dict[str, dict[str, list
     return space
 
 
+class Monitoring(Strict):
+    """What `sparkml monitor` judges: metric floors (a model below one exits 3, so a schedule
+    can chain a re-training) and drift ceilings per feature (flagged; exit 3 too when
+    `retrain_on_drift`)."""
+
+    floors: dict[str, float] = {}  # metric -> the lowest acceptable (highest for error metrics)
+    drift_ceilings: dict[Literal["psi", "ks"], float] = {}
+    retrain_on_drift: bool = False
+    min_rows: int = Field(100, ge=1)  # periods with fewer outcomes are reported, not judged
+
+
 class ModelSpec(Strict):
     description: str = ""
     training_set: str
@@ -374,11 +385,13 @@ class ModelSpec(Strict):
     search_space: Annotated[dict[str, dict[str, list]], AfterValidator(_search_space)] = {}
     tuning: Tuning = Tuning()
     thresholds: dict[str, Threshold] = {}
+    monitoring: Monitoring = Monitoring()
 
     @model_validator(mode="after")
     def _metrics_known(self):
         known = METRICS[self.estimator.task]
-        for metric in [*self.thresholds, *([self.tuning.metric] if self.tuning.metric else [])]:
+        for metric in [*self.thresholds, *self.monitoring.floors,
+                       *([self.tuning.metric] if self.tuning.metric else [])]:
             if metric not in known:
                 raise ValueError(f"metric {metric!r} is not computed for {self.estimator.task} "
                                  f"(computed: {', '.join(known)})")
@@ -434,6 +447,97 @@ class PipelinesFile(Strict):
     pipelines: Annotated[dict[str, Pipeline], _names("pipeline", r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = {}
 
 
+# --- schedules.yml ------------------------------------------------------------------------
+
+# The jobs a schedule may run: the shims under jobs/ that spark-submit.sh starts.
+SCHEDULED_JOBS = ("run_pipeline", "load_sources", "features_build", "trainset_build", "train",
+                  "retrain", "score", "monitor")
+
+
+def _cron(expression: str) -> str:
+    from croniter import croniter
+
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise ValueError(f"{expression!r} is not a cron expression (five fields: minute hour "
+                         "day-of-month month day-of-week, e.g. '30 2 * * *')")
+    return expression
+
+
+class ScheduledJob(Strict):
+    """One job: a shim under jobs/ with its arguments, run when the jobs it waits for ended
+    as `when` says (success: exit 0; gate_failed: exit 3, e.g. retrain after monitor)."""
+
+    job: Literal[SCHEDULED_JOBS]  # type: ignore[valid-type]
+    args: list[str] = []
+    after: list[str] = []
+    when: Literal["success", "gate_failed"] = "success"
+    archive: str | None = None  # a packed environment (sparkml env pack); default: the schedule's
+    spark_conf: dict[str, str] = {}
+
+
+class Schedule(Strict):
+    description: str = ""
+    cron: Annotated[str, AfterValidator(_cron)]
+    timezone: str = "UTC"  # Oozie's coordinator; cron runs in the machine's own time zone
+    master: str = "local[*]"
+    deploy_mode: Literal["client", "cluster"] = "client"
+    archive: str | None = None
+    lock_stale_after: Duration = "6h"  # a lock older than this was left by a killed run
+    jobs: Annotated[dict[str, ScheduledJob], _names("job")] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _dependencies(self):
+        for name, job in self.jobs.items():
+            unknown = [a for a in job.after if a not in self.jobs]
+            if unknown:
+                raise ValueError(f"job {name} waits for {', '.join(unknown)}, not a job of this "
+                                 f"schedule (jobs: {', '.join(self.jobs)})")
+            if job.when == "gate_failed" and not job.after:
+                raise ValueError(f"job {name}: when gate_failed needs `after` (the job whose gate)")
+        self.order()  # a cycle is refused here, at load
+        return self
+
+    def order(self) -> list[str]:
+        """The jobs in an order that runs each after the jobs it waits for (declaration
+        order otherwise)."""
+        done: list[str] = []
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            if name in visiting:
+                cycle = visiting[visiting.index(name):] + [name]
+                raise ValueError(f"jobs wait for each other in a cycle: {' -> '.join(cycle)}")
+            visiting.append(name)
+            for dep in self.jobs[name].after:
+                visit(dep)
+            visiting.pop()
+            done.append(name)
+
+        for name in self.jobs:
+            visit(name)
+        return done
+
+
+class OozieSettings(Strict):
+    """Values for the rendered job.properties: where the cluster and the workflow live."""
+
+    name_node: str = "hdfs://namenode:8020"
+    resource_manager: str = "resourcemanager:8032"
+    application_dir: str = "/user/${user.name}/sparkml"  # on HDFS, one folder per schedule
+    start: str = "2026-01-01T00:00Z"
+    end: str = "2099-12-31T00:00Z"
+
+
+class SchedulesFile(Strict):
+    # Where spark-submit.sh is on the machines that run the jobs (default: this checkout).
+    platform_root: str | None = None
+    logs_dir: str = ".sparkml/logs"
+    oozie: OozieSettings = OozieSettings()
+    schedules: Annotated[dict[str, Schedule], _names("schedule", r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")] = {}
+
+
 # --- loading ------------------------------------------------------------------------------
 
 FILES: dict[str, type[Strict]] = {
@@ -443,6 +547,7 @@ FILES: dict[str, type[Strict]] = {
     "training_sets.yml": TrainingSetsFile,
     "models.yml": ModelsFile,
     "pipelines.yml": PipelinesFile,
+    "schedules.yml": SchedulesFile,
 }
 
 
@@ -488,6 +593,7 @@ class Config:
         self.training_sets: TrainingSetsFile = parts["training_sets.yml"]  # type: ignore[assignment]
         self.models: ModelsFile = parts["models.yml"]  # type: ignore[assignment]
         self.pipelines: PipelinesFile = parts["pipelines.yml"]  # type: ignore[assignment]
+        self.schedules: SchedulesFile = parts["schedules.yml"]  # type: ignore[assignment]
         self.expectations: dict[str, ExpectationSuiteFile] = parts.get("expectations", {})  # type: ignore[assignment]
 
     @functools.cached_property

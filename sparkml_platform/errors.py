@@ -43,6 +43,13 @@ class GateFailed(SparkmlError):
     exit_code = 3
 
 
+class JobLocked(SparkmlError):
+    """The same scheduled job is still running (its lock in the lake is held): this run does
+    nothing."""
+
+    exit_code = 4
+
+
 @contextmanager
 def sql_from_config(where: str):
     """Spark's parse and analysis errors in SQL written in the configuration -> a ConfigError

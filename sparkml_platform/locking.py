@@ -1,10 +1,22 @@
-"""An exclusive lock on a file, between processes on one machine (and threads): `flock`,
-which the kernel releases when its holder dies, so a killed command never leaves it held."""
+"""Locks. `exclusive`: between processes on one machine (and threads), with `flock`, which the
+kernel releases when its holder dies. `JobLock`: between runs of one scheduled job on any
+machines, a small file in the lake (so on HDFS or S3 too) naming the run that holds it."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .errors import ConfigError, JobLocked
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -18,3 +30,119 @@ def exclusive(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Holder:
+    job: str
+    run_id: str
+    host: str
+    pid: int
+    started_at: str  # ISO 8601, UTC
+    took_over_from: str | None = None
+
+    def age_seconds(self, now: dt.datetime) -> float:
+        return (now - dt.datetime.fromisoformat(self.started_at)).total_seconds()
+
+    def is_dead_here(self) -> bool:
+        """Started on this machine by a process that no longer exists: surely not running."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+class JobLock:
+    """`lake_root/_locks/JOB.json`. Taken with the storage layer's atomic create; one left by a
+    killed run is taken over once older than `stale_after` seconds (at once when its process is
+    known dead on this machine), and the take-over is logged and recorded in the new lock."""
+
+    def __init__(self, lake_root, job: str, stale_after: int):
+        if not job or "/" in job or job.startswith("."):
+            raise ConfigError(f"lock name {job!r}: a job name, without / (e.g. SCHEDULE.JOB)")
+        self.job, self.stale_after = job, stale_after
+        self.location = lake_root / "_locks" / f"{job}.json"
+
+    def holder(self) -> Holder | None:
+        text = self.location.read_or_none()
+        if text is None:
+            return None
+        try:
+            return Holder(**json.loads(text))
+        except (ValueError, TypeError):  # unreadable: treated as held since its file's creation
+            return None
+
+    def acquire(self, pid: int | None = None) -> Holder:
+        now = dt.datetime.now(dt.timezone.utc)
+        mine = Holder(self.job, uuid.uuid4().hex[:12], socket.gethostname(), pid or os.getpid(),
+                      now.isoformat(timespec="seconds"))
+        for _ in range(3):
+            if self.location.create(json.dumps(asdict(mine))):
+                return mine
+            held = self.holder()
+            if held is None:
+                if not self.location.exists():
+                    continue  # released between our two looks: try again
+                raise JobLocked(f"job {self.job}: its lock {self.location} cannot be read; remove "
+                                "it if no run of the job is going on")
+            age = held.age_seconds(now)
+            if not held.is_dead_here() and age < self.stale_after:
+                raise JobLocked(
+                    f"job {self.job} is still running: run {held.run_id} on {held.host} (pid "
+                    f"{held.pid}) since {held.started_at}; this run does nothing. A lock older "
+                    f"than {self.stale_after} s is taken over (lock_stale_after); remove "
+                    f"{self.location} if you know that run is dead")
+            why = "its process is gone" if held.is_dead_here() else \
+                f"it is {age:.0f} s old, more than lock_stale_after ({self.stale_after} s)"
+            log.warning("job %s: taking over the lock of run %s on %s started %s: %s",
+                        self.job, held.run_id, held.host, held.started_at, why)
+            mine = Holder(**{**asdict(mine), "took_over_from": held.run_id})
+            # Removed only if it is still the stale run's lock, then raced for like a free one.
+            if self.location.read_or_none() is not None and self.holder() == held:
+                self.location.unlink()
+        raise JobLocked(f"job {self.job}: could not take its lock {self.location} (other runs "
+                        "took it at the same time)")
+
+    def release(self, run_id: str) -> bool:
+        """Remove the lock if `run_id` still holds it (a run whose lock was taken over leaves
+        the new holder's alone): True when removed."""
+        held = self.holder()
+        if held is None or held.run_id != run_id:
+            log.warning("job %s: lock no longer held by run %s (now: %s); left as it is", self.job,
+                        run_id, held.run_id if held else "none")
+            return False
+        self.location.unlink()
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """For spark-submit.sh: `acquire CONF ENV JOB PID STALE_SECONDS` prints the run id;
+    `release CONF ENV JOB RUN_ID`. Exit codes as the CLI's (4: the job is still running)."""
+    import sys
+
+    from .config import load_config
+    from .errors import SparkmlError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        action, conf, env, job, value = args[0], args[1], args[2] or None, args[3], args[4]
+        config = load_config(conf, env)
+        if action == "acquire":
+            held = JobLock(config.lake_root, job, int(args[5])).acquire(pid=int(value))
+            print(held.run_id)
+        else:
+            JobLock(config.lake_root, job, 0).release(value)
+    except SparkmlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

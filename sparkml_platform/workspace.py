@@ -218,6 +218,7 @@ class Workspace:
         self.features = Features(self)
         self.models = Models(self)
         self.env = Environments(self)
+        self.schedules = Schedules(self)
 
     @property
     def storage(self):
@@ -387,6 +388,17 @@ class Workspace:
 
         return Lineage.of(lineage(self.config, self.tracker, ref))
 
+    def monitor(self, model_ref: str, outcomes: str, run_date: str | None = None, by: str = "run_date",
+                predictions: str | None = None) -> dict:
+        """The model version's predictions joined with the outcomes in lake table `outcomes`:
+        metrics and input drift per period (`by`: run_date, day, week or month), kept in
+        `monitoring.NAME` and an MLflow run. Raises GateFailed (exit 3) below a floor."""
+        from . import monitoring, refs
+
+        refs.model(model_ref)
+        return monitoring.monitor(self.spark, self.config, self.tracker, model_ref, outcomes, run_date, by,
+                                  predictions)
+
     # --- pipelines ------------------------------------------------------------------------
 
     def run(self, pipeline: str, echo: Callable[[str], None] = print) -> dict:
@@ -531,6 +543,34 @@ class Environments:
         out = config.path(output_dir) if output_dir else config.path(".sparkml/envs") / data["id"]
         return runtime_env.build(data, out, config.path(".sparkml/envs/build"), config.conf_dir,
                                  config.jars_dir, archive=archive, packages=config.project.packages)
+
+
+class Schedules:
+    """`schedules.yml` rendered for cron or Oozie, and the next runs."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def list(self) -> list[dict]:
+        from . import schedule
+
+        return schedule.listing(self._ws.config)
+
+    def render(self, target: str, output: str | None = None, name: str | None = None):
+        """`target` cron: a runner script per schedule under `output` (default
+        .sparkml/schedules) and the crontab lines; oozie: workflow.xml, coordinator.xml and
+        job.properties per schedule under `output` (default .sparkml/oozie)."""
+        from pathlib import Path
+
+        from . import schedule
+        from .errors import ConfigError
+
+        config = self._ws.config
+        if target == "cron":
+            return schedule.render_cron(config, Path(output) if output else None, name)
+        if target == "oozie":
+            return schedule.render_oozie(config, Path(output) if output else config.path(".sparkml/oozie"), name)
+        raise ConfigError(f"target {target!r}: cron or oozie")
 
 
 def _model_result(call) -> ModelResult:
