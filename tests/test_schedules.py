@@ -1,0 +1,264 @@
+"""Schedules rendered for cron and Oozie (checked against Oozie's own XSD schemas), their bad
+inputs, and the job lock that keeps two runs of one job from overlapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, cli_env, make_project, run_main
+
+OOZIE_CLIENT = "org.apache.oozie:oozie-client:5.2.1"  # its jar ships the schemas
+
+
+@pytest.fixture(scope="module")
+def oozie_schemas():
+    """Oozie's XSDs from the oozie-client jar on Maven Central (fetched once into .sparkml/)."""
+    from lxml import etree
+
+    folder = REPO / ".sparkml" / "oozie-xsd"
+    if not (folder / "oozie-workflow-1.0.xsd").exists():
+        jar_dir = folder / "jar"
+        subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={OOZIE_CLIENT}",
+                        f"-DoutputDirectory={jar_dir}"], check=True, capture_output=True, timeout=600)
+        with zipfile.ZipFile(next(jar_dir.glob("oozie-client-*.jar"))) as jar:
+            for name in jar.namelist():
+                if name.endswith(".xsd"):
+                    (folder / name).write_bytes(jar.read(name))
+    # A workflow's actions are `xs:any namespace="##other"`, validated strictly: the shell
+    # action's schema is loaded beside the workflow's.
+    (folder / "workflow_with_shell.xsd").write_text(
+        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">\n'
+        '  <xs:import namespace="uri:oozie:workflow:1.0" schemaLocation="oozie-workflow-1.0.xsd"/>\n'
+        '  <xs:import namespace="uri:oozie:shell-action:1.0" schemaLocation="shell-action-1.0.xsd"/>\n'
+        '</xs:schema>\n')
+    return {"workflow.xml": etree.XMLSchema(etree.parse(str(folder / "workflow_with_shell.xsd"))),
+            "coordinator.xml": etree.XMLSchema(etree.parse(str(folder / "oozie-coordinator-0.5.xsd")))}
+
+
+CHAINED = {"schedules": {"chain": {
+    "cron": "15 3 * * 1-5",
+    "master": "yarn",
+    "archive": ".sparkml/env.tar.gz",
+    "jobs": {
+        "features": {"job": "features_build", "args": ["origin_weather_hourly"]},
+        "trainset": {"job": "trainset_build", "args": ["flight_delays"], "after": ["features"]},
+        "monitor": {"job": "monitor", "args": ["flight_delays@champion", "--outcomes", "entities.flights"]},
+        "retrain": {"job": "retrain", "args": ["flight_delay_gbt"], "after": ["trainset", "monitor"],
+                    "when": "success"},
+        "fix": {"job": "retrain", "args": ["flight_delay_sklearn"], "after": ["monitor"], "when": "gate_failed"},
+    }}}}
+
+
+def test_rendered_oozie_workflows_and_coordinators_validate_against_oozies_schemas(tmp_path, oozie_schemas):
+    from lxml import etree
+
+    conf = make_project(tmp_path / "p", {"schedules.yml": CHAINED})
+    out = tmp_path / "oozie"
+    result = run_main(conf, "schedule", "render", "--target", "oozie", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    for schedule in ("nightly", "weekly_monitoring", "chain"):
+        for name, schema in oozie_schemas.items():
+            doc = etree.parse(str(out / schedule / name))
+            assert schema.validate(doc), f"{schedule}/{name}: {schema.error_log}"
+        assert "oozie.coord.application.path=" in (out / schedule / "job.properties").read_text()
+
+    ns = {"w": "uri:oozie:workflow:1.0", "s": "uri:oozie:shell-action:1.0"}
+    wf = etree.parse(str(out / "chain" / "workflow.xml"))
+    actions = wf.findall("w:action", ns)
+    # Each job after what it waits for, else in the file's order (the overlay's keys come sorted).
+    assert [a.get("name") for a in actions] == ["features", "monitor", "fix", "trainset", "retrain"]
+    monitor = wf.find("w:action[@name='monitor']", ns)
+    argv = [monitor.find("s:shell/s:exec", ns).text] + [a.text for a in monitor.findall("s:shell/s:argument", ns)]
+    assert argv[0] == str(REPO / "spark-submit.sh")
+    assert argv[argv.index("--lock") + 1] == "chain.monitor"
+    assert argv[argv.index("--archives") + 1] == str(conf.parent / ".sparkml" / "env.tar.gz")
+    assert "--status-output" in argv and argv[argv.index("--master") + 1] == "yarn"
+    assert argv[-3:] == ["flight_delays@champion", "--outcomes", "entities.flights"]
+    assert monitor.find("s:shell/s:capture-output", ns) is not None
+    # A job that waits is entered through a decision on the statuses of what it waits for.
+    decision = wf.find("w:decision[@name='if-retrain']/w:switch/w:case", ns)
+    assert decision.get("to") == "retrain"
+    assert decision.text == ("${wf:actionData('trainset')['status'] eq '0' and "
+                             "wf:actionData('monitor')['status'] eq '0'}")
+    fix = wf.find("w:decision[@name='if-fix']/w:switch/w:case", ns)
+    assert fix.text == "${wf:actionData('monitor')['status'] eq '3'}"
+    # Any failure ends in `failed`; a gate nothing answers (not monitor's: fix answers it) in `gate_failed`.
+    assert {a.find("w:error", ns).get("to") for a in actions} == {"failed"}
+    gates = [c.text for c in wf.findall("w:decision[@name='check-gates']/w:switch/w:case", ns)]
+    assert gates == [f"${{wf:actionData('{j}')['status'] eq '3'}}" for j in ("features", "fix", "trainset", "retrain")]
+    coord = etree.parse(str(out / "chain" / "coordinator.xml")).getroot()
+    assert coord.get("frequency") == "15 3 * * MON-FRI"
+
+
+def test_oozie_cron_names_week_days_and_keeps_steps():
+    from sparkml_platform.schedule import oozie_cron
+
+    assert oozie_cron("0 6 * * 1") == "0 6 * * MON"
+    assert oozie_cron("0 6 * * 0,6") == "0 6 * * SUN,SAT"
+    assert oozie_cron("0 6 * * 7") == "0 6 * * SUN"
+    assert oozie_cron("*/15 1-5 10 * */2") == "*/15 1-5 10 * */2"
+
+
+def test_rendered_crontab_lines_and_runner_scripts(tmp_path):
+    from croniter import croniter
+
+    conf = make_project(tmp_path / "p", {"schedules.yml": CHAINED})
+    out = tmp_path / "cron"
+    result = run_main(conf, "schedule", "render", "--target", "cron", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        fields = line.split()
+        assert croniter.is_valid(" ".join(fields[:5]))
+        script = Path(fields[5])
+        assert script.parent == out and os.access(script, os.X_OK)
+        assert fields[6:8] == [">>", str(conf.parent / ".sparkml" / "logs" / f"{script.stem}.cron.log")]
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert (conf.parent / ".sparkml" / "logs").is_dir()  # cron opens the log before the script runs
+    text = (out / "chain.sh").read_text()
+    runs = [line.split()[1] for line in text.splitlines() if line.strip().startswith("run ")]
+    assert runs == ["features", "monitor", "fix", "trainset", "retrain"]
+    assert 'if [[ "${STATUS[trainset]}" == 0 && "${STATUS[monitor]}" == 0 ]]; then' in text
+    assert 'if [[ "${STATUS[monitor]}" == 3 ]]; then' in text
+    assert "--lock chain.retrain --lock-stale-after 21600" in text
+
+
+def test_schedule_list_gives_each_jobs_next_run(tmp_path, config):
+    from croniter import croniter
+
+    from sparkml_platform.config import load_config
+    from sparkml_platform.schedule import listing
+
+    conf = make_project(tmp_path / "p", {"schedules.yml": CHAINED})
+    now = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)  # a Friday
+    rows = {(r["schedule"], r["job"]): r for r in listing(load_config(conf, "test"), now)}
+    assert rows[("chain", "fix")]["next_run"] == "2026-11-30T03:15+00:00"  # Monday, 03:15
+    assert rows[("chain", "fix")]["after"] == ["monitor (gate_failed)"]
+    assert rows[("weekly_monitoring", "monitor")]["next_run"] == \
+        croniter("0 6 * * 1", now).get_next(dt.datetime).isoformat(timespec="minutes")
+    result = run_main(conf, "schedule", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert {(r["schedule"], r["job"]) for r in listed} == set(rows)
+
+
+@pytest.mark.parametrize("schedule, said", [
+    ({"cron": "61 * * * *", "jobs": {"a": {"job": "train", "args": ["m"]}}},
+     "schedules.bad.cron: Value error, '61 * * * *' is not a cron expression"),
+    ({"cron": "0 1 * *", "jobs": {"a": {"job": "train"}}}, "schedules.bad.cron: Value error, '0 1 * *' is not"),
+    ({"cron": "0 1 * * *", "jobs": {"a": {"job": "train", "after": ["b"]}, "b": {"job": "score", "after": ["c"]},
+                                    "c": {"job": "monitor", "after": ["a"]}}},
+     "schedules.bad: Value error, jobs wait for each other in a cycle: a -> b -> c -> a"),
+    ({"cron": "0 1 * * *", "jobs": {"a": {"job": "train", "after": ["nope"]}}},
+     "schedules.bad: Value error, job a waits for nope, not a job of this schedule"),
+    ({"cron": "0 1 * * *", "jobs": {"a": {"job": "retrain", "when": "gate_failed"}}},
+     "job a: when gate_failed needs `after`"),
+    ({"cron": "0 1 * * *", "jobs": {"a": {"job": "rm_rf"}}}, "schedules.bad.jobs.a.job"),
+])
+def test_bad_schedules_exit_2_naming_the_schedule_and_render_nothing(tmp_path, schedule, said):
+    conf = make_project(tmp_path / "p", {"schedules.yml": {"schedules": {"bad": schedule}}})
+    out = tmp_path / "out"
+    for target in ("cron", "oozie"):
+        result = run_main(conf, "schedule", "render", "--target", target, "--output", str(out))
+        assert result.returncode == 2
+        assert "schedules.yml" in result.stderr and said in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_unknown_schedule_exits_2(tmp_path):
+    conf = make_project(tmp_path / "p")
+    result = run_main(conf, "schedule", "render", "--target", "cron", "--schedule", "nope",
+                      "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no schedule named 'nope'" in result.stderr
+    assert "nightly, weekly_monitoring" in result.stderr
+
+
+# --- the job lock ---------------------------------------------------------------------------
+
+
+def test_a_held_lock_refuses_a_second_run_and_is_released_by_its_holder_only(config):
+    from sparkml_platform.errors import JobLocked
+    from sparkml_platform.locking import JobLock
+
+    lock = JobLock(config.lake_root, "test_sched.held", stale_after=3600)
+    held = lock.acquire()
+    try:
+        saved = json.loads(lock.location.read_text())
+        assert saved["run_id"] == held.run_id and saved["pid"] == os.getpid()
+        assert saved["host"] == os.uname().nodename
+        with pytest.raises(JobLocked, match=rf"job test_sched.held is still running: run {held.run_id} "
+                                            rf"on {os.uname().nodename} \(pid {os.getpid()}\) since"):
+            JobLock(config.lake_root, "test_sched.held", stale_after=3600).acquire()
+        assert lock.release("someone-else") is False and lock.location.exists()
+    finally:
+        assert lock.release(held.run_id) is True
+    assert not lock.location.exists()
+    again = lock.acquire()  # free again
+    lock.release(again.run_id)
+
+
+def test_a_stale_lock_is_taken_over_and_the_take_over_logged(config, caplog):
+    from sparkml_platform.locking import JobLock
+
+    lock = JobLock(config.lake_root, "test_sched.stale", stale_after=600)
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=900)
+    # Another machine's run, killed 15 minutes ago (its process cannot be checked from here).
+    lock.location.write_text(json.dumps({"job": "test_sched.stale", "run_id": "killed1", "host": "elsewhere",
+                                         "pid": 1, "started_at": old.isoformat(timespec="seconds")}))
+    with caplog.at_level(logging.WARNING, logger="sparkml_platform.locking"):
+        held = lock.acquire()
+    assert held.took_over_from == "killed1"
+    assert json.loads(lock.location.read_text())["took_over_from"] == "killed1"
+    assert "taking over the lock of run killed1 on elsewhere" in caplog.text
+    assert "more than lock_stale_after (600 s)" in caplog.text
+    lock.release(held.run_id)
+
+    # On this machine, a holder whose process is gone is taken over at once, whatever its age.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.location.write_text(json.dumps({"job": "test_sched.stale", "run_id": "dead2", "host": os.uname().nodename,
+                                         "pid": dead.pid, "started_at": dt.datetime.now(dt.timezone.utc)
+                                         .isoformat(timespec="seconds")}))
+    held = lock.acquire()
+    assert held.took_over_from == "dead2"
+    lock.release(held.run_id)
+
+
+def test_spark_submit_with_a_held_lock_exits_4_before_starting_spark(project, config):
+    from sparkml_platform.locking import JobLock
+
+    lock = JobLock(config.lake_root, "test_sched.submit", stale_after=3600)
+    held = lock.acquire()
+    try:
+        started = time.monotonic()
+        result = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(project), "--env", "test",
+                                 "--lock", "test_sched.submit", "features_build", "origin_weather_hourly"],
+                                capture_output=True, text=True, timeout=120, env=cli_env())
+        assert result.returncode == 4, result.stderr
+        assert f"job test_sched.submit is still running: run {held.run_id}" in result.stderr
+        assert "SparkContext" not in result.stderr and time.monotonic() - started < 30
+        assert json.loads(lock.location.read_text())["run_id"] == held.run_id  # left as it was
+    finally:
+        lock.release(held.run_id)
+
+
+def test_the_reference_schedules_validate_and_chain_retraining_on_monitorings_gate():
+    from sparkml_platform.config import SchedulesFile
+
+    schedules = SchedulesFile.model_validate(yaml.safe_load((REPO / "conf" / "base" / "schedules.yml").read_text()))
+    weekly = schedules.schedules["weekly_monitoring"]
+    assert weekly.jobs["monitor"].job == "monitor"
+    retrains = [n for n, j in weekly.jobs.items() if j.job == "retrain"]
+    assert retrains and all(weekly.jobs[n].after == ["monitor"] and weekly.jobs[n].when == "gate_failed"
+                            for n in retrains)
