@@ -483,6 +483,7 @@ class Schedule(Strict):
     deploy_mode: Literal["client", "cluster"] = "client"
     archive: str | None = None
     lock_stale_after: Duration = "6h"  # a lock older than this was left by a killed run
+    env: dict[str, str] = {}  # variables every job gets (e.g. HADOOP_CONF_DIR)
     jobs: Annotated[dict[str, ScheduledJob], _names("job")] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -107,8 +107,10 @@ def render_cron(config: Config, output: Path | None = None, name: str | None = N
 
 
 def _runner(config: Config, name: str, schedule: Schedule, logs: Path) -> str:
+    # Cron starts jobs with a bare environment: the renderer's own PATH and Java, then the schedule's.
     env = [f"export {k}={shlex.quote(v)}" for k in ("PATH", "JAVA_HOME", "SPARK_HOME", "HADOOP_CONF_DIR",
                                                       "YARN_CONF_DIR") if (v := os.environ.get(k))]
+    env += [f"export {k}={shlex.quote(v)}" for k, v in schedule.env.items()]
     handled = handled_gates(schedule)
     body = []
     for job_name in schedule.order():
@@ -130,7 +132,7 @@ def _runner(config: Config, name: str, schedule: Schedule, logs: Path) -> str:
 set -u
 {chr(10).join(env)}
 cd {shlex.quote(str(config.root))}
-LOGS={shlex.quote(str(logs))}/"$(date -u +%Y%m%dT%H%M%SZ)"
+LOGS={shlex.quote(str(logs))}/"$(date -u +%Y%m%dT%H%M%SZ)-$$"  # two runs in one second apart
 mkdir -p "$LOGS"
 declare -A STATUS=()
 run() {{
@@ -228,7 +230,8 @@ def workflow_xml(config: Config, name: str, schedule: Schedule) -> str:
 
 def _shell_action(config: Config, name: str, schedule: Schedule, job_name: str, ok: str) -> str:
     argv = command(config, name, schedule, job_name, status_output=True)
-    args = "\n".join(f"      <argument>{escape(a)}</argument>" for a in argv[1:])
+    args = "\n".join([f"      <argument>{escape(a)}</argument>" for a in argv[1:]]
+                     + [f"      <env-var>{escape(k)}={escape(v)}</env-var>" for k, v in schedule.env.items()])
     return f"""  <action name="{job_name}">
     <shell xmlns="{SHELL_NS}">
       <resource-manager>${{resourceManager}}</resource-manager>

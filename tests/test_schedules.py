@@ -49,6 +49,7 @@ CHAINED = {"schedules": {"chain": {
     "cron": "15 3 * * 1-5",
     "master": "yarn",
     "archive": ".sparkml/env.tar.gz",
+    "env": {"HADOOP_CONF_DIR": "/etc/hadoop/conf"},
     "jobs": {
         "features": {"job": "features_build", "args": ["origin_weather_hourly"]},
         "trainset": {"job": "trainset_build", "args": ["flight_delays"], "after": ["features"]},
@@ -85,6 +86,7 @@ def test_rendered_oozie_workflows_and_coordinators_validate_against_oozies_schem
     assert "--status-output" in argv and argv[argv.index("--master") + 1] == "yarn"
     assert argv[-3:] == ["flight_delays@champion", "--outcomes", "entities.flights"]
     assert monitor.find("s:shell/s:capture-output", ns) is not None
+    assert [e.text for e in monitor.findall("s:shell/s:env-var", ns)] == ["HADOOP_CONF_DIR=/etc/hadoop/conf"]
     # A job that waits is entered through a decision on the statuses of what it waits for.
     decision = wf.find("w:decision[@name='if-retrain']/w:switch/w:case", ns)
     assert decision.get("to") == "retrain"
@@ -132,6 +134,7 @@ def test_rendered_crontab_lines_and_runner_scripts(tmp_path):
     assert 'if [[ "${STATUS[trainset]}" == 0 && "${STATUS[monitor]}" == 0 ]]; then' in text
     assert 'if [[ "${STATUS[monitor]}" == 3 ]]; then' in text
     assert "--lock chain.retrain --lock-stale-after 21600" in text
+    assert "export HADOOP_CONF_DIR=/etc/hadoop/conf" in text
 
 
 def test_schedule_list_gives_each_jobs_next_run(tmp_path, config):
