@@ -386,6 +386,18 @@ def lineage(state, ref, as_json):
     emit(state.ws.lineage(ref).to_dict(), True)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--output", help="The HTML file to write (default: .sparkml/reports/MODEL-vVERSION.html "
+              "in the project).")
+@pass_state
+def report(state, model, output):
+    """One static HTML page on MODEL[@ALIAS|/VERSION]: metrics against the thresholds and the
+    champion, the gate verdict, ROC/PR/confusion pictures, feature importances, the training
+    set, feature tables, environment, lineage and monitoring history."""
+    click.echo(json.dumps(state.ws.report(model, output).to_dict()))
+
+
 # --- pipelines ----------------------------------------------------------------------------
 
 

@@ -177,6 +177,15 @@ class TrainingSet:
 
 
 @dataclass(frozen=True)
+class ReportFile(Record):
+    """A model version's report page, as `report` wrote it."""
+
+    path: str
+    model: str
+    version: str
+
+
+@dataclass(frozen=True)
 class Lineage(Record):
     kind: str
     ref: str
@@ -386,6 +395,35 @@ class Workspace:
         from .lineage import lineage
 
         return Lineage.of(lineage(self.config, self.tracker, ref))
+
+    def report(self, ref: str, output: str | None = None) -> ReportFile:
+        """One self-contained HTML page on model version `ref` (MODEL, MODEL@ALIAS or
+        MODEL/VERSION): metrics against the thresholds and the champion, the gate verdict, its
+        plots, training set, feature tables, environment, lineage and monitoring history.
+        Written to `output` (a path; default .sparkml/reports/MODEL-vVERSION.html in the
+        project) whole or not at all."""
+        from . import refs, report
+
+        refs.model(ref)
+        target = self.storage.location(output) if output else None
+        if target is not None and target.is_dir():
+            raise ConfigError(f"report: output {output!r} is a directory: name the HTML file to write")
+        with self.tracker.bound():
+            data = report.gather(self.config, self.tracker, ref, self._monitoring_history)
+        page = report.render(data)
+        if target is None:
+            target = self.storage.location(str(self.config.path(".sparkml/reports")
+                                               / f"{data['model']}-v{data['version']}.html"))
+        target.write_text(page)  # staged beside it, then renamed: whole or nothing
+        return ReportFile(str(target), data["model"], data["version"])
+
+    def _monitoring_history(self, model_name: str, version: int) -> list[dict]:
+        """A version's monitoring rows; the session is started only when the table exists."""
+        from . import lake, monitoring
+
+        if not lake.exists(lake.table_path(self.config.lake_root, monitoring.table_ref(model_name))):
+            return []
+        return monitoring.history(self.spark, self.config, model_name, version)
 
     # --- pipelines ------------------------------------------------------------------------
 
