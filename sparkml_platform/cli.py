@@ -379,11 +379,22 @@ def env_pack(state, ref, output_dir, no_archive):
 
 @cli.command()
 @click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default=None,
+              help="text (default): trees up and down from REF; json: nodes and edges; dot: Graphviz.")
 @json_option
 @pass_state
-def lineage(state, ref, as_json):
-    """What REF (feature table, trainset[@v], model[@alias|/v]) came from and fed."""
-    emit(state.ws.lineage(ref).to_dict(), True)
+def lineage(state, ref, fmt, as_json):
+    """The lineage graph of REF, from the raw sources to the predictions. REF: a source
+    (raw.NAME or NAME), entities.NAME, a feature table, a trainset[@v], a model[@alias|/v]
+    or predictions.NAME."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree: give one of them")
+    found = state.ws.lineage(ref)
+    fmt = "json" if as_json else fmt or "text"
+    if fmt == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2, default=str))
+    else:
+        click.echo(found.to_dot() if fmt == "dot" else found.to_text(), nl=fmt != "dot")
 
 
 @cli.command()

@@ -348,6 +348,13 @@ def commits(path: Location, ref: str | None = None) -> list[dict]:
     return sorted(out, key=lambda c: c["version"])
 
 
+def distinct_values(path: Location, columns: list[str], ref: str | None = None) -> set[tuple]:
+    """The distinct combinations of `columns` in the table's current version, read through
+    delta-rs (only those columns, no JVM): for small-valued columns, like a model's versions."""
+    table = _delta_table(path, ref or str(path)).to_pyarrow_dataset().to_table(columns=columns)
+    return {tuple(row[c] for c in columns) for row in table.group_by(columns).aggregate([]).to_pylist()}
+
+
 def commit_metadata(path: Location, version: int) -> dict:
     """The user metadata of commit `version` (empty when it has none or is no longer kept)."""
     return next((c["metadata"] or {} for c in commits(path) if c["version"] == version), {})

@@ -185,24 +185,6 @@ class ReportFile(Record):
     version: str
 
 
-@dataclass(frozen=True)
-class Lineage(Record):
-    kind: str
-    ref: str
-    upstream: dict
-    downstream: list | None = None
-    details: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "ref": self.ref, **self.details, "upstream": self.upstream}
-        return out if self.downstream is None else {**out, "downstream": self.downstream}
-
-    @classmethod
-    def of(cls, data: dict):
-        rest = {k: v for k, v in data.items() if k not in ("kind", "ref", "upstream", "downstream")}
-        return cls(data["kind"], data["ref"], data["upstream"], data.get("downstream"), rest)
-
-
 class Workspace:
     """A project's configuration, session, storage layer and MLflow client, with its verbs."""
 
@@ -390,11 +372,15 @@ class Workspace:
 
     # --- provenance -----------------------------------------------------------------------
 
-    def lineage(self, ref: str) -> Lineage:
-        """What REF (feature table, training set[@v], model[@alias|/v]) came from and fed."""
-        from .lineage import lineage
+    def lineage(self, ref: str):
+        """The lineage graph of REF (a raw source, entity table, feature table, training
+        set[@v], model[@alias|/v] or predictions table): everything upstream to the raw
+        sources and everything made from it, as a `lineage.Graph` (`to_text()`, `to_dict()`,
+        `to_dot()`)."""
+        from .lineage import graph
 
-        return Lineage.of(lineage(self.config, self.tracker, ref))
+        with self.tracker.bound():
+            return graph(self.config, self.tracker, ref)
 
     def report(self, ref: str, output: str | None = None) -> ReportFile:
         """One self-contained HTML page on model version `ref` (MODEL, MODEL@ALIAS or
