@@ -22,13 +22,6 @@ from .config import Config
 
 PLOTS = (("roc_curve.png", "ROC curve"), ("pr_curve.png", "Precision-recall curve"),
          ("confusion_matrix.png", "Confusion matrix"), ("feature_importance.png", "Feature importance"))
-# Lineage columns, left to right: raw data to predictions.
-KINDS = ("source", "entity_table", "feature_table", "training_set", "model_version", "predictions")
-KIND_TITLES = {"source": "sources", "entity_table": "entity tables", "feature_table": "feature tables",
-               "training_set": "training set", "model_version": "model version",
-               "predictions": "predictions"}
-KIND_COLOURS = {"source": "#e8eef7", "entity_table": "#e6f4ea", "feature_table": "#fef7e0",
-                "training_set": "#f3e8fd", "model_version": "#fce8e6", "predictions": "#e0f2f1"}
 
 
 def number(value) -> str:
@@ -173,20 +166,40 @@ def render(data: dict) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
 padding:24px 32px;color:#1f2328;background:#fff;font-size:14px;line-height:1.45}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 10px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
-h3{font-size:15px;margin:18px 0 6px}.muted{color:#59636e}code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
-table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d0d7de;padding:4px 9px;text-align:left;vertical-align:top}
-th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:600;font-size:13px;margin-right:6px}
-.pass{background:#dafbe1;color:#116329}.fail{background:#ffebe9;color:#a40e26}.alias{background:#ddf4ff;color:#0550ae}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:150px}
-.card .k{font-size:12px;color:#59636e}.card .v{font-size:20px;font-weight:600}
-.figures{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px;background:#fff}
-figcaption{font-size:12px;color:#59636e;text-align:center}figure img{display:block;max-width:100%;height:auto}
-figure.small img{width:350px}.two{display:grid;grid-template-columns:1fr 1fr;gap:28px}.two h2{margin-top:32px}
-tr.breach td{background:#ffebe9}td.ok{color:#116329}td.bad{color:#a40e26;font-weight:600}
-.lineage{border:1px solid #d0d7de;border-radius:6px;padding:8px}.lineage svg{display:block;max-width:100%;height:auto}
-details{margin:6px 0}summary{cursor:pointer;color:#0550ae}.packages{columns:4;font-size:12px}
+h1{font-size:26px;margin:0 0 4px}
+h2{font-size:19px;margin:32px 0 10px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px;margin:18px 0 6px}
+.muted{color:#59636e}
+code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
+table{border-collapse:collapse;margin:6px 0 12px}
+th,td{border:1px solid #d0d7de;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:600;font-size:13px;
+margin-right:6px}
+.pass{background:#dafbe1;color:#116329}
+.fail{background:#ffebe9;color:#a40e26}
+.alias{background:#ddf4ff;color:#0550ae}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0}
+.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:150px}
+.card .k{font-size:12px;color:#59636e}
+.card .v{font-size:20px;font-weight:600}
+.figures{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px;background:#fff}
+figcaption{font-size:12px;color:#59636e;text-align:center}
+figure img{display:block;max-width:100%;height:auto}
+figure.small img{width:350px}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:28px}
+.two h2{margin-top:32px}
+tr.breach td{background:#ffebe9}
+.periods{display:flex;flex-wrap:wrap;column-gap:28px}
+.ok{color:#116329}
+.bad{color:#a40e26;font-weight:600}
+.lineage{border:1px solid #d0d7de;border-radius:6px;padding:8px}
+.lineage svg{display:block;max-width:100%;height:auto}
+details{margin:6px 0}
+summary{cursor:pointer;color:#0550ae}
+.packages{columns:4;font-size:12px}
 footer{margin-top:36px;color:#59636e;font-size:12px;border-top:1px solid #d0d7de;padding-top:8px}
 """
 
@@ -199,7 +212,8 @@ def _header(d: dict) -> str:
               + "".join(f'<span class="badge alias">@{e(a)}</span>' for a in d["aliases"]))
     first = d["metric_names"][0] if d["metric_names"] else None
     ts = d["training_set"]
-    cards = [("test " + first if first else "metric", number(d["run_metrics"].get(first)) if first else "–"),
+    headline = ("test " + first, number(d["run_metrics"].get(first))) if first else ("metric", "–")
+    cards = [headline,
              ("training set", f"{ts['name']}@{ts['version']}"),
              ("environment", d["environment_id"]),
              ("estimator", (d["params"].get("estimator") or "–").rsplit(".", 1)[-1])]
@@ -241,7 +255,7 @@ def _metrics(d: dict) -> str:
             cells.append(_num(current["metrics"].get(name)))
         cells.append(f"<td>{'<br>'.join(e(c.get('rule')) for c in mine) or '–'}</td>")
         verdicts = "<br>".join("passed" if c.get("passed") else "failed" for c in mine)
-        klass = "" if not mine else (" class=\"ok\"" if all(c.get("passed") for c in mine) else " class=\"bad\"")
+        klass = "" if not mine else f' class="{"ok" if all(c.get("passed") for c in mine) else "bad"}"'
         cells.append(f"<td{klass}>{verdicts or '–'}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     other = [c for c in checks if c.get("metric") not in d["metric_names"]]
@@ -294,28 +308,35 @@ def _training_set(d: dict) -> str:
              ("rows", ", ".join(f"{k} {v}" for k, v in rows.items()) if rows else None),
              ("stored at", man.get("path")),
              ("feature columns", ", ".join(man.get("feature_columns") or []) or None)]
-    table = "".join(f"<tr><th>{e(k)}</th><td class=\"mono\" id=\"ts-{e(k.replace(' ', '-'))}\">{e(v)}</td></tr>"
-                    for k, v in facts)
+    table = _facts(facts, "ts")
     full = (f"<details><summary>The whole manifest</summary><pre class=\"mono\">"
             f"{e(json.dumps(man, indent=2, default=str))}</pre></details>") if man else \
         "<p class=\"muted\">No manifest was recorded with this version.</p>"
     return f"<section id=\"training-set\"><h2>Training set</h2><table>{table}</table>{full}</section>"
 
 
+def _facts(facts: list[tuple[str, object]], prefix: str) -> str:
+    """A two-column table of named facts; each value cell has an id (`PREFIX-NAME`)."""
+    return "".join(f"<tr><th>{e(k)}</th><td class=\"mono\" id=\"{prefix}-{e(k.replace(' ', '-'))}\">"
+                   f"{e(v)}</td></tr>" for k, v in facts)
+
+
 def _features(d: dict) -> str:
     rows = []
     for t in d["feature_tables"]:
-        newer = t["newest_version"] is not None and t["version"] is not None and t["newest_version"] != t["version"]
+        newer = None not in (t["newest_version"], t["version"]) and t["newest_version"] != t["version"]
         rows.append(f"<tr><td>features.{e(t['table'])}</td><td class=\"num\">{e(t['version'])}</td>"
                     f"<td class=\"num\">{e(t['newest_version'])}{' (newer)' if newer else ''}</td>"
                     f"<td>{e(', '.join(t['keys']))}</td><td>{e(t['event_time'])}</td>"
-                    f"<td>{e(_lookback(t['lookback_seconds']))}</td><td>{e(', '.join(t['features']))}</td></tr>")
+                    f"<td>{e(_lookback(t['lookback_seconds']))}</td>"
+                    f"<td>{e(', '.join(t['features']))}</td></tr>")
     if not rows:
         return ("<section id=\"features\"><h2>Feature tables</h2><p class=\"muted\">This version "
                 "looked up no feature table.</p></section>")
     head = "".join(f"<th>{h}</th>" for h in ("table", "version used", "newest version", "keys",
                                              "event time", "lookback", "features"))
-    return f"<section id=\"features\"><h2>Feature tables</h2><table><tr>{head}</tr>{''.join(rows)}</table></section>"
+    return (f"<section id=\"features\"><h2>Feature tables</h2><table><tr>{head}</tr>{''.join(rows)}"
+            "</table></section>")
 
 
 def _lookback(seconds) -> str:
@@ -336,12 +357,12 @@ def _environment(d: dict) -> str:
     facts += [("project", code.get("project")), ("project commit", code.get("git_commit")),
               ("project content hash", code.get("content_hash")),
               ("sparkml-platform", framework.get("version"))]
-    table = "".join(f"<tr><th>{e(k)}</th><td class=\"mono\" id=\"env-{e(k.replace(' ', '-'))}\">{e(v)}</td></tr>"
-                    for k, v in facts)
+    table = _facts(facts, "env")
     listing = (f"<details><summary>{len(packages)} packages</summary><div class=\"packages mono\">"
                + "".join(f"<div>{e(n)}=={e(v)}</div>" for n, v in sorted(packages.items()))
                + "</div></details>") if packages else ""
-    return f"<section id=\"environment\"><h2>Environment and code</h2><table>{table}</table>{listing}</section>"
+    return (f"<section id=\"environment\"><h2>Environment and code</h2><table>{table}</table>{listing}"
+            "</section>")
 
 
 def _details(d: dict) -> str:
@@ -366,15 +387,21 @@ def _lineage(d: dict) -> str:
             f"<div class=\"lineage\">{lineage_svg(graph)}</div></section>")
 
 
-NODE_H, ROW_GAP, COL_GAP, CHAR_W, PAD = 46, 14, 56, 7.4, 12
+NODE_H, ROW_GAP, COL_GAP, CHAR_W, SMALL_W, PAD = 46, 14, 48, 7.1, 6.2, 12
 
 
 def lineage_svg(graph) -> str:
-    """The graph as an inline SVG: one column per kind (sources left, predictions right), edges
-    upstream -> downstream, the reported artifact outlined. Every node's label is text in the
-    SVG (so it is searchable and selectable); its detail is the node's tooltip."""
+    """A `lineage.Graph` as an inline SVG: one column per kind (raw sources left, predictions
+    right, in `lineage.KINDS` order), edges upstream -> downstream, the graph's root outlined.
+    Every node's label is text in the SVG (searchable, selectable); its description and id
+    are its tooltip."""
+    from .lineage import KIND_STYLE, KIND_TITLE
+
     columns = _columns(graph)
-    widths = [max(140, int(PAD * 2 + CHAR_W * max(len(n.label) for n in col))) for col in columns]
+    # Wide enough for every label, and for the second lines up to a point (then cut, "…").
+    widths = [max(140, math.ceil(PAD * 2 + max(max(CHAR_W * len(n.label),
+                                                   min(300.0, SMALL_W * len(_second_line(n))))
+                                               for n in col))) for col in columns]
     height = max(len(col) for col in columns) * (NODE_H + ROW_GAP) - ROW_GAP
     top = 26  # the kind titles above the columns
     xs, x = [], 10
@@ -395,7 +422,7 @@ def lineage_svg(graph) -> str:
              '</marker></defs>']
     for col, cx, w in zip(columns, xs, widths):
         parts.append(f'<text x="{cx + w / 2:.0f}" y="14" text-anchor="middle" font-size="12" '
-                     f'fill="#59636e">{e(KIND_TITLES.get(col[0].kind, col[0].kind))}</text>')
+                     f'fill="#59636e">{e(KIND_TITLE.get(col[0].kind, col[0].kind))}</text>')
     for up, down in graph.edges:
         if up not in box or down not in box:
             continue
@@ -409,10 +436,11 @@ def lineage_svg(graph) -> str:
         bx, by, w = box[node.id]
         root = node.id == graph.root
         parts.append(
-            f'<g class="node" data-kind="{e(node.kind)}" data-id="{e(node.id)}"><title>{e(_tooltip(node))}</title>'
+            f'<g class="node" data-kind="{e(node.kind)}" data-id="{e(node.id)}">'
+            f'<title>{e(_tooltip(node))}</title>'
             f'<rect x="{bx}" y="{by:.1f}" width="{w}" height="{NODE_H}" rx="6" '
-            f'fill="{KIND_COLOURS.get(node.kind, "#f6f8fa")}" stroke="{"#cf222e" if root else "#8c959f"}" '
-            f'stroke-width="{2.5 if root else 1}"/>'
+            f'fill="{KIND_STYLE.get(node.kind, ("", "#f6f8fa"))[1]}" '
+            f'stroke="{"#cf222e" if root else "#8c959f"}" stroke-width="{2.5 if root else 1}"/>'
             f'<text x="{bx + PAD}" y="{by + 19:.1f}" font-size="12.5" font-weight="600" '
             f'fill="#1f2328">{e(node.label)}</text>'
             f'<text x="{bx + PAD}" y="{by + 36:.1f}" font-size="11" fill="#59636e">'
@@ -424,6 +452,8 @@ def lineage_svg(graph) -> str:
 def _columns(graph) -> list[list]:
     """Nodes grouped by kind in KINDS order (unknown kinds after), each column ordered by the
     mean position of its nodes' upstream neighbours, so edges cross little."""
+    from .lineage import KINDS
+
     order = list(KINDS) + [n.kind for n in graph.nodes if n.kind not in KINDS]
     groups: dict[str, list] = {}
     for node in graph.nodes:
@@ -443,18 +473,34 @@ def _columns(graph) -> list[list]:
 
 
 def _second_line(node) -> str:
-    version = f"v{node.version}" if node.version is not None and node.version != "" else ""
-    return " · ".join(p for p in (version, str(node.detail or "")) if p)
+    """The version and the few facts that tell nodes of a kind apart."""
+    detail = node.detail or {}
+    parts = [f"v{node.version}"] if node.version not in (None, "") else []
+    if detail.get("exists") is False:
+        parts.append("not built")
+    latest = detail.get("latest_version")
+    if latest is not None and str(latest) != str(node.version):
+        parts.append(f"newest v{latest}")
+    if detail.get("digest"):
+        parts.append(f"digest {detail['digest']}")
+    if detail.get("model_spec"):
+        parts.append(str(detail["model_spec"]))
+    runs = detail.get("runs") or []
+    if runs:
+        plural = "s" if len(runs) > 1 else ""
+        parts.append(f"{len(runs)} scoring run{plural}, last {runs[-1].get('run_date')}")
+    return " · ".join(parts)
 
 
 def _fit(text: str, width: int) -> str:
-    room = int((width - 2 * PAD) / (CHAR_W * 0.88))
+    room = round((width - 2 * PAD) / SMALL_W)
     return text if len(text) <= room else text[:max(1, room - 1)] + "…"
 
 
 def _tooltip(node) -> str:
-    return f"{node.kind}: {node.id}" + (f" (version {node.version})" if node.version is not None else "") \
-        + (f"\n{node.detail}" if node.detail else "")
+    description = (node.detail or {}).get("description")
+    return f"{node.id}" + (f" (version {node.version})" if node.version is not None else "") \
+        + (f"\n{description}" if description else "")
 
 
 # --- monitoring --------------------------------------------------------------------------
@@ -470,19 +516,22 @@ def _monitoring(d: dict) -> str:
     for row in rows:
         periods.setdefault(str(row.get("period")), []).append(row)
     chart = _monitoring_charts(periods)
-    parts = [chart]
+    boxes = []
     for period, group in periods.items():
         by = group[0].get("by")
         breaches = sum(1 for r in group if r.get("breached"))
         by_text = f' <span class="muted">(by {e(by)})</span>' if by else ""
         breach_text = f' <span class="badge fail">{breaches} breached</span>' if breaches else ""
-        parts.append(f'<h3 class="period">{e(period)}{by_text}{breach_text}</h3>')
+        box = [f'<h3 class="period">{e(period)}{by_text}{breach_text}</h3>']
         metrics = [r for r in group if r.get("kind") == "metric"]
         drift = [r for r in group if r.get("kind") == "drift"]
         if metrics:
-            parts.append(_monitor_table(metrics, ("metric", "value", "threshold", "breached", "rows")))
+            box.append(_monitor_table(metrics, ("metric", "value", "threshold", "breached", "rows")))
         if drift:
-            parts.append(_monitor_table(drift, ("feature", "measure", "value", "threshold", "breached", "rows")))
+            box.append(_monitor_table(drift, ("feature", "measure", "value", "threshold", "breached",
+                                              "rows")))
+        boxes.append("<div>" + "".join(box) + "</div>")
+    parts = [chart, "<div class=\"periods\">" + "".join(boxes) + "</div>"]
     return "<section id=\"monitoring\"><h2>Monitoring</h2>" + "".join(parts) + "</section>"
 
 
@@ -490,7 +539,8 @@ def _monitor_table(rows: list[dict], head: tuple[str, ...]) -> str:
     body = []
     for r in rows:
         cells = {"metric": e(r.get("name")), "feature": e(r.get("name")), "measure": e(r.get("measure")),
-                 "value": e(number(_float(r.get("value")))), "threshold": e(number(_float(r.get("threshold")))),
+                 "value": e(number(_float(r.get("value")))),
+                 "threshold": e(number(_float(r.get("threshold")))),
                  "breached": "yes" if r.get("breached") else "no", "rows": e(r.get("rows"))}
         klass = " class=\"breach\"" if r.get("breached") else ""
         body.append(f"<tr{klass}>" + "".join(
