@@ -356,14 +356,19 @@ def schema(path: Location, ref: str | None = None) -> list[dict]:
 
 
 def _type_name(kind) -> str:
-    """A delta-rs type as Spark SQL writes it (long, array<string>, struct<a:int>, ...)."""
+    """A delta-rs type as Spark SQL writes it (bigint, array<string>, struct<a:int>, ...)."""
     if hasattr(kind, "element_type"):
         return f"array<{_type_name(kind.element_type)}>"
     if hasattr(kind, "key_type"):
         return f"map<{_type_name(kind.key_type)},{_type_name(kind.value_type)}>"
     if hasattr(kind, "fields"):
         return "struct<" + ",".join(f"{f.name}:{_type_name(f.type)}" for f in kind.fields) + ">"
-    return str(getattr(kind, "type", kind))
+    name = str(getattr(kind, "type", kind))
+    return SQL_TYPE_NAMES.get(name, name)
+
+
+# Delta's names for the primitive types that Spark SQL (and features.yml) names otherwise.
+SQL_TYPE_NAMES = {"integer": "int", "long": "bigint", "short": "smallint", "byte": "tinyint"}
 
 
 def distinct_values(path: Location, columns: list[str], ref: str | None = None) -> set[tuple]:
