@@ -224,7 +224,7 @@ def test_lineage_of_the_champion_reaches_the_raw_sources_and_its_predictions(spa
     outputs = {r.data.params["output_table"] for r in runs}
     assert "predictions.flight_delays" in outputs and {b for a, b in edges if a == root} == outputs
     shown_runs = nodes["predictions.flight_delays"]["detail"]["runs"]
-    assert {r["run_id"] for r in runs if r.data.params["output_table"] == "predictions.flight_delays"} <= \
+    assert {r.info.run_id for r in runs if r.data.params["output_table"] == "predictions.flight_delays"} <= \
         {r["run_id"] for r in shown_runs}
     assert "2013-12-31" in {r["run_date"] for r in shown_runs}
 
