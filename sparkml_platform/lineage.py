@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from . import lake, refs, registry, training_sets
+from . import catalog, lake, refs, registry, training_sets
 from .config import Config
 from .errors import JobFailed, NotFoundError
 
@@ -367,15 +367,9 @@ class _Walk:
             return [f"model:{mv.name}/{mv.version}" for mv in sorted(found, key=lambda m: (m.name, int(m.version)))]
         if node.kind == "predictions":
             return []
-        out = [f"entities.{n}" for n, spec in sorted(self.config.sources.entity_tables.items())
-               if spec.source == node_id]
-        out += [f"features.{n}" for n, t in sorted(self.config.features.feature_tables.items())
-                if node_id in t.sources.values()]
-        for man in self.manifests():
-            read = [man["label_source"].get("table")] + [f"features.{lk['table']}" for lk in man["lookups"]]
-            if node_id in read:
-                out.append(f"trainset:{man['name']}@{man['version']}")
-        out += [r["output_table"] for r in self.scoring_runs() if r["input_table"] == node_id]
+        read = catalog.read_by(self.config, node_id, self.manifests())
+        out = read["entity_tables"] + read["feature_tables"] + [f"trainset:{t}" for t in read["training_sets"]]
+        out += read["predictions"]
         return list(dict.fromkeys(out))
 
     # --- records, each read once ----------------------------------------------------------
@@ -394,16 +388,8 @@ class _Walk:
             if version is not None else {}
 
     def manifests(self) -> list[dict]:
-        """Every readable training-set manifest (a damaged one is left out: it is refused,
-        with its reason, where it is used)."""
         if self._manifests is None:
-            self._manifests = []
-            for name in training_sets.names(self.config):
-                for version in training_sets.list_versions(self.config, name):
-                    try:
-                        self._manifests.append(training_sets.manifest(self.config, f"{name}@{version}"))
-                    except JobFailed:
-                        continue
+            self._manifests = catalog.all_manifests(self.config)
         return self._manifests
 
     def model_versions(self) -> list:

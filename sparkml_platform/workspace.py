@@ -54,6 +54,40 @@ class FeatureTableInfo(Record):
 
 
 @dataclass(frozen=True)
+class SourceInfo(Record):
+    """A raw source (`raw.NAME`) or an entity table (`entities.NAME`) as `sources.list()` shows it."""
+
+    name: str
+    table: str
+    kind: str  # source or entity_table
+    description: str
+    owner: str
+    # where its rows come from: a file or package path (a source), the lake table it is derived
+    # from (an entity table)
+    source: str
+    format: str
+    version: int | None
+    last_written: str | None
+
+
+@dataclass(frozen=True)
+class SourceDetail(SourceInfo):
+    """`sources.show(name)`: the definition, and once in the lake its schema and Delta history;
+    `read_by`: the entity tables, feature tables, training-set versions and predictions tables
+    made from it."""
+
+    path: str = ""
+    filter: str | None = None
+    loaded: bool = False
+    schema: list[dict] | None = None
+    history: list[dict] | None = None
+    status: str | None = None
+    read_by: dict = field(default_factory=dict)
+    options: dict | None = None
+    transform: str | None = None
+
+
+@dataclass(frozen=True)
 class BuiltTable(Record):
     table: str
     version: int | None
@@ -207,6 +241,7 @@ class Workspace:
         self.config, self._given, self._spark = config, spark, None
         self.tracker = Tracker(config)
         self.features = Features(self)
+        self.sources = Sources(self)
         self.models = Models(self)
         self.env = Environments(self)
 
@@ -423,6 +458,24 @@ class Workspace:
         from . import summary
 
         return summary.render(self.spark, self.config, self.tracker, report)
+
+
+class Sources:
+    """Raw sources and entity tables (sources.yml): list, show."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def list(self) -> list[SourceInfo]:
+        from . import catalog
+
+        return [SourceInfo.of(row) for row in catalog.sources(self._ws.config)]
+
+    def show(self, name: str) -> SourceDetail:
+        """NAME or raw.NAME (a raw source), entities.NAME (an entity table)."""
+        from . import catalog
+
+        return SourceDetail.of(catalog.show_source(self._ws.config, name))
 
 
 class Features:
