@@ -304,7 +304,7 @@ def _training_set(d: dict) -> str:
     label = man.get("label_source") or {}
     facts = [("name", ts["name"]), ("version", ts["version"]), ("digest", ts["digest"]),
              ("created", man.get("created_at")), ("definition hash", man.get("definition_hash")),
-             ("label source", f"{label.get('table')}@{label.get('version')}" if label else None),
+             ("label source", _label_source(label)),
              ("rows", ", ".join(f"{k} {v}" for k, v in rows.items()) if rows else None),
              ("stored at", man.get("path")),
              ("feature columns", ", ".join(man.get("feature_columns") or []) or None)]
@@ -319,6 +319,15 @@ def _facts(facts: list[tuple[str, object]], prefix: str) -> str:
     """A two-column table of named facts; each value cell has an id (`PREFIX-NAME`)."""
     return "".join(f"<tr><th>{e(k)}</th><td class=\"mono\" id=\"{prefix}-{e(k.replace(' ', '-'))}\">"
                    f"{e(v)}</td></tr>" for k, v in facts)
+
+
+def _label_source(label: dict) -> str | None:
+    """The table (at its version) the labels came from, or the DataFrame's digest."""
+    if label.get("table"):
+        return f"{label['table']}@{label.get('version')}"
+    if label.get("dataframe"):
+        return f"a DataFrame (digest {label.get('digest')})"
+    return None
 
 
 def _features(d: dict) -> str:
