@@ -85,7 +85,7 @@ def gather(config: Config, tracker, ref: str,
         "manifest": manifest,
         "training_set": {"name": tags.get("training_set"), "version": tags.get("training_set_version"),
                          "digest": tags.get("training_set_digest")},
-        "feature_tables": [_feature_table(config, name, version, manifest)
+        "feature_tables": [_feature_table(name, version, manifest, graph)
                            for name, version in feature_tables.items()],
         "environment_id": tags.get("environment_id"),
         "environment": documents.get("environment.json") or {},
@@ -118,20 +118,14 @@ def _plots(tracker, run_id: str) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
 
 
-def _feature_table(config: Config, name: str, version, manifest: dict) -> dict:
+def _feature_table(name: str, version, manifest: dict, graph) -> dict:
     """A feature table the model learnt from: the version it read, its lookup (keys, event
-    time, columns) from the manifest, and its newest version in the lake now."""
-    from . import lake
-
+    time, columns) from the manifest, and its newest version in the lake (from the lineage
+    graph, which read the table's Delta log)."""
     lookup = next((lk for lk in manifest.get("lookups", []) if lk.get("table") == name), {})
-    newest = None
-    try:
-        path = lake.table_path(config.lake_root, f"features.{name}")
-        if lake.exists(path):
-            newest = lake.commits(path, f"features.{name}")[-1]["version"]
-    except Exception:  # noqa: BLE001 - a table renamed or unreadable since: the page says unknown
-        newest = None
-    return {"table": name, "version": version, "newest_version": newest,
+    node = next((n for n in graph.nodes if n.id == f"features.{name}"), None)
+    return {"table": name, "version": version,
+            "newest_version": (node.detail or {}).get("latest_version") if node else None,
             "keys": list((lookup.get("key_map") or {}).values()), "event_time": lookup.get("event_time"),
             "features": list((lookup.get("columns") or {}).values()),
             "lookback_seconds": lookup.get("lookback_seconds")}
@@ -333,7 +327,8 @@ def _label_source(label: dict) -> str | None:
 def _features(d: dict) -> str:
     rows = []
     for t in d["feature_tables"]:
-        newer = None not in (t["newest_version"], t["version"]) and t["newest_version"] != t["version"]
+        used, newest = t["version"], t["newest_version"]
+        newer = None not in (used, newest) and str(newest) != str(used)
         rows.append(f"<tr><td>features.{e(t['table'])}</td><td class=\"num\">{e(t['version'])}</td>"
                     f"<td class=\"num\">{e(t['newest_version'])}{' (newer)' if newer else ''}</td>"
                     f"<td>{e(', '.join(t['keys']))}</td><td>{e(t['event_time'])}</td>"
