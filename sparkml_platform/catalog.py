@@ -1,10 +1,11 @@
-"""Discovery: what feature tables and training sets exist, what they hold, who owns them."""
+"""Discovery: what raw sources, entity tables, feature tables and training sets exist, what
+they hold, who owns them and what reads them."""
 
 from __future__ import annotations
 
 from . import lake, statistics, training_sets
 from .config import Config
-from .errors import JobFailed
+from .errors import JobFailed, NotFoundError
 
 
 def feature_tables(config: Config) -> list[dict]:
@@ -108,13 +109,112 @@ def compare_versions(spark, config: Config, name: str, old: int, new: int) -> di
 
 def used_by(config: Config, feature_table: str) -> list[str]:
     """Training-set versions built from this feature table."""
+    return _trainsets_reading(all_manifests(config), f"features.{feature_table}")
+
+
+def read_by(config: Config, table: str, manifests: list[dict] | None = None) -> dict:
+    """What reads lake table `table` (ZONE.NAME): the entity tables and feature tables whose
+    definitions name it (sources.yml, features.yml), the training-set versions whose manifests
+    read it (label source or lookup) and the predictions tables scored from it. `manifests`:
+    already read (see `all_manifests`)."""
+    found = manifests if manifests is not None else all_manifests(config)
+    return {
+        "entity_tables": [f"entities.{n}" for n, spec in sorted(config.sources.entity_tables.items())
+                          if spec.source == table],
+        "feature_tables": [f"features.{n}" for n, t in sorted(config.features.feature_tables.items())
+                           if table in t.sources.values()],
+        "training_sets": _trainsets_reading(found, table),
+        "predictions": scored_into(config, table),
+    }
+
+
+def _trainsets_reading(manifests: list[dict], table: str) -> list[str]:
+    return [f"{m['name']}@{m['version']}" for m in manifests
+            if table in (m["label_source"].get("table"), *(f"features.{lk['table']}" for lk in m["lookups"]))]
+
+
+def scored_into(config: Config, table: str) -> list[str]:
+    """Predictions tables that a scoring run wrote from input `table` (their commits' metadata)."""
+    out = []
+    for name in (config.lake_root / "predictions").names():
+        if not lake.REF.match(ref := f"predictions.{name}"):
+            continue  # not a table the platform names
+        path = lake.table_path(config.lake_root, ref)
+        if lake.exists(path) and any(table in ((c["metadata"] or {}).get("input") or {})
+                                     for c in lake.commits(path, ref)):
+            out.append(ref)
+    return out
+
+
+def all_manifests(config: Config) -> list[dict]:
+    """Every training-set version's manifest; a damaged one is left out here (`trainsets`
+    lists it with its reason, and using it is refused)."""
     out = []
     for name in training_sets.names(config):
         for version in training_sets.list_versions(config, name):
-            man = training_sets.manifest(config, f"{name}@{version}")
-            if any(lk["table"] == feature_table for lk in man["lookups"]):
-                out.append(f"{name}@{version}")
+            try:
+                out.append(training_sets.manifest(config, f"{name}@{version}"))
+            except JobFailed:
+                continue
     return out
+
+
+def sources(config: Config) -> list[dict]:
+    """The raw sources (`raw.NAME`) and entity tables (`entities.NAME`) sources.yml declares,
+    with their place in the lake: Delta's log only, no Spark job."""
+    out = []
+    declared = [("raw", n, s) for n, s in sorted(config.sources.sources.items())] + \
+               [("entities", n, s) for n, s in sorted(config.sources.entity_tables.items())]
+    for zone, name, spec in declared:
+        ref = f"{zone}.{name}"
+        path = lake.table_path(config.lake_root, ref)
+        history = lake.commits(path, ref) if lake.exists(path) else []
+        out.append({
+            "name": name, "table": ref, "kind": "source" if zone == "raw" else "entity_table",
+            "description": spec.description, "owner": spec.owner,
+            # where its rows come from: a file or package path, or the lake table it is derived from
+            "source": spec.path if zone == "raw" else spec.source,
+            "format": spec.format if zone == "raw" else "delta",
+            "version": history[-1]["version"] if history else None,
+            "last_written": lake.iso_time(history[-1]["timestamp"]) if history else None,
+        })
+    return out
+
+
+def show_source(config: Config, name: str) -> dict:
+    """A raw source (NAME or raw.NAME) or an entity table (entities.NAME): its definition,
+    schema and Delta history once in the lake, and what reads it."""
+    ref = _source_ref(config, name)
+    entry = next(e for e in sources(config) if e["table"] == ref)
+    zone, bare = ref.split(".", 1)
+    spec = config.sources.sources[bare] if zone == "raw" else config.sources.entity_tables[bare]
+    path = lake.table_path(config.lake_root, ref)
+    info = {**entry, "path": str(path), "filter": spec.filter,
+            **({"options": spec.options} if zone == "raw" else {"transform": spec.transform}),
+            "loaded": entry["version"] is not None}
+    if info["loaded"]:
+        info["schema"] = lake.schema(path, ref)
+        info["history"] = [{k: c[k] for k in ("version", "timestamp", "operation", "rows_written")}
+                           for c in lake.history(path)]
+    else:
+        info["schema"] = None
+        info["status"] = (f"not loaded: load it with sparkml sources load {bare} (ws.load_sources([{bare!r}]))"
+                          if zone == "raw" else
+                          f"not built: build it with a pipeline's build_entities step "
+                          f"(ws.build_entities([{bare!r}]))")
+    info["read_by"] = read_by(config, ref)
+    return info
+
+
+def _source_ref(config: Config, name: str) -> str:
+    """NAME or raw.NAME -> raw.NAME; entities.NAME as it is; anything else: NotFoundError."""
+    known = [f"raw.{n}" for n in sorted(config.sources.sources)] + \
+            [f"entities.{n}" for n in sorted(config.sources.entity_tables)]
+    ref = name if "." in name else f"raw.{name}"
+    if ref not in known:
+        raise NotFoundError(f"no source or entity table named {name!r} in conf/*/sources.yml "
+                            f"(known: {', '.join(known) or 'none'})")
+    return ref
 
 
 def trainsets(config: Config) -> list[dict]:

@@ -100,7 +100,7 @@ def init(directory, package):
 
 @cli.group()
 def sources():
-    """Raw tables and entity tables."""
+    """Raw tables and entity tables: load, list, show."""
 
 
 @sources.command("load")
@@ -110,6 +110,44 @@ def sources_load(state, names):
     """Load raw sources (all when no NAME is given) into the lake as raw.NAME."""
     for loaded in state.ws.load_sources(list(names)):
         click.echo(json.dumps(loaded))
+
+
+@sources.command("list")
+@json_option
+@pass_state
+def sources_list(state, as_json):
+    """Raw sources (raw.NAME) and entity tables (entities.NAME), with their lake versions."""
+    emit([s.to_dict() for s in state.ws.sources.list()], as_json,
+         lambda rows: table(rows, ["table", "version", "last_written", "owner", "source", "description"]))
+
+
+@sources.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def sources_show(state, name, as_json):
+    """Source NAME (or raw.NAME) or entity table entities.NAME: definition, schema, Delta
+    history and what reads it."""
+    emit(state.ws.sources.show(name).to_dict(), as_json, _show_source)
+
+
+def _show_source(d: dict) -> None:
+    click.echo(f"{d['table']}  ({d['kind'].replace('_', ' ')})  {d['description']}")
+    click.echo(f"owner: {d['owner'] or '-'}\nfrom: {d['source']} ({d['format']})\nlake: {d['path']}")
+    if d.get("filter"):
+        click.echo(f"filter: {d['filter']}")
+    if not d["loaded"]:
+        click.echo(d["status"])
+    else:
+        click.echo(f"schema ({len(d['schema'])} columns):")
+        for column in d["schema"]:
+            click.echo(f"  {column['name']}  {column['type']}" + ("" if column["nullable"] else "  not null")
+                       + (f"  -- {column['comment']}" if column.get("comment") else ""))
+        click.echo("history:")
+        table(d["history"], ["version", "timestamp", "operation", "rows_written"])
+    click.echo("read by:")
+    for what, names in d["read_by"].items():
+        click.echo(f"  {what.replace('_', ' ')}: {', '.join(names) or '-'}")
 
 
 # --- features -----------------------------------------------------------------------------
@@ -452,11 +490,34 @@ def env_pack(state, ref, output_dir, no_archive):
 
 @cli.command()
 @click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default=None,
+              help="text (default): trees up and down from REF; json: nodes and edges; dot: Graphviz.")
 @json_option
 @pass_state
-def lineage(state, ref, as_json):
-    """What REF (feature table, trainset[@v], model[@alias|/v]) came from and fed."""
-    emit(state.ws.lineage(ref).to_dict(), True)
+def lineage(state, ref, fmt, as_json):
+    """The lineage graph of REF, from the raw sources to the predictions. REF: a source
+    (raw.NAME or NAME), entities.NAME, a feature table, a trainset[@v], a model[@alias|/v]
+    or predictions.NAME."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree: give one of them")
+    found = state.ws.lineage(ref)
+    fmt = "json" if as_json else fmt or "text"
+    if fmt == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2, default=str))
+    else:
+        click.echo(found.to_dot() if fmt == "dot" else found.to_text(), nl=fmt != "dot")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--output", help="The HTML file to write (default: .sparkml/reports/MODEL-vVERSION.html "
+              "in the project).")
+@pass_state
+def report(state, model, output):
+    """One static HTML page on MODEL[@ALIAS|/VERSION]: metrics against the thresholds and the
+    champion, the gate verdict, ROC/PR/confusion pictures, feature importances, the training
+    set, feature tables, environment, lineage and monitoring history."""
+    click.echo(json.dumps(state.ws.report(model, output).to_dict()))
 
 
 # --- pipelines ----------------------------------------------------------------------------

@@ -119,6 +119,7 @@ class Source(Strict):
     options: dict[str, str] = {}
     filter: str | None = None  # SQL predicate applied on load (e.g. a slice for tests)
     description: str = ""
+    owner: str = ""
 
 
 class EntityTable(Strict):
@@ -128,6 +129,7 @@ class EntityTable(Strict):
     transform: str
     filter: str | None = None
     description: str = ""
+    owner: str = ""
 
 
 class SourcesFile(Strict):

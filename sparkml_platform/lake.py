@@ -348,6 +348,36 @@ def commits(path: Location, ref: str | None = None) -> list[dict]:
     return sorted(out, key=lambda c: c["version"])
 
 
+def schema(path: Location, ref: str | None = None) -> list[dict]:
+    """The current version's columns (name, type, nullable, comment) from Delta's log (delta-rs)."""
+    return [{"name": f.name, "type": _type_name(f.type), "nullable": f.nullable,
+             **({"comment": f.metadata["comment"]} if "comment" in (f.metadata or {}) else {})}
+            for f in _delta_table(path, ref or str(path)).schema().fields]
+
+
+def _type_name(kind) -> str:
+    """A delta-rs type as Spark SQL writes it (bigint, array<string>, struct<a:int>, ...)."""
+    if hasattr(kind, "element_type"):
+        return f"array<{_type_name(kind.element_type)}>"
+    if hasattr(kind, "key_type"):
+        return f"map<{_type_name(kind.key_type)},{_type_name(kind.value_type)}>"
+    if hasattr(kind, "fields"):
+        return "struct<" + ",".join(f"{f.name}:{_type_name(f.type)}" for f in kind.fields) + ">"
+    name = str(getattr(kind, "type", kind))
+    return SQL_TYPE_NAMES.get(name, name)
+
+
+# Delta's names for the primitive types that Spark SQL (and features.yml) names otherwise.
+SQL_TYPE_NAMES = {"integer": "int", "long": "bigint", "short": "smallint", "byte": "tinyint"}
+
+
+def distinct_values(path: Location, columns: list[str], ref: str | None = None) -> set[tuple]:
+    """The distinct combinations of `columns` in the table's current version, read through
+    delta-rs (only those columns, no JVM): for small-valued columns, like a model's versions."""
+    table = _delta_table(path, ref or str(path)).to_pyarrow_dataset().to_table(columns=columns)
+    return {tuple(row[c] for c in columns) for row in table.group_by(columns).aggregate([]).to_pylist()}
+
+
 def commit_metadata(path: Location, version: int) -> dict:
     """The user metadata of commit `version` (empty when it has none or is no longer kept)."""
     return next((c["metadata"] or {} for c in commits(path) if c["version"] == version), {})

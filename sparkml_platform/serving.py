@@ -319,6 +319,11 @@ def create_app(server: Server):
     return app
 
 
+def request_log_table(model: str) -> str:
+    """The lake table a served model's requests go to (lineage finds them there)."""
+    return "predictions.online_" + "".join(c if c.isalnum() else "_" for c in model.lower())
+
+
 def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds: float = 30.0,
           log_requests: bool = True) -> None:
     """Load `ref`, check its tables are published, then answer until stopped."""
@@ -332,7 +337,7 @@ def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds:
     name = refs.model(ref).name
     request_log = None
     if log_requests:
-        table = "predictions.online_" + "".join(c if c.isalnum() else "_" for c in name.lower())
-        request_log = RequestLog(lake.table_path(ws.config.lake_root, table, zones=("predictions",)))
+        request_log = RequestLog(lake.table_path(ws.config.lake_root, request_log_table(name),
+                                                 zones=("predictions",)))
     server = Server(ws.tracker, ref, store, request_log, poll_seconds)
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning")

@@ -54,6 +54,40 @@ class FeatureTableInfo(Record):
 
 
 @dataclass(frozen=True)
+class SourceInfo(Record):
+    """A raw source (`raw.NAME`) or an entity table (`entities.NAME`) as `sources.list()` shows it."""
+
+    name: str
+    table: str
+    kind: str  # source or entity_table
+    description: str
+    owner: str
+    # where its rows come from: a file or package path (a source), the lake table it is derived
+    # from (an entity table)
+    source: str
+    format: str
+    version: int | None
+    last_written: str | None
+
+
+@dataclass(frozen=True)
+class SourceDetail(SourceInfo):
+    """`sources.show(name)`: the definition, and once in the lake its schema and Delta history;
+    `read_by`: the entity tables, feature tables, training-set versions and predictions tables
+    made from it."""
+
+    path: str = ""
+    filter: str | None = None
+    loaded: bool = False
+    schema: list[dict] | None = None
+    history: list[dict] | None = None
+    status: str | None = None
+    read_by: dict = field(default_factory=dict)
+    options: dict | None = None
+    transform: str | None = None
+
+
+@dataclass(frozen=True)
 class BuiltTable(Record):
     table: str
     version: int | None
@@ -177,21 +211,12 @@ class TrainingSet:
 
 
 @dataclass(frozen=True)
-class Lineage(Record):
-    kind: str
-    ref: str
-    upstream: dict
-    downstream: list | None = None
-    details: dict = field(default_factory=dict)
+class ReportFile(Record):
+    """A model version's report page, as `report` wrote it."""
 
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "ref": self.ref, **self.details, "upstream": self.upstream}
-        return out if self.downstream is None else {**out, "downstream": self.downstream}
-
-    @classmethod
-    def of(cls, data: dict):
-        rest = {k: v for k, v in data.items() if k not in ("kind", "ref", "upstream", "downstream")}
-        return cls(data["kind"], data["ref"], data["upstream"], data.get("downstream"), rest)
+    path: str
+    model: str
+    version: str
 
 
 class Workspace:
@@ -216,6 +241,7 @@ class Workspace:
         self.config, self._given, self._spark = config, spark, None
         self.tracker = Tracker(config)
         self.features = Features(self)
+        self.sources = Sources(self)
         self.models = Models(self)
         self.env = Environments(self)
         self.schedules = Schedules(self)
@@ -382,11 +408,44 @@ class Workspace:
 
     # --- provenance -----------------------------------------------------------------------
 
-    def lineage(self, ref: str) -> Lineage:
-        """What REF (feature table, training set[@v], model[@alias|/v]) came from and fed."""
-        from .lineage import lineage
+    def lineage(self, ref: str):
+        """The lineage graph of REF (a raw source, entity table, feature table, training
+        set[@v], model[@alias|/v] or predictions table): everything upstream to the raw
+        sources and everything made from it, as a `lineage.Graph` (`to_text()`, `to_dict()`,
+        `to_dot()`)."""
+        from .lineage import graph
 
-        return Lineage.of(lineage(self.config, self.tracker, ref))
+        with self.tracker.bound():
+            return graph(self.config, self.tracker, ref)
+
+    def report(self, ref: str, output: str | None = None) -> ReportFile:
+        """One self-contained HTML page on model version `ref` (MODEL, MODEL@ALIAS or
+        MODEL/VERSION): metrics against the thresholds and the champion, the gate verdict, its
+        plots, training set, feature tables, environment, lineage and monitoring history.
+        Written to `output` (a path; default .sparkml/reports/MODEL-vVERSION.html in the
+        project) whole or not at all."""
+        from . import refs, report
+
+        refs.model(ref)
+        target = self.storage.location(output) if output else None
+        if target is not None and target.is_dir():
+            raise ConfigError(f"report: output {output!r} is a directory: name the HTML file to write")
+        with self.tracker.bound():
+            data = report.gather(self.config, self.tracker, ref, self._monitoring_history)
+        page = report.render(data)
+        if target is None:
+            target = self.storage.location(str(self.config.path(".sparkml/reports")
+                                               / f"{data['model']}-v{data['version']}.html"))
+        target.write_text(page)  # staged beside it, then renamed: whole or nothing
+        return ReportFile(str(target), data["model"], data["version"])
+
+    def _monitoring_history(self, model_name: str, version: int) -> list[dict]:
+        """A version's monitoring rows; the session is started only when the table exists."""
+        from . import lake, monitoring
+
+        if not lake.exists(lake.table_path(self.config.lake_root, monitoring.table_ref(model_name))):
+            return []
+        return monitoring.history(self.spark, self.config, model_name, version)
 
     def monitor(self, model_ref: str, outcomes: str, run_date: str | None = None, by: str = "run_date",
                 predictions: str | None = None) -> dict:
@@ -411,6 +470,24 @@ class Workspace:
         from . import summary
 
         return summary.render(self.spark, self.config, self.tracker, report)
+
+
+class Sources:
+    """Raw sources and entity tables (sources.yml): list, show."""
+
+    def __init__(self, ws: Workspace):
+        self._ws = ws
+
+    def list(self) -> list[SourceInfo]:
+        from . import catalog
+
+        return [SourceInfo.of(row) for row in catalog.sources(self._ws.config)]
+
+    def show(self, name: str) -> SourceDetail:
+        """NAME or raw.NAME (a raw source), entities.NAME (an entity table)."""
+        from . import catalog
+
+        return SourceDetail.of(catalog.show_source(self._ws.config, name))
 
 
 class Features:

@@ -111,10 +111,14 @@ def test_model_version_records_its_inputs(spark, flights_project):
                                 for r in scoring_runs)
     shown_env = json.loads(run_main(conf, "env", "show", scoring_runs[0].info.run_id, "--json").stdout)
     assert shown_env["id"] == tags["environment_id"]
-    lineage = json.loads(run_main(conf, "lineage", "flight_delays@champion").stdout)
-    assert lineage["upstream"]["training_set"] == "flight_delays@1"
-    lineage = json.loads(run_main(conf, "lineage", "route_delay_stats").stdout)
-    assert lineage["upstream"] == {"raw.flights": 0} and "flight_delays@1" in lineage["downstream"]
+    lineage = json.loads(run_main(conf, "lineage", "flight_delays@champion", "--json").stdout)
+    assert lineage["root"] == f"model:flight_delays/{shown['version']}"
+    assert ["trainset:flight_delays@1", lineage["root"]] in lineage["edges"]
+    lineage = json.loads(run_main(conf, "lineage", "route_delay_stats", "--format", "json").stdout)
+    nodes = {n["id"]: n for n in lineage["nodes"]}
+    assert [a for a, b in lineage["edges"] if b == "features.route_delay_stats"] == ["raw.flights"]
+    assert nodes["raw.flights"]["detail"]["read_at"] == {"features.route_delay_stats": 0}
+    assert ["features.route_delay_stats", "trainset:flight_delays@1"] in lineage["edges"]
 
 
 def test_second_run_duplicates_no_rows(spark, flights_project):

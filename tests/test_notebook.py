@@ -67,6 +67,9 @@ def test_the_notebook_runs_and_registers_a_model_with_its_lookups(spark, walkthr
     assert set(json.loads(shown.tags["feature_tables"])) == {"origin_weather_hourly", "carrier_delay_stats",
                                                              "route_delay_stats"}
     assert ws.training_set(MODEL).manifest["label_source"]["dataframe"]
+    lineage = text_of(nb, "lineage")  # the registered version, back to the raw sources it was made from
+    assert lineage.startswith(f"model:{MODEL}/{found['version']}  [model version")
+    assert all(f"<- {table}  [source v0]" in lineage for table in ("raw.weather", "raw.flights"))
     plots = next(c for c in nb.cells if "plots" in c.metadata.get("tags", []))
     assert any("image/png" in o.get("data", {}) for o in plots.outputs)  # the figure, inline
 
