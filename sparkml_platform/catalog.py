@@ -112,11 +112,12 @@ def used_by(config: Config, feature_table: str) -> list[str]:
     return _trainsets_reading(all_manifests(config), f"features.{feature_table}")
 
 
-def read_by(config: Config, table: str, manifests: list[dict] | None = None) -> dict:
+def read_by(config: Config, table: str, manifests: list[dict] | None = None, commits=None) -> dict:
     """What reads lake table `table` (ZONE.NAME): the entity tables and feature tables whose
     definitions name it (sources.yml, features.yml), the training-set versions whose manifests
-    read it (label source or lookup) and the predictions tables scored from it. `manifests`:
-    already read (see `all_manifests`)."""
+    read it (label source or lookup) and the predictions tables scored from it. `manifests`
+    (see `all_manifests`) and `commits` (ref -> its commits) let a caller asking many times
+    read each record once."""
     found = manifests if manifests is not None else all_manifests(config)
     return {
         "entity_tables": [f"entities.{n}" for n, spec in sorted(config.sources.entity_tables.items())
@@ -124,7 +125,7 @@ def read_by(config: Config, table: str, manifests: list[dict] | None = None) -> 
         "feature_tables": [f"features.{n}" for n, t in sorted(config.features.feature_tables.items())
                            if table in t.sources.values()],
         "training_sets": _trainsets_reading(found, table),
-        "predictions": scored_into(config, table),
+        "predictions": scored_into(config, table, commits),
     }
 
 
@@ -133,15 +134,17 @@ def _trainsets_reading(manifests: list[dict], table: str) -> list[str]:
             if table in (m["label_source"].get("table"), *(f"features.{lk['table']}" for lk in m["lookups"]))]
 
 
-def scored_into(config: Config, table: str) -> list[str]:
+def scored_into(config: Config, table: str, commits=None) -> list[str]:
     """Predictions tables that a scoring run wrote from input `table` (their commits' metadata)."""
     out = []
     for name in (config.lake_root / "predictions").names():
         if not lake.REF.match(ref := f"predictions.{name}"):
             continue  # not a table the platform names
         path = lake.table_path(config.lake_root, ref)
-        if lake.exists(path) and any(table in ((c["metadata"] or {}).get("input") or {})
-                                     for c in lake.commits(path, ref)):
+        if not lake.exists(path):
+            continue
+        if any(table in ((c["metadata"] or {}).get("input") or {})
+               for c in (commits(ref) if commits else lake.commits(path, ref))):
             out.append(ref)
     return out
 

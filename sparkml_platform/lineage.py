@@ -367,7 +367,7 @@ class _Walk:
             return [f"model:{mv.name}/{mv.version}" for mv in sorted(found, key=lambda m: (m.name, int(m.version)))]
         if node.kind == "predictions":
             return []
-        read = catalog.read_by(self.config, node_id, self.manifests())
+        read = catalog.read_by(self.config, node_id, self.manifests(), self.commits)
         out = read["entity_tables"] + read["feature_tables"] + [f"trainset:{t}" for t in read["training_sets"]]
         out += read["predictions"]
         return list(dict.fromkeys(out))
