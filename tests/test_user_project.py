@@ -128,7 +128,8 @@ def test_init_writes_a_project_that_loads_and_refuses_a_second_init(tmp_path, ca
     assert {p.name for p in root.iterdir()} == {"conf", "my_project", "README.md", ".gitignore"}
     assert (root / "conf" / "local").is_dir() and "conf/local/" in (root / ".gitignore").read_text()
     assert {p.name for p in (root / "conf" / "base").glob("*.yml")} == {
-        "platform.yml", "sources.yml", "features.yml", "training_sets.yml", "models.yml", "pipelines.yml"}
+        "platform.yml", "sources.yml", "features.yml", "training_sets.yml", "models.yml", "pipelines.yml",
+        "schedules.yml"}
     config = load_config(root / "conf")  # every file valid, examples commented out
     assert list(config.project.packages) == ["my_project"]
     assert config.platform.spark.jars_dir is None  # the user's shared Delta jar cache
