@@ -1,7 +1,7 @@
 """`sparkml monitor` on the slice project's champion against the flights' known outcomes, checked
 against an independent computation (delta-rs, pandas, scikit-learn, scipy), its bad inputs, and
-the weekly schedule's cron runner: a floor breach chains the re-training, and a second run
-started at the same time finds the job's lock and does nothing."""
+a schedule's cron runner like the weekly one: a floor breach chains the re-training, and a
+second run started at the same time finds the job's lock and does nothing."""
 
 from __future__ import annotations
 
@@ -143,29 +143,36 @@ def test_monitor_bad_inputs_exit_2_and_write_nothing(monitored, spark):
     assert (DeltaTable(str(path)).version() if path.exists() else None) == before
 
 
-def test_weekly_schedule_run_twice_at_once_retrains_after_a_floor_breach_and_locks_out_the_second(monitored):
-    """The reference weekly schedule's rendered cron runner, started twice at the same moment:
-    one run takes the monitor job's lock, breaches a floor (exit 3) and so re-trains both
-    candidates; the other finds the lock, exits 4 and runs nothing."""
+def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_and_locks_out_the_second(monitored):
+    """A schedule like the reference weekly one (monitor, then a re-training on its gate
+    failure; one candidate here, to save minutes), rendered for cron and started twice at the
+    same moment: one run takes the monitor job's lock, breaches a floor (exit 3) and so
+    re-trains; the other finds the lock, exits 4 and runs nothing."""
+    import yaml
+
+    (monitored / "test" / "schedules.yml").write_text(yaml.safe_dump({"schedules": {"drill": {
+        "cron": "0 6 * * 1",
+        "jobs": {"monitor": {"job": "monitor", "args": ["flight_delays@champion", "--outcomes", "entities.flights",
+                                                        "--by", "month"]},
+                 "retrain": {"job": "retrain", "args": ["flight_delay_sklearn"], "after": ["monitor"],
+                             "when": "gate_failed"}}}}}))
     client, mv = champion(monitored)
     versions = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
-    out = monitored.parent / "schedules"
-    rendered = run_main(monitored, "schedule", "render", "--target", "cron", "--schedule", "weekly_monitoring",
-                        "--output", str(out))
+    rendered = run_main(monitored, "schedule", "render", "--target", "cron", "--schedule", "drill",
+                        "--output", str(monitored.parent / "schedules"))
     assert rendered.returncode == 0, rendered.stderr
-    line = rendered.stdout.strip()
-    command = line.split(None, 5)[5]  # what cron runs: the script, its log appended
+    command = rendered.stdout.strip().split(None, 5)[5]  # what cron runs: the script, its log appended
     runs = [subprocess.Popen(["bash", "-c", command], env=cli_env()) for _ in range(2)]
     codes = sorted(r.wait(timeout=1800) for r in runs)
-    log = (monitored.parent / ".sparkml" / "logs" / "weekly_monitoring.cron.log").read_text()
+    logs = monitored.parent / ".sparkml" / "logs"
+    log = (logs / "drill.cron.log").read_text()
     assert codes[1] == 4, log  # the second run: locked out
-    assert codes[0] in (0, 3), log  # the first: 3 only if a re-trained candidate was not promoted
-    assert log.count("weekly_monitoring.monitor: exit 3") == 1, log
-    assert log.count("weekly_monitoring.monitor: exit 4") == 1, log
-    assert log.count("weekly_monitoring.retrain_gbt: exit") == 1 and log.count("weekly_monitoring.retrain_sklearn: exit") == 1
-    assert log.count("weekly_monitoring.retrain_gbt: skipped, runs when monitor exits 3 (gate_failed)") == 1
-    job_logs = list((monitored.parent / ".sparkml" / "logs" / "weekly_monitoring").glob("*/monitor.log"))
-    assert any("job weekly_monitoring.monitor is still running: run" in p.read_text() for p in job_logs)
+    assert codes[0] in (0, 3), log  # the first: 3 only if the re-trained candidate was not promoted
+    assert log.count("drill.monitor: exit 3") == 1 and log.count("drill.monitor: exit 4") == 1, log
+    assert log.count("drill.retrain: exit") == 1, log
+    assert log.count("drill.retrain: skipped, runs when monitor exits 3 (gate_failed)") == 1, log
+    job_logs = [p.read_text() for p in (logs / "drill").glob("*/monitor.log")]
+    assert len(job_logs) == 2 and sum("job drill.monitor is still running: run" in t for t in job_logs) == 1
     after = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
-    assert len(after - versions) == 2  # both candidates re-trained and registered
+    assert len(after - versions) == 1  # re-trained and registered
     assert not list((monitored.parent / ".sparkml" / "lake" / "_locks").glob("*.json"))  # all released
