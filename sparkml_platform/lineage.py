@@ -50,7 +50,7 @@ def trainset(config: Config, tracker, ref: str) -> dict:
         "digest": man["digest"],
         "upstream": upstream,
         "code": man["code"],
-        "downstream": _models_trained_on(tracker, man["name"], man["version"]),
+        "downstream": registry.trained_on(tracker, man["name"]).get(man["version"], []),
     }
 
 
@@ -70,13 +70,3 @@ def model(tracker, ref: str) -> dict:
         },
     }
 
-
-def _models_trained_on(tracker, name: str, version: int) -> list[str]:
-    client = tracker.client
-    found = []
-    for rm in client.search_registered_models():
-        for mv in client.search_model_versions(f"name = '{rm.name}'"):
-            tags = mv.tags or {}
-            if tags.get("training_set") == name and tags.get("training_set_version") == str(version):
-                found.append(f"{mv.name}/{mv.version}")
-    return sorted(found)
