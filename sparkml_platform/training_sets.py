@@ -358,7 +358,8 @@ def _dead_owner(path: Location, host: str) -> str | None:
 def names(config: Config) -> list[str]:
     """Training sets defined in training_sets.yml and those saved from a DataFrame."""
     saved = [n for n in (config.lake_root / "trainsets").names() if re.fullmatch(r"[a-z][a-z0-9_]*", n)]
-    return sorted({*config.training_sets.training_sets, *(n for n in saved if list_versions(config, n))})
+    return sorted({*config.training_sets.training_sets,
+                   *(n for n in saved if list_versions(config, n) or unfinished_deletes(config, n))})
 
 
 def list_versions(config: Config, name: str) -> list[int]:
@@ -371,11 +372,16 @@ def manifest(config: Config, ref: str) -> dict:
     """The manifest of NAME@VERSION, or of the newest version of NAME."""
     parsed = refs.training_set(ref)
     name, version = parsed.name, parsed.version
-    versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
-    if version is not None and version not in versions and (gone := _deletion(config, name, version)):
+    valid = re.fullmatch(r"[a-z][a-z0-9_]*", name)
+    versions = list_versions(config, name) if valid else []
+    if valid and version is not None and version not in versions and (gone := _deletion(config, name, version)):
         raise NotFoundError(f"training set {name}@{version} was deleted at {gone.get('deleted_at')} "
                             f"(versions: {', '.join(map(str, versions)) or 'none'})")
     if not versions:
+        deleted = deleted_versions(config, name) if valid else []
+        if deleted:  # every version deleted (the name may be one saved from a DataFrame)
+            raise NotFoundError(f"training set {name} has no version: version "
+                                f"{', '.join(map(str, deleted))} deleted")
         config.training_set(name)  # neither defined nor saved from a DataFrame: NotFoundError
         raise NotFoundError(f"training set {name} has no version yet (build it: trainset build {name})")
     version = versions[-1] if version is None else version
@@ -561,9 +567,13 @@ def _remove(config: Config, name: str, version: int, reason: str) -> dict:
         digest = json.loads(manifest_file.read_or_none() or "{}").get("digest")
     except (ValueError, AttributeError):
         digest = None  # a damaged manifest: the version goes all the same
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
     record = {"name": name, "version": version, "digest": digest, "reason": reason,
               "deleted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "by": f"{getpass.getuser()}@{socket.gethostname()}"}
+              "by": f"{user}@{socket.gethostname()}"}
     finishing = not record_file.create(json.dumps(record, indent=2))
     if finishing:  # an earlier delete was interrupted: its record stands
         record = _deletion(config, name, version) or record
@@ -592,10 +602,10 @@ def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
     every version a registered model version was trained on; finishes interrupted deletes."""
     from . import registry
 
-    count, source = retention_for(config, name, keep)
     versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
     if not versions and not unfinished_deletes(config, name):
         config.training_set(name)  # neither defined nor saved: NotFoundError
+    count, source = retention_for(config, name, keep)
     users = registry.trained_on(tracker, name)
     newest = versions[-count:]
     doomed = [v for v in versions if v not in newest and v not in users]

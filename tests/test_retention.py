@@ -158,6 +158,10 @@ def test_retention_keeps_the_newest_and_every_version_a_model_uses(proj, ws):
     # No retention configured and none given: refused naming the key.
     refused = run_main(proj, "trainset", "prune", "rt_pin")
     assert refused.returncode == 2 and "training_sets.rt_pin.retention.keep" in refused.stderr
+    with pytest.raises(NotFoundError):
+        ws.prune_training_sets("no_such_set", keep=1)
+    with pytest.raises(ConfigError, match="keep=0"):
+        ws.prune_training_sets("rt_keep", keep=0)
 
 
 def test_retention_config_rejects_a_bad_keep(tmp_path):
@@ -176,6 +180,12 @@ def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
     lake.write(_features(spark, 2.0), path)  # an overwrite: version 0's files are removed
     old_files = set(lake.files(path, 0)) - set(lake.files(path))
     assert old_files
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="retain_hours"):
+            ws.features.vacuum("rt_v", retain_hours=bad)
+    unknown = run_main(proj, "features", "vacuum", "no_such_table")
+    assert unknown.returncode == 2 and "no_such_table" in unknown.stderr
 
     refused = run_main(proj, "features", "vacuum", "rt_v", "--retain-hours", "0")
     assert refused.returncode == 2, refused.stderr
