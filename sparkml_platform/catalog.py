@@ -235,4 +235,13 @@ def trainsets(config: Config) -> list[dict]:
                 else:
                     entry.update(created_at=man["created_at"], rows=man["rows"], digest=man["digest"])
             out.append(entry)
+        for version in training_sets.unfinished_deletes(config, name):
+            # A delete that stopped half-way: listed, with what finishes it.
+            said = (f"being deleted: the delete of {name}@{version} did not finish (run: sparkml "
+                    f"trainset delete {name}@{version})")
+            listed = next((e for e in out if e["name"] == name and e["version"] == version), None)
+            if listed is None:
+                out.append({"name": name, "description": "", "version": version, "deleting": said})
+            else:
+                listed["deleting"] = said
     return out

@@ -155,7 +155,7 @@ def _show_source(d: dict) -> None:
 
 @cli.group()
 def features():
-    """Feature tables: list, search, show, build."""
+    """Feature tables: list, search, show, build, publish, vacuum."""
 
 
 @features.command("list")
@@ -218,6 +218,17 @@ def features_build(state, name, start, end, chunk_days, full):
     click.echo(json.dumps(built.to_dict(), default=str))
 
 
+@features.command("vacuum")
+@click.argument("name")
+@click.option("--retain-hours", type=click.IntRange(min=0), help="Keep files removed less than this "
+              "many hours ago (default: the safe minimum for the training sets, at least 168).")
+@pass_state
+def features_vacuum(state, name, retain_hours):
+    """Delta VACUUM of feature table NAME, refused (exit 2) when it would delete files a
+    training-set version needs for trainset rebuild."""
+    click.echo(json.dumps(state.ws.features.vacuum(name, retain_hours)))
+
+
 @features.command("publish")
 @click.argument("name")
 @click.option("--full", is_flag=True, help="Publish every key again (default: only what changed since "
@@ -233,7 +244,7 @@ def features_publish(state, name, full):
 
 @cli.group()
 def trainset():
-    """Training sets: list, show, build."""
+    """Training sets: list, show, build, rebuild, delete, prune."""
 
 
 @trainset.command("list")
@@ -245,6 +256,8 @@ def trainset_list(state, as_json):
     for row in rows:  # listed, and said why its details are missing
         if "damaged" in row:
             click.echo(f"warning: {row['damaged']}", err=True)
+        if "deleting" in row:
+            click.echo(f"warning: {row['deleting']}", err=True)
 
 
 @trainset.command("show")
@@ -277,7 +290,28 @@ def trainset_build(state, name):
     """Write the next version of training set NAME (point-in-time join) and its manifest."""
     built = state.ws.build_training_set(name)
     click.echo(json.dumps({**{k: built.manifest[k] for k in ("name", "version", "rows", "digest")},
-                           "path": built.path}))
+                           "path": built.path,
+                           **({"retention": built.pruned} if built.pruned is not None else {})}))
+
+
+@trainset.command("delete")
+@click.argument("ref")
+@pass_state
+def trainset_delete(state, ref):
+    """Delete version NAME@VERSION (its rows and manifest); refused (exit 2) while a registered
+    model version was trained on it. Its number is never given to another version."""
+    click.echo(json.dumps(state.ws.delete_training_set(ref)))
+
+
+@trainset.command("prune")
+@click.argument("name")
+@click.option("--keep", type=click.IntRange(min=1), help="Newest versions to keep (default: the "
+              "training set's retention.keep in training_sets.yml).")
+@pass_state
+def trainset_prune(state, name, keep):
+    """Delete the versions of NAME beyond the newest N, except every version a registered model
+    version was trained on."""
+    click.echo(json.dumps(state.ws.prune_training_sets(name, keep)))
 
 
 # --- training, registry, scoring ----------------------------------------------------------

@@ -264,11 +264,20 @@ class Split(Strict):
         return self
 
 
+class Retention(Strict):
+    """How many versions of a training set to keep: the newest `keep`, and every version a
+    registered model version was trained on (applied after each build, and by prune)."""
+
+    keep: int = Field(ge=1)
+
+
 class TrainingSet(Strict):
     description: str = ""
     label: LabelSource
     features: list[Lookup] = Field(min_length=1)
     split: Split = Field(default_factory=lambda: Split(type="random"))  # none given: seeded 80/20
+    # Not how rows are made: left out of the manifest's definition and its hash.
+    retention: Retention | None = Field(None, exclude=True)
 
 
 def _names(what: str, pattern: str = NAME):
@@ -286,6 +295,9 @@ def _names(what: str, pattern: str = NAME):
 
 class TrainingSetsFile(Strict):
     training_sets: Annotated[dict[str, TrainingSet], _names("training set")] = {}
+    # The default for every training set without a `retention` of its own (and for those
+    # saved from a DataFrame); none: every version is kept until deleted.
+    retention: Retention | None = None
 
 
 # --- models.yml ---------------------------------------------------------------------------
@@ -701,6 +713,13 @@ class Config:
 
     def training_set(self, name: str) -> TrainingSet:
         return _lookup(self.training_sets.training_sets, name, "training set", "training_sets.yml")
+
+    def retention(self, name: str) -> tuple[Retention | None, str]:
+        """Training set `name`'s retention and the key it comes from (its own, else the file's)."""
+        own = self.training_sets.training_sets.get(name)
+        if own is not None and own.retention is not None:
+            return own.retention, f"training_sets.yml: training_sets.{name}.retention"
+        return self.training_sets.retention, "training_sets.yml: retention"
 
     def model(self, name: str) -> ModelSpec:
         return _lookup(self.models.models, name, "model", "models.yml")

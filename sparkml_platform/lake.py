@@ -121,13 +121,14 @@ def check_log(path: Location, ref: str | None = None) -> int:
 COMMIT_FILE = re.compile(r"^\d{20}\.json$")
 
 
-def _delta_table(path: Location, name: str):
-    """The table's snapshot through delta-rs, which reads checkpoints and the log as Delta
-    defines them; a damaged commit is one clear line naming its file."""
+def _delta_table(path: Location, name: str, version: int | None = None):
+    """The table's snapshot (the newest, or `version`) through delta-rs, which reads
+    checkpoints and the log as Delta defines them; a damaged commit is one clear line naming
+    its file."""
     from deltalake import DeltaTable
 
     try:
-        return DeltaTable(str(path), storage_options=path.store.delta_options() or None)
+        return DeltaTable(str(path), version=version, storage_options=path.store.delta_options() or None)
     except Exception as exc:  # noqa: BLE001 - delta-rs raises its own DeltaError and OSError
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log = path / "_delta_log"
@@ -389,3 +390,51 @@ def done_steps(path: Location, app_id: str) -> int | None:
     if not exists(path):
         return None
     return _delta_table(path, str(path)).transaction_version(app_id)
+
+
+def files(path: Location, version: int | None = None, ref: str | None = None) -> dict[str, int]:
+    """The data files of the table's newest version (or of `version`), relative to the table's
+    folder, with the modification time each add action records (ms since the epoch): from
+    the log through delta-rs, no Spark job."""
+    import pyarrow as pa
+    from urllib.parse import unquote
+
+    actions = pa.table(_delta_table(path, ref or str(path), version).get_add_actions(flatten=True))
+    return {unquote(p): int(m) for p, m in zip(actions.column("path").to_pylist(),
+                                              actions.column("modification_time").to_pylist())}
+
+
+def deleted_file_retention_hours(path: Location) -> float:
+    """How long Delta keeps a removed file's record in the table's state
+    (`delta.deletedFileRetentionDuration`, default one week): VACUUM protects a removed file
+    by that record, and after it only by the file's own age."""
+    configured = _delta_table(path, str(path)).metadata().configuration.get(
+        "delta.deletedFileRetentionDuration", "interval 1 week")
+    match = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", configured or "",
+                         re.IGNORECASE)
+    if not match:
+        return 168.0  # Delta's default; an unusual spelling is not worth a refusal
+    per_unit = {"week": 168, "day": 24, "hour": 1, "minute": 1 / 60, "second": 1 / 3600}
+    return int(match.group(1)) * per_unit[match.group(2).lower()]
+
+
+def vacuum(spark, path: Location, hours: int, dry_run: bool = False) -> list[str]:
+    """Delta VACUUM of the table, keeping files removed from it less than `hours` ago; with
+    `dry_run`, only the files it would delete (relative to the table's folder).
+
+    It runs in a session of its own (same context, own settings): Delta's refusal of less
+    than its default retention is switched off there only, because the caller has checked
+    what must stay (training_sets.vacuum), and no VACUUM commits are added to the log, so
+    the table's versions stay those that manifests and the online store recorded."""
+    from urllib.parse import unquote, urlparse
+
+    session = spark.newSession()
+    session.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    session.conf.set("spark.databricks.delta.vacuum.logging.enabled", "false")
+    rows = session.sql(f"VACUUM delta.`{path}` RETAIN {int(hours)} HOURS"
+                       f"{' DRY RUN' if dry_run else ''}").collect()
+    if not dry_run:
+        return []
+    root = urlparse(str(path)).path.rstrip("/") + "/"
+    listed = [unquote(urlparse(r["path"]).path) for r in rows]
+    return sorted(p[len(root):] if p.startswith(root) else p for p in listed)

@@ -362,9 +362,8 @@ class _Walk:
             return list(dict.fromkeys(out))
         if node.kind == "training_set":
             name, version = node_id[len("trainset:"):].rsplit("@", 1)
-            found = [mv for mv in self.model_versions() if (mv.tags or {}).get("training_set") == name
-                     and (mv.tags or {}).get("training_set_version") == version]
-            return [f"model:{mv.name}/{mv.version}" for mv in sorted(found, key=lambda m: (m.name, int(m.version)))]
+            users = registry.trained_on(self.tracker, name).get(int(version), [])
+            return [f"model:{u}" for u in sorted(users, key=lambda u: (u.rsplit("/", 1)[0], int(u.rsplit("/", 1)[1])))]
         if node.kind == "predictions":
             return []
         read = catalog.read_by(self.config, node_id, self.manifests(), self.commits)

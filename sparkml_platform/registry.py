@@ -184,6 +184,30 @@ def show(tracker: Tracker, ref: str) -> dict:
     }
 
 
+def trained_on(tracker: Tracker, training_set: str) -> dict[int, list[str]]:
+    """Every registered model version trained on a version of `training_set`, as
+    {training-set version: ["MODEL/VERSION", ...]} (the tags `register` sets). Reads every
+    page: a guard against deleting what a model needs must not miss one."""
+    client = tracker.client
+    found: dict[int, list[str]] = {}
+    token = None
+    while True:
+        page = client.search_model_versions(f"tags.training_set = '{training_set}'", page_token=token)
+        for mv in page:
+            version = (mv.tags or {}).get("training_set_version", "")
+            if version.isdigit():
+                found.setdefault(int(version), []).append(f"{mv.name}/{mv.version}")
+        token = page.token
+        if not token:
+            break
+    return {v: sorted(models, key=_model_version_order) for v, models in sorted(found.items())}
+
+
+def _model_version_order(ref: str) -> tuple[str, int]:
+    name, _, version = ref.rpartition("/")
+    return name, int(version)
+
+
 def load_feature_spec(tracker: Tracker, run_id: str) -> dict:
     return load_json_artifact(tracker, run_id, "feature_spec.json")
 

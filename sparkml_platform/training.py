@@ -171,6 +171,8 @@ def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, e
         echo(json.dumps({k: built[k] for k in ("table", "version", "mode", "window", "rows")}, default=str))
     man = training_sets.build(spark, config, spec.training_set)
     echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
+    if (pruned := training_sets.after_build(config, tracker, spec.training_set)) is not None:
+        echo(json.dumps({"retention": pruned}))
     return train(spark, config, tracker, model_name)
 
 

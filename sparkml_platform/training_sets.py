@@ -2,7 +2,8 @@
 
 Version N of training set NAME is the Delta table `LAKE/trainsets/NAME/vNNNN` and its
 manifest `LAKE/trainsets/NAME/vNNNN.json`, written last: a version without a manifest was
-never finished and does not exist.
+never finished and does not exist. A deleted version leaves `vNNNN.deleted.json`, written
+first: its number is never given to another version.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .storage import Location
 LABEL = "label"
 SPLIT = "split"
 MANIFEST_FILE = re.compile(r"^v(\d{4,})\.json$")
+DELETED_FILE = re.compile(r"^v(\d{4,})\.deleted\.json$")
 
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
@@ -258,7 +260,9 @@ def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict
     from pyspark.sql import functions as F
 
     base = lake.table_path(config.lake_root, f"trainsets.{name}")
-    number, path = _reserve(base, max(list_versions(config, name), default=0) + 1)
+    # After the newest version ever published, deleted ones included: numbers are never reused.
+    number, path = _reserve(base, max(list_versions(config, name) + deleted_versions(config, name),
+                                      default=0) + 1)
     flags = facts.pop("flags")
     joined = joined.persist()  # written and counted: compute the join once
     data = joined.drop(*flags)
@@ -316,8 +320,8 @@ def _reserve(base: Location, number: int) -> tuple[int, Location]:
           "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     while True:
         path = base / f"v{number:04d}"
-        if (base / f"v{number:04d}.json").exists():
-            number += 1  # published (by a build older than owner files kept after publishing)
+        if (base / f"v{number:04d}.json").exists() or (base / f"v{number:04d}.deleted.json").exists():
+            number += 1  # published (by a build older than owner files kept after publishing), or deleted
             continue
         if (path / OWNER).create(json.dumps(me)):
             return number, path
@@ -354,7 +358,8 @@ def _dead_owner(path: Location, host: str) -> str | None:
 def names(config: Config) -> list[str]:
     """Training sets defined in training_sets.yml and those saved from a DataFrame."""
     saved = [n for n in (config.lake_root / "trainsets").names() if re.fullmatch(r"[a-z][a-z0-9_]*", n)]
-    return sorted({*config.training_sets.training_sets, *(n for n in saved if list_versions(config, n))})
+    return sorted({*config.training_sets.training_sets,
+                   *(n for n in saved if list_versions(config, n) or unfinished_deletes(config, n))})
 
 
 def list_versions(config: Config, name: str) -> list[int]:
@@ -367,8 +372,16 @@ def manifest(config: Config, ref: str) -> dict:
     """The manifest of NAME@VERSION, or of the newest version of NAME."""
     parsed = refs.training_set(ref)
     name, version = parsed.name, parsed.version
-    versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
+    valid = re.fullmatch(r"[a-z][a-z0-9_]*", name)
+    versions = list_versions(config, name) if valid else []
+    if valid and version is not None and version not in versions and (gone := _deletion(config, name, version)):
+        raise NotFoundError(f"training set {name}@{version} was deleted at {gone.get('deleted_at')} "
+                            f"(versions: {', '.join(map(str, versions)) or 'none'})")
     if not versions:
+        deleted = deleted_versions(config, name) if valid else []
+        if deleted:  # every version deleted (the name may be one saved from a DataFrame)
+            raise NotFoundError(f"training set {name} has no version: version "
+                                f"{', '.join(map(str, deleted))} deleted")
         config.training_set(name)  # neither defined nor saved from a DataFrame: NotFoundError
         raise NotFoundError(f"training set {name} has no version yet (build it: trainset build {name})")
     version = versions[-1] if version is None else version
@@ -482,3 +495,229 @@ def save_frame(spark, config: Config, name: str, joined, facts: dict) -> dict:
     if not joined.limit(1).count():
         raise JobFailed(f"save: training set {name}: the labels DataFrame gave no rows; nothing written")
     return write_version(spark, config, name, joined, dict(facts))
+
+
+# --- deleting versions, retention ---------------------------------------------------------
+
+
+def _base(config: Config, name: str) -> Location:
+    return lake.table_path(config.lake_root, f"trainsets.{name}")
+
+
+def deleted_versions(config: Config, name: str) -> list[int]:
+    """The versions deleted (their deletion record kept: the number is never reused)."""
+    return sorted(int(m.group(1)) for n in _base(config, name).names() if (m := DELETED_FILE.match(n)))
+
+
+def _deletion(config: Config, name: str, version: int) -> dict | None:
+    """The record of version `version`'s deletion, or None when it was not deleted."""
+    text = (_base(config, name) / f"v{version:04d}.deleted.json").read_or_none()
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"deleted_at": "unknown (its deletion record is damaged)"}
+
+
+def unfinished_deletes(config: Config, name: str) -> list[int]:
+    """Versions whose delete was interrupted: recorded as deleted, their manifest or rows still there."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        return []
+    there = set(_base(config, name).names())
+    return [v for v in deleted_versions(config, name) if {f"v{v:04d}.json", f"v{v:04d}"} & there]
+
+
+def delete(config: Config, tracker, ref: str) -> dict:
+    """Delete version NAME@VERSION (its manifest and its rows), refused (ConfigError) while
+    a registered model version was trained on it: the refusal names every such version.
+
+    In this order: the deletion record first (from then on the number is never reused, and
+    the listing shows a delete that did not finish), the manifest next (the version no longer
+    exists for show, rebuild, training), its rows last. A delete interrupted anywhere is
+    finished by deleting the same version again."""
+    from . import registry
+
+    parsed = refs.training_set(ref)
+    name, version = parsed.name, parsed.version
+    if version is None:
+        raise ConfigError(f"delete: {ref!r} names no version: give NAME@VERSION (one version is "
+                          "deleted at a time; prune applies a retention)")
+    valid = re.fullmatch(r"[a-z][a-z0-9_]*", name)
+    published = bool(valid) and version in list_versions(config, name)
+    if not published and not (valid and _deletion(config, name, version)):
+        manifest(config, f"{name}@{version}")  # NotFoundError naming the versions there are
+    if published:
+        users = registry.trained_on(tracker, name).get(version, [])
+        if users:
+            raise ConfigError(f"training set {name}@{version} is not deleted: registered model "
+                              f"version{'s' if len(users) > 1 else ''} {', '.join(users)} "
+                              f"{'were' if len(users) > 1 else 'was'} trained on it (its rows and "
+                              "manifest are what they record; delete those model versions first)")
+    return _remove(config, name, version, "deleted")
+
+
+def _remove(config: Config, name: str, version: int, reason: str) -> dict:
+    import getpass
+    import socket
+
+    base = _base(config, name)
+    record_file, manifest_file = base / f"v{version:04d}.deleted.json", base / f"v{version:04d}.json"
+    try:
+        digest = json.loads(manifest_file.read_or_none() or "{}").get("digest")
+    except (ValueError, AttributeError):
+        digest = None  # a damaged manifest: the version goes all the same
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    record = {"name": name, "version": version, "digest": digest, "reason": reason,
+              "deleted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "by": f"{user}@{socket.gethostname()}"}
+    finishing = not record_file.create(json.dumps(record, indent=2))
+    if finishing:  # an earlier delete was interrupted: its record stands
+        record = _deletion(config, name, version) or record
+    manifest_file.unlink()
+    version_path(config, name, version).remove_tree()
+    return {"deleted": f"{name}@{version}", "digest": record.get("digest"),
+            "deleted_at": record.get("deleted_at"), "finished_an_interrupted_delete": finishing}
+
+
+def retention_for(config: Config, name: str, keep: int | None = None) -> tuple[int, str]:
+    """How many newest versions of `name` prune keeps, and where that number comes from."""
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"prune: keep={keep!r} must be a whole number, 1 or more")
+        return keep, "keep"
+    retention, key = config.retention(name)
+    if retention is None:
+        raise ConfigError(f"prune: training set {name} has no retention: set "
+                          f"training_sets.yml: training_sets.{name}.retention.keep (or a default "
+                          "retention.keep at the top of training_sets.yml), or give keep")
+    return retention.keep, key
+
+
+def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
+    """Delete the versions of `name` beyond the newest `keep` (default: its retention), except
+    every version a registered model version was trained on; finishes interrupted deletes."""
+    from . import registry
+
+    versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
+    if not versions and not unfinished_deletes(config, name):
+        config.training_set(name)  # neither defined nor saved: NotFoundError
+    count, source = retention_for(config, name, keep)
+    users = registry.trained_on(tracker, name)
+    newest = versions[-count:]
+    doomed = [v for v in versions if v not in newest and v not in users]
+    deleted = [_remove(config, name, v, f"retention: keep {count} ({source})")["deleted"]
+               for v in doomed]
+    # A delete that stopped before removing the manifest is finished only if no model
+    # registered on the version since.
+    unfinished = [v for v in unfinished_deletes(config, name) if v not in users]
+    finished = [_remove(config, name, v, "deleted")["deleted"] for v in unfinished]
+    return {"training_set": name, "keep": count, "keep_from": source, "deleted": deleted,
+            "finished_interrupted_deletes": finished,
+            "kept": [f"{name}@{v}" for v in versions if v not in doomed and v not in unfinished],
+            "kept_for_models": {f"{name}@{v}": users[v] for v in versions
+                                if v in users and v not in newest}}
+
+
+def after_build(config: Config, tracker, name: str) -> dict | None:
+    """The retention applied after a successful build (None when none is configured). A
+    failure here does not undo the build: it is reported, and prune can be run again."""
+    import logging
+
+    if config.retention(name)[0] is None:
+        return None
+    try:
+        return prune(config, tracker, name)
+    except Exception as exc:  # noqa: BLE001 - the new version is published either way
+        from .errors import first_line
+
+        logging.getLogger(__name__).warning("training set %s: retention not applied: %s", name,
+                                            first_line(exc))
+        return {"training_set": name, "error": f"retention not applied: {first_line(exc)} "
+                                               f"(run: sparkml trainset prune {name})"}
+
+
+# --- what VACUUM must keep -----------------------------------------------------------------
+
+
+def pins(config: Config, ref: str) -> list[tuple[str, int]]:
+    """(training-set version, Delta version of `ref` it was built from) for every version
+    `rebuild` can recompute: it reads `ref` at that version, so its files must stay. A
+    version made from a DataFrame cannot be recomputed and pins nothing."""
+    out = []
+    for name in names(config):
+        for version in list_versions(config, name):
+            try:
+                man = manifest(config, f"{name}@{version}")
+            except JobFailed:
+                continue  # a damaged manifest cannot be rebuilt from
+            if "dataframe" in man["label_source"]:
+                continue
+            read = {man["label_source"]["table"]: man["label_source"]["version"],
+                    **{f"features.{lk['table']}": lk["version"] for lk in man["lookups"]}}
+            if read.get(ref) is not None:
+                out.append((f"{name}@{version}", int(read[ref])))
+    return out
+
+
+def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None) -> dict:
+    """Delta VACUUM of lake table `ref`, refused (ConfigError) when `retain_hours` is shorter
+    than what a training-set version's rebuild needs; without it, the longer of that minimum
+    and the table's own retention (Delta's default 168 hours).
+
+    A version's files are removed from the table by later commits; VACUUM deletes a removed
+    file once its removal is older than the retention (and, after the table's
+    deletedFileRetentionDuration, once the file itself is). So a pinned version needs the
+    hours since the first commit after it (since its oldest removed file, past that
+    duration), and nothing when no file of it was removed (only appends since)."""
+    import math
+    import time
+
+    path = lake.table_path(config.lake_root, ref)
+    if not lake.exists(path):
+        raise NotFoundError(f"vacuum: lake table {ref} does not exist (looked in {path})")
+    if retain_hours is not None and (isinstance(retain_hours, bool) or not isinstance(retain_hours, int)
+                                     or retain_hours < 0):
+        raise ConfigError(f"vacuum: retain_hours={retain_hours!r} must be a whole number of hours, 0 or more")
+    now = time.time() * 1000
+    current, commits = lake.files(path, ref=ref), lake.commits(path, ref)
+    tombstone_hours = lake.deleted_file_retention_hours(path)
+    needs = []
+    for pinned_by, version in pins(config, ref):
+        gone = {f: t for f, t in lake.files(path, version, ref).items() if f not in current}
+        hours = 0
+        if gone:
+            removed_from = min(c["timestamp"] for c in commits if c["version"] > version)
+            age = (now - removed_from) / 3_600_000
+            if age >= tombstone_hours:  # removal records expired: only the files' age protects them
+                age = (now - min(gone.values())) / 3_600_000
+            hours = math.ceil(age) + 1  # an hour's margin for the clock running until VACUUM
+        needs.append({"training_set": pinned_by, "table_version": version, "needs_hours": hours,
+                      "_files": set(gone)})
+    # Never less than an hour: files a writer is still adding are not in the log yet.
+    minimum = max([1, *(n["needs_hours"] for n in needs)])
+    if retain_hours is None:
+        hours = max(minimum, math.ceil(tombstone_hours))
+    elif retain_hours < minimum:
+        short = [n for n in needs if n["needs_hours"] > retain_hours]
+        said = "; ".join(f"training set {n['training_set']} reads {ref} version {n['table_version']} "
+                         f"and needs {n['needs_hours']} hours" for n in short) \
+            or "files being written may not be in the log yet"
+        raise ConfigError(f"vacuum {ref}: retain_hours={retain_hours} is too short, the minimum is "
+                          f"{minimum} hours ({said}); nothing deleted (delete or prune those "
+                          "training-set versions to release their files)")
+    else:
+        hours = retain_hours
+    doomed = lake.vacuum(spark, path, hours, dry_run=True)
+    needed = {f: n["training_set"] for n in needs for f in n["_files"]}
+    if hit := [f for f in doomed if f in needed]:  # what the log says against what is on disk
+        raise ConfigError(f"vacuum {ref}: with retain_hours={hours} Delta would delete {len(hit)} "
+                          f"file(s) training set {needed[hit[0]]} needs (e.g. {hit[0]}); nothing "
+                          "deleted: give more hours")
+    lake.vacuum(spark, path, hours)
+    return {"table": ref, "retain_hours": hours, "retain_hours_given": retain_hours,
+            "minimum_hours": minimum, "files_deleted": len(doomed),
+            "pinned_by": [{k: v for k, v in n.items() if not k.startswith("_")} for n in needs]}

@@ -184,6 +184,7 @@ class TrainingSet:
     version: int | None = None
     manifest: dict | None = None
     path: str | None = None  # where the saved version's Delta table is
+    pruned: dict | None = None  # what the training set's retention deleted after this build
     _facts: dict | None = field(default=None, repr=False)
     _workspace: "Workspace | None" = field(default=None, repr=False)
 
@@ -320,7 +321,9 @@ class Workspace:
 
         self.config.training_set(name)
         man = training_sets.build(self.spark, self.config, name)
-        return self.training_set(name, man["version"])
+        built = self.training_set(name, man["version"])
+        built.pruned = training_sets.after_build(self.config, self.tracker, name)
+        return built
 
     def training_set(self, name: str, version: int | None = None) -> TrainingSet:
         """A saved version (the newest by default): its rows and its manifest."""
@@ -345,6 +348,21 @@ class Workspace:
         from . import catalog
 
         return catalog.trainsets(self.config)
+
+    def delete_training_set(self, ref: str) -> dict:
+        """Delete version NAME@VERSION (rows and manifest); refused (ConfigError) while a
+        registered model version was trained on it. Its number is never reused."""
+        from . import training_sets
+
+        return training_sets.delete(self.config, self.tracker, ref)
+
+    def prune_training_sets(self, name: str, keep: int | None = None) -> dict:
+        """Keep the newest `keep` versions of training set `name` (default: its retention in
+        training_sets.yml) and every version a registered model version was trained on;
+        delete the rest. Returns what was deleted and what was kept, and why."""
+        from . import training_sets
+
+        return training_sets.prune(self.config, self.tracker, name, keep)
 
     # --- models ---------------------------------------------------------------------------
 
@@ -545,6 +563,16 @@ class Features:
         self._ws.config.feature_table(name)
         return Published.of(online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name,
                                            full=full))
+
+    def vacuum(self, name: str, retain_hours: int | None = None) -> dict:
+        """Delta VACUUM of the feature table: deletes the files its current version no longer
+        reads that were removed more than `retain_hours` ago. Refused (ConfigError) when a
+        training-set version that `rebuild` can recompute reads one of them; default hours:
+        that safe minimum, or the table's retention (168 hours) when longer."""
+        from . import training_sets
+
+        self._ws.config.feature_table(name)
+        return training_sets.vacuum(self._ws.spark, self._ws.config, f"features.{name}", retain_hours)
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
               chunk_days: int | None = None, full: bool = False) -> BuiltTable:
