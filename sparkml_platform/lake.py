@@ -431,6 +431,9 @@ def vacuum(spark, path: Location, hours: int, dry_run: bool = False) -> list[str
     session = spark.newSession()
     session.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     session.conf.set("spark.databricks.delta.vacuum.logging.enabled", "false")
+    # Delta lists the table in this many tasks (default 10,000: minutes of empty tasks).
+    session.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                     str(spark.sparkContext.defaultParallelism))
     rows = session.sql(f"VACUUM delta.`{path}` RETAIN {int(hours)} HOURS"
                        f"{' DRY RUN' if dry_run else ''}").collect()
     if not dry_run:
