@@ -62,14 +62,15 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     settings = config.models.models[spec_name].monitoring if spec_name in config.models.models else None
     man = training_sets.manifest(config, f"{mv.tags['training_set']}@{mv.tags['training_set_version']}")
     outcomes = _outcomes(spark, config, outcomes_ref, man, entity)
-    scored = _predictions(spark, config, tracker, model, predictions_ref, day)
+    runs = _score_runs(tracker, mv)
+    scored = _predictions(spark, config, runs, model, predictions_ref, day)
     if scored is None:
         raise NotFoundError(f"model {mv.name} version {mv.version} has no predictions"
                             f"{' of run date ' + day if day else ''} to monitor (score with it first)")
     keys = entity["keys"] + ([entity["event_time"]] if entity["event_time"] in outcomes.columns else [])
     joined = _with_period(scored, by, entity["event_time"]).join(outcomes, on=keys, how="inner")
     measured = _metrics(joined, model.classifier)
-    drift = _drift(spark, config, tracker, model, man, scored, by, day)
+    drift = _drift(spark, config, runs, model, man, scored, by, day)
     task = "classification" if model.classifier else "regression"
     rows, breaches = _judge(mv, by, measured, drift, settings, task)
     _write(spark, config, mv, by, rows)
@@ -114,17 +115,19 @@ def _outcomes(spark, config, outcomes_ref: str, man: dict, entity: dict):
     return labelled.where(F.col("__label").isNotNull())  # outcomes not known (yet) are left out
 
 
-def _predictions(spark, config, tracker, model, predictions_ref: str | None, day: str | None):
+def _predictions(spark, config, runs: list[dict], model, predictions_ref: str | None, day: str | None):
     """The version's predictions: keys, event time, run date, prediction and score, from the
     tables its scoring runs wrote (or `predictions_ref`) and from the online request log."""
     from functools import reduce
 
     from pyspark.sql import functions as F
 
+    from .serving import request_log_table
+
     mv, entity = model.version, model.spec["entity"]
     score = "probability" if model.classifier else "value"
     tables = [predictions_ref] if predictions_ref else \
-        sorted({p["output_table"] for p in _score_runs(tracker, mv) if "output_table" in p})
+        sorted({p["output_table"] for p in runs if "output_table" in p})
     frames = []
     for ref in tables:
         path = lake.table_path(config.lake_root, ref)
@@ -134,7 +137,7 @@ def _predictions(spark, config, tracker, model, predictions_ref: str | None, day
             (F.col("model_name") == mv.name) & (F.col("model_version") == int(mv.version)))
         frames.append(df.select(*entity["keys"], entity["event_time"], F.col("run_date").cast("string"),
                                 F.col("prediction").cast("double"), F.col(score).cast("double").alias("__score")))
-    online = lake.table_path(config.lake_root, f"predictions.online_{table_ref(mv.name).split('.', 1)[1]}")
+    online = lake.table_path(config.lake_root, request_log_table(mv.name))
     if not predictions_ref and lake.exists(online):
         keys = F.from_json("keys", "map<string,string>")
         df = lake.read(spark, online).where(F.col("model_version") == int(mv.version))
@@ -188,7 +191,7 @@ def _metrics(joined, classifier: bool) -> dict[str, dict]:
 # --- drift --------------------------------------------------------------------------------
 
 
-def _drift(spark, config, tracker, model, man: dict, scored, by: str, day: str | None) -> dict:
+def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, day: str | None) -> dict:
     """Per period and feature: PSI over the training set's deciles (missing values a bin of
     their own) and the Kolmogorov-Smirnov statistic on a 2 % quantile grid (numeric features).
     The scored inputs are the rows the scoring runs read, at the versions they read, with their
@@ -201,9 +204,9 @@ def _drift(spark, config, tracker, model, man: dict, scored, by: str, day: str |
     from . import training_sets
     from .pit import join_features
 
-    mv, entity = model.version, model.spec["entity"]
+    entity = model.spec["entity"]
     keys = [*entity["keys"], entity["event_time"]]
-    inputs = {(p["input_table"], p["input_version"]) for p in _score_runs(tracker, mv)
+    inputs = {(p["input_table"], p["input_version"]) for p in runs
               if "input_table" in p and (day is None or p.get("run_date") == day)}
     frames = [lake.read(spark, lake.table_path(config.lake_root, ref), int(version), ref).select(*model.needed)
               for ref, version in sorted(inputs) if version not in (None, "None")]
