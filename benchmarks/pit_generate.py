@@ -5,6 +5,7 @@
 
 Labels: (label_id, key, ts, label). Feature table i: (key, ts, f_i_0 .. f_i_{n-1}). Event
 times are uniform over 2023 at one-second resolution, so keys carry many rows and ties.
+`--skew 0.2` gives key 0 a fifth of every feature table's rows (the rest stay uniform).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ YEAR_SECONDS = 365 * 86400
 
 
 def generate(spark, out: str, labels: int, keys: int, tables: int, rows: int, features: int,
-             seed: int = 1) -> None:
+             seed: int = 1, skew: float = 0.0) -> None:
     from pyspark.sql import functions as F
 
     def when(salt: int):
@@ -32,8 +33,10 @@ def generate(spark, out: str, labels: int, keys: int, tables: int, rows: int, fe
         .write.format("delta").mode("overwrite").save(f"{out}/labels"))
     for t in range(tables):
         salt = seed + 10 * (t + 1)
+        uniform_key = F.abs(F.xxhash64("id", F.lit(salt))) % keys
+        hot = (F.abs(F.xxhash64("id", F.lit(salt + 2))) % 1_000_000) < int(skew * 1_000_000)
         (spark.range(rows)
-            .select((F.abs(F.xxhash64("id", F.lit(salt))) % keys).alias("key"),
+            .select(F.when(hot, F.lit(0).cast("long")).otherwise(uniform_key).alias("key"),
                     when(salt + 1).alias("ts"),
                     *[F.rand(salt + j).alias(f"f{t}_{j}") for j in range(features)])
             .write.format("delta").mode("overwrite").save(f"{out}/features_{t}"))
@@ -48,9 +51,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--features", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skew", type=float, default=0.0, help="share of feature rows on key 0")
     args = parser.parse_args()
     spark = session()
-    generate(spark, args.out, args.labels, args.keys, args.tables, args.rows, args.features, args.seed)
+    generate(spark, args.out, args.labels, args.keys, args.tables, args.rows, args.features, args.seed,
+             args.skew)
     print(f"wrote {args.labels:,} labels and {args.tables} x {args.rows:,} feature rows "
           f"over {args.keys:,} keys to {args.out}")
 

@@ -1,18 +1,43 @@
-"""Time the framework's point-in-time join against (a) the floor, a plain equi-join of the
-same inputs on key and exact event time, and (b) the naive approach that joins every label
-row with every earlier feature row of its key and then picks the newest. One run, same
-inputs, results forced with Spark's `noop` sink (full computation, no write cost).
+"""Time the framework's point-in-time join against the floor, a plain equi-join of the same
+inputs on key and exact event time, at several sizes and on skewed keys; optionally against
+the naive approach that joins every label row with every earlier feature row of its key and
+then picks the newest. Results are forced with Spark's `noop` sink (full computation, no
+write cost); each measurement is repeated, interleaved, and the median printed.
 
-    .venv/bin/python benchmarks/pit_generate.py      # once: 1M labels, 3 x 5M feature rows
-    .venv/bin/python benchmarks/pit_join.py [--data .sparkml/bench/pit] [--skip-naive]
+    .venv/bin/python benchmarks/pit_join.py --scale 1,2,4 [--repeat 3] [--naive]
+
+Scale N is N x (--labels labels, --tables x --rows feature rows) over the same --keys keys,
+generated once (Delta, under --data) and reused. The skewed case gives one key --skew of
+every feature table's rows at the largest scale and is compared with the uniform case there.
+Targets (issue 19, 2 cores): framework <= 1.15x floor at every scale, time per doubling
+<= 2.2x, skewed <= 1.5x uniform.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 from pathlib import Path
 
 from _common import session, timed
+from pit_generate import generate
+
+
+def dataset(spark, root: str, scale: int, skew: float, args) -> str:
+    """The inputs for one case, generated unless already there with the same parameters."""
+    params = {"labels": args.labels * scale, "rows": args.rows * scale, "keys": args.keys,
+              "tables": args.tables, "features": args.features, "skew": skew}
+    path = Path(root) / f"scale{scale}{'-skew' if skew else ''}"
+    marker = path / "params.json"
+    if not marker.exists() or json.loads(marker.read_text()) != params:
+        print(f"generating {path} ({params['labels']:,} labels, {args.tables} x {params['rows']:,} rows)",
+              flush=True)
+        generate(spark, str(path), params["labels"], args.keys, args.tables, params["rows"],
+                 args.features, skew=skew)
+        marker.write_text(json.dumps(params))
+    return str(path)
 
 
 def load(spark, data: str):
@@ -44,7 +69,7 @@ def naive(labels, tables):
     from pyspark.sql import functions as F
 
     out = labels
-    for i, t in enumerate(tables):
+    for t in tables:
         cols = [c for c in t.columns if c not in ("key", "ts")]
         right = t.select(F.col("key").alias("_k"), F.col("ts").alias("_ts"), *cols)
         pairs = labels.select("label_id", "key", "ts").join(
@@ -59,25 +84,50 @@ def naive(labels, tables):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=".sparkml/bench/pit")
-    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--scale", default="1,2,4", help="comma-separated multiples of the base sizes")
+    parser.add_argument("--labels", type=int, default=250_000)
+    parser.add_argument("--rows", type=int, default=1_250_000, help="rows per feature table")
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--tables", type=int, default=3)
+    parser.add_argument("--features", type=int, default=4)
+    parser.add_argument("--skew", type=float, default=0.2, help="0 skips the skewed case")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--naive", action="store_true", help="also time the naive join (slow)")
     args = parser.parse_args()
+    scales = [int(s) for s in args.scale.split(",")]
     spark = session()
-    labels, tables = load(spark, args.data)
-    n_labels = labels.count()
-    sizes = [t.count() for t in tables]
-    print(f"{n_labels:,} labels, feature tables of {', '.join(f'{s:,}' for s in sizes)} rows")
+    cases = [(s, 0.0) for s in scales] + ([(max(scales), args.skew)] if args.skew else [])
+    inputs = {case: load(spark, dataset(spark, args.data, *case, args)) for case in cases}
+    approaches = {"floor": equi_join_floor, "framework": framework, **({"naive": naive} if args.naive else {})}
 
     def run(df):
         df.write.format("noop").mode("overwrite").save()
 
-    times = {}
-    times["floor"] = timed("equi-join floor (key, exact time)", lambda: run(equi_join_floor(labels, tables)))
-    times["framework"] = timed("framework point-in-time join", lambda: run(framework(labels, tables)))
-    if not args.skip_naive:
-        times["naive"] = timed("naive join-all-earlier-then-pick", lambda: run(naive(labels, tables)))
-    print(f"framework / floor = {times['framework'] / times['floor']:.2f}x")
-    if "naive" in times:
-        print(f"naive / framework = {times['naive'] / times['framework']:.1f}x")
+    times: dict[tuple, list[float]] = {}
+    for round_ in range(args.repeat):  # interleaved, so drift on a busy machine hits all alike
+        print(f"round {round_ + 1}/{args.repeat}", flush=True)
+        for case, (labels, tables) in inputs.items():
+            for name, build in approaches.items():
+                label = f"scale {case[0]}{' skewed' if case[1] else ''} {name}"
+                times.setdefault((*case, name), []).append(timed(label, lambda: run(build(labels, tables))))
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    print(f"\nmedians of {args.repeat} ({args.keys:,} keys, {args.tables} feature tables of "
+          f"{args.features} columns)")
+    print(f"{'scale':>5} {'labels':>10} {'feature rows':>13} {'floor s':>8} {'framework s':>12} {'ratio':>6}"
+          + ("  naive s" if args.naive else ""))
+    for s in scales:
+        line = (f"{s:>5} {args.labels * s:>10,} {args.tables * args.rows * s:>13,} {med[(s, 0.0, 'floor')]:>8.1f} "
+                f"{med[(s, 0.0, 'framework')]:>12.1f} {med[(s, 0.0, 'framework')] / med[(s, 0.0, 'floor')]:>5.2f}x")
+        print(line + (f" {med[(s, 0.0, 'naive')]:>8.1f}" if args.naive else ""))
+    for a, b in zip(scales, scales[1:]):
+        per_doubling = (med[(b, 0.0, "framework")] / med[(a, 0.0, "framework")]) ** (1 / math.log2(b / a))
+        print(f"framework time per doubling, scale {a} -> {b}: {per_doubling:.2f}x")
+    if args.skew:
+        top = max(scales)
+        skewed, uniform = med[(top, args.skew, "framework")], med[(top, 0.0, "framework")]
+        print(f"skewed ({args.skew:.0%} of feature rows on one key) at scale {top}: framework "
+              f"{skewed:.1f} s = {skewed / uniform:.2f}x uniform; floor {med[(top, args.skew, 'floor')]:.1f} s")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,19 @@ Each label row gets, from a feature table, the newest feature row of its key who
 time is at or before the label's event time and within the lookback; nothing later. Label
 rows are never dropped or duplicated: no match gives nulls.
 
-Algorithm (union and window, cost of one sort): label rows and feature rows are stacked
-into one frame, partitioned by the key and sorted by event time, feature rows before label
-rows at equal times. A running `last(..., ignorenulls)` carries the newest feature row down
-to each label row. No label row is ever paired with every earlier feature row.
+Algorithm (union and window, cost of one sort per set of join keys): the label rows and the
+feature rows of every lookup that joins on the same entity columns are stacked into one
+frame, partitioned by those columns and sorted by event time, feature rows before label rows
+at equal times. A running `last(..., ignorenulls)` per lookup carries its newest feature row
+down to each label row; all of them share the one sort. No label row is ever paired with
+every earlier feature row. Only the keys, the time and each lookup's packed feature columns
+(with its event time when a lookback needs it) travel with the feature rows.
 
-Ties: feature rows with the same key and event time are ordered by their feature values
-(nulls first, in the declared column order) and the last one wins, so the result never
-depends on how the data was partitioned.
+Ties: a feature table the platform built has one row per key and event time (its build
+refuses duplicates), so its rows need no tie-break. For any other frame, rows with the same
+key and event time are ordered by a 64-bit hash of their feature values (and which of them
+are null) and the greatest wins, so the result never depends on how the data was
+partitioned.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class FeatureLookup:
     columns: dict[str, str]  # feature column -> output column name
     lookback_seconds: int | None = None
     version: int | None = field(default=None, compare=False)
+    # At most one row per key and event time (a platform-built feature table): no tie-break.
+    unique_times: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"table": self.table, "key_map": self.key_map, "event_time": self.event_time,
@@ -57,52 +64,77 @@ def check_time_types(entities, entity_time: str, features, lookup: FeatureLookup
 
 def as_of_join(entities, entity_time: str, features, lookup: FeatureLookup, matched_flag: str):
     """`entities` plus `lookup.columns` as of each row's `entity_time` (see module doc)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     check_time_types(entities, entity_time, features, lookup)
-    keys = list(lookup.key_map.values())
-    side, ts, feat = "__pit_side", "__pit_ts", "__pit_feat"
-    feature_rows = features.where(
-        F.col(lookup.event_time).isNotNull()
-        & F.expr(" AND ".join(f"`{k}` IS NOT NULL" for k in lookup.key_map))
-    ).select(
-        *[F.col(fk).alias(ek) for fk, ek in lookup.key_map.items()],
-        F.col(lookup.event_time).alias(ts),
-        F.lit(0).alias(side),
-        F.struct(F.col(lookup.event_time).alias("event_time"),
-                 *[F.col(c).alias(out) for c, out in lookup.columns.items()]).alias(feat),
-    )
-    label_rows = entities.withColumn(ts, F.col(entity_time)).withColumn(side, F.lit(1))
-    stacked = label_rows.unionByName(feature_rows, allowMissingColumns=True)
-    newest_so_far = (
-        Window.partitionBy(*keys).orderBy(F.col(ts).asc_nulls_last(), side, feat)
-        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    )
-    found = F.last(feat, ignorenulls=True).over(newest_so_far)
-    joined = stacked.withColumn("__pit_found", found).where(F.col(side) == 1)
-    in_range = F.col("__pit_found").isNotNull() & F.col(ts).isNotNull()
-    if lookup.lookback_seconds is not None:
-        age = F.col(ts).cast("timestamp").cast("long") - F.col("__pit_found.event_time").cast(
-            "timestamp").cast("long")
-        in_range = in_range & (age <= lookup.lookback_seconds)
-    out = joined.select(
-        *entities.columns,
-        *[F.when(in_range, F.col(f"__pit_found.{name}")).alias(name)
-          for name in lookup.columns.values()],
-        in_range.alias(matched_flag),
-    )
-    return out
+    return _as_of_group(entities, entity_time, [(lookup, features, matched_flag)])
 
 
 def join_features(entities, entity_time: str, tables: list[tuple[FeatureLookup, object]]):
-    """Apply each lookup in turn; returns the frame and the names of the matched flags."""
-    flags = []
-    for i, (lookup, features) in enumerate(tables):
-        flag = f"__matched_{i}"
-        entities = as_of_join(entities, entity_time, features, lookup, flag)
-        flags.append(flag)
-    return entities, flags
+    """Every lookup's columns as of each row's `entity_time`, one sort per set of join keys;
+    returns the frame (entity columns, then each lookup's columns and its matched flag, in
+    the order given) and the names of the matched flags."""
+    from pyspark.sql import functions as F
+
+    flags = [f"__matched_{i}" for i in range(len(tables))]
+    groups: dict[frozenset, list] = {}
+    for (lookup, features), flag in zip(tables, flags):
+        check_time_types(entities, entity_time, features, lookup)
+        groups.setdefault(frozenset(lookup.key_map.values()), []).append((lookup, features, flag))
+    joined = entities
+    for members in groups.values():
+        joined = _as_of_group(joined, entity_time, members)
+    order = [*entities.columns]
+    for (lookup, _), flag in zip(tables, flags):
+        order += [*lookup.columns.values(), flag]
+    return joined.select(*[F.col(f"`{c}`") for c in order]), flags
+
+
+def _as_of_group(entities, entity_time: str, members: list):
+    """The join for lookups that all key on the same entity columns: one stack, one sort."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    keys = sorted(members[0][0].key_map.values())
+    side, tie, seen = "__pit_side", "__pit_tie", "__pit_seen"
+    ties = any(not lookup.unique_times for lookup, _, _ in members)
+    packed = [f"__pit_feat_{i}" for i in range(len(members))]
+    label_rows = entities.withColumn(side, F.lit(1).cast("tinyint"))
+    stacked = label_rows
+    for (lookup, features, _), name in zip(members, packed):
+        values = [F.col(f"`{c}`").alias(out) for c, out in lookup.columns.items()]
+        if lookup.lookback_seconds is not None:
+            values.append(F.col(f"`{lookup.event_time}`").alias(seen))
+        extra = []
+        if ties:
+            extra = [(F.xxhash64(*[x for c in lookup.columns
+                                   for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())])
+                      if not lookup.unique_times else F.lit(0).cast("long")).alias(tie)]
+        rows = features.where(
+            F.col(f"`{lookup.event_time}`").isNotNull()
+            & F.expr(" AND ".join(f"`{k}` IS NOT NULL" for k in lookup.key_map))
+        ).select(
+            *[F.col(f"`{fk}`").alias(ek) for fk, ek in lookup.key_map.items()],
+            F.col(f"`{lookup.event_time}`").alias(entity_time),
+            F.lit(0).cast("tinyint").alias(side),
+            F.struct(*values).alias(name),
+            *extra,
+        )
+        stacked = stacked.unionByName(rows, allowMissingColumns=True)
+    order = [F.col(f"`{entity_time}`").asc_nulls_last(), F.col(side)] + ([F.col(tie)] if ties else [])
+    newest_so_far = (Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(*order)
+                     .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    found = [F.last(name, ignorenulls=True).over(newest_so_far).alias(name) for name in packed]
+    joined = stacked.select(*[F.col(f"`{c}`") for c in entities.columns], side, *found).where(
+        F.col(side) == 1)
+    out = [F.col(f"`{c}`") for c in entities.columns]
+    for (lookup, _, flag), name in zip(members, packed):
+        in_range = F.col(name).isNotNull() & F.col(f"`{entity_time}`").isNotNull()
+        if lookup.lookback_seconds is not None:
+            age = (F.col(f"`{entity_time}`").cast("timestamp").cast("long")
+                   - F.col(f"{name}.{seen}").cast("timestamp").cast("long"))
+            in_range = in_range & (age <= lookup.lookback_seconds)
+        out += [F.when(in_range, F.col(f"{name}.`{c}`")).alias(c) for c in lookup.columns.values()]
+        out.append(in_range.alias(flag))
+    return joined.select(*out)
 
 
 def content_digest(df) -> str:

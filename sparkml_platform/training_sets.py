@@ -84,7 +84,8 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
         if missing:
             raise ConfigError(f"{ref} in the lake has no column {', '.join(missing)} (version "
                               f"{version}): rebuild it with sparkml features build {lookup.table}")
-        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version}), df))
+        # Built by the platform, whose build refuses two rows for one key and event time.
+        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True}), df))
     return out
 
 

@@ -46,14 +46,15 @@ def test_lookback_expires_old_values(spark):
 
 def test_ties_on_event_time_are_deterministic(spark):
     labels = spark.createDataFrame([(1, "a", ts(10))], "id int, k string, t timestamp")
-    rows = [("a", ts(5), 1.0), ("a", ts(5), 3.0), ("a", ts(5), 2.0)]
+    rows = [("a", ts(5), 1.0), ("a", ts(5), 3.0), ("a", ts(5), 2.0), ("a", ts(5), None)]
     results = set()
-    for seed in range(3):
+    for seed in range(4):
         random.Random(seed).shuffle(rows)
         feats = spark.createDataFrame(rows, "k string, ft timestamp, x double").repartition(3)
         lookup = FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"})
         results.add(as_of_join(labels, "t", feats, lookup, "m").collect()[0].x)
-    assert results == {3.0}  # the greatest feature row wins a tie, whatever the order
+    want = tie_ranks(spark, pd.DataFrame(rows, columns=["k", "ft", "x"]), ["x"]).sort_values("__tie")
+    assert results == {want["x"].iloc[-1]}  # the greatest tie-break hash wins, whatever the order
 
 
 def test_incompatible_event_time_types_are_refused(spark):
@@ -63,19 +64,40 @@ def test_incompatible_event_time_types_are_refused(spark):
         as_of_join(labels, "t", feats, FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"}), "m")
 
 
-def reference(labels: pd.DataFrame, feats: pd.DataFrame, key: str, lookback_s: int | None,
-              out: str) -> pd.Series:
-    """pandas merge_asof: backward search by key, with the same tie rule (greatest row wins)."""
-    feats = feats.dropna(subset=[key]).sort_values(["ft", "x"], na_position="first")
-    feats = feats.drop_duplicates([key, "ft"], keep="last")
-    left = labels.dropna(subset=[key]).sort_values("t")
-    merged = pd.merge_asof(left, feats.rename(columns={"x": out}), left_on="t", right_on="ft",
-                           by=key, direction="backward",
+def tie_ranks(spark, feats: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`feats` with the tie-break the join documents: a 64-bit hash of the feature values and
+    of which of them are null (computed by Spark, whose xxhash64 defines it)."""
+    from pyspark.sql import functions as F
+
+    sdf = spark.createDataFrame(feats.assign(__row=range(len(feats))).astype({c: "float64" for c in columns}))
+    hashed = sdf.select("__row", F.xxhash64(*[x for c in columns for x in (F.col(c), F.col(c).isNull())])
+                        .alias("__tie")).toPandas()
+    return feats.assign(__tie=hashed.set_index("__row")["__tie"].reindex(range(len(feats))).to_numpy())
+
+
+def reference(spark, labels: pd.DataFrame, feats: pd.DataFrame, keys: list[str], lookback_s: int | None,
+              out: str, unique: bool) -> pd.Series:
+    """pandas merge_asof: backward search by the keys, with the same tie rule (the greatest
+    tie-break hash wins; a table with unique times needs none)."""
+    feats = feats.dropna(subset=keys)
+    if not unique:
+        feats = tie_ranks(spark, feats, ["x"]).sort_values(["ft", "__tie"]).drop(columns="__tie")
+        feats = feats.drop_duplicates([*keys, "ft"], keep="last")
+    left = labels.dropna(subset=keys).sort_values("t")
+    merged = pd.merge_asof(left, feats.sort_values("ft").rename(columns={"x": out}), left_on="t",
+                           right_on="ft", by=keys, direction="backward",
                            tolerance=pd.Timedelta(seconds=lookback_s) if lookback_s else None)
     return merged.set_index("id")[out].reindex(labels["id"])
 
 
+# name, entity keys, lookback, one row per key and time
+TABLES = [("f1", ["k1"], None, False), ("f2", ["k2"], 1800, False), ("f3", ["k1"], 600, False),
+          ("f4", ["k1", "k2"], None, False), ("f5", ["k2"], 3600, True), ("f6", ["k1"], None, True)]
+
+
 def test_matches_pandas_merge_asof_on_random_inputs(spark):
+    """Several lookups sharing their keys (one sort), others keying on other columns or on
+    two, each with its own lookback, with and without unique times, joined in one call."""
     rng = random.Random(7)
     keys = ["a", "b", "c", "d", None]
     labels = pd.DataFrame({
@@ -85,25 +107,48 @@ def test_matches_pandas_merge_asof_on_random_inputs(spark):
         "t": [ts(rng.randrange(0, 500)) for _ in range(400)],
     })
     tables = []
-    for name, key, lookback in (("f1", "k1", None), ("f2", "k2", 1800)):
+    for name, on, lookback, unique in TABLES:
         n = 300
         feats = pd.DataFrame({
-            key: [rng.choice(keys[:4]) for _ in range(n)],  # 'd' never appears for k2 labels
+            **{key: [rng.choice(keys[:4]) for _ in range(n)] for key in on},  # no 'd' for k2 labels
             "ft": [ts(rng.randrange(0, 500)) for _ in range(n)],  # many ties and late rows
             "x": [rng.choice([None, *range(20)]) for _ in range(n)],
         }).astype({"x": "float64"})
-        tables.append((name, key, lookback, feats))
+        if unique:
+            feats = feats.drop_duplicates([*on, "ft"])
+        tables.append((name, on, lookback, unique, feats))
     sdf_labels = spark.createDataFrame(labels, "id long, k1 string, k2 string, t timestamp")
     lookups = []
-    for name, key, lookback, feats in tables:
-        sdf = spark.createDataFrame(feats, f"{key} string, ft timestamp, x double")
-        lookups.append((FeatureLookup(name, {key: key}, "ft", {"x": f"x_{name}"}, lookback), sdf))
+    for name, on, lookback, unique, feats in tables:
+        sdf = spark.createDataFrame(feats, ", ".join([*(f"{k} string" for k in on), "ft timestamp, x double"]))
+        lookups.append((FeatureLookup(name, {k: k for k in on}, "ft", {"x": f"x_{name}"}, lookback,
+                                      unique_times=unique), sdf))
     joined, flags = join_features(sdf_labels, "t", lookups)
+    # The entity columns, then each lookup's columns and flag in the order given.
+    assert joined.columns == ["id", "k1", "k2", "t", *[c for (n, *_), f in zip(TABLES, flags) for c in (f"x_{n}", f)]]
     got = joined.toPandas().set_index("id").sort_index()
     assert len(got) == len(labels) and got.index.is_unique  # nothing dropped or duplicated
-    for name, key, lookback, feats in tables:
-        want = reference(labels, feats, key, lookback, f"x_{name}").sort_index()
+    for (name, on, lookback, unique, feats), flag in zip(tables, flags):
+        want = reference(spark, labels, feats, on, lookback, f"x_{name}", unique).sort_index()
         pd.testing.assert_series_equal(got[f"x_{name}"], want, check_names=False, check_index_type=False)
+        matched = reference(spark, labels, feats.assign(x=1.0), on, lookback, "m", unique).sort_index()
+        assert (got[flag] == matched.notna()).all(), name  # the flag: a row matched, even of nulls
+
+
+def test_lookups_sharing_keys_are_answered_with_one_sort(spark):
+    from pyspark.sql import functions as F
+
+    labels = spark.createDataFrame([(1, "a", ts(10))], "id int, k string, t timestamp")
+    feats = spark.createDataFrame([("a", ts(5), 1.0)], "k string, ft timestamp, x double")
+    other = spark.createDataFrame([("a", ts(5), 2.0)], "o string, ft timestamp, y double")
+    shared = [(FeatureLookup(f"f{i}", {"k": "k"}, "ft", {"x": f"x{i}"}, unique_times=True), feats)
+              for i in range(3)]
+    plan = lambda df: df._jdf.queryExecution().executedPlan().toString()  # noqa: E731
+    one_key, _ = join_features(labels, "t", shared)
+    two_keys, _ = join_features(labels.withColumn("o", F.lit("a")), "t",
+                                [*shared, (FeatureLookup("g", {"o": "o"}, "ft", {"y": "y"}), other)])
+    assert plan(one_key).count("Window [") == 1 and plan(two_keys).count("Window [") == 2
+    assert [tuple(r) for r in one_key.collect()] == [(1, "a", ts(10), 1.0, True, 1.0, True, 1.0, True)]
 
 
 def test_content_digest_ignores_row_order_and_sees_changes(spark):
