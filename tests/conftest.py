@@ -125,6 +125,25 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
+# `make test` runs two pytest processes at once, SPARKML_TEST_HALF=slow (the slow tests) and
+# =rest (the others, and these slow modules: they work on copies of the slice project, and
+# with the slice cache both processes copy one run) so that the two end near together.
+SLOW_IN_REST = {"test_notebook.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    half = os.environ.get("SPARKML_TEST_HALF")
+    if half not in ("slow", "rest"):
+        return
+    kept, left = [], []
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None and item.path.name not in SLOW_IN_REST
+        (kept if slow == (half == "slow") else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project for in-process tests: its conf dir (lake and MLflow beside it)."""
@@ -171,17 +190,65 @@ def ws(config, spark):
 def flights_project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The reference pipeline run once end to end through the CLI on a slice of the data.
 
+    With SPARKML_TEST_SLICE_CACHE=DIR (the Makefile's test targets), the run is kept in DIR
+    under a key of everything it depends on, and each test session gets a copy of it: `make
+    test` builds it, `make test-cluster` after it copies it (minutes saved, the same run).
     While working on one test, SPARKML_TEST_REUSE=DIR keeps the slice project in DIR and
     reuses it on the next run (DIR/conf exists): minutes saved per run, never used by CI."""
     reuse = os.environ.get("SPARKML_TEST_REUSE")
     if reuse and (Path(reuse) / "conf").is_dir():
         return Path(reuse) / "conf", subprocess.CompletedProcess([], 0, "", "")
+    cache = os.environ.get("SPARKML_TEST_SLICE_CACHE")
+    if cache and not reuse:
+        return _slice_copy(REPO / cache, tmp_path_factory.mktemp("flights") / "project")
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("flights")
     root.mkdir(parents=True, exist_ok=True)
+    return _slice_run(root)
+
+
+def _slice_run(root: Path) -> tuple[Path, subprocess.CompletedProcess]:
     conf = make_project(root, SLICE)
     result = run_cli(conf, "run", "flights")
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-2000:]
     return conf, result
+
+
+def _slice_key() -> str:
+    """A digest of what the slice run's outcome depends on: the platform's code and reference
+    configuration, this file (SLICE), the installed distributions and the Python."""
+    import hashlib
+    from importlib.metadata import distributions
+
+    digest = hashlib.sha256(sys.version.encode())
+    files = [*(REPO / "sparkml_platform").rglob("*"), *(REPO / "conf" / "base").rglob("*"), Path(__file__)]
+    for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    for dist in sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions()):
+        digest.update(dist.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _slice_copy(cache: Path, root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the cached slice run, made first if the cache lacks this key's (a lock keeps
+    two sessions from making it at once; older keys are removed)."""
+    import fcntl
+    import json
+
+    cache.mkdir(parents=True, exist_ok=True)
+    built = cache / _slice_key()
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (built / "result.json").exists():
+            for old in cache.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old)
+            built.mkdir()
+            _, result = _slice_run(built)
+            (built / "result.json").write_text(json.dumps(
+                {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}))
+    shutil.copytree(built, root, symlinks=True, ignore=shutil.ignore_patterns("result.json"))
+    kept = json.loads((built / "result.json").read_text())
+    return root / "conf", subprocess.CompletedProcess(kept["args"], 0, kept["stdout"], kept["stderr"])
 
 
 def remote_project(root: Path, lake_root: str, spark_conf: dict, artifact_root: str | None = None) -> Path:
