@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 from sparkml_platform.delta_jars import default_dir  # noqa: E402
 
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
+# Every test JVM's Spark: no web UI (nobody looks, and it costs each JVM a Jetty server).
+TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {
         "flights": {"filter": "day = 5"},
@@ -50,7 +52,7 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
                           "params": {"max_iter": 30, "random_state": 7}},
             "tuning": {"max_evals": 2, "parallelism": 2},
             "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}}}},
-    "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
+    "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4, "conf": TEST_SPARK_CONF}},
     # The reference pipeline again without its training steps: a second run must rewrite the
     # same rows (data steps and scoring are what could duplicate them).
     "pipelines.yml": {"pipelines": {"flights_data": {"steps": [
@@ -149,7 +151,7 @@ def project(tmp_path_factory) -> Path:
     """A project for in-process tests: its conf dir (lake and MLflow beside it)."""
     return make_project(tmp_path_factory.mktemp("project"), {
         "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2,
-                                   "driver_memory": "2g", "master": "local[2]"}},
+                                   "driver_memory": "2g", "master": "local[2]", "conf": TEST_SPARK_CONF}},
         # Validation has tests of its own (they switch it on); the others skip its cost.
         "features.yml": {"feature_tables": {"origin_weather_hourly": {"expectations": None}}},
     })
@@ -254,7 +256,7 @@ def _slice_copy(cache: Path, root: Path) -> tuple[Path, subprocess.CompletedProc
 def remote_project(root: Path, lake_root: str, spark_conf: dict, artifact_root: str | None = None) -> Path:
     """The slice project's configuration with its lake at `lake_root` (hdfs:// or s3a://)."""
     platform = {**SLICE["platform.yml"], "lake_root": lake_root,
-                "spark": {**SLICE["platform.yml"]["spark"], "conf": spark_conf}}
+                "spark": {**SLICE["platform.yml"]["spark"], "conf": {**TEST_SPARK_CONF, **spark_conf}}}
     if artifact_root:
         platform["mlflow"] = {"artifact_root": artifact_root}
     return make_project(root, {**SLICE, "platform.yml": platform})
