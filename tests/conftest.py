@@ -32,12 +32,13 @@ from sparkml_platform.delta_jars import default_dir  # noqa: E402
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
 # Every test JVM's Spark: no web UI (nobody looks, and it costs each JVM a Jetty server).
 TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
-# The slice project's JVMs live for a command, a job or a notebook: the client JIT only. C2's
-# compiles do not pay off in minutes: `sparkml run` of the slice's data steps in a fresh JVM
-# took 165 s of CPU instead of 318 s on two cores. (The tests' own session runs for the whole
-# session and keeps the default.)
-SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-                  "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+# JVMs that live for one command, job or notebook use the client JIT only: C2's compiles do
+# not pay off in minutes (`sparkml run` of the slice's data steps in a fresh JVM took 165 s of
+# CPU instead of 318 s on two cores). Drivers get it from SPARK_SUBMIT_OPTS (cli_env: every
+# `sparkml` and spark-submit.sh process), a cluster's executors from the slice's settings.
+# (The tests' own session runs for the whole session and keeps the default.)
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {
         "flights": {"filter": "day = 5"},
@@ -84,7 +85,8 @@ def make_project(root: Path, overlay: dict | None = None, env: str = "test") -> 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKML_")}
-    env.update({"SPARKML_JARS_DIR": str(JARS_DIR), "PYSPARK_PYTHON": sys.executable}, **extra)
+    env.update({"SPARKML_JARS_DIR": str(JARS_DIR), "PYSPARK_PYTHON": sys.executable,
+                "SPARK_SUBMIT_OPTS": SHORT_JVM_OPTS}, **extra)
     return env
 
 
@@ -120,6 +122,7 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
     os.environ.update(cli_env(**extra_env))
+    os.environ.pop("SPARK_SUBMIT_OPTS")  # a session started here is the tests' own
     os.chdir(conf.parent)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
