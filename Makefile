@@ -30,13 +30,12 @@ demo: setup
 SLICE_CACHE := .sparkml/test-slice
 
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
-# it, servers) and the rest, with a few slow modules moved over to even them out
-# (tests/conftest.py SLOW_IN_REST). Measured on two cores, both are CPU-bound; the slow run's
-# report follows the other's, each listing its slowest tests.
+# it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
+# little; the slow run's report follows the other's, each listing its slowest tests.
 test: setup
 	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
-	SPARKML_TEST_HALF=slow $(VENV)/bin/pytest -q -ra --durations=12 -m "not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
-	slow=$$!; SPARKML_TEST_HALF=rest $(VENV)/bin/pytest -q -ra --durations=8 -m "not cluster" -p no:cacheprovider; fast=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=12 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
+	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
 	wait $$slow; slow=$$?; echo "== slow tests (exit $$slow)"; cat .sparkml/test-slow.log; \
 	test $$fast -eq 0 -a $$slow -eq 0
 

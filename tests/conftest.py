@@ -136,25 +136,6 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
-# `make test` runs two pytest processes at once, SPARKML_TEST_HALF=slow (the slow tests) and
-# =rest (the others, and these slow modules: they work on copies of the slice project, and
-# with the slice cache both processes copy one run) so that the two end near together.
-SLOW_IN_REST = {"test_notebook.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    half = os.environ.get("SPARKML_TEST_HALF")
-    if half not in ("slow", "rest"):
-        return
-    kept, left = [], []
-    for item in items:
-        slow = item.get_closest_marker("slow") is not None and item.path.name not in SLOW_IN_REST
-        (kept if slow == (half == "slow") else left).append(item)
-    if left:
-        config.hook.pytest_deselected(items=left)
-        items[:] = kept
-
-
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project for in-process tests: its conf dir (lake and MLflow beside it)."""
