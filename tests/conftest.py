@@ -36,7 +36,8 @@ TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 # not pay off in minutes (`sparkml run` of the slice's data steps in a fresh JVM took 165 s of
 # CPU instead of 318 s on two cores). Drivers get it from SPARK_SUBMIT_OPTS (cli_env: every
 # `sparkml` and spark-submit.sh process), a cluster's executors from the slice's settings.
-# (The tests' own session runs for the whole session and keeps the default.)
+# The tests' own session lives through the whole run and keeps the default (tests/test_features.py:
+# 523 s of CPU with it, 538 s with the client JIT only).
 SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
 SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
