@@ -25,12 +25,17 @@ jars: $(INSTALLED)
 demo: setup
 	$(VENV)/bin/sparkml run flights
 
+# The slice project's run (tests/conftest.py `flights_project`), kept under a key of what it
+# depends on: `make test` makes it, `make test-cluster` copies it instead of running it again.
+SLICE_CACHE := .sparkml/test-slice
+
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
 # it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
 # little; the slow run's report follows the other's, each listing its slowest tests.
 test: setup
-	@mkdir -p .sparkml; $(VENV)/bin/pytest -q -ra --durations=8 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
-	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=5 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
+	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
+	$(VENV)/bin/pytest -q -ra --durations=12 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
+	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
 	wait $$slow; slow=$$?; echo "== slow tests (exit $$slow)"; cat .sparkml/test-slow.log; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
@@ -42,7 +47,7 @@ test-fast: setup
 # Maven Central) from a packed environment: packing and containers take minutes, so these
 # run apart from `make test` (CI runs both).
 test-cluster: setup
-	$(VENV)/bin/pytest -q -ra -m cluster -p no:cacheprovider
+	SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE) $(VENV)/bin/pytest -q -ra --durations=15 -m cluster -p no:cacheprovider
 
 clean-lake:
 	rm -rf .sparkml/lake .sparkml/staging .sparkml/mlflow.db .sparkml/mlartifacts .sparkml/environments

@@ -30,6 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 from sparkml_platform.delta_jars import default_dir  # noqa: E402
 
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
+# Every test JVM's Spark: no web UI (nobody looks, and it costs each JVM a Jetty server).
+TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
+# JVMs that live for one command, job or notebook use the client JIT only: C2's compiles do
+# not pay off in minutes (`sparkml run` of the slice's data steps in a fresh JVM took 165 s of
+# CPU instead of 318 s on two cores). Drivers get it from SPARK_SUBMIT_OPTS (cli_env: every
+# `sparkml` and spark-submit.sh process), a cluster's executors from the slice's settings.
+# The tests' own session lives through the whole run and keeps the default (tests/test_features.py:
+# 523 s of CPU with it, 538 s with the client JIT only).
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {
         "flights": {"filter": "day = 5"},
@@ -50,7 +60,7 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
                           "params": {"max_iter": 30, "random_state": 7}},
             "tuning": {"max_evals": 2, "parallelism": 2},
             "thresholds": {"roc_auc": {"min": 0.5}, "log_loss": {"max": 1.0}}}}},
-    "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4}},
+    "platform.yml": {"spark": {"driver_memory": "2g", "shuffle_partitions": 4, "conf": SHORT_JVM_CONF}},
     # The reference pipeline again without its training steps: a second run must rewrite the
     # same rows (data steps and scoring are what could duplicate them).
     "pipelines.yml": {"pipelines": {"flights_data": {"steps": [
@@ -76,7 +86,8 @@ def make_project(root: Path, overlay: dict | None = None, env: str = "test") -> 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKML_")}
-    env.update({"SPARKML_JARS_DIR": str(JARS_DIR), "PYSPARK_PYTHON": sys.executable}, **extra)
+    env.update({"SPARKML_JARS_DIR": str(JARS_DIR), "PYSPARK_PYTHON": sys.executable,
+                "SPARK_SUBMIT_OPTS": SHORT_JVM_OPTS}, **extra)
     return env
 
 
@@ -112,6 +123,7 @@ def run_main(conf: Path, *args: str, env: str | None = "test", **extra_env: str)
     out, err = io.StringIO(), io.StringIO()
     os.environ.clear()
     os.environ.update(cli_env(**extra_env))
+    os.environ.pop("SPARK_SUBMIT_OPTS")  # a session started here is the tests' own
     os.chdir(conf.parent)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -130,7 +142,7 @@ def project(tmp_path_factory) -> Path:
     """A project for in-process tests: its conf dir (lake and MLflow beside it)."""
     return make_project(tmp_path_factory.mktemp("project"), {
         "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2,
-                                   "driver_memory": "2g", "master": "local[2]"}},
+                                   "driver_memory": "2g", "master": "local[2]", "conf": TEST_SPARK_CONF}},
         # Validation has tests of its own (they switch it on); the others skip its cost.
         "features.yml": {"feature_tables": {"origin_weather_hourly": {"expectations": None}}},
     })
@@ -171,23 +183,71 @@ def ws(config, spark):
 def flights_project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The reference pipeline run once end to end through the CLI on a slice of the data.
 
+    With SPARKML_TEST_SLICE_CACHE=DIR (the Makefile's test targets), the run is kept in DIR
+    under a key of everything it depends on, and each test session gets a copy of it: `make
+    test` builds it, `make test-cluster` after it copies it (minutes saved, the same run).
     While working on one test, SPARKML_TEST_REUSE=DIR keeps the slice project in DIR and
     reuses it on the next run (DIR/conf exists): minutes saved per run, never used by CI."""
     reuse = os.environ.get("SPARKML_TEST_REUSE")
     if reuse and (Path(reuse) / "conf").is_dir():
         return Path(reuse) / "conf", subprocess.CompletedProcess([], 0, "", "")
+    cache = os.environ.get("SPARKML_TEST_SLICE_CACHE")
+    if cache and not reuse:
+        return _slice_copy(REPO / cache, tmp_path_factory.mktemp("flights") / "project")
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("flights")
     root.mkdir(parents=True, exist_ok=True)
+    return _slice_run(root)
+
+
+def _slice_run(root: Path) -> tuple[Path, subprocess.CompletedProcess]:
     conf = make_project(root, SLICE)
     result = run_cli(conf, "run", "flights")
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-2000:]
     return conf, result
 
 
+def _slice_key() -> str:
+    """A digest of what the slice run's outcome depends on: the platform's code and reference
+    configuration, this file (SLICE), the installed distributions and the Python."""
+    import hashlib
+    from importlib.metadata import distributions
+
+    digest = hashlib.sha256(sys.version.encode())
+    files = [*(REPO / "sparkml_platform").rglob("*"), *(REPO / "conf" / "base").rglob("*"), Path(__file__)]
+    for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    for dist in sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions()):
+        digest.update(dist.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _slice_copy(cache: Path, root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the cached slice run, made first if the cache lacks this key's (a lock keeps
+    two sessions from making it at once; older keys are removed)."""
+    import fcntl
+    import json
+
+    cache.mkdir(parents=True, exist_ok=True)
+    built = cache / _slice_key()
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (built / "result.json").exists():
+            for old in cache.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old)
+            built.mkdir()
+            _, result = _slice_run(built)
+            (built / "result.json").write_text(json.dumps(
+                {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}))
+    shutil.copytree(built, root, symlinks=True, ignore=shutil.ignore_patterns("result.json"))
+    kept = json.loads((built / "result.json").read_text())
+    return root / "conf", subprocess.CompletedProcess(kept["args"], 0, kept["stdout"], kept["stderr"])
+
+
 def remote_project(root: Path, lake_root: str, spark_conf: dict, artifact_root: str | None = None) -> Path:
     """The slice project's configuration with its lake at `lake_root` (hdfs:// or s3a://)."""
     platform = {**SLICE["platform.yml"], "lake_root": lake_root,
-                "spark": {**SLICE["platform.yml"]["spark"], "conf": spark_conf}}
+                "spark": {**SLICE["platform.yml"]["spark"], "conf": {**SHORT_JVM_CONF, **spark_conf}}}
     if artifact_root:
         platform["mlflow"] = {"artifact_root": artifact_root}
     return make_project(root, {**SLICE, "platform.yml": platform})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, SLICE, cli_env, make_project, run_cli
 from servers import spark_standalone
 
 pytestmark = pytest.mark.cluster
@@ -19,9 +19,11 @@ WINDOW = ["--start", "2013-03-01", "--end", "2013-03-31"]
 
 
 @pytest.fixture(scope="module")
-def packed(flights_project) -> Path:
-    """The slice project's environment, captured, then built and packed from that capture."""
-    conf, _ = flights_project
+def packed(tmp_path_factory) -> Path:
+    """The slice project's environment, captured, then built and packed from that capture, in
+    a project of its own: the build (about 2 GB) stays out of the slice project, which other
+    tests copy."""
+    conf = make_project(tmp_path_factory.mktemp("packed"), SLICE)
     captured = run_cli(conf, "env", "capture", "--json")
     assert captured.returncode == 0, captured.stderr[-2000:]
     env_id = json.loads(captured.stdout)["id"]
