@@ -101,8 +101,14 @@ def up_to_date(config: Config, name: str) -> dict | None:
     if not lake.exists(path):
         return None
     transform = import_function(definition.transformation, f"features.yml: feature_tables.{name}.transformation")
-    last = lake.last_commit(path, "feature_table")
-    meta = (last or {}).get("metadata") or {}
+    commits = lake.commits(path)
+    kinds = [c["metadata"].get("kind") if isinstance(c["metadata"], dict) else None for c in commits]
+    built = [i for i, kind in enumerate(kinds) if kind == "feature_table"]
+    # Since that build only the table's own description may have changed: nothing else wrote.
+    if not built or any(kind != "table_metadata" for kind in kinds[built[-1] + 1:]):
+        return None
+    last = commits[built[-1]]
+    meta = last["metadata"]
     if meta.get("mode") not in ("full", "incremental") \
             or meta.get("definition_hash") != definition_hashes(definition, transform)["definition_hash"]:
         return None
