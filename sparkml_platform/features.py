@@ -126,7 +126,7 @@ def up_to_date(config: Config, name: str) -> dict | None:
             "reason": f"nothing new: its sources are at the versions version {last['version']} was "
                       f"built from ({', '.join(f'{r}@{v}' for r, v in versions.items())})",
             "run_id": provenance.run_id(), "chunks": [], "rows": lake.row_count(path, version),
-            "event_time_range": stats.get("event_time_range"), "rows_written": 0}
+            "event_time_range": stats.get("event_time_range"), "rows_written": 0, "validation": None}
 
 
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
