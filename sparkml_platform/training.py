@@ -166,7 +166,9 @@ def up_to_date(config: Config, tracker: tracking.Tracker, model_name: str, tune:
     """The newest version trained from spec `model_name`, as `train` reports one, when
     training again would learn from the same rows the same way: it was trained on the newest
     version of its training set, with this spec and the project's code as they are now (and
-    its training finished: its aliases were set). Else None. Asks the registry: no session."""
+    its training finished: its aliases were set). Else None. Asks the registry: no session.
+    The code compared is the project's packages (their content hash) and the framework's
+    release, not the commit of a checkout (a framework edit retrains with `force`)."""
     spec = config.model(model_name)
     registered = spec.registered_model or model_name
     if not training_sets.list_versions(config, spec.training_set):
@@ -186,8 +188,8 @@ def up_to_date(config: Config, tracker: tracking.Tracker, model_name: str, tune:
         if (tags.get(registry.SPEC_HASH) != spec_hash(spec, tune) or not tags.get(registry.ALIASES_SET)
                 or (tags.get("training_set"), tags.get("training_set_version"))
                 != (manifest["name"], str(manifest["version"]))
-                or (trained_code.get("content_hash"), trained_code.get("framework"))
-                != (code["content_hash"], code["framework"])):
+                or (trained_code.get("content_hash"), (trained_code.get("framework") or {}).get("version"))
+                != (code["content_hash"], code["framework"]["version"])):
             return None
         aliases = sorted(a for a in (tracker.client.get_model_version(registered, newest.version).aliases or []))
     metrics = {k[len("metric."):]: float(v) for k, v in tags.items() if k.startswith("metric.")}
