@@ -559,10 +559,13 @@ def report(state, model, output):
 
 @cli.command()
 @click.argument("pipeline")
+@click.option("--force", is_flag=True, help="Run every step, also those whose inputs did not change "
+              "since they last ran (by default skipped as up to date).")
 @pass_state
-def run(state, pipeline):
-    """Run the steps PIPELINE declares in pipelines.yml, then print a summary."""
-    report = state.ws.run(pipeline, echo=click.echo)
+def run(state, pipeline, force):
+    """Run the steps PIPELINE declares in pipelines.yml, then print a summary. A step whose
+    inputs did not change since it last ran is skipped ("up to date")."""
+    report = state.ws.run(pipeline, echo=click.echo, force=force)
     click.echo(state.ws.summary(report))
 
 

@@ -92,18 +92,59 @@ def conform(df, definition: FeatureTable, where: str):
     return df.select(*expected)
 
 
+def up_to_date(config: Config, name: str) -> dict | None:
+    """The table as it is, when its newest build (a whole or incremental one, not a window)
+    read every source at the version it has now, with the same definition and code: building
+    again would write the same rows. Else None. From the Delta logs alone: no Spark session."""
+    definition = config.feature_table(name)
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    if not lake.exists(path):
+        return None
+    transform = import_function(definition.transformation, f"features.yml: feature_tables.{name}.transformation")
+    commits = lake.commits(path)
+    kinds = [c["metadata"].get("kind") if isinstance(c["metadata"], dict) else None for c in commits]
+    built = [i for i, kind in enumerate(kinds) if kind == "feature_table"]
+    # Since that build only the table's own description may have changed: nothing else wrote.
+    if not built or any(kind != "table_metadata" for kind in kinds[built[-1] + 1:]):
+        return None
+    last = commits[built[-1]]
+    meta = last["metadata"]
+    if meta.get("mode") not in ("full", "incremental") \
+            or meta.get("definition_hash") != definition_hashes(definition, transform)["definition_hash"]:
+        return None
+    versions = {}
+    for ref in definition.sources.values():
+        source = lake.table_path(config.lake_root, ref)
+        if not lake.exists(source):
+            return None
+        versions[ref] = lake.version(None, source, ref)
+    version = lake.version(None, path)
+    stats = statistics.load(path, version)
+    if meta.get("sources") != versions or stats is None:
+        return None
+    return {"table": f"features.{name}", "version": version, "mode": "up to date",
+            "reason": f"nothing new: its sources are at the versions version {last['version']} was "
+                      f"built from ({', '.join(f'{r}@{v}' for r, v in versions.items())})",
+            "run_id": provenance.run_id(), "chunks": [], "rows": lake.row_count(path, version),
+            "event_time_range": stats.get("event_time_range"), "rows_written": 0, "validation": None}
+
+
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
-          *, chunk_days: int | None = None, full: bool = False) -> dict:
+          *, chunk_days: int | None = None, full: bool = False, force: bool = False) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
 
     No window: the whole table on the first build (or with `full`, or when the definition
     changed), else incrementally from the day of the newest event time already built.
     A chunked backfill records each chunk's commit under a backfill id, so running the same
-    command again after a failure skips the chunks already committed (resume).
+    command again after a failure skips the chunks already committed (resume). Without a
+    window, a table whose sources have not changed since its last build is "up to date"
+    (see `up_to_date`) unless `force`, which computes it incrementally anyway.
     """
     window = parse_window(start, end)
     if chunk_days is not None and chunk_days < 1:
         raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
+    if window is None and not full and not force and (done := up_to_date(config, name)) is not None:
+        return done
     definition = config.feature_table(name)
     path = lake.table_path(config.lake_root, f"features.{name}")
     computed, source_versions, hashes = compute(spark, config, name)
@@ -117,10 +158,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time)
     mode, reason = "window", None
     if window is None:
-        mode, window, reason = _incremental_window(spark, path, definition, computed, base, full)
-        if mode == "up to date":
-            return {"table": f"features.{name}", "version": lake.version(spark, path),
-                    "mode": mode, "run_id": run_id, "chunks": [], "rows": None}
+        mode, window, reason = _incremental_window(spark, path, definition, base, full)
     if reason:
         base["reason"] = reason
 
@@ -135,7 +173,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     results = []
     try:
         for index, chunk in enumerate(chunks):
-            label = [str(d) for d in chunk] if chunk else None
+            label = [str(d) if d else None for d in chunk] if chunk else None
             if index in done:
                 results.append({"window": label, "skipped": "committed by an earlier run"})
                 continue
@@ -156,8 +194,13 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             computed.unpersist()
     written = [r for r in results if "version" in r]
     version = written[-1]["version"] if written else lake.version(spark, path)
+    if mode == "incremental" and not written:
+        mode = "up to date"
     registered = notebook.register_table(spark, config, f"features.{name}")
     stats = statistics.load(path, version) or {}
+    if window and window[1] is None:  # open-ended: up to the newest event time now in the table
+        newest = (stats.get("event_time_range") or [None, None])[1]
+        window = (window[0], max(window[0], dt.date.fromisoformat(str(newest)[:10])) if newest else window[0])
     return {"table": f"features.{name}", "version": version, "mode": mode, "reason": reason,
             "run_id": run_id, "window": [str(d) for d in window] if window else None,
             "rows": stats.get("rows"), "event_time_range": stats.get("event_time_range"),
@@ -167,7 +210,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             "chunks": results if len(chunks) > 1 else []}
 
 
-def _incremental_window(spark, path, definition: FeatureTable, computed, base: dict, full: bool):
+def _incremental_window(spark, path, definition: FeatureTable, base: dict, full: bool):
     """(mode, window, reason for a full build) for a build without a window."""
     from pyspark.sql import functions as F
 
@@ -182,17 +225,15 @@ def _incremental_window(spark, path, definition: FeatureTable, computed, base: d
     if last.get("definition_hash") != base["definition_hash"]:
         # Earlier rows were computed by another definition: they are stale too.
         return "full", None, _why_changed(last, base)
-    # Days as text in the session's time zone (UTC), never collected timestamps (local time).
-    day = lambda column: F.date_format(F.max(column), "yyyy-MM-dd")  # noqa: E731
     newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
     if newest in (None, "None"):
-        newest = lake.read(spark, path).agg(day(definition.event_time)).collect()[0][0]
+        # Days as text in the session's time zone (UTC), never collected timestamps (local time).
+        newest = lake.read(spark, path).agg(F.date_format(F.max(definition.event_time), "yyyy-MM-dd")) \
+            .collect()[0][0]
     first = dt.date.fromisoformat(str(newest)[:10])  # that day again: it may have been partial
-    last = computed.where(F.col(definition.event_time) >= F.lit(str(first)).cast("timestamp")) \
-        .agg(day(definition.event_time)).collect()[0][0]
-    if last is None:
-        return "up to date", None, None
-    return "incremental", (first, max(first, dt.date.fromisoformat(last))), None
+    # Open-ended: everything from that day on. Its last day is learnt from the rows written,
+    # not from a job of its own (which computed the whole transformation once more).
+    return "incremental", (first, None), None
 
 
 def _why_changed(last: dict, now: dict) -> str:
@@ -246,8 +287,8 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
     df = computed
     if window is not None:
         first, last = window
-        replace_where = (f"`{definition.event_time}` >= '{first}' AND "
-                         f"`{definition.event_time}` < '{last + dt.timedelta(days=1)}'")
+        replace_where = f"`{definition.event_time}` >= '{first}'" + (
+            f" AND `{definition.event_time}` < '{last + dt.timedelta(days=1)}'" if last else "")
         df = df.where(replace_where)
     df, collected, cached = _rows_to_write(spark, _with_comments(df, definition))
     checked = df if collected is None else collected  # what the checks read
@@ -259,6 +300,9 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         rows = _count_refusing_duplicates(checked, definition, name)
         if rows == 0 and window is not None and explicit:
             _refuse_window_outside_sources(computed, definition, name, window)
+        if rows == 0 and window is not None and window[1] is None:
+            # Nothing from the newest day on: writing would only delete that day's rows.
+            return {"window": metadata["window"], "skipped": "no rows from the newest day on"}
         validated = _validate(spark, config, name, checked)
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):

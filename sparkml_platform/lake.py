@@ -379,6 +379,31 @@ def distinct_values(path: Location, columns: list[str], ref: str | None = None) 
     return {tuple(row[c] for c in columns) for row in table.group_by(columns).aggregate([]).to_pylist()}
 
 
+def last_commit(path: Location, kind: str, ref: str | None = None, **match) -> dict | None:
+    """The newest retained commit whose user metadata is of `kind` (and has every `match`
+    key at its value), as `commits` gives it, else None: what the last build recorded."""
+    for commit in reversed(commits(path, ref)):
+        meta = commit["metadata"] if isinstance(commit["metadata"], dict) else {}
+        if meta.get("kind") == kind and all(meta.get(k) == v for k, v in match.items()):
+            return commit
+    return None
+
+
+def row_count(path: Location, version: int | None = None, ref: str | None = None) -> int | None:
+    """The rows of the newest version (or `version`), from the record count the log keeps
+    for each data file (delta-rs, no Spark job); None when a file was added without one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    actions = pa.table(_delta_table(path, ref or str(path), version).get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names:
+        return 0 if actions.num_rows == 0 else None
+    counts = actions.column("num_records")
+    if counts.null_count:
+        return None
+    return int(pc.sum(counts).as_py() or 0)
+
+
 def commit_metadata(path: Location, version: int) -> dict:
     """The user metadata of commit `version` (empty when it has none or is no longer kept)."""
     return next((c["metadata"] or {} for c in commits(path) if c["version"] == version), {})

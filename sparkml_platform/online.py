@@ -259,10 +259,33 @@ def _plain(df, column: str):
     return F.col(column)
 
 
+def up_to_date(config, store: Store, name: str) -> dict | None:
+    """What `publish` reports when the store already holds the table's newest version in its
+    current shape (nothing to do), else None: from the table's log and the store's record."""
+    from . import lake
+
+    definition = config.feature_table(name)
+    ref = f"features.{name}"
+    path = lake.table_path(config.lake_root, ref)
+    if not lake.exists(path):
+        raise NotFoundError(f"feature table {name} has not been built yet (build it: features build {name})")
+    version = lake.version(None, path, ref)
+    last = store.published(name)
+    if last and last.get("version") == version and last.get("shape") == _shape(definition):
+        return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
+    return None
+
+
+def _shape(definition) -> dict:
+    return {"keys": definition.keys, "event_time": definition.event_time, "features": list(definition.features)}
+
+
 def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     """Publish feature table `name`'s newest row per key; returns what was done."""
     from . import lake
 
+    if not full and (done := up_to_date(config, store, name)):
+        return done
     definition = config.feature_table(name)
     ref = f"features.{name}"
     path = lake.table_path(config.lake_root, ref)
@@ -271,9 +294,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     version = lake.version(spark, path, ref)
     features = list(definition.features)
     last = store.published(name)
-    shape = {"keys": definition.keys, "event_time": definition.event_time, "features": features}
-    if last and not full and last.get("version") == version and last.get("shape") == shape:
-        return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
+    shape = _shape(definition)
     table = lake.read(spark, path, version, ref)
     current = newest_rows(table, definition.keys, definition.event_time, features)
     incremental = bool(last) and not full and last.get("shape") == shape and \

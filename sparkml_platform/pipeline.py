@@ -39,8 +39,15 @@ def validate(config: Config, name: str) -> None:
                                 f"{', '.join(map(repr, missing))} (known: {', '.join(sorted(table)) or 'none'})")
 
 
-def run(ws, name: str, echo: Callable[[str], None] = print) -> dict:
-    """Run pipeline `name` on Workspace `ws`: its report, a record of each step's outputs."""
+UP_TO_DATE = "up to date"
+
+
+def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False) -> dict:
+    """Run pipeline `name` on Workspace `ws`: its report, a record of each step's outputs.
+
+    A step whose inputs have not changed since it last ran (same source files, table
+    versions, definitions and code, as Delta logs, manifests and the registry record them)
+    is skipped as "up to date", without starting Spark; `force` runs every step anyway."""
     validate(ws.config, name)
     pipeline = ws.config.pipeline(name)
     report: dict = {"pipeline": name, "steps": []}
@@ -48,32 +55,45 @@ def run(ws, name: str, echo: Callable[[str], None] = print) -> dict:
         kind, arg = step.kind()
         started = time.monotonic()
         echo(f"[{i}/{len(pipeline.steps)}] {kind} {_describe(arg)}")
-        outputs = _run_step(ws, kind, arg)
+        outputs = _run_step(ws, kind, arg, force)
         seconds = round(time.monotonic() - started, 1)
         report["steps"].append({"step": kind, "outputs": outputs, "seconds": seconds})
         for out in outputs:
             echo("    " + _one_line(out))
         echo(f"    ({seconds}s)")
+    outputs = [out for step in report["steps"] for out in step["outputs"]]
+    report["up_to_date"] = bool(outputs) and all(out.get("mode") == UP_TO_DATE for out in outputs)
+    if report["up_to_date"]:
+        echo(f"nothing new: every step of {name} was up to date; nothing was written"
+             + ("" if ws.spark_started else ", and Spark was not started"))
     return report
 
 
-def _run_step(ws, kind: str, arg) -> list[dict]:
+def _run_step(ws, kind: str, arg, force: bool) -> list[dict]:
+    from . import scoring, sources, training, training_sets
+
+    config = ws.config
     if kind == "load_sources":
-        return ws.load_sources(arg)
+        return [(not force and sources.up_to_date_source(config, n)) or ws.load_sources([n])[0] for n in arg]
     if kind == "build_entities":
-        return ws.build_entities(arg)
+        return [(not force and sources.up_to_date_entities(config, n)) or ws.build_entities([n])[0]
+                for n in arg]
     if kind == "build_features":
-        return [ws.features.build(n).to_dict() for n in arg]
+        return [ws.features.build(n, force=force).to_dict() for n in arg]
     if kind == "publish_features":
         return [ws.features.publish(n).to_dict() for n in arg]
     if kind == "build_trainset":
-        man = ws.build_training_set(arg).manifest
-        return [{"table": f"trainsets.{arg}", "version": man["version"], "rows": man["rows"],
+        man = None if force else training_sets.up_to_date(config, arg)
+        mode = UP_TO_DATE if man else "built"
+        man = man or ws.build_training_set(arg).manifest
+        return [{"table": f"trainsets.{arg}", "version": man["version"], "mode": mode, "rows": man["rows"],
                  "digest": man["digest"]}]
     if kind == "train":
-        return [_train_candidate(ws, arg)]
+        return [(not force and training.up_to_date(config, ws.tracker, arg)) or _train_candidate(ws, arg)]
     if kind == "score":
-        return [ws.score(arg.model, arg.input, arg.output, arg.run_date).to_dict()]
+        done = not force and scoring.up_to_date(config, ws.tracker, arg.model, arg.input, arg.output,
+                                                arg.run_date)
+        return [done or ws.score(arg.model, arg.input, arg.output, arg.run_date).to_dict()]
     raise AssertionError(kind)
 
 

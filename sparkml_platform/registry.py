@@ -14,12 +14,14 @@ from .tracking import Tracker
 CHALLENGER, CHAMPION = "challenger", "champion"
 # Tagged on a version once its training set its aliases: one without it was interrupted.
 ALIASES_SET = "aliases_set"
+# Tagged on a version trained from a models.yml spec: the spec's hash and whether it was tuned.
+SPEC_HASH = "model_spec_hash"
 log = logging.getLogger(__name__)
 
 
 def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest: dict, env: dict,
              metrics: dict, verdict: dict, params: dict | None = None,
-             spec_name: str | None = None, code: dict | None = None) -> dict:
+             spec_name: str | None = None, code: dict | None = None, spec_hash: str | None = None) -> dict:
     """Register the logged model as a new version of `name`, with every tag at once (what it
     was made from and how it did), then set its aliases.
 
@@ -35,6 +37,7 @@ def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest:
     champion = verdict.get("champion") or {}
     tags = {
         "model_spec": spec_name or name,
+        **({SPEC_HASH: spec_hash} if spec_hash else {}),  # what a pipeline re-run compares
         "training_set": manifest["name"],
         "training_set_version": str(manifest["version"]),
         "training_set_digest": manifest["digest"],

@@ -166,6 +166,7 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
                 replace_where=f"{RUN_DATE} = '{day}'" if lake.exists(output_path) else None,
                 metadata={"kind": "predictions", "model": mv.name, "model_version": mv.version,
                           "input": {input_ref: input_version}, "run_date": str(day),
+                          "features": {f"features.{lk.table}": lk.version for lk, _ in tables},
                           "mlflow_run_id": run.info.run_id})
         except Exception as exc:
             raise JobFailed(f"scoring into {output_ref} failed; the table is unchanged: {exc}") from exc
@@ -184,6 +185,41 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
             "run_date": str(day), "rows": stats["rows"], "predicted_positive": positive,
             "rows_with_null_keys": null_keys, "environment_id": env["id"],
             "environment_mismatch": env_problems}
+
+
+def up_to_date(config: Config, tracker, model_ref: str, input_ref: str, output_ref: str,
+               run_date: str | None = None) -> dict | None:
+    """What `score` reports, for the partition `run_date` of `output_ref` as it is, when the
+    last scoring into it used the version `model_ref` names now, on `input_ref` and the
+    feature tables at the versions they have now: scoring again would write the same
+    predictions. Else None. From the Delta logs and the registry: no Spark session."""
+    day = parse_run_date(run_date)
+    output_path = lake.table_path(config.lake_root, output_ref, zones=OUTPUT_ZONES)
+    input_path = lake.table_path(config.lake_root, input_ref)
+    if not lake.exists(output_path) or not lake.exists(input_path):
+        return None
+    last = lake.last_commit(output_path, "predictions", run_date=str(day))
+    meta = (last or {}).get("metadata") or {}
+    if not meta.get("features") or meta.get("input") != {input_ref: lake.version(None, input_path)}:
+        return None
+    for ref, version in meta["features"].items():
+        path = lake.table_path(config.lake_root, ref)
+        if not lake.exists(path) or lake.version(None, path) != version:
+            return None
+    with tracker.bound():
+        mv = registry.resolve(tracker, model_ref)
+        if (meta.get("model"), str(meta.get("model_version"))) != (mv.name, str(mv.version)):
+            return None
+        scored = tracker.client.get_run(meta["mlflow_run_id"]).data.metrics
+    positive = scored.get("predicted_positive")
+    return {"model": mv.name, "version": mv.version, "run_id": mv.run_id, "mode": "up to date",
+            "scoring_run_id": meta["mlflow_run_id"], "output": output_ref,
+            "output_version": lake.version(None, output_path), "run_date": str(day),
+            "rows": int(scored.get("rows_scored", last["rows_written"] or 0)),
+            "predicted_positive": int(positive) if positive is not None else None,
+            "rows_with_null_keys": {k[len("null_"):]: int(v) for k, v in scored.items() if k.startswith("null_")},
+            "reason": f"nothing new: output version {last['version']} scored this run date with model "
+                      f"{mv.name} version {mv.version} from the same input and feature versions"}
 
 
 def predict(spark, mv, spec: dict, rows):

@@ -9,7 +9,8 @@ from pathlib import Path
 from . import lake
 from .config import Config, EntityTable, Source
 from .errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_config
-from .provenance import import_function
+from .project import function_fingerprint
+from .provenance import definition_hash, import_function
 
 
 def resolve_source_path(source: Source, name: str, config: Config) -> str:
@@ -24,21 +25,10 @@ def resolve_source_path(source: Source, name: str, config: Config) -> str:
         if not location.exists():
             raise ConfigError(f"{where}: {location} does not exist")
         return str(location)
-    root, staging = config.root, config.staging_dir
-    if source.path.startswith("package:"):
-        package, _, rel = source.path[len("package:"):].partition("/")
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{where}: package {package!r} is not installed")
-        path = Path(list(spec.submodule_search_locations)[0]) / rel
-    else:
-        path = Path(source.path).expanduser()
-        path = path if path.is_absolute() else root / path
-    if not path.exists():
-        raise ConfigError(f"{where}: {path} does not exist")
+    path = _local_path(source, name, config)
     if path.suffix == ".zip":
         # Spark cannot read inside a zip: extract once into the staging area.
-        target = staging / name
+        target = config.staging_dir / name
         marker = target / ".extracted"
         if not marker.exists() or marker.stat().st_mtime < path.stat().st_mtime:
             target.mkdir(parents=True, exist_ok=True)
@@ -49,12 +39,64 @@ def resolve_source_path(source: Source, name: str, config: Config) -> str:
     return str(path)
 
 
-def load_source(spark, config: Config, name: str) -> dict:
+def _local_path(source: Source, name: str, config: Config) -> Path:
+    """A source on the local disk: the file or folder its `path` names."""
+    where = f"sources.yml: sources.{name}.path"
+    if source.path.startswith("package:"):
+        package, _, rel = source.path[len("package:"):].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{where}: package {package!r} is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / rel
+    else:
+        path = Path(source.path).expanduser()
+        path = path if path.is_absolute() else config.root / path
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} does not exist")
+    return path
+
+
+def source_fingerprint(config: Config, name: str) -> str | None:
+    """A hash of the source's definition and of its files' names, sizes and modification
+    times: equal while neither changed. None for a source on a remote store (hdfs://, s3a://),
+    which is loaded every time."""
+    source = _source(config, name)
+    if "://" in source.path:
+        return None
+    path = _local_path(source, name, config)
+    found = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    files = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+             for p in found]
+    return definition_hash({"source": source.model_dump(mode="json"), "files": files})
+
+
+def up_to_date_source(config: Config, name: str) -> dict | None:
+    """raw.NAME as it is, when its newest load recorded the fingerprint the source has now
+    (the same files and definition: loading again would write the same rows); else None.
+    From the table's log and the files' metadata alone: no Spark session."""
+    fingerprint = source_fingerprint(config, name)
+    target = lake.table_path(config.lake_root, f"raw.{name}")
+    if fingerprint is None or not lake.exists(target):
+        return None
+    version = lake.version(None, target)
+    last = lake.last_commit(target, "raw")
+    if last is None or last["version"] != version or last["metadata"].get("fingerprint") != fingerprint:
+        return None
+    return {"table": f"raw.{name}", "version": version, "mode": "up to date",
+            "rows": lake.row_count(target, version)}
+
+
+def _source(config: Config, name: str) -> Source:
     sources = config.sources.sources
     if name not in sources:
         raise NotFoundError(f"no source named {name!r} in conf/*/sources.yml "
                             f"(known: {', '.join(sorted(sources)) or 'none'})")
-    source = sources[name]
+    return sources[name]
+
+
+def load_source(spark, config: Config, name: str) -> dict:
+    source = _source(config, name)
+    fingerprint = source_fingerprint(config, name)  # of the files about to be read
     path = resolve_source_path(source, name, config)
     options = {"header": "true", "inferSchema": "true", "nullValue": "NA"} if source.format == "csv" else {}
     options.update(source.options)
@@ -64,17 +106,42 @@ def load_source(spark, config: Config, name: str) -> dict:
             df = df.where(source.filter)
     target = lake.table_path(config.lake_root, f"raw.{name}")
     version = lake.write(df, target, metadata={
-        "kind": "raw", "source": source.path, "filter": source.filter, "code": config.project.code_version()})
+        "kind": "raw", "source": source.path, "filter": source.filter, "fingerprint": fingerprint,
+        "code": config.project.code_version()})
     return {"table": f"raw.{name}", "version": version, "rows": lake.read(spark, target).count()}
 
 
-def build_entity_table(spark, config: Config, name: str) -> dict:
+def _entity_definition(config: Config, name: str) -> tuple[EntityTable, object, str]:
+    """The entity table's definition, its transform, and a hash of both (YAML and code)."""
     tables = config.sources.entity_tables
     if name not in tables:
         raise NotFoundError(f"no entity table named {name!r} in conf/*/sources.yml "
                             f"(known: {', '.join(sorted(tables)) or 'none'})")
     spec: EntityTable = tables[name]
     transform = import_function(spec.transform, f"sources.yml: entity_tables.{name}.transform")
+    return spec, transform, definition_hash({"definition": definition_hash(spec),
+                                             "code": function_fingerprint(transform)})
+
+
+def up_to_date_entities(config: Config, name: str) -> dict | None:
+    """entities.NAME as it is, when its newest build read the source table at the version it
+    has now, with the same definition and transform code; else None. No Spark session."""
+    spec, _, hashed = _entity_definition(config, name)
+    target = lake.table_path(config.lake_root, f"entities.{name}")
+    src_path = lake.table_path(config.lake_root, spec.source)
+    if not lake.exists(target) or not lake.exists(src_path):
+        return None
+    version = lake.version(None, target)
+    last = lake.last_commit(target, "entities")
+    if last is None or last["version"] != version or last["metadata"].get("definition_hash") != hashed \
+            or last["metadata"].get("sources") != {spec.source: lake.version(None, src_path)}:
+        return None
+    return {"table": f"entities.{name}", "version": version, "mode": "up to date",
+            "rows": lake.row_count(target, version)}
+
+
+def build_entity_table(spark, config: Config, name: str) -> dict:
+    spec, transform, hashed = _entity_definition(config, name)
     src_path = lake.table_path(config.lake_root, spec.source)
     src_version = lake.version(spark, src_path) if lake.exists(src_path) else None
     source = lake.read(spark, src_path, src_version, spec.source)
@@ -88,5 +155,6 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
             df = df.where(spec.filter)
     target = lake.table_path(config.lake_root, f"entities.{name}")
     version = lake.write(df, target, metadata={
-        "kind": "entities", "sources": {spec.source: src_version}, "code": config.project.code_version()})
+        "kind": "entities", "sources": {spec.source: src_version}, "definition_hash": hashed,
+        "code": config.project.code_version()})
     return {"table": f"entities.{name}", "version": version, "rows": lake.read(spark, target).count()}

@@ -143,7 +143,8 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
         train_df.unpersist()
 
         recorded = registry.register(tracker, registered, info.model_uri, run.info.run_id, manifest, env,
-                                     metrics, verdict, params=params, spec_name=model_name, code=code)
+                                     metrics, verdict, params=params, spec_name=model_name, code=code,
+                                     spec_hash=spec_hash(spec, tune))
     version = recorded["version"]
     result = {"model": registered, "spec": model_name, "version": version,
               "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
@@ -154,6 +155,52 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
                          + "; ".join(verdict["failed"]) + " (registered as challenger, not champion)",
                          result=result)
     return result
+
+
+def spec_hash(spec, tune: bool) -> str:
+    """What a registered version records of how it was trained: its spec, tuned or not."""
+    return definition_hash({"spec": definition_hash(spec), "tune": bool(tune)})
+
+
+def up_to_date(config: Config, tracker: tracking.Tracker, model_name: str, tune: bool = True) -> dict | None:
+    """The newest version trained from spec `model_name`, as `train` reports one, when
+    training again would learn from the same rows the same way: it was trained on the newest
+    version of its training set, with this spec and the project's code as they are now (and
+    its training finished: its aliases were set). Else None. Asks the registry: no session.
+    The code compared is the project's packages (their content hash) and the framework's
+    release, not the commit of a checkout (a framework edit retrains with `force`)."""
+    spec = config.model(model_name)
+    registered = spec.registered_model or model_name
+    if not training_sets.list_versions(config, spec.training_set):
+        return None
+    manifest = training_sets.manifest(config, spec.training_set)
+    with tracker.bound():
+        found = tracker.client.search_model_versions(
+            f"name = '{registered}' AND tags.model_spec = '{model_name}'")
+        newest = max(found, key=lambda mv: int(mv.version), default=None)
+        if newest is None:
+            return None
+        tags, code = newest.tags or {}, config.project.code_version()
+        try:
+            trained_code = json.loads(tags.get("code_version") or "{}")
+        except ValueError:
+            trained_code = {}
+        if (tags.get(registry.SPEC_HASH) != spec_hash(spec, tune) or not tags.get(registry.ALIASES_SET)
+                or (tags.get("training_set"), tags.get("training_set_version"))
+                != (manifest["name"], str(manifest["version"]))
+                or (trained_code.get("content_hash"), (trained_code.get("framework") or {}).get("version"))
+                != (code["content_hash"], code["framework"]["version"])):
+            return None
+        aliases = sorted(a for a in (tracker.client.get_model_version(registered, newest.version).aliases or []))
+    metrics = {k[len("metric."):]: float(v) for k, v in tags.items() if k.startswith("metric.")}
+    return {"model": registered, "spec": model_name, "version": newest.version, "mode": "up to date",
+            "run_id": tags.get("run_id"), "metrics": _rounded(metrics),
+            "gate": {"passed": tags.get("gate") == "passed"}, "aliases": aliases,
+            "decision": f"nothing new: version {newest.version} was trained on training set "
+                        f"{manifest['name']}@{manifest['version']} with this spec and code "
+                        f"({tags.get('decision')})",
+            "params": json.loads(tags.get("params") or "{}"),
+            "training_set": f"{manifest['name']}@{manifest['version']}"}
 
 
 def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, echo=print) -> dict:

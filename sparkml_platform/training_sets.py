@@ -239,6 +239,28 @@ def build(spark, config: Config, name: str) -> dict:
     return write_version(spark, config, name, joined, facts)
 
 
+def up_to_date(config: Config, name: str) -> dict | None:
+    """The manifest of the newest version when building again would make the same rows: it
+    was built from this definition, from the label table and every feature table at the
+    versions they have now. Else None. From manifests and Delta logs: no Spark session."""
+    definition = config.training_set(name)
+    if not list_versions(config, name):
+        return None
+    man = manifest(config, name)
+    label_path = lake.table_path(config.lake_root, definition.label.table)
+    if man.get("definition_hash") != definition_hash(definition) or not lake.exists(label_path) \
+            or man.get("label_source") != {"table": definition.label.table,
+                                           "version": lake.version(None, label_path)}:
+        return None
+    current = []
+    for lookup in resolve_lookups(config, name, definition):
+        path = lake.table_path(config.lake_root, f"features.{lookup.table}")
+        if not lake.exists(path):
+            return None
+        current.append(FeatureLookup(**{**lookup.to_dict(), "version": lake.version(None, path)}).to_dict())
+    return man if man.get("lookups") == current else None
+
+
 def rebuild(spark, config: Config, ref: str) -> dict:
     """Recompute version `ref` from its manifest alone (its definition, its resolved lookups,
     every input at its recorded Delta version) and compare the digest. Writes nothing."""

@@ -271,6 +271,11 @@ class Workspace:
             self._spark = get_spark(self.config, given)  # checked: Delta on, or refused
         return self._spark
 
+    @property
+    def spark_started(self) -> bool:
+        """Whether this Workspace has started (or joined) a session yet."""
+        return self._spark is not None
+
     def register_views(self) -> list[str]:
         """A temporary view `ZONE_NAME` over each lake table (SELECT * FROM features_NAME)."""
         from .notebook import views
@@ -478,16 +483,17 @@ class Workspace:
 
     # --- pipelines ------------------------------------------------------------------------
 
-    def run(self, pipeline: str, echo: Callable[[str], None] = print) -> dict:
-        """Run the steps PIPELINE declares in pipelines.yml; returns its report."""
+    def run(self, pipeline: str, echo: Callable[[str], None] = print, force: bool = False) -> dict:
+        """Run the steps PIPELINE declares in pipelines.yml; returns its report. Steps whose
+        inputs did not change since they last ran are skipped ("up to date") unless `force`."""
         from .pipeline import run
 
-        return run(self, pipeline, echo=echo)
+        return run(self, pipeline, echo=echo, force=force)
 
     def summary(self, report: dict) -> str:
         from . import summary
 
-        return summary.render(self.spark, self.config, self.tracker, report)
+        return summary.render(lambda: self.spark, self.config, self.tracker, report)
 
 
 class Sources:
@@ -561,6 +567,8 @@ class Features:
         from . import online
 
         self._ws.config.feature_table(name)
+        if not full and (done := online.up_to_date(self._ws.config, self._ws.online_store, name)):
+            return Published.of(done)  # before the session: nothing to publish needs none
         return Published.of(online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name,
                                            full=full))
 
@@ -575,8 +583,10 @@ class Features:
         return training_sets.vacuum(self._ws.spark, self._ws.config, f"features.{name}", retain_hours)
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
-              chunk_days: int | None = None, full: bool = False) -> BuiltTable:
-        """Compute the table (or the window start..end) into Delta, one commit per chunk."""
+              chunk_days: int | None = None, full: bool = False, force: bool = False) -> BuiltTable:
+        """Compute the table (or the window start..end) into Delta, one commit per chunk.
+        Without a window: only what is new since the last build, and nothing (mode "up to
+        date", no session started) when its sources have not changed, unless `force`."""
         from . import features
 
         window = features.parse_window(start, end)
@@ -585,8 +595,11 @@ class Features:
         if chunk_days and not window:
             raise ConfigError("chunk_days splits a window: give start and end too")
         self._ws.config.feature_table(name)
+        if not (window or full or force) and (done := features.up_to_date(self._ws.config, name)):
+            return BuiltTable.of(done)
+        # force: the check above is done (and build would repeat it)
         return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
-                                            chunk_days=chunk_days, full=full))
+                                            chunk_days=chunk_days, full=full, force=True))
 
 
 class Models:

@@ -121,15 +121,52 @@ def test_model_version_records_its_inputs(spark, flights_project):
     assert ["features.route_delay_stats", "trainset:flight_delays@1"] in lineage["edges"]
 
 
+def test_a_run_with_nothing_new_writes_nothing_and_starts_no_spark(spark, flights_project, tmp_path):
+    """Each step sees from the Delta logs, manifests and the registry that its inputs are
+    those it last ran on: nothing is written, no MLflow run or model version is added, and
+    the command (its own process, as cron starts it) never starts a JVM."""
+    import shutil
+    import sqlite3
+
+    from conftest import run_cli
+
+    conf, _ = flights_project
+    copy = tmp_path / "project"  # earlier tests may have changed the original: brought up to date here
+    shutil.copytree(conf.parent, copy, symlinks=True)
+    conf = copy / "conf"
+    first = run_main(conf, "run", "flights")
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    def state():
+        files = {str(p.relative_to(copy)): (p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in (copy / ".sparkml").rglob("*") if p.is_file() and "locks" not in p.parts}
+        with sqlite3.connect(copy / ".sparkml" / "mlflow.db") as db:
+            counts = [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                      for t in ("runs", "model_versions", "tags", "model_version_tags")]
+        return files, counts
+
+    before = state()
+    result = run_cli(conf, "run", "flights")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nothing new: every step of flights was up to date; nothing was written, and Spark was not " \
+           "started" in result.stdout, result.stdout
+    steps = [line for line in result.stdout.splitlines() if line.startswith("    ") and "=" in line]
+    assert len(steps) == 19 and all("mode=up to date" in line for line in steps), steps
+    assert "Using Spark's default log4j profile" not in result.stderr
+    assert state() == before
+    assert "model flight_delays version" in result.stdout  # the summary still names what is there
+
+
 def test_second_run_duplicates_no_rows(spark, flights_project):
     from mlflow import MlflowClient
 
     conf, _ = flights_project
     lake_root = conf.parent / ".sparkml" / "lake"
     before = lake_counts(spark, lake_root)
-    # The loading, entity and feature steps and the scoring again (training adds versions,
-    # never rows; the first run's second candidate already recorded its comparison).
-    result = run_main(conf, "run", "flights_data")
+    # The loading, entity and feature steps and the scoring again, forced (nothing is new, so
+    # they would be skipped as up to date); training adds versions, never rows, and the first
+    # run's second candidate already recorded its comparison.
+    result = run_main(conf, "run", "flights_data", "--force")
     assert result.returncode == 0, result.stderr[-3000:]
     assert lake_counts(spark, lake_root) == before
     client = MlflowClient(tracking_uri=f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}")
@@ -202,7 +239,7 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
     before_rows = count(spark, table)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
-         "features", "build", "route_delay_stats"],
+         "features", "build", "route_delay_stats", "--full"],  # its sources are unchanged
         env=cli_env(), cwd=conf.parent, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it as soon as it has written data files that are not committed yet, or else well
@@ -222,7 +259,7 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
     # time: no embedded (Derby) metastore is involved, so the two do not fight over one.
     cmd = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
            "features", "build"]
-    both = [subprocess.Popen([*cmd, name], env=cli_env(), cwd=conf.parent, text=True,
+    both = [subprocess.Popen([*cmd, name, "--full"], env=cli_env(), cwd=conf.parent, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for name in ("route_delay_stats", "plane_attributes")]
     outputs = [proc.communicate(timeout=600) for proc in both]

@@ -138,7 +138,7 @@ def engine(request, monkeypatch):
 
 
 def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated, engine):
-    result = features.build(spark, config, "origin_weather_hourly")
+    result = features.build(spark, config, "origin_weather_hourly", force=True)  # a write, nothing new
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
     path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
     meta = lake.commits(path)[-1]["metadata"]
@@ -255,6 +255,48 @@ def test_incremental_build_adds_what_is_missing_and_describes_the_table(spark, c
     finally:
         table.features["temp"].description = original
         lake.write(raw_weather, raw)
+
+
+def last_job_id(spark) -> int:
+    return max(spark.sparkContext.statusTracker().getJobIdsForGroup(None), default=-1)
+
+
+def test_a_build_with_nothing_new_writes_nothing_and_runs_no_spark_job(spark, config, raw_weather):
+    from pyspark.sql import functions as F
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    raw = lake.table_path(config.lake_root, "raw.weather")
+    built = features.build(spark, config, "origin_weather_hourly", full=True)
+    log = sorted(p.name for p in path.local.joinpath("_delta_log").glob("*.json"))
+    jobs = last_job_id(spark)
+    again = features.build(spark, config, "origin_weather_hourly")
+    assert (again["mode"], again["version"], again["rows"], again["rows_written"]) == \
+        ("up to date", built["version"], 12, 0)
+    assert again["reason"].startswith("nothing new: its sources are at the versions")
+    assert sorted(p.name for p in path.local.joinpath("_delta_log").glob("*.json")) == log
+    assert last_job_id(spark) == jobs  # decided from the Delta logs alone
+
+    # Forced: the newest day again, as an incremental build always did.
+    forced = features.build(spark, config, "origin_weather_hourly", force=True)
+    assert (forced["mode"], forced["window"], forced["rows_written"]) == \
+        ("incremental", ["2013-01-03", "2013-01-03"], 4)
+    assert forced["version"] == built["version"] + 1
+    # A new source version is new data even with the same rows: built, not skipped.
+    day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
+        "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
+    try:
+        lake.write(raw_weather.unionByName(day4), raw)
+        grown = features.build(spark, config, "origin_weather_hourly")
+        assert (grown["mode"], grown["window"], grown["rows_written"]) == \
+            ("incremental", ["2013-01-03", "2013-01-04"], 8)
+        assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
+    finally:
+        lake.write(raw_weather, raw)
+    # A source rewritten without the newest day: nothing from that day on, so nothing is
+    # written (an empty write would delete that day's rows).
+    versions = lake.version(spark, path)
+    assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
+    assert lake.version(spark, path) == versions and weather_rows(spark, config).count() == 16
 
 
 def test_chunked_backfill_resumes_after_the_chunks_already_committed(spark, config, raw_weather, validated):
