@@ -264,16 +264,24 @@ def up_to_date(config, store: Store, name: str) -> dict | None:
     current shape (nothing to do), else None: from the table's log and the store's record."""
     from . import lake
 
-    definition = config.feature_table(name)
-    ref = f"features.{name}"
-    path = lake.table_path(config.lake_root, ref)
-    if not lake.exists(path):
-        raise NotFoundError(f"feature table {name} has not been built yet (build it: features build {name})")
+    definition, ref, path = _built_table(config, name)
     version = lake.version(None, path, ref)
     last = store.published(name)
     if last and last.get("version") == version and last.get("shape") == _shape(definition):
         return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
     return None
+
+
+def _built_table(config, name: str):
+    """(definition, lake reference, path) of feature table `name`, refused if not built yet."""
+    from . import lake
+
+    definition = config.feature_table(name)
+    ref = f"features.{name}"
+    path = lake.table_path(config.lake_root, ref)
+    if not lake.exists(path):
+        raise NotFoundError(f"feature table {name} has not been built yet (build it: features build {name})")
+    return definition, ref, path
 
 
 def _shape(definition) -> dict:
@@ -286,11 +294,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
 
     if not full and (done := up_to_date(config, store, name)):
         return done
-    definition = config.feature_table(name)
-    ref = f"features.{name}"
-    path = lake.table_path(config.lake_root, ref)
-    if not lake.exists(path):
-        raise NotFoundError(f"feature table {name} has not been built yet (build it: features build {name})")
+    definition, ref, path = _built_table(config, name)
     version = lake.version(spark, path, ref)
     features = list(definition.features)
     last = store.published(name)
