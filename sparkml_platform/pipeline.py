@@ -49,6 +49,7 @@ def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False)
     versions, definitions and code, as Delta logs, manifests and the registry record them)
     is skipped as "up to date", without starting Spark; `force` runs every step anyway."""
     validate(ws.config, name)
+    ws.check_setup()
     pipeline = ws.config.pipeline(name)
     report: dict = {"pipeline": name, "steps": []}
     for i, step in enumerate(pipeline.steps, 1):

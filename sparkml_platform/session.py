@@ -36,6 +36,15 @@ def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
     return conf
 
 
+def check_jars(config: Config) -> list[str]:
+    """The jars a session started here needs (the Delta jars, and the S3 connector's for an
+    s3a:// place), or a SetupError saying how to fetch them. Cheap: it only looks at files.
+    spark-submit.sh ships the jars with --jars: none to check under it."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        return []
+    return [str(p) for p in check(config.jars_dir, config.storage_schemes)]
+
+
 def get_spark(config: Config, spark=None):
     """Build (or join) the session configured from platform.yml, with Delta on.
 
@@ -54,8 +63,7 @@ def get_spark(config: Config, spark=None):
             ship_project(active, config)
         return active
 
-    # spark-submit.sh ships the jars with --jars; otherwise they come from the cache.
-    jars = [] if submitted else [str(p) for p in check(config.jars_dir, config.storage_schemes)]
+    jars = check_jars(config)
     conf = spark_conf(settings, jars)
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch

@@ -17,6 +17,7 @@ scoring, registry, ...) do the work.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -270,6 +271,18 @@ class Workspace:
             given = self._given if self._given is not None and _alive(self._given) else None
             self._spark = get_spark(self.config, given)  # checked: Delta on, or refused
         return self._spark
+
+    def check_setup(self) -> None:
+        """Before a step that may find from metadata alone that it has nothing to do: a
+        missing jar is refused as it would be by the session it may need (exit 2), before
+        the lake is read."""
+        if self._spark is not None or self._given is not None:
+            return
+        if "pyspark.sql" in sys.modules and sys.modules["pyspark.sql"].SparkSession.getActiveSession():
+            return  # a notebook's running session is joined, whatever jars it has
+        from .session import check_jars
+
+        check_jars(self.config)
 
     @property
     def spark_started(self) -> bool:
@@ -595,6 +608,7 @@ class Features:
         if chunk_days and not window:
             raise ConfigError("chunk_days splits a window: give start and end too")
         self._ws.config.feature_table(name)
+        self._ws.check_setup()
         if not (window or full or force) and (done := features.up_to_date(self._ws.config, name)):
             return BuiltTable.of(done)
         # force: the check above is done (and build would repeat it)
