@@ -215,7 +215,7 @@ def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, e
     tracking.check_reachable(tracker.uri, tracker.shown_uri)  # a server that is down fails before the work
     for lookup in config.training_set(spec.training_set).features:
         built = features.build(spark, config, lookup.table)
-        echo(json.dumps({k: built[k] for k in ("table", "version", "mode", "window", "rows")}, default=str))
+        echo(json.dumps({k: built.get(k) for k in ("table", "version", "mode", "window", "rows")}, default=str))
     man = training_sets.build(spark, config, spec.training_set)
     echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
     if (pruned := training_sets.after_build(config, tracker, spec.training_set)) is not None:
