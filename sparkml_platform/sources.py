@@ -108,7 +108,7 @@ def load_source(spark, config: Config, name: str) -> dict:
     version = lake.write(df, target, metadata={
         "kind": "raw", "source": source.path, "filter": source.filter, "fingerprint": fingerprint,
         "code": config.project.code_version()})
-    return {"table": f"raw.{name}", "version": version, "rows": lake.read(spark, target).count()}
+    return {"table": f"raw.{name}", "version": version, "rows": _rows(spark, target, version)}
 
 
 def _entity_definition(config: Config, name: str) -> tuple[EntityTable, object, str]:
@@ -157,4 +157,10 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
     version = lake.write(df, target, metadata={
         "kind": "entities", "sources": {spec.source: src_version}, "definition_hash": hashed,
         "code": config.project.code_version()})
-    return {"table": f"entities.{name}", "version": version, "rows": lake.read(spark, target).count()}
+    return {"table": f"entities.{name}", "version": version, "rows": _rows(spark, target, version)}
+
+
+def _rows(spark, target, version: int) -> int:
+    """The rows just written: from the log's per-file record counts, else a count job."""
+    counted = lake.row_count(target, version)
+    return counted if counted is not None else lake.read(spark, target, version).count()

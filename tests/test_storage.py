@@ -152,3 +152,19 @@ def test_an_endpoint_that_does_not_answer_fails_within_seconds(aws_env):
     with pytest.raises(JobFailed, match=r"S3 bucket lake at http://127.0.0.1:\d+ does not answer"):
         (lake / "features").names()
     assert time.monotonic() - started < 30
+
+
+def test_row_count_from_the_log_equals_a_count_at_every_version(spark, tmp_path):
+    """The rows a version holds, read from the per-file record counts of the Delta log (what
+    the up-to-date checks and a load's report use instead of a count job)."""
+    from sparkml_platform import lake
+
+    path = Storage().location(str(tmp_path / "t"))
+    spark.range(10).write.format("delta").save(str(path))
+    spark.range(5).repartition(3).write.format("delta").mode("append").save(str(path))
+    spark.range(7).write.format("delta").mode("overwrite").save(str(path))
+    spark.range(0).write.format("delta").mode("overwrite").save(str(path))
+    for version, want in enumerate([10, 15, 7, 0]):
+        assert lake.row_count(path, version) == want
+        assert lake.read(spark, path, version).count() == want
+    assert lake.row_count(path) == 0
