@@ -1,5 +1,5 @@
-"""The JVM jars the platform adds to Spark: fetched from Maven Central at set-up, cached once
-per user.
+"""The JVM jars the platform adds to Spark: fetched from Maven Central at set-up (and its own,
+compiled from `sparkml_platform/jvm`), cached once per user.
 
 The delta-spark wheel on PyPI ships no JVM code, and pyspark's Hadoop has no S3 connector, so
 every SparkSession and spark-submit points at this cache (`spark.jars`): the Delta jars
@@ -40,6 +40,10 @@ SCHEME_ARTIFACTS = {
             f"software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:{ANALYTICS_ACCELERATOR_VERSION}"],
 }
 FIX = "run `make setup` (or `python -m sparkml_platform.delta_jars fetch {dir}`)"
+# The platform's own JVM code (the point-in-time join's merge scan), compiled at set-up from
+# the sources shipped with the package, against pyspark's jars, into the same cache; named
+# by a digest of its sources, so changed sources are compiled again.
+JVM_SOURCES = Path(__file__).resolve().parent / "jvm"
 
 
 def default_dir() -> Path:
@@ -55,6 +59,47 @@ def _name(artifact: str) -> str:
 def jar_names(schemes=()) -> list[str]:
     """The jars a session needs: Delta's, and those of the storage schemes it uses."""
     return [_name(a) for a in ARTIFACTS + [a for s in sorted(schemes) for a in SCHEME_ARTIFACTS.get(s, [])]]
+
+
+def platform_jar_name() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source in sorted(JVM_SOURCES.rglob("*.java")):
+        digest.update(str(source.relative_to(JVM_SOURCES)).encode() + b"\0" + source.read_bytes())
+    return f"sparkml-platform-jvm-{digest.hexdigest()[:12]}.jar"
+
+
+def build_platform_jar(jars_dir: Path) -> Path | None:
+    """Compile the platform's JVM sources into `jars_dir` (once per version of them). Without a
+    JDK's `javac` there is nothing to build with: None, and the point-in-time join runs as a
+    window (slower, same rows)."""
+    import tempfile
+
+    target = jars_dir / platform_jar_name()
+    if _whole(target):
+        return target
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        print("note: no JDK compiler (javac) found: the point-in-time join will run as a window "
+              "join, slower; install a JDK and run the set-up again", file=sys.stderr)
+        return None
+    import pyspark
+
+    classpath = str(Path(pyspark.__file__).parent / "jars" / "*")
+    with tempfile.TemporaryDirectory() as classes:
+        sources = [str(p) for p in sorted(JVM_SOURCES.rglob("*.java"))]
+        for cmd in ([javac, "--release", "17", "-nowarn", "-d", classes, "-cp", classpath, *sources],
+                    [jar, "cf", str(target.with_suffix(".part")), "-C", classes, "."]):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SetupError(f"building the platform's jar failed ({' '.join(cmd[:2])}):\n"
+                                 f"{result.stdout}{result.stderr}")
+    target.with_suffix(".part").rename(target)
+    for old in jars_dir.glob("sparkml-platform-jvm-*.jar"):
+        if old != target:
+            old.unlink()
+    return target
 
 
 def all_jar_names() -> list[str]:
@@ -82,6 +127,9 @@ def check(jars_dir: Path, schemes=(), whole: bool = False) -> list[Path]:
         except (zipfile.BadZipFile, OSError) as exc:
             raise SetupError(f"jar {path} is broken ({exc}): delete it and {fix}") from None
         paths.append(path)
+    platform_jar = jars_dir / platform_jar_name()
+    if platform_jar.is_file():  # optional: without it the join runs as a window
+        paths.append(platform_jar)
     return paths
 
 
@@ -89,7 +137,9 @@ def fetch(jars_dir: Path) -> list[Path]:
     """Download every jar (Delta's and the S3 connector's) with Maven into `jars_dir`; a no-op
     when the cache is whole."""
     try:
-        return check(jars_dir, SCHEME_ARTIFACTS)
+        jars = check(jars_dir, SCHEME_ARTIFACTS)
+        built = build_platform_jar(jars_dir)
+        return jars if built is None or built in jars else [*jars, built]
     except SetupError:
         pass
     if shutil.which("mvn") is None:
@@ -105,6 +155,7 @@ def fetch(jars_dir: Path) -> list[Path]:
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise SetupError(f"fetching {artifact} failed:\n{result.stdout}{result.stderr}")
+    build_platform_jar(jars_dir)
     return check(jars_dir, SCHEME_ARTIFACTS, whole=True)
 
 

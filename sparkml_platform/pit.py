@@ -89,50 +89,123 @@ def join_features(entities, entity_time: str, tables: list[tuple[FeatureLookup, 
 
 
 def _as_of_group(entities, entity_time: str, members: list):
-    """The join for lookups that all key on the same entity columns: one stack, one sort."""
+    """The join for lookups that all key on the same entity columns."""
+    if _merge_scan(entities.sparkSession) is not None:
+        return _merged(entities, entity_time, members)
+    return _windowed(entities, entity_time, members)
+
+
+def _merge_scan(spark):
+    """The JVM side of the sort-merge scan (the platform's jar, `sparkml_platform/jvm`), or
+    None where the session lacks it: Spark Connect, or a session started without that jar."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = getattr(spark, "_jvm", None)
+    try:
+        found = jvm.sparkml.pit.AsOfMerge if jvm is not None else None
+    except Exception:  # noqa: BLE001 - no JVM to ask: the window join
+        return None
+    return found if isinstance(found, JavaClass) else None
+
+
+def _feature_rows(lookup: FeatureLookup, features, entity_time: str, keys: dict):
+    """The lookup's rows that can ever match (keys and event time set), with the entity's key
+    names (`keys`: entity column -> its type, or None to keep the table's), the event time
+    under the entity's time name, and the tie-break hash when rows may share a key and time."""
+    from pyspark.sql import functions as F
+
+    by_entity = {ek: fk for fk, ek in lookup.key_map.items()}
+    key_cols = [(F.col(f"`{by_entity[k]}`").cast(t) if t is not None else F.col(f"`{by_entity[k]}`")).alias(k)
+                for k, t in keys.items()]
+    tie = [] if lookup.unique_times else [
+        F.xxhash64(*[x for c in lookup.columns for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())])
+        .alias("__pit_tie")]
+    rows = features.where(F.col(f"`{lookup.event_time}`").isNotNull()
+                          & F.expr(" AND ".join(f"`{k}` IS NOT NULL" for k in lookup.key_map)))
+    return rows, key_cols, F.col(f"`{lookup.event_time}`").alias(entity_time), tie
+
+
+def _merged(entities, entity_time: str, members: list):
+    """Sort-merge: the labels and each lookup's rows are hash-partitioned by the keys alike and
+    sorted on their own (each with its own columns only); one pass per lookup beside the
+    labels, in the JVM, keeps the newest row at or before each label row."""
+    from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
+
+    spark = entities.sparkSession
+    keys = sorted(members[0][0].key_map.values())
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    key_cols = [F.col(f"`{k}`") for k in keys]
+    labels = (entities.select(*key_cols, F.col(f"`{entity_time}`"),
+                              *[F.col(f"`{c}`") for c in entities.columns if c not in (*keys, entity_time)])
+              .repartition(parts, *key_cols)
+              .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`").asc_nulls_last()))
+    frames, skips, prefixes = [], [], []
+    for i, (lookup, features, _) in enumerate(members):
+        rows, keyed, when, tie = _feature_rows(lookup, features, entity_time,
+                                               {k: entities.schema[k].dataType for k in keys})
+        payload = [F.col(f"`{c}`").alias(f"c{j}") for j, c in enumerate(lookup.columns)]
+        if lookup.lookback_seconds is not None:
+            payload.append(F.col(f"`{lookup.event_time}`").alias("seen"))
+        frame = (rows.select(*keyed, when, *tie, *payload).repartition(parts, *key_cols)
+                 .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`"), *[F.col("__pit_tie")] * bool(tie)))
+        frames.append(frame._jdf)
+        skips.append(len(keys) + 1 + len(tie))
+        prefixes.append(f"__pit_{i}_")
+    dates = entities.schema[entity_time].dataType.simpleString() == "date"
+    joined = DataFrame(_merge_scan(spark).join(labels._jdf, len(keys), dates, frames, skips, prefixes), spark)
+    return _picked(joined, entities.columns, entity_time, [
+        (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
+         {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})
+        for i, (lookup, _, flag) in enumerate(members)])
+
+
+def _windowed(entities, entity_time: str, members: list):
+    """Union and window, for sessions without the JVM scan: the label rows and every lookup's
+    rows stacked, partitioned by the keys and sorted by event time, feature rows before label
+    rows at equal times; a running `last(..., ignorenulls)` per lookup shares the one sort."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     keys = sorted(members[0][0].key_map.values())
-    side, tie, seen = "__pit_side", "__pit_tie", "__pit_seen"
+    side = "__pit_side"
     ties = any(not lookup.unique_times for lookup, _, _ in members)
     packed = [f"__pit_feat_{i}" for i in range(len(members))]
-    label_rows = entities.withColumn(side, F.lit(1).cast("tinyint"))
-    stacked = label_rows
+    stacked = entities.withColumn(side, F.lit(1).cast("tinyint"))
     for (lookup, features, _), name in zip(members, packed):
         values = [F.col(f"`{c}`").alias(out) for c, out in lookup.columns.items()]
         if lookup.lookback_seconds is not None:
-            values.append(F.col(f"`{lookup.event_time}`").alias(seen))
-        extra = []
-        if ties:
-            extra = [(F.xxhash64(*[x for c in lookup.columns
-                                   for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())])
-                      if not lookup.unique_times else F.lit(0).cast("long")).alias(tie)]
-        rows = features.where(
-            F.col(f"`{lookup.event_time}`").isNotNull()
-            & F.expr(" AND ".join(f"`{k}` IS NOT NULL" for k in lookup.key_map))
-        ).select(
-            *[F.col(f"`{fk}`").alias(ek) for fk, ek in lookup.key_map.items()],
-            F.col(f"`{lookup.event_time}`").alias(entity_time),
-            F.lit(0).cast("tinyint").alias(side),
-            F.struct(*values).alias(name),
-            *extra,
-        )
+            values.append(F.col(f"`{lookup.event_time}`").alias("__pit_seen"))
+        rows, keyed, when, tie = _feature_rows(lookup, features, entity_time, dict.fromkeys(keys))
+        if ties and not tie:
+            tie = [F.lit(0).cast("long").alias("__pit_tie")]
+        rows = rows.select(*keyed, when, F.lit(0).cast("tinyint").alias(side), F.struct(*values).alias(name), *tie)
         stacked = stacked.unionByName(rows, allowMissingColumns=True)
-    order = [F.col(f"`{entity_time}`").asc_nulls_last(), F.col(side)] + ([F.col(tie)] if ties else [])
+    order = [F.col(f"`{entity_time}`").asc_nulls_last(), F.col(side)] + ([F.col("__pit_tie")] if ties else [])
     newest_so_far = (Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(*order)
                      .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     found = [F.last(name, ignorenulls=True).over(newest_so_far).alias(name) for name in packed]
     joined = stacked.select(*[F.col(f"`{c}`") for c in entities.columns], side, *found).where(
         F.col(side) == 1)
-    out = [F.col(f"`{c}`") for c in entities.columns]
-    for (lookup, _, flag), name in zip(members, packed):
-        in_range = F.col(name).isNotNull() & F.col(f"`{entity_time}`").isNotNull()
+    return _picked(joined, entities.columns, entity_time, [
+        (lookup, flag, F.col(name).isNotNull(), F.col(f"{name}.__pit_seen"),
+         {out: F.col(f"{name}.`{out}`") for out in lookup.columns.values()})
+        for (lookup, _, flag), name in zip(members, packed)])
+
+
+def _picked(joined, columns: list[str], entity_time: str, lookups: list):
+    """The entity columns, then per lookup its columns and matched flag: a row found, the
+    label's time set, and the row no older than the lookback."""
+    from pyspark.sql import functions as F
+
+    out = [F.col(f"`{c}`") for c in columns]
+    for lookup, flag, found, seen, values in lookups:
+        in_range = found & F.col(f"`{entity_time}`").isNotNull()
         if lookup.lookback_seconds is not None:
             age = (F.col(f"`{entity_time}`").cast("timestamp").cast("long")
-                   - F.col(f"{name}.{seen}").cast("timestamp").cast("long"))
+                   - seen.cast("timestamp").cast("long"))
             in_range = in_range & (age <= lookup.lookback_seconds)
-        out += [F.when(in_range, F.col(f"{name}.`{c}`")).alias(c) for c in lookup.columns.values()]
+        out += [F.when(in_range, value).alias(name) for name, value in values.items()]
         out.append(in_range.alias(flag))
     return joined.select(*out)
 

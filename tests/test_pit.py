@@ -8,10 +8,22 @@ import random
 import pandas as pd
 import pytest
 
+from sparkml_platform import pit
 from sparkml_platform.errors import ConfigError
 from sparkml_platform.pit import FeatureLookup, as_of_join, content_digest, join_features
 
 T0 = dt.datetime(2013, 1, 1)
+
+
+@pytest.fixture(autouse=True, params=["merge", "window"])
+def path(request, spark, monkeypatch):
+    """Every test runs on both ways of joining: the sort-merge scan in the platform's jar,
+    and the window a session without that jar uses."""
+    if request.param == "merge":
+        assert pit._merge_scan(spark) is not None, "the test session lacks the platform's jar (make setup)"
+    else:
+        monkeypatch.setattr(pit, "_merge_scan", lambda session: None)
+    return request.param
 
 
 def ts(minutes: int) -> dt.datetime:
@@ -135,7 +147,7 @@ def test_matches_pandas_merge_asof_on_random_inputs(spark):
         assert (got[flag] == matched.notna()).all(), name  # the flag: a row matched, even of nulls
 
 
-def test_lookups_sharing_keys_are_answered_with_one_sort(spark):
+def test_lookups_sharing_keys_are_answered_with_one_sort(spark, path):
     from pyspark.sql import functions as F
 
     labels = spark.createDataFrame([(1, "a", ts(10))], "id int, k string, t timestamp")
@@ -147,8 +159,22 @@ def test_lookups_sharing_keys_are_answered_with_one_sort(spark):
     one_key, _ = join_features(labels, "t", shared)
     two_keys, _ = join_features(labels.withColumn("o", F.lit("a")), "t",
                                 [*shared, (FeatureLookup("g", {"o": "o"}, "ft", {"y": "y"}), other)])
-    assert plan(one_key).count("Window [") == 1 and plan(two_keys).count("Window [") == 2
+    if path == "window":
+        assert plan(one_key).count("Window [") == 1 and plan(two_keys).count("Window [") == 2
+    else:  # each key set's labels shuffled and sorted once, and each table once
+        shuffles = lambda df: df._jdf.rdd().toDebugString().count("ShuffledRowRDD")  # noqa: E731
+        assert "Window [" not in plan(one_key) and (shuffles(one_key), shuffles(two_keys)) == (4, 6)
     assert [tuple(r) for r in one_key.collect()] == [(1, "a", ts(10), 1.0, True, 1.0, True, 1.0, True)]
+
+
+def test_an_empty_side_gives_every_label_row_once_without_a_match(spark):
+    labels = spark.createDataFrame([(1, "a", ts(10)), (2, None, ts(10))], "id int, k string, t timestamp")
+    feats = spark.createDataFrame([("a", ts(5), 1.0)], "k string, ft timestamp, x double")
+    none = feats.where("false")
+    lookup = FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"})
+    assert sorted(tuple(r) for r in as_of_join(labels, "t", none, lookup, "m").collect()) == [
+        (1, "a", ts(10), None, False), (2, None, ts(10), None, False)]
+    assert as_of_join(labels.where("false"), "t", feats, lookup, "m").collect() == []
 
 
 def test_content_digest_ignores_row_order_and_sees_changes(spark):
