@@ -45,9 +45,16 @@ test-fast: setup
 
 # Jobs on a standalone cluster and on a single-node YARN (Hadoop mini-cluster, jars from
 # Maven Central) from a packed environment: packing and containers take minutes, so these
-# run apart from `make test` (CI runs both).
+# run apart from `make test` (CI runs both). Two pytest processes at once: the tests on the
+# slice's lake on HDFS and S3 (with the YARN jobs, which share that HDFS run), and the rest;
+# much of either is waiting on containers, archives and servers. They share one packed
+# environment (made once, under a lock) and the slice run `make test` made.
 test-cluster: setup
-	SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE) $(VENV)/bin/pytest -q -ra --durations=15 -m cluster -p no:cacheprovider
+	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
+	$(VENV)/bin/pytest -q -ra --durations=8 -m "cluster and remote_lake" -p no:cacheprovider > .sparkml/test-remote.log 2>&1 & \
+	remote=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "cluster and not remote_lake" -p no:cacheprovider; other=$$?; \
+	wait $$remote; remote=$$?; echo "== tests on remote lakes (exit $$remote)"; cat .sparkml/test-remote.log; \
+	test $$other -eq 0 -a $$remote -eq 0
 
 clean-lake:
 	rm -rf .sparkml/lake .sparkml/staging .sparkml/mlflow.db .sparkml/mlartifacts .sparkml/environments

@@ -4,13 +4,14 @@ Each label row gets, from a feature table, the newest feature row of its key who
 time is at or before the label's event time and within the lookback; nothing later. Label
 rows are never dropped or duplicated: no match gives nulls.
 
-Algorithm (union and window, cost of one sort per set of join keys): the label rows and the
-feature rows of every lookup that joins on the same entity columns are stacked into one
-frame, partitioned by those columns and sorted by event time, feature rows before label rows
-at equal times. A running `last(..., ignorenulls)` per lookup carries its newest feature row
-down to each label row; all of them share the one sort. No label row is ever paired with
-every earlier feature row. Only the keys, the time and each lookup's packed feature columns
-(with its event time when a lookback needs it) travel with the feature rows.
+Algorithm (sort-merge, the cost of an equi-join's shuffles and sorts): the label rows and
+each feature table are hash-partitioned by the join keys into the same partitions and sorted
+by key and time on their own, each with only its own columns; then one pass per table
+beside the labels, partition by partition, keeps the newest feature row at or before each
+label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar). Lookups that share
+their keys share the labels' shuffle and sort. A session without that jar gets the same rows
+from a window: the label rows and the rows of the lookups sharing keys stacked, sorted once,
+and a running `last(..., ignorenulls)` per lookup.
 
 Ties: a feature table the platform built has one row per key and event time (its build
 refuses duplicates), so its rows need no tie-break. For any other frame, rows with the same

@@ -62,15 +62,14 @@ def to_pandas(table, timezone: str):
     return frame
 
 
-def validate(df, name: str, items: list[dict], where: str) -> dict:
-    """Run the suite on `df` in an ephemeral context; a summary with failed expectations.
-
-    A pandas DataFrame (a small window's copy) is validated on the driver, a Spark one with Spark."""
+def _make_context() -> None:
+    """The process's one ephemeral context (creating it, with the import, costs seconds)."""
     import logging
     import os
 
-    import pandas as pd
-
+    global _context
+    if _context is not None:
+        return
     # No usage reporting from a batch job, and no progress bars or chatter in its log.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -78,12 +77,36 @@ def validate(df, name: str, items: list[dict], where: str) -> dict:
 
     for logger in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    global _context
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    _context = context
+
+
+def prepare_in_background() -> None:
+    """Import Great Expectations and make the context on a thread of its own, while the caller
+    starts its Spark session (the JVM's start leaves this process waiting): a small build's
+    validation then no longer pays seconds of imports. A failure here is left for `validate`
+    to meet and report."""
+    def make() -> None:
+        with _lock:
+            try:
+                _make_context()
+            except Exception:  # noqa: BLE001 - validate() makes it again and reports
+                pass
+
+    if _context is None:
+        threading.Thread(target=make, name="great-expectations-context", daemon=True).start()
+
+
+def validate(df, name: str, items: list[dict], where: str) -> dict:
+    """Run the suite on `df` in an ephemeral context; a summary with failed expectations.
+
+    A pandas DataFrame (a small window's copy) is validated on the driver, a Spark one with Spark."""
+    import pandas as pd
+
     engine = "pandas" if isinstance(df, pd.DataFrame) else "spark"
     with _lock:
-        if _context is None:  # one per process: creating it costs seconds
-            _context = gx.get_context(mode="ephemeral")
-            _context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _make_context()
         if (engine, name) not in _batch_definitions:
             sources = _context.data_sources
             source = sources.all().get(f"sparkml_{engine}")

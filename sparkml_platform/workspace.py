@@ -611,6 +611,10 @@ class Features:
         self._ws.check_setup()
         if not (window or full or force) and (done := features.up_to_date(self._ws.config, name)):
             return BuiltTable.of(done)
+        if self._ws.config.expectation_suite(name) is not None:
+            from .validation import prepare_in_background
+
+            prepare_in_background()  # while the session starts
         # force: the check above is done (and build would repeat it)
         return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
                                             chunk_days=chunk_days, full=full, force=True))

@@ -206,7 +206,7 @@ def _slice_run(root: Path) -> tuple[Path, subprocess.CompletedProcess]:
     return conf, result
 
 
-def _slice_key() -> str:
+def slice_key() -> str:
     """A digest of what the slice run's outcome depends on: the platform's code and reference
     configuration, this file (SLICE), the installed distributions and the Python."""
     import hashlib
@@ -228,7 +228,7 @@ def _slice_copy(cache: Path, root: Path) -> tuple[Path, subprocess.CompletedProc
     import json
 
     cache.mkdir(parents=True, exist_ok=True)
-    built = cache / _slice_key()
+    built = cache / slice_key()
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (built / "result.json").exists():

@@ -5,12 +5,13 @@ a Spark standalone master and worker, and a single-node YARN (Hadoop's mini-clus
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SLICE, cli_env, make_project, run_cli
+from conftest import REPO, SLICE, cli_env, make_project, run_cli, slice_key
 from servers import spark_standalone
 
 pytestmark = pytest.mark.cluster
@@ -22,8 +23,30 @@ WINDOW = ["--start", "2013-03-01", "--end", "2013-03-31"]
 def packed(tmp_path_factory) -> Path:
     """The slice project's environment, captured, then built and packed from that capture, in
     a project of its own: the build (about 2 GB) stays out of the slice project, which other
-    tests copy."""
-    conf = make_project(tmp_path_factory.mktemp("packed"), SLICE)
+    tests copy. With SPARKML_TEST_SLICE_CACHE (`make test-cluster`, whose two pytest processes
+    both need it) it is made once, beside the cached slice run, under the same key."""
+    import fcntl
+    import os
+
+    cache = os.environ.get("SPARKML_TEST_SLICE_CACHE")
+    if not cache:
+        return pack(tmp_path_factory.mktemp("packed"))
+    home = (REPO / cache).with_name("test-packed") / slice_key()
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / ".pack-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = home / "archive.txt"
+        if not done.exists():
+            for old in home.parent.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old)
+            home.mkdir()
+            done.write_text(str(pack(home)))
+        return Path(done.read_text())
+
+
+def pack(root: Path) -> Path:
+    conf = make_project(root, SLICE)
     captured = run_cli(conf, "env", "capture", "--json")
     assert captured.returncode == 0, captured.stderr[-2000:]
     env_id = json.loads(captured.stdout)["id"]
@@ -76,6 +99,7 @@ def test_feature_build_and_scoring_on_standalone_from_the_packed_environment(spa
     assert len(unpacked) >= 2, sorted(p.name for p in (tmp_path / "work").iterdir())
 
 
+@pytest.mark.remote_lake
 def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hdfs_project, packed,
                                                                         tmp_path):
     """A feature build with the driver in the application master (cluster mode) and a scoring

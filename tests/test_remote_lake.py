@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, cli_env, remote_project, run_cli
 from servers import S3_CREDENTIALS
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.remote_lake]
 
 WINDOW = ["--start", "2013-03-01", "--end", "2013-03-31"]
 COMPARED = ["features.route_delay_stats", "features.origin_weather_hourly", "entities.flights_to_score"]
