@@ -14,10 +14,29 @@ from sparkml_platform.errors import SetupError
 
 def test_the_project_cache_is_whole():
     paths = delta_jars.check(JARS_DIR)
-    assert [p.name for p in paths] == delta_jars.jar_names()
+    # Delta's jars, then the platform's own (compiled at set-up from sparkml_platform/jvm).
+    assert [p.name for p in paths] == [*delta_jars.jar_names(), delta_jars.platform_jar_name()]
     # Set-up fetched the S3 connector too; only sessions with s3a:// places load it.
     with_s3 = [p.name for p in delta_jars.check(JARS_DIR, {"s3a"})]
     assert with_s3[:2] == delta_jars.jar_names() and "hadoop-aws-3.5.0.jar" in with_s3
+
+
+def test_the_platform_jar_is_compiled_from_its_sources_and_optional(tmp_path):
+    import zipfile
+
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    for name in delta_jars.jar_names():
+        shutil.copyfile(JARS_DIR / name, jars / name)
+    # Without it a session still starts (its point-in-time join runs as a window).
+    assert [p.name for p in delta_jars.check(jars)] == delta_jars.jar_names()
+    (jars / "sparkml-platform-jvm-000000000000.jar").write_bytes(b"from older sources")
+    built = delta_jars.build_platform_jar(jars)
+    assert built == jars / delta_jars.platform_jar_name()
+    with zipfile.ZipFile(built) as jar:
+        assert "sparkml/pit/AsOfMerge.class" in jar.namelist()
+    assert sorted(p.name for p in jars.glob("sparkml-platform-jvm-*")) == [built.name]  # the old one gone
+    assert delta_jars.check(jars)[-1] == built
 
 
 def test_missing_cache_says_how_to_fix(tmp_path):

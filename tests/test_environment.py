@@ -106,8 +106,10 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
     for c in commands:
         if c.cmd == "COPY":
             assert all((out / src).exists() for src in c.value[:-1]), c.original
-    # Delta's jars (the S3 connector's come from the jar cache, for s3a:// projects only).
-    assert sorted(p.name for p in (out / "project" / "jars").iterdir()) == sorted(delta_jars.jar_names())
+    # Delta's jars and the platform's (the S3 connector's come from the jar cache, for s3a://
+    # projects only).
+    assert sorted(p.name for p in (out / "project" / "jars").iterdir()) == \
+        sorted([*delta_jars.jar_names(), delta_jars.platform_jar_name()])
     assert (out / "project" / "own_code" / "__init__.py").read_text() == "ANSWER = 42\n"
 
 
