@@ -38,7 +38,9 @@ TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 # `sparkml` and spark-submit.sh process), a cluster's executors from the slice's settings.
 # The tests' own session lives through the whole run and keeps the default (tests/test_features.py:
 # 523 s of CPU with it, 538 s with the client JIT only).
-SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+# With the client JIT only, the JVM reserves a 48 MB code cache (240 MB otherwise): Spark's
+# generated classes filled it during the slice run, and a full cache stops all compiling.
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {
