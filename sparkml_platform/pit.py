@@ -8,7 +8,8 @@ Algorithm (sort-merge, the cost of an equi-join's shuffles and sorts): the label
 each feature table are hash-partitioned by the join keys into the same partitions and sorted
 by key and time on their own, each with only its own columns; then one pass per table
 beside the labels, partition by partition, keeps the newest feature row at or before each
-label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar). Lookups that share
+label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its inputs as
+RDDs, so an `Observation` on the label frame would never report: observe the result). Lookups that share
 their keys share the labels' shuffle and sort. A session without that jar gets the same rows
 from a window: the label rows and the rows of the lookups sharing keys stacked, sorted once,
 and a running `last(..., ignorenulls)` per lookup.

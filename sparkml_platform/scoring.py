@@ -134,14 +134,14 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     key_columns = model.key_columns
     if config.platform.scoring.null_keys == "refuse":
         _refuse_null_keys(entities, key_columns, input_ref)  # a pass of its own, before any write
-    # Counted in the write's own pass: no second read of the input or the output.
+    # Counted in the write's own pass: no second read of the input or the output. The entity
+    # rows are observed after the point-in-time join, which keeps every row once (an
+    # observation before it would never report: the join's scan runs its inputs as RDDs).
     seen, written = Observation("entity rows"), Observation("predictions")
-    rows = entities.select(*model.needed).observe(
-        seen, *[F.sum(F.col(c).isNull().cast("int")).alias(c) for c in key_columns])
-
     tables = read_feature_tables(spark, config, model.lookups)
     scored_at = dt.datetime.now(dt.timezone.utc)
-    scored = score_frame(spark, model, rows, tables)
+    scored = score_frame(spark, model, entities.select(*model.needed), tables).observe(
+        seen, *[F.sum(F.col(f"`{c}`").isNull().cast("int")).alias(c) for c in key_columns])
     classifier = model.classifier
     # A classifier's count of positive predictions; a regressor has none (its sum means nothing).
     observed = [F.count(F.lit(1)).alias("rows"),
