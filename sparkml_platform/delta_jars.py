@@ -61,11 +61,15 @@ def jar_names(schemes=()) -> list[str]:
     return [_name(a) for a in ARTIFACTS + [a for s in sorted(schemes) for a in SCHEME_ARTIFACTS.get(s, [])]]
 
 
+def _jvm_sources() -> list[Path]:
+    return sorted(JVM_SOURCES.rglob("*.java"))
+
+
 def platform_jar_name() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for source in sorted(JVM_SOURCES.rglob("*.java")):
+    for source in _jvm_sources():
         digest.update(str(source.relative_to(JVM_SOURCES)).encode() + b"\0" + source.read_bytes())
     return f"sparkml-platform-jvm-{digest.hexdigest()[:12]}.jar"
 
@@ -88,7 +92,7 @@ def build_platform_jar(jars_dir: Path) -> Path | None:
 
     classpath = str(Path(pyspark.__file__).parent / "jars" / "*")
     with tempfile.TemporaryDirectory() as classes:
-        sources = [str(p) for p in sorted(JVM_SOURCES.rglob("*.java"))]
+        sources = [str(p) for p in _jvm_sources()]
         for cmd in ([javac, "--release", "17", "-nowarn", "-d", classes, "-cp", classpath, *sources],
                     [jar, "cf", str(target.with_suffix(".part")), "-C", classes, "."]):
             result = subprocess.run(cmd, capture_output=True, text=True)

@@ -9,7 +9,7 @@ each feature table are hash-partitioned by the join keys into the same partition
 by key and time on their own, each with only its own columns; then one pass per table
 beside the labels, partition by partition, keeps the newest feature row at or before each
 label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its inputs as
-RDDs, so an `Observation` on the label frame would never report: observe the result). Lookups that share
+RDDs, where an `Observation` never reports, so observed label rows take the window). Lookups that share
 their keys share the labels' shuffle and sort. A session without that jar gets the same rows
 from a window: the label rows and the rows of the lookups sharing keys stacked, sorted once,
 and a running `last(..., ignorenulls)` per lookup.
@@ -91,9 +91,11 @@ def join_features(entities, entity_time: str, tables: list[tuple[FeatureLookup, 
 
 
 def _as_of_group(entities, entity_time: str, members: list):
-    """The join for lookups that all key on the same entity columns."""
-    if _merge_scan(entities.sparkSession) is not None:
-        return _merged(entities, entity_time, members)
+    """The join for lookups that all key on the same entity columns. Label rows that carry an
+    `Observation` take the window: the scan runs its inputs as RDDs, where it never reports."""
+    scan = _merge_scan(entities.sparkSession)
+    if scan is not None and "CollectMetrics" not in entities._jdf.queryExecution().logical().toString():
+        return _merged(scan, entities, entity_time, members)
     return _windowed(entities, entity_time, members)
 
 
@@ -127,7 +129,7 @@ def _feature_rows(lookup: FeatureLookup, features, entity_time: str, keys: dict)
     return rows, key_cols, F.col(f"`{lookup.event_time}`").alias(entity_time), tie
 
 
-def _merged(entities, entity_time: str, members: list):
+def _merged(scan, entities, entity_time: str, members: list):
     """Sort-merge: the labels and each lookup's rows are hash-partitioned by the keys alike and
     sorted on their own (each with its own columns only); one pass per lookup beside the
     labels, in the JVM, keeps the newest row at or before each label row."""
@@ -155,7 +157,7 @@ def _merged(entities, entity_time: str, members: list):
         skips.append(len(keys) + 1 + len(tie))
         prefixes.append(f"__pit_{i}_")
     dates = entities.schema[entity_time].dataType.simpleString() == "date"
-    joined = DataFrame(_merge_scan(spark).join(labels._jdf, len(keys), dates, frames, skips, prefixes), spark)
+    joined = DataFrame(scan.join(labels._jdf, len(keys), dates, frames, skips, prefixes), spark)
     return _picked(joined, entities.columns, entity_time, [
         (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
          {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})

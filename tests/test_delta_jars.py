@@ -39,6 +39,15 @@ def test_the_platform_jar_is_compiled_from_its_sources_and_optional(tmp_path):
     assert delta_jars.check(jars)[-1] == built
 
 
+def test_without_a_jdk_compiler_set_up_says_so_and_builds_nothing(tmp_path, monkeypatch, capsys):
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no javac, no jar on it
+    assert delta_jars.build_platform_jar(jars) is None
+    assert "no JDK compiler (javac) found: the point-in-time join will run as a window" in capsys.readouterr().err
+    assert list(jars.iterdir()) == []
+
+
 def test_missing_cache_says_how_to_fix(tmp_path):
     with pytest.raises(SetupError, match="does not exist: run `make setup`"):
         delta_jars.check(tmp_path / "jars")

@@ -177,6 +177,19 @@ def test_an_empty_side_gives_every_label_row_once_without_a_match(spark):
     assert as_of_join(labels.where("false"), "t", feats, lookup, "m").collect() == []
 
 
+def test_an_observation_on_the_label_rows_still_reports(spark):
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    seen = Observation("labels")
+    labels = spark.createDataFrame([(1, "a", ts(10)), (2, "b", ts(10))], "id int, k string, t timestamp") \
+        .observe(seen, F.count(F.lit(1)).alias("rows"))
+    feats = spark.createDataFrame([("a", ts(5), 1.0)], "k string, ft timestamp, x double")
+    out = as_of_join(labels, "t", feats, FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"}), "m")
+    assert sorted(r.x or 0.0 for r in out.collect()) == [0.0, 1.0]
+    assert seen.get == {"rows": 2}
+
+
 def test_content_digest_ignores_row_order_and_sees_changes(spark):
     a = spark.createDataFrame([(1, "x"), (2, "y")], "id int, v string")
     b = spark.createDataFrame([(2, "y"), (1, "x")], "id int, v string").repartition(2)
