@@ -6,19 +6,19 @@ rows are never dropped or duplicated: no match gives nulls.
 
 Algorithm (sort-merge, the cost of an equi-join's shuffles and sorts): the label rows and
 each feature table are hash-partitioned by the join keys into the same partitions and sorted
-by key and time on their own, each with only its own columns; then one pass per table
-beside the labels, partition by partition, keeps the newest feature row at or before each
-label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its inputs as
-RDDs, where an `Observation` never reports, so observed label rows take the window). Lookups that share
-their keys share the labels' shuffle and sort. A session without that jar gets the same rows
-from a window: the label rows and the rows of the lookups sharing keys stacked, sorted once,
-and a running `last(..., ignorenulls)` per lookup.
+by key and time on their own, each with only its own columns; then, partition by partition,
+one pass over the labels and every table beside them keeps the newest feature row at or
+before each label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its
+inputs as RDDs, where an `Observation` never reports, so observed label rows take the
+window). Lookups that share their keys share the labels' shuffle, sort and pass. A session
+without that jar gets the same rows from a window: the label rows and the rows of the
+lookups sharing keys stacked, sorted once, and a running `last(..., ignorenulls)` per lookup.
 
 Ties: a feature table the platform built has one row per key and event time (its build
 refuses duplicates), so its rows need no tie-break. For any other frame, rows with the same
 key and event time are ordered by a 64-bit hash of their feature values (and which of them
 are null) and the greatest wins, so the result never depends on how the data was
-partitioned.
+partitioned. The scan hashes only rows that meet such a twin; the window sorts by the hash.
 """
 
 from __future__ import annotations
@@ -114,19 +114,27 @@ def _merge_scan(spark):
 
 def _feature_rows(lookup: FeatureLookup, features, entity_time: str, keys: dict):
     """The lookup's rows that can ever match (keys and event time set), with the entity's key
-    names (`keys`: entity column -> its type, or None to keep the table's), the event time
-    under the entity's time name, and the tie-break hash when rows may share a key and time."""
+    names (`keys`: entity column -> its type, or None to keep the table's) and the event time
+    under the entity's time name."""
     from pyspark.sql import functions as F
 
     by_entity = {ek: fk for fk, ek in lookup.key_map.items()}
     key_cols = [(F.col(f"`{by_entity[k]}`").cast(t) if t is not None else F.col(f"`{by_entity[k]}`")).alias(k)
                 for k, t in keys.items()]
-    tie = [] if lookup.unique_times else [
-        F.xxhash64(*[x for c in lookup.columns for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())])
-        .alias("__pit_tie")]
     rows = features.where(F.col(f"`{lookup.event_time}`").isNotNull()
                           & F.expr(" AND ".join(f"`{k}` IS NOT NULL" for k in lookup.key_map)))
-    return rows, key_cols, F.col(f"`{lookup.event_time}`").alias(entity_time), tie
+    return rows, key_cols, F.col(f"`{lookup.event_time}`").alias(entity_time)
+
+
+def _tie_break(lookup: FeatureLookup) -> list:
+    """The tie-break hash column where rows may share a key and event time (the window join
+    sorts by it; the sort-merge scan computes the same hash only where such rows meet)."""
+    from pyspark.sql import functions as F
+
+    if lookup.unique_times:
+        return []
+    return [F.xxhash64(*[x for c in lookup.columns for x in (F.col(f"`{c}`"), F.col(f"`{c}`").isNull())])
+            .alias("__pit_tie")]
 
 
 def _merged(scan, entities, entity_time: str, members: list):
@@ -144,20 +152,22 @@ def _merged(scan, entities, entity_time: str, members: list):
                               *[F.col(f"`{c}`") for c in entities.columns if c not in (*keys, entity_time)])
               .repartition(parts, *key_cols)
               .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`").asc_nulls_last()))
-    frames, skips, prefixes = [], [], []
+    frames, ties, prefixes = [], [], []
     for i, (lookup, features, _) in enumerate(members):
-        rows, keyed, when, tie = _feature_rows(lookup, features, entity_time,
-                                               {k: entities.schema[k].dataType for k in keys})
+        rows, keyed, when = _feature_rows(lookup, features, entity_time,
+                                          {k: entities.schema[k].dataType for k in keys})
         payload = [F.col(f"`{c}`").alias(f"c{j}") for j, c in enumerate(lookup.columns)]
         if lookup.lookback_seconds is not None:
             payload.append(F.col(f"`{lookup.event_time}`").alias("seen"))
-        frame = (rows.select(*keyed, when, *tie, *payload).repartition(parts, *key_cols)
-                 .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`"), *[F.col("__pit_tie")] * bool(tie)))
+        frame = (rows.select(*keyed, when, *payload).repartition(parts, *key_cols)
+                 .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`")))
         frames.append(frame._jdf)
-        skips.append(len(keys) + 1 + len(tie))
+        # The scan breaks ties itself, hashing only rows that share a key and time.
+        ties.append(-1 if lookup.unique_times else len(lookup.columns))
         prefixes.append(f"__pit_{i}_")
     dates = entities.schema[entity_time].dataType.simpleString() == "date"
-    joined = DataFrame(scan.join(labels._jdf, len(keys), dates, frames, skips, prefixes), spark)
+    skips = [len(keys) + 1] * len(frames)
+    joined = DataFrame(scan.join(labels._jdf, len(keys), dates, frames, skips, ties, prefixes), spark)
     return _picked(joined, entities.columns, entity_time, [
         (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
          {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})
@@ -180,7 +190,8 @@ def _windowed(entities, entity_time: str, members: list):
         values = [F.col(f"`{c}`").alias(out) for c, out in lookup.columns.items()]
         if lookup.lookback_seconds is not None:
             values.append(F.col(f"`{lookup.event_time}`").alias("__pit_seen"))
-        rows, keyed, when, tie = _feature_rows(lookup, features, entity_time, dict.fromkeys(keys))
+        rows, keyed, when = _feature_rows(lookup, features, entity_time, dict.fromkeys(keys))
+        tie = _tie_break(lookup)
         if ties and not tie:
             tie = [F.lit(0).cast("long").alias("__pit_tie")]
         rows = rows.select(*keyed, when, F.lit(0).cast("tinyint").alias(side), F.struct(*values).alias(name), *tie)

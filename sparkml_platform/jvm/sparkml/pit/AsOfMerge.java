@@ -1,82 +1,97 @@
 package sparkml.pit;
 
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
 
-import org.apache.spark.api.java.JavaRDD;
-import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.api.java.function.FlatMapFunction;
-import org.apache.spark.api.java.function.FlatMapFunction2;
+import org.apache.spark.Dependency;
+import org.apache.spark.OneToOneDependency;
+import org.apache.spark.Partition;
+import org.apache.spark.TaskContext;
+import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.BoundReference;
+import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
 import org.apache.spark.sql.catalyst.expressions.InterpretedOrdering;
+import org.apache.spark.sql.catalyst.expressions.IsNull;
+import org.apache.spark.sql.catalyst.expressions.JoinedRow;
+import org.apache.spark.sql.catalyst.expressions.UnsafeProjection;
 import org.apache.spark.sql.catalyst.expressions.UnsafeRow;
-import org.apache.spark.sql.catalyst.util.ArrayData;
-import org.apache.spark.sql.catalyst.util.MapData;
+import org.apache.spark.sql.catalyst.expressions.XxHash64;
 import org.apache.spark.sql.classic.SparkSession;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
-import org.apache.spark.unsafe.types.UTF8String;
 import scala.jdk.javaapi.CollectionConverters;
+import scala.reflect.ClassTag;
 import scala.reflect.ClassTag$;
 
 /**
  * The point-in-time join as a sort-merge scan (used by sparkml_platform/pit.py).
  *
  * The label frame and every feature frame arrive hash-partitioned by the join keys into the
- * same number of partitions, each sorted within its partitions: labels by (keys, time nulls
- * last), feature rows by (keys, time, tie). Their first columns are the keys, then the time.
- * Partition by partition, one pass over each feature frame beside the labels keeps the newest
- * feature row at or before the current label row; the label row gets that row's payload (the
- * feature frame's columns after `skip`) and a found flag. Each frame is shuffled and sorted
- * on its own, with its own columns only, as a sort-merge equi-join would; no label row is
- * ever paired with more than one feature row.
+ * same number of partitions, each sorted within its partitions by (keys, time): labels with
+ * null times last. Their first columns are the keys, then the time. Partition by partition,
+ * one pass over the labels and all feature frames together keeps, per frame, the newest
+ * feature row at or before the current label row; the output row (written by one generated
+ * projection, no per-value objects) is the label row, then per frame its payload (the
+ * columns after `skip`) or nulls, and a found flag. Each frame is shuffled and sorted on its
+ * own, with its own columns only, as a sort-merge equi-join would; no label row is ever
+ * paired with more than one feature row.
+ *
+ * Ties: rows of one frame with the same keys and time are decided here, not by the sort:
+ * the greatest 64-bit hash of the first `ties` payload columns and of which of them are null
+ * (Spark's xxhash64, seed 42) wins, so the result never depends on the rows' order. It is
+ * computed only where two such rows meet; a frame with `ties` < 0 has unique times.
  */
 public final class AsOfMerge {
   private AsOfMerge() {}
 
+  private static final ClassTag<InternalRow> ROWS = ClassTag$.MODULE$.apply(InternalRow.class);
+
   public static Dataset<Row> join(Dataset<Row> labels, int keys, boolean dateTime,
-                                  List<Dataset<Row>> features, List<Integer> skips, List<String> prefixes) {
+                                  List<Dataset<Row>> features, List<Integer> skips, List<Integer> ties,
+                                  List<String> prefixes) {
     StructType labelSchema = labels.schema();
     List<StructField> out = new ArrayList<>(List.of(labelSchema.fields()));
-    List<Integer> offsets = new ArrayList<>();
+    List<DataType[]> types = new ArrayList<>();
     for (int i = 0; i < features.size(); i++) {
       StructField[] fields = features.get(i).schema().fields();
-      offsets.add(out.size());
+      types.add(types(features.get(i).schema()));
       for (int j = skips.get(i); j < fields.length; j++) {
         out.add(DataTypes.createStructField(prefixes.get(i) + fields[j].name(), fields[j].dataType(), true));
       }
       out.add(DataTypes.createStructField(prefixes.get(i) + "found", DataTypes.BooleanType, false));
     }
     StructType schema = DataTypes.createStructType(out);
-    List<DataType> keyTypes = new ArrayList<>();
-    for (int k = 0; k < keys; k++) keyTypes.add(labelSchema.fields()[k].dataType());
+    SparkSession session = (SparkSession) ((org.apache.spark.sql.classic.Dataset<Row>) labels).sparkSession();
 
-    JavaRDD<InternalRow> rows = rdd(labels).map(new Widen(types(labelSchema), schema.size()));
+    RDD<InternalRow> left = rdd(labels);
+    int parts = left.getNumPartitions();
+    List<RDD<InternalRow>> rights = new ArrayList<>();
     for (int i = 0; i < features.size(); i++) {
-      JavaRDD<InternalRow> right = rdd(features.get(i));
-      if (right.getNumPartitions() != rows.getNumPartitions()) {
+      RDD<InternalRow> right = rdd(features.get(i));
+      if (right.getNumPartitions() != parts) {
         // Only a frame the optimizer knows is empty loses its shuffle (and partition count).
         if (right.isEmpty()) {
-          right = emptyLike(rows);
-        } else if (rows.isEmpty()) {
-          rows = emptyLike(right);
+          right = empty(session, parts);
+        } else if (left.isEmpty()) {
+          return session.internalCreateDataFrame(empty(session, 1), schema, false);
         } else {
           throw new IllegalArgumentException("feature frame " + i + " has " + right.getNumPartitions()
-              + " partitions, the labels " + rows.getNumPartitions() + ": both must be partitioned alike");
+              + " partitions, the labels " + parts + ": both must be partitioned alike");
         }
       }
-      rows = rows.zipPartitions(right, new Merge(keyTypes, keys, dateTime, types(features.get(i).schema()),
-          skips.get(i), offsets.get(i)));
+      rights.add(right);
     }
-    SparkSession session = (SparkSession) ((org.apache.spark.sql.classic.Dataset<Row>) labels).sparkSession();
-    return session.internalCreateDataFrame(rows.rdd(), schema, false);
+    Scan scan = new Scan(types(labelSchema), keys, dateTime, types, skips, ties);
+    return session.internalCreateDataFrame(new Zipped(left, rights, scan), schema, false);
   }
 
   /**
@@ -84,22 +99,22 @@ public final class AsOfMerge {
    * when its RDD is asked for, one frame after the other; planned plainly, the join's one job
    * runs every frame's shuffle at once, and their partitionings stay exactly as asked.
    */
-  private static JavaRDD<InternalRow> rdd(Dataset<Row> frame) {
+  private static RDD<InternalRow> rdd(Dataset<Row> frame) {
     org.apache.spark.sql.classic.Dataset<Row> classic = (org.apache.spark.sql.classic.Dataset<Row>) frame;
     org.apache.spark.sql.RuntimeConfig conf = classic.sparkSession().conf();
     String key = "spark.sql.adaptive.enabled";
     String before = conf.get(key);
     conf.set(key, "false");
     try {
-      return JavaRDD.fromRDD(classic.queryExecution().toRdd(), ClassTag$.MODULE$.apply(InternalRow.class));
+      return classic.queryExecution().toRdd();
     } finally {
       conf.set(key, before);
     }
   }
 
-  private static JavaRDD<InternalRow> emptyLike(JavaRDD<InternalRow> rows) {
-    return JavaSparkContext.fromSparkContext(rows.context()).parallelize(List.<InternalRow>of(),
-        rows.getNumPartitions());
+  private static RDD<InternalRow> empty(SparkSession session, int parts) {
+    return session.sparkContext().parallelize(CollectionConverters.asScala(List.<InternalRow>of()).toSeq(),
+        parts, ROWS);
   }
 
   private static DataType[] types(StructType schema) {
@@ -111,75 +126,165 @@ public final class AsOfMerge {
 
   /** Spark's ascending, nulls-first order on the leading key columns (a long or int key
    * compared directly, any other by Spark's own interpreted ordering). */
-  static java.util.Comparator<InternalRow> keyOrder(List<DataType> keyTypes) {
-    if (keyTypes.size() == 1 && (keyTypes.get(0) == DataTypes.LongType || keyTypes.get(0) == DataTypes.IntegerType)) {
-      boolean wide = keyTypes.get(0) == DataTypes.LongType;
+  static Comparator<InternalRow> keyOrder(DataType[] keyTypes) {
+    if (keyTypes.length == 1 && (keyTypes[0] == DataTypes.LongType || keyTypes[0] == DataTypes.IntegerType)) {
+      boolean wide = keyTypes[0] == DataTypes.LongType;
       return (a, b) -> {
         boolean an = a.isNullAt(0), bn = b.isNullAt(0);
         if (an || bn) return an == bn ? 0 : (an ? -1 : 1);
         return wide ? Long.compare(a.getLong(0), b.getLong(0)) : Integer.compare(a.getInt(0), b.getInt(0));
       };
     }
-    InterpretedOrdering ordering = InterpretedOrdering.forSchema(CollectionConverters.asScala(keyTypes).toSeq());
+    InterpretedOrdering ordering = InterpretedOrdering.forSchema(CollectionConverters.asScala(List.of(keyTypes)).toSeq());
     return ordering::compare;
   }
 
-  /** A value kept past the row it came from: sorted rows reuse their buffers. */
-  static Object kept(Object value) {
-    if (value instanceof UTF8String) return ((UTF8String) value).clone();
-    if (value instanceof InternalRow) return ((InternalRow) value).copy();
-    if (value instanceof ArrayData) return ((ArrayData) value).copy();
-    if (value instanceof MapData) return ((MapData) value).copy();
-    return value;
-  }
+  /** The labels' partitions beside the same partitions of every feature frame. */
+  static final class Zipped extends RDD<InternalRow> {
+    private final RDD<InternalRow> labels;
+    private final List<RDD<InternalRow>> features;
+    private final Scan scan;
 
-  /** A label row copied into a row wide enough for every lookup's payload and flag. */
-  static final class Widen implements org.apache.spark.api.java.function.Function<InternalRow, InternalRow> {
-    private final DataType[] types;
-    private final int width;
+    Zipped(RDD<InternalRow> labels, List<RDD<InternalRow>> features, Scan scan) {
+      super(labels.context(), dependencies(labels, features), ROWS);
+      this.labels = labels;
+      this.features = features;
+      this.scan = scan;
+    }
 
-    Widen(DataType[] types, int width) {
-      this.types = types;
-      this.width = width;
+    private static scala.collection.immutable.Seq<Dependency<?>> dependencies(
+        RDD<InternalRow> labels, List<RDD<InternalRow>> features) {
+      List<Dependency<?>> deps = new ArrayList<>();
+      deps.add(new OneToOneDependency<>(labels));
+      for (RDD<InternalRow> f : features) deps.add(new OneToOneDependency<>(f));
+      return CollectionConverters.asScala(deps).toList();
     }
 
     @Override
-    public InternalRow call(InternalRow row) {
-      Object[] values = new Object[width];
-      for (int j = 0; j < types.length; j++) values[j] = row.isNullAt(j) ? null : kept(row.get(j, types[j]));
-      return new GenericInternalRow(values);
+    public Partition[] getPartitions() {
+      Partition[] own = labels.partitions();
+      Partition[] out = new Partition[own.length];
+      for (int p = 0; p < own.length; p++) {
+        Partition[] sides = new Partition[features.size()];
+        for (int i = 0; i < sides.length; i++) sides[i] = features.get(i).partitions()[p];
+        out[p] = new Part(p, own[p], sides);
+      }
+      return out;
+    }
+
+    @Override
+    public scala.collection.Iterator<InternalRow> compute(Partition split, TaskContext context) {
+      Part part = (Part) split;
+      List<Iterator<InternalRow>> sides = new ArrayList<>();
+      for (int i = 0; i < features.size(); i++) {
+        sides.add(CollectionConverters.asJava(features.get(i).iterator(part.sides[i], context)));
+      }
+      return CollectionConverters.asScala(scan.over(CollectionConverters.asJava(labels.iterator(part.labels, context)), sides));
     }
   }
 
-  /** One feature frame's pass beside the (widened) label rows of one partition. */
-  static final class Merge implements FlatMapFunction2<Iterator<InternalRow>, Iterator<InternalRow>, InternalRow> {
-    private final List<DataType> keyTypes;
-    private final int time;
-    private final boolean dateTime;
-    private final DataType[] types;
-    private final int skip;
-    private final int offset;
+  static final class Part implements Partition {
+    private final int index;
+    final Partition labels;
+    final Partition[] sides;
 
-    Merge(List<DataType> keyTypes, int time, boolean dateTime, DataType[] types, int skip, int offset) {
-      this.keyTypes = keyTypes;
-      this.time = time;
+    Part(int index, Partition labels, Partition[] sides) {
+      this.index = index;
+      this.labels = labels;
+      this.sides = sides;
+    }
+
+    @Override
+    public int index() {
+      return index;
+    }
+
+    @Override
+    public int hashCode() {
+      return index;
+    }
+
+    @Override
+    public boolean equals(Object other) {
+      return this == other;
+    }
+  }
+
+  /** The pass over one partition: what runs on the executors (serializable, no Spark state). */
+  static final class Scan implements java.io.Serializable {
+    private final DataType[] labelTypes;
+    private final int keys;  // the key columns come first; the time column is `keys`
+    private final boolean dateTime;
+    private final List<DataType[]> types;
+    private final List<Integer> skips;
+    private final List<Integer> ties;
+
+    Scan(DataType[] labelTypes, int keys, boolean dateTime, List<DataType[]> types, List<Integer> skips,
+         List<Integer> ties) {
+      this.labelTypes = labelTypes;
+      this.keys = keys;
       this.dateTime = dateTime;
       this.types = types;
-      this.skip = skip;
-      this.offset = offset;
+      this.skips = skips;
+      this.ties = ties;
     }
 
     private long timeOf(InternalRow row) {
-      return dateTime ? row.getInt(time) : row.getLong(time);
+      return dateTime ? row.getInt(keys) : row.getLong(keys);
     }
 
-    @Override
-    public Iterator<InternalRow> call(Iterator<InternalRow> labels, Iterator<InternalRow> features) {
-      java.util.Comparator<InternalRow> byKeys = keyOrder(keyTypes);
-      return new Iterator<InternalRow>() {
-        private InternalRow pending = features.hasNext() ? features.next() : null;
-        private InternalRow newest;  // the last feature row passed, copied
+    /** Label row, then per frame its row (or a row of nulls), then the flags: the one
+     * projection reads it through nested JoinedRows and writes the output row. */
+    private UnsafeProjection projection() {
+      List<Expression> exprs = new ArrayList<>();
+      int base = 0;
+      for (DataType t : labelTypes) exprs.add(new BoundReference(base++, t, true));
+      int flags = labelTypes.length;
+      for (DataType[] t : types) flags += t.length;
+      for (int i = 0; i < types.size(); i++) {
+        DataType[] t = types.get(i);
+        for (int j = skips.get(i); j < t.length; j++) exprs.add(new BoundReference(base + j, t[j], true));
+        exprs.add(new BoundReference(flags + i, DataTypes.BooleanType, false));
+        base += t.length;
+      }
+      return UnsafeProjection.create(CollectionConverters.asScala(exprs).toSeq());
+    }
 
+    /** Spark's xxhash64 of a frame's first `ties` payload columns and their null flags. */
+    private Expression tieHash(int i) {
+      DataType[] t = types.get(i);
+      List<Expression> parts = new ArrayList<>();
+      for (int j = skips.get(i); j < skips.get(i) + ties.get(i); j++) {
+        BoundReference value = new BoundReference(j, t[j], true);
+        parts.add(value);
+        parts.add(new IsNull(value));
+      }
+      return new XxHash64(CollectionConverters.asScala(parts).toSeq());
+    }
+
+    Iterator<InternalRow> over(Iterator<InternalRow> labels, List<Iterator<InternalRow>> sides) {
+      int n = sides.size();
+      DataType[] keyTypes = java.util.Arrays.copyOf(labelTypes, keys);
+      Comparator<InternalRow> byKeys = keyOrder(keyTypes);
+      UnsafeProjection project = projection();
+      InternalRow[] pending = new InternalRow[n];
+      UnsafeRow[] newest = new UnsafeRow[n];  // the last feature row passed, copied
+      long[] newestTie = new long[n];
+      boolean[] tieKnown = new boolean[n];
+      Expression[] tie = new Expression[n];
+      InternalRow[] nulls = new InternalRow[n];
+      GenericInternalRow flags = new GenericInternalRow(n);
+      JoinedRow[] joins = new JoinedRow[n];
+      JoinedRow top = new JoinedRow();
+      for (int i = n - 1; i >= 0; i--) {
+        Iterator<InternalRow> side = sides.get(i);
+        pending[i] = side.hasNext() ? side.next() : null;
+        tie[i] = ties.get(i) >= 0 ? tieHash(i) : null;
+        nulls[i] = new GenericInternalRow(types.get(i).length);
+        joins[i] = new JoinedRow(nulls[i], i == n - 1 ? flags : joins[i + 1]);
+      }
+      top.withRight(n > 0 ? joins[0] : flags);
+      return new Iterator<InternalRow>() {
         @Override
         public boolean hasNext() {
           return labels.hasNext();
@@ -188,25 +293,46 @@ public final class AsOfMerge {
         @Override
         public InternalRow next() {
           if (!labels.hasNext()) throw new NoSuchElementException();
-          GenericInternalRow label = (GenericInternalRow) labels.next();
-          boolean untimed = label.isNullAt(time);
-          while (pending != null) {
-            int order = byKeys.compare(pending, label);
-            if (order > 0 || (order == 0 && !untimed && timeOf(pending) > timeOf(label))) break;
-            if (pending instanceof UnsafeRow && newest instanceof UnsafeRow) {
-              ((UnsafeRow) newest).copyFrom((UnsafeRow) pending);  // reuses its buffer
-            } else {
-              newest = pending.copy();
+          InternalRow label = labels.next();
+          boolean untimed = label.isNullAt(keys);
+          long at = untimed ? 0 : timeOf(label);
+          for (int i = 0; i < n; i++) {
+            Iterator<InternalRow> side = sides.get(i);
+            InternalRow row = pending[i];
+            while (row != null) {
+              int order = byKeys.compare(row, label);
+              if (order > 0 || (order == 0 && !untimed && timeOf(row) > at)) break;
+              take(i, row);
+              row = side.hasNext() ? side.next() : null;
             }
-            pending = features.hasNext() ? features.next() : null;
+            pending[i] = row;
+            boolean found = newest[i] != null && !untimed && byKeys.compare(newest[i], label) == 0;
+            joins[i].withLeft(found ? newest[i] : nulls[i]);
+            flags.update(i, found);
           }
-          boolean found = newest != null && !untimed && byKeys.compare(newest, label) == 0;
-          int slot = offset;
-          for (int j = skip; j < types.length; j++, slot++) {
-            label.update(slot, found && !newest.isNullAt(j) ? kept(newest.get(j, types[j])) : null);
+          return project.apply(top.withLeft(label));
+        }
+
+        /** `row` passed: it is the newest unless it ties with the newest and hashes lower. */
+        private void take(int i, InternalRow row) {
+          UnsafeRow kept = newest[i];
+          if (kept != null && tie[i] != null && byKeys.compare(row, kept) == 0 && timeOf(row) == timeOf(kept)) {
+            if (!tieKnown[i]) {
+              newestTie[i] = (Long) tie[i].eval(kept);
+              tieKnown[i] = true;
+            }
+            long hash = (Long) tie[i].eval(row);
+            if (hash <= newestTie[i]) return;
+            newestTie[i] = hash;
+          } else {
+            tieKnown[i] = false;
           }
-          label.update(slot, found);
-          return label;
+          if (kept != null && row instanceof UnsafeRow) {
+            kept.copyFrom((UnsafeRow) row);  // reuses its buffer
+          } else {
+            newest[i] = row instanceof UnsafeRow ? ((UnsafeRow) row).copy()
+                : UnsafeProjection.create(types.get(i)).apply(row).copy();
+          }
         }
       };
     }
