@@ -53,6 +53,11 @@ class SparkSettings(Strict):
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, ge=1)
     jars_dir: str | None = None  # the Delta jar cache; default: the user's, shared by projects
+    # The JIT of a driver JVM the platform starts (a local master, a client-mode driver):
+    # `client` compiles with C1 only, which commands of seconds to minutes finish sooner with
+    # on few cores; `server` adds C2's slower, better compiles, for hours-long local jobs.
+    # A cluster's executors keep their JVM's default.
+    driver_jit: Literal["client", "server"] = "client"
     conf: dict[str, str] = {}
 
 

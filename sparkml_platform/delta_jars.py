@@ -143,6 +143,7 @@ def fetch(jars_dir: Path) -> list[Path]:
     try:
         jars = check(jars_dir, SCHEME_ARTIFACTS)
         built = build_platform_jar(jars_dir)
+        _archive_classes(jars_dir)
         return jars if built is None or built in jars else [*jars, built]
     except SetupError:
         pass
@@ -160,7 +161,15 @@ def fetch(jars_dir: Path) -> list[Path]:
         if result.returncode != 0:
             raise SetupError(f"fetching {artifact} failed:\n{result.stdout}{result.stderr}")
     build_platform_jar(jars_dir)
+    _archive_classes(jars_dir)
     return check(jars_dir, SCHEME_ARTIFACTS, whole=True)
+
+
+def _archive_classes(jars_dir: Path) -> None:
+    """The class archive sessions start from (`class_archive`), after the jars it holds."""
+    from . import class_archive
+
+    class_archive.build(jars_dir)
 
 
 def _whole(path: Path) -> bool:

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from . import class_archive
 from .config import Config, SparkSettings
 from .delta_jars import check
 
@@ -15,6 +16,11 @@ DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
+
+
+# C1 only reserves a 48 MB code cache, which Spark's generated classes can fill in one long
+# command (then nothing more is compiled): the default's 240 MB.
+JIT_OPTIONS = {"client": "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m", "server": ""}
 
 
 def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
@@ -68,6 +74,8 @@ def get_spark(config: Config, spark=None):
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
             conf.pop(key)
+    elif options := driver_java_options(config, conf.get("spark.driver.extraJavaOptions")):
+        conf["spark.driver.extraJavaOptions"] = options
     if settings.master.startswith("local") and not submitted:
         # Python workers must run the interpreter that has the project's packages (a local
         # session only: a cluster's executors run the packed environment's).
@@ -90,6 +98,14 @@ def get_spark(config: Config, spark=None):
     else:  # spark-submit.sh ships the project with --py-files
         ship_project(spark, config)
     return spark
+
+
+def driver_java_options(config: Config, own: str | None) -> str:
+    """The options of a driver JVM started here: the classes archived at set-up, mapped, and
+    the JIT asked for; the user's own options (`own`) last, since the JVM takes a flag's last
+    value."""
+    return " ".join(o for o in (class_archive.java_options(config.jars_dir),
+                                JIT_OPTIONS[config.platform.spark.driver_jit], own) if o)
 
 
 _shipped: set[tuple[str, str]] = set()

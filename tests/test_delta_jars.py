@@ -7,8 +7,10 @@ import shutil
 
 import pytest
 
-from conftest import JARS_DIR, make_project, run_cli
-from sparkml_platform import delta_jars
+from conftest import JARS_DIR, SHORT_JVM_OPTS, cli_env, make_project, run_cli
+from sparkml_platform import class_archive, delta_jars
+from sparkml_platform.config import load_config
+from sparkml_platform.session import driver_java_options
 from sparkml_platform.errors import SetupError
 
 
@@ -81,3 +83,40 @@ def test_a_lake_on_s3_without_the_s3_jars_exits_2_naming_the_fix(tmp_path):
     assert done.returncode == 2, done.stderr
     assert (f"jar cache {jars} lacks hadoop-aws-3.5.0.jar (needed for s3a:// places): run `make setup`"
             in done.stderr)
+
+
+def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
+    """Set-up archived the classes a session loads; a session started in a fresh process maps
+    that archive: Spark's classes, and Delta's (from spark.jars, a class loader of Spark's own),
+    come from it rather than from their jars. A cache without it gives no JVM option."""
+    import subprocess
+    import sys
+
+    archive = JARS_DIR / class_archive.archive_name()
+    assert archive.is_file()
+    assert class_archive.java_options(JARS_DIR).startswith(f"-XX:SharedArchiveFile={archive} ")
+    assert class_archive.java_options(tmp_path) == ""
+    conf = make_project(tmp_path)
+    log = tmp_path / "classes.log"
+    # The session's own JVM options: its archive and JIT, then the user's, which win.
+    config = load_config(conf, "test")
+    config.platform.spark.driver_jit = "server"
+    assert driver_java_options(config, "-Xss4m") == f"{class_archive.java_options(JARS_DIR)} -Xss4m"
+    code = ("import sys; from sparkml_platform.config import load_config; "
+            "from sparkml_platform.session import get_spark; "
+            "spark = get_spark(load_config(sys.argv[1], 'test')); "
+            "spark.range(3).write.format('delta').save(sys.argv[2]); "
+            "print(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())")
+    done = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path / "t")], capture_output=True,
+                          text=True, timeout=600,
+                          env=cli_env(SPARK_SUBMIT_OPTS=f"{SHORT_JVM_OPTS} -Xlog:class+load=info:file={log}"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The client JIT by default (spark.driver_jit), before the user's options.
+    assert "-XX:TieredStopAtLevel=1" in done.stdout
+    sources = {}
+    for line in log.read_text().splitlines():
+        if " source: " in line:
+            name, source = line.split("] ", 1)[-1].split(" source: ", 1)
+            sources[name] = source
+    assert sources["org.apache.spark.SparkContext"] == "shared objects file (top)"
+    assert sources["org.apache.spark.sql.delta.DeltaLog"] == "shared objects file (top)"
