@@ -10,13 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def session(shuffle_partitions: int | None = None):
+def session(shuffle_partitions: int | None = None, driver_jit: str | None = None):
     from sparkml_platform.config import load_config
     from sparkml_platform.session import get_spark
 
     config = load_config(ROOT / "conf")
     if shuffle_partitions:
         config.platform.spark.shuffle_partitions = shuffle_partitions
+    if driver_jit:
+        config.platform.spark.driver_jit = driver_jit
     return get_spark(config)
 
 

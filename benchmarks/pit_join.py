@@ -106,9 +106,11 @@ def main() -> None:
     parser.add_argument("--naive", action="store_true", help="also time the naive join (slow)")
     parser.add_argument("--window", action="store_true",
                         help="also time the window join (what a session without the platform's jar runs)")
+    parser.add_argument("--driver-jit", choices=["client", "server"],
+                        help="the driver JVM's JIT (default: platform.yml's spark.driver_jit)")
     args = parser.parse_args()
     scales = [int(s) for s in args.scale.split(",")]
-    spark = session()
+    spark = session(driver_jit=args.driver_jit)
     cases = [(s, 0.0) for s in scales] + ([(max(scales), args.skew)] if args.skew else [])
     inputs = {case: load(spark, dataset(spark, args.data, *case, args)) for case in cases}
     from sparkml_platform import pit

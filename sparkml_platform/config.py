@@ -54,10 +54,12 @@ class SparkSettings(Strict):
     shuffle_partitions: int = Field(8, ge=1)
     jars_dir: str | None = None  # the Delta jar cache; default: the user's, shared by projects
     # The JIT of a driver JVM the platform starts (a local master, a client-mode driver):
-    # `client` compiles with C1 only, which commands of seconds to minutes finish sooner with
-    # on few cores; `server` adds C2's slower, better compiles, for hours-long local jobs.
+    # `client` compiles with C1 only (a small job finishes sooner: no C2 compiles competing
+    # for few cores); `server` adds C2 (heavy local work runs faster once compiled). `auto`:
+    # client for a cluster's driver, which only coordinates, and for a local command whose
+    # inputs are small (a feature build's sources, from their Delta logs); else server.
     # A cluster's executors keep their JVM's default.
-    driver_jit: Literal["client", "server"] = "client"
+    driver_jit: Literal["auto", "client", "server"] = "auto"
     conf: dict[str, str] = {}
 
 

@@ -129,6 +129,23 @@ def up_to_date(config: Config, name: str) -> dict | None:
             "event_time_range": stats.get("event_time_range"), "rows_written": 0, "validation": None}
 
 
+# Sources this small make a job of seconds, which a JVM compiling with the client JIT alone
+# finishes sooner (session.driver_java_options).
+SMALL_INPUT_BYTES = 256 * 1024 * 1024
+
+
+def small_inputs(config: Config, name: str) -> bool:
+    """Whether the table's sources, all existing, hold at most SMALL_INPUT_BYTES of files
+    (from their Delta logs, no JVM)."""
+    total = 0
+    for ref in config.feature_table(name).sources.values():
+        path = lake.table_path(config.lake_root, ref)
+        if not lake.exists(path):
+            return False
+        total += lake.size_bytes(path, ref)
+    return total <= SMALL_INPUT_BYTES
+
+
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
           *, chunk_days: int | None = None, full: bool = False, force: bool = False) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.

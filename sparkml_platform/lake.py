@@ -429,6 +429,15 @@ def files(path: Location, version: int | None = None, ref: str | None = None) ->
                                               actions.column("modification_time").to_pylist())}
 
 
+def size_bytes(path: Location, ref: str | None = None) -> int:
+    """The bytes of the data files of the table's newest version, from its log (delta-rs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    actions = pa.table(_delta_table(path, ref or str(path)).get_add_actions(flatten=True))
+    return int(pc.sum(actions.column("size_bytes")).as_py() or 0)
+
+
 def deleted_file_retention_hours(path: Location) -> float:
     """How long Delta keeps a removed file's record in the table's state
     (`delta.deletedFileRetentionDuration`, default one week): VACUUM protects a removed file

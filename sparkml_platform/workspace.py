@@ -241,6 +241,7 @@ class Workspace:
         from .tracking import Tracker
 
         self.config, self._given, self._spark = config, spark, None
+        self._small_inputs = False  # set by a command that knows its inputs are small
         self.tracker = Tracker(config)
         self.features = Features(self)
         self.sources = Sources(self)
@@ -269,7 +270,8 @@ class Workspace:
             from .session import get_spark
 
             given = self._given if self._given is not None and _alive(self._given) else None
-            self._spark = get_spark(self.config, given)  # checked: Delta on, or refused
+            # checked: Delta on, or refused
+            self._spark = get_spark(self.config, given, small_inputs=self._small_inputs)
         return self._spark
 
     def check_setup(self) -> None:
@@ -615,6 +617,7 @@ class Features:
             from .validation import prepare_in_background
 
             prepare_in_background()  # while the session starts
+        self._ws._small_inputs = features.small_inputs(self._ws.config, name)  # the JVM's JIT
         # force: the check above is done (and build would repeat it)
         return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
                                             chunk_days=chunk_days, full=full, force=True))

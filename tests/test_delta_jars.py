@@ -100,18 +100,23 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     log = tmp_path / "classes.log"
     # The session's own JVM options: its archive and JIT, then the user's, which win.
     config = load_config(conf, "test")
+    archived, client = class_archive.java_options(JARS_DIR), "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+    assert driver_java_options(config, "-Xss4m") == f"{archived} -Xss4m"  # auto: server for local work
+    assert driver_java_options(config, None, small_inputs=True) == f"{archived} {client}"
+    config.platform.spark.master = "yarn"  # a cluster's driver only coordinates
+    assert driver_java_options(config, None) == f"{archived} {client}"
     config.platform.spark.driver_jit = "server"
-    assert driver_java_options(config, "-Xss4m") == f"{class_archive.java_options(JARS_DIR)} -Xss4m"
+    assert driver_java_options(config, None, small_inputs=True) == archived
     code = ("import sys; from sparkml_platform.config import load_config; "
             "from sparkml_platform.session import get_spark; "
-            "spark = get_spark(load_config(sys.argv[1], 'test')); "
+            "spark = get_spark(load_config(sys.argv[1], 'test'), small_inputs=True); "
             "spark.range(3).write.format('delta').save(sys.argv[2]); "
             "print(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())")
     done = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path / "t")], capture_output=True,
                           text=True, timeout=600,
                           env=cli_env(SPARK_SUBMIT_OPTS=f"{SHORT_JVM_OPTS} -Xlog:class+load=info:file={log}"))
     assert done.returncode == 0, done.stderr[-2000:]
-    # The client JIT by default (spark.driver_jit), before the user's options.
+    # The client JIT for small inputs (spark.driver_jit: auto).
     assert "-XX:TieredStopAtLevel=1" in done.stdout
     sources = {}
     for line in log.read_text().splitlines():
