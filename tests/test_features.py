@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from conftest import utc
+from conftest import make_project, utc
 from sparkml_platform import features, lake, statistics, validation
+from sparkml_platform.config import load_config
 from sparkml_platform.errors import ConfigError, JobFailed
 
 
@@ -40,6 +41,19 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
     meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]
     assert meta["sources"] == {"raw.weather": 0}
     assert meta["definition_hash"] and "git_commit" in meta["code"]
+
+
+def test_small_inputs_are_judged_from_the_sources_delta_logs(config, raw_weather, monkeypatch, tmp_path):
+    """What picks a feature build's JIT (session.driver_java_options): its sources' file
+    sizes from their logs, no JVM; a missing source is not small."""
+    size = lake.size_bytes(lake.table_path(config.lake_root, "raw.weather"))
+    files = lake.table_path(config.lake_root, "raw.weather").local.glob("*.parquet")
+    assert size == sum(f.stat().st_size for f in files) > 0
+    assert features.small_inputs(config, "origin_weather_hourly")
+    monkeypatch.setattr(features, "SMALL_INPUT_BYTES", size - 1)
+    assert not features.small_inputs(config, "origin_weather_hourly")
+    empty = load_config(make_project(tmp_path), "test")  # a lake without the source
+    assert not features.small_inputs(empty, "origin_weather_hourly")
 
 
 def test_window_build_replaces_only_that_window_and_never_duplicates(spark, config, raw_weather):
