@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 PREFIX = "sparkml-classes-"
+# A JVM that cannot use the archive says so on stdout otherwise; it just runs without.
+QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 def _java() -> Path | None:
@@ -59,8 +61,7 @@ def java_options(jars_dir: Path) -> str:
     name = archive_name()
     if name is None or not (jars_dir / name).is_file():
         return ""
-    # Quiet: a JVM that cannot use the archive says so on stdout otherwise; it just runs without.
-    return f"-XX:SharedArchiveFile={jars_dir / name} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
+    return f"-XX:SharedArchiveFile={jars_dir / name} -Xshare:auto {QUIET}"
 
 
 def build(jars_dir: Path) -> Path | None:
@@ -100,7 +101,7 @@ def train(jars_dir: Path, part: Path) -> None:
 
     conf = spark_conf(SparkSettings(shuffle_partitions=2, driver_memory="1g"),
                       [str(p) for p in check(jars_dir)])
-    conf["spark.driver.extraJavaOptions"] = f"-XX:ArchiveClassesAtExit={part} -Xlog:cds=off -Xlog:cds+dynamic=off"
+    conf["spark.driver.extraJavaOptions"] = f"-XX:ArchiveClassesAtExit={part} {QUIET}"
     builder = SparkSession.builder.master("local[2]").appName("sparkml-class-archive")
     for key, value in conf.items():
         builder = builder.config(key, value)

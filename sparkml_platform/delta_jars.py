@@ -20,6 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from . import class_archive
 from .errors import SetupError
 
 DELTA_VERSION = "4.4.0"  # the Delta release built for Spark 4.2 (pyspark==4.2.0)
@@ -143,7 +144,7 @@ def fetch(jars_dir: Path) -> list[Path]:
     try:
         jars = check(jars_dir, SCHEME_ARTIFACTS)
         built = build_platform_jar(jars_dir)
-        _archive_classes(jars_dir)
+        class_archive.build(jars_dir)  # after the jars its session loads
         return jars if built is None or built in jars else [*jars, built]
     except SetupError:
         pass
@@ -161,15 +162,8 @@ def fetch(jars_dir: Path) -> list[Path]:
         if result.returncode != 0:
             raise SetupError(f"fetching {artifact} failed:\n{result.stdout}{result.stderr}")
     build_platform_jar(jars_dir)
-    _archive_classes(jars_dir)
-    return check(jars_dir, SCHEME_ARTIFACTS, whole=True)
-
-
-def _archive_classes(jars_dir: Path) -> None:
-    """The class archive sessions start from (`class_archive`), after the jars it holds."""
-    from . import class_archive
-
     class_archive.build(jars_dir)
+    return check(jars_dir, SCHEME_ARTIFACTS, whole=True)
 
 
 def _whole(path: Path) -> bool:

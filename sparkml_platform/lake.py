@@ -417,25 +417,29 @@ def done_steps(path: Location, app_id: str) -> int | None:
     return _delta_table(path, str(path)).transaction_version(app_id)
 
 
+def _add_actions(path: Location, version: int | None = None, ref: str | None = None):
+    """The add actions (data files) of the table's newest version or `version`, from its log
+    through delta-rs: no Spark job."""
+    import pyarrow as pa
+
+    return pa.table(_delta_table(path, ref or str(path), version).get_add_actions(flatten=True))
+
+
 def files(path: Location, version: int | None = None, ref: str | None = None) -> dict[str, int]:
     """The data files of the table's newest version (or of `version`), relative to the table's
-    folder, with the modification time each add action records (ms since the epoch): from
-    the log through delta-rs, no Spark job."""
-    import pyarrow as pa
+    folder, with the modification time each add action records (ms since the epoch)."""
     from urllib.parse import unquote
 
-    actions = pa.table(_delta_table(path, ref or str(path), version).get_add_actions(flatten=True))
+    actions = _add_actions(path, version, ref)
     return {unquote(p): int(m) for p, m in zip(actions.column("path").to_pylist(),
                                               actions.column("modification_time").to_pylist())}
 
 
 def size_bytes(path: Location, ref: str | None = None) -> int:
-    """The bytes of the data files of the table's newest version, from its log (delta-rs)."""
-    import pyarrow as pa
+    """The bytes of the data files of the table's newest version."""
     import pyarrow.compute as pc
 
-    actions = pa.table(_delta_table(path, ref or str(path)).get_add_actions(flatten=True))
-    return int(pc.sum(actions.column("size_bytes")).as_py() or 0)
+    return int(pc.sum(_add_actions(path, ref=ref).column("size_bytes")).as_py() or 0)
 
 
 def deleted_file_retention_hours(path: Location) -> float:

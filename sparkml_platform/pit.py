@@ -139,8 +139,9 @@ def _tie_break(lookup: FeatureLookup) -> list:
 
 def _merged(scan, entities, entity_time: str, members: list):
     """Sort-merge: the labels and each lookup's rows are hash-partitioned by the keys alike and
-    sorted on their own (each with its own columns only); one pass per lookup beside the
-    labels, in the JVM, keeps the newest row at or before each label row."""
+    sorted on their own (each with its own columns only: keys, time, then its payload); one
+    pass over the labels and all of them, in the JVM, keeps each lookup's newest row at or
+    before each label row."""
     from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
 
@@ -166,8 +167,7 @@ def _merged(scan, entities, entity_time: str, members: list):
         ties.append(-1 if lookup.unique_times else len(lookup.columns))
         prefixes.append(f"__pit_{i}_")
     dates = entities.schema[entity_time].dataType.simpleString() == "date"
-    skips = [len(keys) + 1] * len(frames)
-    joined = DataFrame(scan.join(labels._jdf, len(keys), dates, frames, skips, ties, prefixes), spark)
+    joined = DataFrame(scan.join(labels._jdf, len(keys), dates, frames, ties, prefixes), spark)
     return _picked(joined, entities.columns, entity_time, [
         (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
          {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})

@@ -617,7 +617,8 @@ class Features:
             from .validation import prepare_in_background
 
             prepare_in_background()  # while the session starts
-        self._ws._small_inputs = features.small_inputs(self._ws.config, name)  # the JVM's JIT
+        if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
+            self._ws._small_inputs = features.small_inputs(self._ws.config, name)
         # force: the check above is done (and build would repeat it)
         return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
                                             chunk_days=chunk_days, full=full, force=True))

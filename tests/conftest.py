@@ -28,6 +28,7 @@ def utc(value):
 
 REPO = Path(__file__).resolve().parent.parent
 from sparkml_platform.delta_jars import default_dir  # noqa: E402
+from sparkml_platform.session import JIT_OPTIONS  # noqa: E402
 
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
 # Every test JVM's Spark: no web UI (nobody looks, and it costs each JVM a Jetty server).
@@ -40,7 +41,7 @@ TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 # 523 s of CPU with it, 538 s with the client JIT only).
 # With the client JIT only, the JVM reserves a 48 MB code cache (240 MB otherwise): Spark's
 # generated classes filled it during the slice run, and a full cache stops all compiling.
-SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
+SHORT_JVM_OPTS = JIT_OPTIONS["client"]  # the platform's client-JIT options (session.py)
 SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {

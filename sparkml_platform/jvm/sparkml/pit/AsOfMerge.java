@@ -41,7 +41,7 @@ import scala.reflect.ClassTag$;
  * one pass over the labels and all feature frames together keeps, per frame, the newest
  * feature row at or before the current label row; the output row (written by one generated
  * projection, no per-value objects) is the label row, then per frame its payload (the
- * columns after `skip`) or nulls, and a found flag. Each frame is shuffled and sorted on its
+ * columns after its keys and time) or nulls, and a found flag. Each frame is shuffled and sorted on its
  * own, with its own columns only, as a sort-merge equi-join would; no label row is ever
  * paired with more than one feature row.
  *
@@ -56,7 +56,7 @@ public final class AsOfMerge {
   private static final ClassTag<InternalRow> ROWS = ClassTag$.MODULE$.apply(InternalRow.class);
 
   public static Dataset<Row> join(Dataset<Row> labels, int keys, boolean dateTime,
-                                  List<Dataset<Row>> features, List<Integer> skips, List<Integer> ties,
+                                  List<Dataset<Row>> features, List<Integer> ties,
                                   List<String> prefixes) {
     StructType labelSchema = labels.schema();
     List<StructField> out = new ArrayList<>(List.of(labelSchema.fields()));
@@ -64,7 +64,7 @@ public final class AsOfMerge {
     for (int i = 0; i < features.size(); i++) {
       StructField[] fields = features.get(i).schema().fields();
       types.add(types(features.get(i).schema()));
-      for (int j = skips.get(i); j < fields.length; j++) {
+      for (int j = keys + 1; j < fields.length; j++) {
         out.add(DataTypes.createStructField(prefixes.get(i) + fields[j].name(), fields[j].dataType(), true));
       }
       out.add(DataTypes.createStructField(prefixes.get(i) + "found", DataTypes.BooleanType, false));
@@ -90,7 +90,7 @@ public final class AsOfMerge {
       }
       rights.add(right);
     }
-    Scan scan = new Scan(types(labelSchema), keys, dateTime, types, skips, ties);
+    Scan scan = new Scan(types(labelSchema), keys, dateTime, types, ties);
     return session.internalCreateDataFrame(new Zipped(left, rights, scan), schema, false);
   }
 
@@ -216,16 +216,13 @@ public final class AsOfMerge {
     private final int keys;  // the key columns come first; the time column is `keys`
     private final boolean dateTime;
     private final List<DataType[]> types;
-    private final List<Integer> skips;
     private final List<Integer> ties;
 
-    Scan(DataType[] labelTypes, int keys, boolean dateTime, List<DataType[]> types, List<Integer> skips,
-         List<Integer> ties) {
+    Scan(DataType[] labelTypes, int keys, boolean dateTime, List<DataType[]> types, List<Integer> ties) {
       this.labelTypes = labelTypes;
       this.keys = keys;
       this.dateTime = dateTime;
       this.types = types;
-      this.skips = skips;
       this.ties = ties;
     }
 
@@ -243,7 +240,7 @@ public final class AsOfMerge {
       for (DataType[] t : types) flags += t.length;
       for (int i = 0; i < types.size(); i++) {
         DataType[] t = types.get(i);
-        for (int j = skips.get(i); j < t.length; j++) exprs.add(new BoundReference(base + j, t[j], true));
+        for (int j = keys + 1; j < t.length; j++) exprs.add(new BoundReference(base + j, t[j], true));
         exprs.add(new BoundReference(flags + i, DataTypes.BooleanType, false));
         base += t.length;
       }
@@ -254,7 +251,7 @@ public final class AsOfMerge {
     private Expression tieHash(int i) {
       DataType[] t = types.get(i);
       List<Expression> parts = new ArrayList<>();
-      for (int j = skips.get(i); j < skips.get(i) + ties.get(i); j++) {
+      for (int j = keys + 1; j < keys + 1 + ties.get(i); j++) {
         BoundReference value = new BoundReference(j, t[j], true);
         parts.add(value);
         parts.add(new IsNull(value));
