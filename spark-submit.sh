@@ -99,13 +99,14 @@ if [[ -n "$LOCK" ]]; then
 fi
 # The jars (Delta's, and S3's for s3a:// places: checked and located by the same code the
 # sessions use), the project's packages and its code version, from the configuration.
-"$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" <<'EOF'
+"$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" "$MASTER" "$DEPLOY_MODE" "$ROOT" <<'EOF'
 import base64, json, sys
 from pathlib import Path
 from sparkml_platform.config import load_config
 from sparkml_platform.delta_jars import check
 from sparkml_platform.errors import SparkmlError
-stage = Path(sys.argv[3])
+from sparkml_platform.session import driver_java_options
+stage, master, deploy_mode = Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 try:
     config = load_config(sys.argv[1], sys.argv[2] or None)
     zipped = config.project.zip(stage)
@@ -113,6 +114,13 @@ try:
 except SparkmlError as exc:
     print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
 (stage / "jars").write_text(",".join(str(p) for p in jars))
+# A driver started here maps the class archive made at set-up (the class path must start as
+# the archive's did: the log settings are a file, not a class path entry) and takes the
+# configured JIT; a cluster-mode driver starts on another machine, without either.
+log4j = Path(sys.argv[6]) / "log4j2.properties"
+options = (f'{driver_java_options(config, None, master=master)} -Dlog4j.configurationFile="{log4j}"'
+           if deploy_mode == "client" else "-Dlog4j.configurationFile=log4j2.properties")
+(stage / "driver_options").write_text(options.strip())
 (stage / "project_zip").write_text(str(zipped or ""))
 code = json.dumps(config.project.code_version(), sort_keys=True).encode()
 (stage / "code_version").write_text(base64.b64encode(code).decode())  # quotes die in YARN's launcher
@@ -139,8 +147,7 @@ ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkml-$JOB"
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
       --conf spark.sql.session.timeZone=UTC
       --conf spark.ui.showConsoleProgress=false
-      --driver-java-options "-Dlog4j.configurationFile=log4j2.properties"
-      --driver-class-path "$ROOT")
+      --driver-java-options "$(cat "$STAGE/driver_options")")
 ARCHIVES=()
 if [[ -n "$ARCHIVE" ]]; then
   # A packed environment: executors (and a cluster-mode driver) run its Python. Local

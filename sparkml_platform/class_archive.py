@@ -84,9 +84,16 @@ def build(jars_dir: Path) -> Path | None:
               f"{(result.stderr or result.stdout)[-2000:]}", file=sys.stderr)
         return None
     part.rename(target)
+    spark_jars = str(_spark_jars())
+    target.with_suffix(".source").write_text(spark_jars)
+    # Another installation's archive (a second checkout sharing this cache) stays; one made for
+    # these same Spark jars before (another JVM, another pyspark), or for jars gone, is removed.
     for old in jars_dir.glob(f"{PREFIX}*.jsa"):
-        if old != target:
+        source = old.with_suffix(".source")
+        made_for = source.read_text() if source.is_file() else None
+        if old != target and (made_for is None or made_for == spark_jars or not Path(made_for).is_dir()):
             old.unlink()
+            source.unlink(missing_ok=True)
     return target
 
 

@@ -100,16 +100,18 @@ def get_spark(config: Config, spark=None, small_inputs: bool = False):
     return spark
 
 
-def driver_java_options(config: Config, own: str | None, small_inputs: bool = False) -> str:
+def driver_java_options(config: Config, own: str | None, small_inputs: bool = False,
+                        master: str | None = None) -> str:
     """The options of a driver JVM started here: the classes archived at set-up, mapped, and
     the JIT (`spark.driver_jit`; `auto` takes the client JIT for a cluster's driver and for
     `small_inputs`); the user's own options (`own`) last, since the JVM takes a flag's last
-    value. Measured on two cores: a small incremental feature build 22.8 s with the client JIT
-    against 29.3 s, a point-in-time join of 16 M rows 38.9 s against 25.8 s."""
+    value. `master` is spark-submit.sh's, else the configured one. Measured on two cores: a
+    small incremental feature build 22.8 s with the client JIT against 29.3 s, a point-in-time
+    join of 16 M rows 38.9 s against 25.8 s."""
     settings = config.platform.spark
     jit = settings.driver_jit
     if jit == "auto":
-        jit = "client" if small_inputs or not settings.master.startswith("local") else "server"
+        jit = "client" if small_inputs or not (master or settings.master).startswith("local") else "server"
     return " ".join(o for o in (class_archive.java_options(config.jars_dir), JIT_OPTIONS[jit], own) if o)
 
 

@@ -5,13 +5,23 @@
 // READY_FILE (KEY=VALUE lines), and it runs until its stdin closes or it gets SIGTERM.
 
 import java.io.IOException;
+import java.net.URI;
+import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermission;
 import java.util.ArrayList;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.ChecksumFs;
+import org.apache.hadoop.fs.DelegateToFileSystem;
+import org.apache.hadoop.fs.RawLocalFileSystem;
+import org.apache.hadoop.fs.permission.FsPermission;
 import org.apache.hadoop.yarn.conf.YarnConfiguration;
 import org.apache.hadoop.yarn.server.MiniYARNCluster;
 
@@ -38,6 +48,10 @@ public class YarnMiniCluster {
     }
 
     private static void run(Path ready, String[] args) throws Exception {
+        // Hadoop finds the file system below (named in the core-site.xml on our class path, read
+        // by every Configuration, the localizer's own too) through the thread's class loader:
+        // this file's classes live in the source launcher's loader, not the system one.
+        Thread.currentThread().setContextClassLoader(YarnMiniCluster.class.getClassLoader());
         YarnConfiguration conf = new YarnConfiguration();
         for (int i = 1; i < args.length; i++) {
             int eq = args[i].indexOf('=');
@@ -85,5 +99,52 @@ public class YarnMiniCluster {
         Path partial = ready.resolveSibling(ready.getFileName() + ".partial");
         Files.write(partial, lines);
         Files.move(partial, ready, StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    // The NodeManager localizes a packed environment (some 58,000 files) by unpacking it and
+    // then setting every file's permissions through the local file system (FSDownload). Without libhadoop
+    // (a real cluster has it; this machine does not) Hadoop starts one `chmod` process per
+    // file: two minutes per application here. This file system sets them in-process, with
+    // java.nio, as libhadoop does; everything else is Hadoop's own local file system.
+    public static class LocalFsChmodInProcess extends ChecksumFs {
+        public LocalFsChmodInProcess(URI uri, Configuration conf) throws IOException, URISyntaxException {
+            super(new Raw(uri, conf));
+        }
+    }
+
+    static class Raw extends DelegateToFileSystem {
+        Raw(URI uri, Configuration conf) throws IOException, URISyntaxException {
+            super(uri, new ChmodInProcess(), conf, "file", false);
+        }
+
+        @Override
+        public int getUriDefaultPort() {
+            return -1;  // as Hadoop's RawLocalFs: file: URIs have no port
+        }
+
+        @Override
+        public boolean isValidName(String src) {
+            return true;  // local paths may hold ':' (Hadoop's RawLocalFs allows them too)
+        }
+    }
+
+    static class ChmodInProcess extends RawLocalFileSystem {
+        private static final PosixFilePermission[] BITS = {  // from 0400 down to 0001
+            PosixFilePermission.OWNER_READ, PosixFilePermission.OWNER_WRITE, PosixFilePermission.OWNER_EXECUTE,
+            PosixFilePermission.GROUP_READ, PosixFilePermission.GROUP_WRITE, PosixFilePermission.GROUP_EXECUTE,
+            PosixFilePermission.OTHERS_READ, PosixFilePermission.OTHERS_WRITE, PosixFilePermission.OTHERS_EXECUTE,
+        };
+
+        @Override
+        public void setPermission(org.apache.hadoop.fs.Path path, FsPermission permission) throws IOException {
+            short mode = permission.toShort();
+            Set<PosixFilePermission> set = EnumSet.noneOf(PosixFilePermission.class);
+            for (int i = 0; i < BITS.length; i++) {
+                if ((mode & (0400 >> i)) != 0) {
+                    set.add(BITS[i]);
+                }
+            }
+            Files.setPosixFilePermissions(pathToFile(path).toPath(), set);
+        }
     }
 }

@@ -4,10 +4,11 @@ fix it, and nothing is written."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
-from conftest import JARS_DIR, SHORT_JVM_OPTS, cli_env, make_project, run_cli
+from conftest import JARS_DIR, REPO, SHORT_JVM_OPTS, cli_env, make_project, run_cli
 from sparkml_platform import class_archive, delta_jars
 from sparkml_platform.config import load_config
 from sparkml_platform.session import driver_java_options
@@ -118,8 +119,23 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     # The client JIT for small inputs (spark.driver_jit: auto).
     assert "-XX:TieredStopAtLevel=1" in done.stdout
+    assert_from_archive(log)
+
+    # A job through spark-submit.sh (a cron's): its driver maps the archive too, and still
+    # logs warnings only (log4j2.properties, now a file rather than a class path entry).
+    submit_log = tmp_path / "submit-classes.log"
+    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test",
+                           "load_sources", "planes"], capture_output=True, text=True, timeout=600,
+                          env=cli_env(SPARK_SUBMIT_OPTS=f"-Xlog:class+load=info:file={submit_log}"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / ".sparkml" / "lake" / "raw" / "planes" / "_delta_log").is_dir()
+    assert " INFO " not in done.stderr, done.stderr[-2000:]
+    assert_from_archive(submit_log)
+
+
+def assert_from_archive(class_log: Path) -> None:
     sources = {}
-    for line in log.read_text().splitlines():
+    for line in class_log.read_text().splitlines():
         if " source: " in line:
             name, source = line.split("] ", 1)[-1].split(" source: ", 1)
             sources[name] = source

@@ -113,6 +113,12 @@ def yarn_minicluster(workdir: Path):
     subprocess.run(["bash", str(HERE / "yarn_jars.sh"), str(JARS_DIR)], check=True)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "yarn-log4j.properties").write_text(LOG4J)
+    # On the cluster's class path, so that every Hadoop Configuration in it reads this: local
+    # permissions set in-process (YarnMiniCluster.java says why).
+    own_conf = workdir / "minicluster-conf"
+    own_conf.mkdir(exist_ok=True)
+    _site_xml(own_conf / "core-site.xml",
+              {"fs.AbstractFileSystem.file.impl": "YarnMiniCluster$LocalFsChmodInProcess"})
     ready = workdir / "yarn-ready.properties"
     ready.unlink(missing_ok=True)
     java_home = _java_home()
@@ -124,7 +130,7 @@ def yarn_minicluster(workdir: Path):
         [f"{java_home}/bin/java", "-Xmx1g", "-Djava.net.preferIPv4Stack=true",
          f"-Dtest.build.data={workdir / 'yarn'}",
          f"-Dlog4j.configuration=file:{workdir / 'yarn-log4j.properties'}",
-         "-cp", str(JARS_DIR / "*"), str(HERE / "YarnMiniCluster.java"), str(ready),
+         "-cp", f"{own_conf}:{JARS_DIR / '*'}", str(HERE / "YarnMiniCluster.java"), str(ready),
          *(f"{key}={value}" for key, value in settings.items())],
         stdin=subprocess.PIPE, stdout=logs, stderr=subprocess.STDOUT, cwd=workdir,
         env={**os.environ, "JAVA_HOME": java_home})
