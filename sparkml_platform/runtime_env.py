@@ -12,9 +12,9 @@ from pathlib import Path
 from .delta_jars import check
 from .errors import ConfigError, JobFailed
 
-# Never pinned: the installer itself, and the project (installed from its source tree so the
+# Never pinned: the installers themselves, and the project (installed from its source tree so the
 # environment carries the code that is checked out).
-NOT_PINNED = {"pip", "setuptools", "wheel", "sparkml-platform"}
+NOT_PINNED = {"pip", "setuptools", "wheel", "uv", "sparkml-platform"}
 # Inside every archive: what it was built from, read by spark-submit.sh and the job's check.
 METADATA = "sparkml-environment.json"
 # Executors and a cluster-mode driver run Spark's JVM from the cluster's own Spark, so
