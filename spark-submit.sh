@@ -118,7 +118,8 @@ except SparkmlError as exc:
 # the archive's did: the log settings are a file, not a class path entry) and takes the
 # configured JIT; a cluster-mode driver starts on another machine, without either.
 log4j = Path(sys.argv[6]) / "log4j2.properties"
-options = (f'{driver_java_options(config, None, master=master)} -Dlog4j.configurationFile="{log4j}"'
+own = config.platform.spark.conf.get("spark.driver.extraJavaOptions")  # platform.yml's, last
+options = (f'-Dlog4j.configurationFile="{log4j}" {driver_java_options(config, own, master=master)}'
            if deploy_mode == "client" else "-Dlog4j.configurationFile=log4j2.properties")
 (stage / "driver_options").write_text(options.strip())
 (stage / "project_zip").write_text(str(zipped or ""))
