@@ -84,17 +84,22 @@ def build(jars_dir: Path) -> Path | None:
               f"{(result.stderr or result.stdout)[-2000:]}", file=sys.stderr)
         return None
     part.rename(target)
-    spark_jars = str(_spark_jars())
-    target.with_suffix(".source").write_text(spark_jars)
-    # Another installation's archive (a second checkout sharing this cache) stays; one made for
-    # these same Spark jars before (another JVM, another pyspark), or for jars gone, is removed.
-    for old in jars_dir.glob(f"{PREFIX}*.jsa"):
+    target.with_suffix(".source").write_text(str(_spark_jars()))
+    remove_superseded(target)
+    return target
+
+
+def remove_superseded(target: Path) -> None:
+    """Another installation's archive (a second checkout sharing the cache) stays; one made for
+    the same Spark jars as `target` (before another JVM or pyspark), for jars gone, or of
+    unknown origin, is removed. Each archive's `.source` names the Spark jars it was made for."""
+    spark_jars = target.with_suffix(".source").read_text()
+    for old in target.parent.glob(f"{PREFIX}*.jsa"):
         source = old.with_suffix(".source")
         made_for = source.read_text() if source.is_file() else None
         if old != target and (made_for is None or made_for == spark_jars or not Path(made_for).is_dir()):
             old.unlink()
             source.unlink(missing_ok=True)
-    return target
 
 
 def train(jars_dir: Path, part: Path) -> None:

@@ -141,3 +141,32 @@ def assert_from_archive(class_log: Path) -> None:
             sources[name] = source
     assert sources["org.apache.spark.SparkContext"] == "shared objects file (top)"
     assert sources["org.apache.spark.sql.delta.DeltaLog"] == "shared objects file (top)"
+
+
+def test_a_new_class_archive_replaces_its_own_kind_only(tmp_path):
+    """Two installations (checkouts, virtual environments) may share one jar cache: a new
+    archive removes the one made before for the same Spark jars, one for jars that are gone and
+    one of unknown origin, and keeps another installation's."""
+    other_spark = tmp_path / "other-venv" / "jars"
+    other_spark.mkdir(parents=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def archive(name: str, made_for: Path | None) -> Path:
+        path = cache / f"{class_archive.PREFIX}{name}.jsa"
+        path.write_bytes(b"archive")
+        if made_for is not None:
+            path.with_suffix(".source").write_text(str(made_for))
+        return path
+
+    mine = tmp_path / "venv" / "jars"
+    mine.mkdir(parents=True)
+    new = archive("new", mine)
+    before = archive("before", mine)
+    gone = archive("gone", tmp_path / "removed-venv" / "jars")
+    unknown = archive("unknown", None)
+    other = archive("other", other_spark)
+    class_archive.remove_superseded(new)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        p.name for p in (new, new.with_suffix(".source"), other, other.with_suffix(".source")))
+    assert not before.exists() and not gone.exists() and not unknown.exists()
