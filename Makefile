@@ -11,8 +11,8 @@ setup: $(INSTALLED) jars
 
 # Reinstall only when the dependency pins change. uv installs the same pins as pip would, in
 # about a minute against pip's two and a half here. Compiled to bytecode now, as pip does: with
-# PYTHONDONTWRITEBYTECODE set (as on CI machines) every process, each Spark Python worker too,
-# would otherwise compile every module it imports, every time (the suite ran 1.5x slower).
+# PYTHONDONTWRITEBYTECODE set (as on this machine) every process, each Spark Python worker too,
+# would otherwise compile every module it imports, every time it starts.
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "uv>=0.9"
