@@ -104,6 +104,8 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     archived, client = class_archive.java_options(JARS_DIR), "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
     assert driver_java_options(config, "-Xss4m") == f"{archived} -Xss4m"  # auto: server for local work
     assert driver_java_options(config, None, small_inputs=True) == f"{archived} {client}"
+    # spark-submit.sh's master, not the configured one, decides.
+    assert driver_java_options(config, None, master="yarn") == f"{archived} {client}"
     config.platform.spark.master = "yarn"  # a cluster's driver only coordinates
     assert driver_java_options(config, None) == f"{archived} {client}"
     config.platform.spark.driver_jit = "server"
@@ -121,14 +123,17 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     assert "-XX:TieredStopAtLevel=1" in done.stdout
     assert_from_archive(log)
 
-    # A job through spark-submit.sh (a cron's): its driver maps the archive too, and still
-    # logs warnings only (log4j2.properties, now a file rather than a class path entry).
+    # A job through spark-submit.sh (a cron's): its driver maps the archive too, takes
+    # platform.yml's own driver options (here the class log), and still logs warnings only
+    # (log4j2.properties, now a file rather than a class path entry).
     submit_log = tmp_path / "submit-classes.log"
-    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test",
+    submitted = make_project(tmp_path / "submitted", {"platform.yml": {"spark": {"conf": {
+        "spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={submit_log}"}}}})
+    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(submitted), "--env", "test",
                            "load_sources", "planes"], capture_output=True, text=True, timeout=600,
-                          env=cli_env(SPARK_SUBMIT_OPTS=f"-Xlog:class+load=info:file={submit_log}"))
+                          env=cli_env())
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / ".sparkml" / "lake" / "raw" / "planes" / "_delta_log").is_dir()
+    assert (tmp_path / "submitted" / ".sparkml" / "lake" / "raw" / "planes" / "_delta_log").is_dir()
     assert " INFO " not in done.stderr, done.stderr[-2000:]
     assert_from_archive(submit_log)
 
