@@ -94,6 +94,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def submitted(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
+    """What a spark-submit.sh job printed, for a failed assertion: Spark runs the Python driver
+    with its stderr merged into stdout, so the job's own error line is on stdout."""
+    return f"{result.stderr[-chars:]}\n--- stdout:\n{result.stdout[-chars:]}"
+
+
 def run_cli(conf: Path, *args: str, env: str | None = "test", timeout: int = 900,
             **extra_env: str) -> subprocess.CompletedProcess:
     """`sparkml --conf CONF --env ENV ARGS...` in a subprocess (its own JVM), as a user runs it."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SLICE, cli_env, make_project, run_cli, slice_key
+from conftest import REPO, SLICE, cli_env, make_project, run_cli, slice_key, submitted
 from servers import spark_standalone
 
 pytestmark = pytest.mark.cluster
@@ -48,10 +48,10 @@ def packed(tmp_path_factory) -> Path:
 def pack(root: Path) -> Path:
     conf = make_project(root, SLICE)
     captured = run_cli(conf, "env", "capture", "--json")
-    assert captured.returncode == 0, captured.stderr[-2000:]
+    assert captured.returncode == 0, submitted(captured)
     env_id = json.loads(captured.stdout)["id"]
     result = run_cli(conf, "env", "pack", env_id, timeout=1800)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, submitted(result)
     built = json.loads(result.stdout.strip().splitlines()[-1])
     assert built["environment_id"] == env_id
     return Path(built["archive"])
@@ -63,7 +63,7 @@ def submit(conf, *args, **env) -> subprocess.CompletedProcess:
 
 
 def last_json(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, submitted(result)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -110,7 +110,7 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
     from yarn import yarn_minicluster
 
     conf, lake_root, result = hdfs_project
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, submitted(result)
     table = Storage().location(f"{lake_root}/features/route_delay_stats")
     before = spark.read.format("delta").load(str(table)).count()
     with yarn_minicluster(tmp_path) as cluster:
@@ -122,7 +122,7 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
 
         built = submit(conf, "--master", "yarn", "--deploy-mode", "cluster", "--archives", str(packed),
                        *options, "features_build", "route_delay_stats", *WINDOW, **env)
-        assert built.returncode == 0, built.stderr[-4000:]
+        assert built.returncode == 0, submitted(built)
         scored = last_json(submit(conf, "--master", "yarn", "--deploy-mode", "client", "--archives",
                                   str(packed), *options, "score", "flight_delays@champion", "--input",
                                   "entities.flights_to_score", "--output", "predictions.yarn_check",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import JARS_DIR, REPO, SHORT_JVM_OPTS, cli_env, make_project, run_cli
+from conftest import JARS_DIR, REPO, SHORT_JVM_OPTS, cli_env, make_project, run_cli, submitted
 from sparkml_platform import class_archive, delta_jars
 from sparkml_platform.config import load_config
 from sparkml_platform.session import driver_java_options
@@ -118,7 +118,7 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path / "t")], capture_output=True,
                           text=True, timeout=600,
                           env=cli_env(SPARK_SUBMIT_OPTS=f"{SHORT_JVM_OPTS} -Xlog:class+load=info:file={log}"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, submitted(done)
     # The client JIT for small inputs (spark.driver_jit: auto).
     assert "-XX:TieredStopAtLevel=1" in done.stdout
     assert_from_archive(log)
@@ -132,7 +132,7 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(submitted), "--env", "test",
                            "load_sources", "planes"], capture_output=True, text=True, timeout=600,
                           env=cli_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, submitted(done)
     assert (tmp_path / "submitted" / ".sparkml" / "lake" / "raw" / "planes" / "_delta_log").is_dir()
     assert " INFO " not in done.stderr, done.stderr[-2000:]
     assert_from_archive(submit_log)

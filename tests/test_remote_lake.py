@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_env, remote_project, run_cli
+from conftest import REPO, cli_env, remote_project, run_cli, submitted
 from servers import S3_CREDENTIALS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.remote_lake]
@@ -81,7 +81,7 @@ def test_a_rerun_on_a_remote_lake_duplicates_nothing_and_a_rebuild_matches(remot
     built = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test",
                             "features_build", "route_delay_stats", *WINDOW], capture_output=True,
                            text=True, timeout=1200, env=cli_env(**env))
-    assert built.returncode == 0, built.stderr[-3000:]
+    assert built.returncode == 0, submitted(built)
     assert json.loads(built.stdout.strip().splitlines()[-1])["rows_written"] > 0
     assert rows(table, options) == before  # the window replaced by the same rows
     listed = run_cli(conf, "features", "list", "--json", **env)
@@ -89,7 +89,7 @@ def test_a_rerun_on_a_remote_lake_duplicates_nothing_and_a_rebuild_matches(remot
     versions = {t["name"]: t["version"] for t in json.loads(listed.stdout)}
     assert versions["route_delay_stats"] == version + 1  # one commit: the window
     rebuilt = run_cli(conf, "trainset", "rebuild", "flight_delays", **env)
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert rebuilt.returncode == 0, submitted(rebuilt)
     assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, cli_env, run_main
+from conftest import REPO, cli_env, run_main, submitted
 from servers import mlflow_server, spark_standalone
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
     with spark_standalone(tmp_path) as master:
         built = submit(conf, "--master", master, "features_build", "route_delay_stats",
                        "--start", "2013-03-01", "--end", "2013-03-31")
-        assert built.returncode == 0, built.stderr[-3000:]
+        assert built.returncode == 0, submitted(built)
         apps = list((tmp_path / "work").iterdir())
 
         # An environment packed with a Python this cluster's nodes lack: a clear error before
@@ -89,7 +89,7 @@ def test_training_against_a_real_mlflow_server(spark, flights_project, tmp_path,
     conf, _ = flights_project
     with mlflow_server(tmp_path) as uri:
         result = run_main(conf, "train", "flight_delay_gbt", SPARKML_MLFLOW_TRACKING_URI=uri)
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, submitted(result)
         trained = json.loads(result.stdout.strip().splitlines()[-1])
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         champion = client.get_model_version_by_alias("flight_delays", "champion")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, cli_env, run_main
+from conftest import REPO, cli_env, run_main, submitted
 from sparkml_platform.cli import main
 
 PACKAGE = "stockproj"
@@ -218,7 +218,7 @@ def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
     env["MLFLOW_TRACKING_URI"] = config.tracking_uri  # plain MLflow, as a user outside the platform
     done = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True, text=True,
                           cwd=REPO.parent, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, submitted(done)
     assert done.stdout.split()[0] == str(len(rows))
 
 
@@ -237,7 +237,7 @@ def test_an_edited_transformation_rebuilds_the_table_through_spark_submit(spark,
     done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "features_build",
                            "price_stats"], capture_output=True, text=True, timeout=600, env=env,
                           cwd=conf.parent)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, submitted(done)
     built = json.loads(done.stdout.strip().splitlines()[-1])
     assert built["mode"] == "full" and "the transformation's code changed" in built["reason"], built
     shown = json.loads(run_main(conf, "features", "show", "price_stats", "--json", env=None).stdout)
