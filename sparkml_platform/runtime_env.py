@@ -96,21 +96,35 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
                           "the cluster's nodes run")
     target = work_dir / env["id"]
     if not (target / ".complete").exists():
-        venv.EnvBuilder(clear=True, with_pip=True).create(target)
-        pip = [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        uv = _uv()
+        venv.EnvBuilder(clear=True, with_pip=uv is None).create(target)
+        python = str(target / "bin" / "python")
+        # uv installs the same pins as pip, several times faster; both compile the bytecode
+        # (executors then never compile what they import).
+        pip = ([uv, "pip", "install", "-q", "--compile-bytecode", "--python", python] if uv else
+               [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"])
         reqs = work_dir / f"{env['id']}.requirements.txt"
         reqs.write_text("\n".join(requirements(env)) + "\n")
-        for cmd in (pip + ["--no-deps", "-r", str(reqs)], pip + ["--no-deps", str(PROJECT_ROOT)]):
-            result = subprocess.run(cmd, capture_output=True, text=True)
+        for what, args in (("the pinned packages", ["-r", str(reqs)]), ("the platform", [str(PROJECT_ROOT)])):
+            result = subprocess.run(pip + ["--no-deps", *args], capture_output=True, text=True)
             if result.returncode != 0:
-                raise JobFailed(f"building environment {env['id']} failed ({' '.join(cmd[3:6])}): "
-                                f"{result.stderr[-2000:]}")
+                raise JobFailed(f"building environment {env['id']} failed installing {what} "
+                                f"({'uv' if uv else 'pip'}): {result.stderr[-2000:]}")
         (target / METADATA).write_text(json.dumps(_metadata(env), indent=2))
         (target / ".complete").touch()
     output.parent.mkdir(parents=True, exist_ok=True)
     venv_pack.pack(prefix=str(target), output=str(output), force=True, compress_level=1,
                    filters=[("exclude", pattern) for pattern in EXCLUDED])
     return output
+
+
+def _uv() -> str | None:
+    """uv, when it is installed beside this Python (as `make setup` does) or on the PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.exists() else shutil.which("uv")
 
 
 def archive_metadata(archive: Path) -> dict:
