@@ -6,7 +6,8 @@ rows are never dropped or duplicated: no match gives nulls.
 
 Algorithm (sort-merge, the cost of an equi-join's shuffles and sorts): the label rows and
 each feature table are hash-partitioned by the join keys into the same partitions and sorted
-by key and time on their own, each with only its own columns; then, partition by partition,
+on their own, each with only its own columns, by a long holding a hash of the keys and the
+time (`_sort_order`), then key and time; then, partition by partition,
 one pass over the labels and every table beside them keeps the newest feature row at or
 before each label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its
 inputs as RDDs, where an `Observation` never reports, so observed label rows take the
@@ -149,10 +150,19 @@ def _merged(scan, entities, entity_time: str, members: list):
     keys = sorted(members[0][0].key_map.values())
     parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     key_cols = [F.col(f"`{k}`") for k in keys]
-    labels = (entities.select(*key_cols, F.col(f"`{entity_time}`"),
-                              *[F.col(f"`{c}`") for c in entities.columns if c not in (*keys, entity_time)])
-              .repartition(parts, *key_cols)
-              .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`").asc_nulls_last()))
+    time_type = entities.schema[entity_time].dataType.simpleString()
+
+    def sorted_by_order(frame, time_order):
+        """The scan's input: after the shuffle (no extra bytes in it), the order column first,
+        and the partitions sorted by (order, keys, time)."""
+        order = _sort_order(key_cols, F.col(f"`{entity_time}`"), time_type).alias(ORDER)
+        return (frame.repartition(parts, *key_cols).select(order, "*")
+                .sortWithinPartitions(F.col(ORDER), *key_cols, time_order))
+
+    labels = sorted_by_order(
+        entities.select(*key_cols, F.col(f"`{entity_time}`"),
+                        *[F.col(f"`{c}`") for c in entities.columns if c not in (*keys, entity_time)]),
+        F.col(f"`{entity_time}`").asc_nulls_last())
     frames, ties, prefixes = [], [], []
     for i, (lookup, features, _) in enumerate(members):
         rows, keyed, when = _feature_rows(lookup, features, entity_time,
@@ -160,8 +170,7 @@ def _merged(scan, entities, entity_time: str, members: list):
         payload = [F.col(f"`{c}`").alias(f"c{j}") for j, c in enumerate(lookup.columns)]
         if lookup.lookback_seconds is not None:
             payload.append(F.col(f"`{lookup.event_time}`").alias("seen"))
-        frame = (rows.select(*keyed, when, *payload).repartition(parts, *key_cols)
-                 .sortWithinPartitions(*key_cols, F.col(f"`{entity_time}`")))
+        frame = sorted_by_order(rows.select(*keyed, when, *payload), F.col(f"`{entity_time}`"))
         frames.append(frame._jdf)
         # The scan breaks ties itself, hashing only rows that share a key and time.
         ties.append(-1 if lookup.unique_times else len(lookup.columns))
@@ -172,6 +181,31 @@ def _merged(scan, entities, entity_time: str, members: list):
         (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
          {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})
         for i, (lookup, _, flag) in enumerate(members)])
+
+
+ORDER = "__pit_order"
+TIME_BITS = (1 << 32) - 1
+
+
+def _sort_order(key_cols: list, time, time_type: str):
+    """The sort-merge scan's leading sort column: the upper 32 bits of a 64-bit hash of the
+    keys, then the time in whole seconds (days for dates) since 1970 in the lower 32, held
+    between 0 and 2^32 - 1 (so it never decreases as the time grows). Sorting by it first, the
+    sort decides almost every comparison on its long prefix; sorted by the keys first, every
+    two rows of one key tie there (the 2 x 10,000-key benchmark: 45 % of the framework's time
+    in the sort's comparator, against 26 % for the equi-join floor). A null time sorts last."""
+    from pyspark.sql import functions as F
+
+    if time_type == "date":
+        units = F.unix_date(time).cast("long")
+    elif time_type == "timestamp":
+        units = F.unix_seconds(time)
+    else:  # timestamp_ntz: from its fields, free of any time zone
+        units = (F.unix_date(F.to_date(time)).cast("long") * 86400 + F.hour(time) * 3600
+                 + F.minute(time) * 60 + F.second(time))
+    seconds = F.coalesce(F.least(F.greatest(units, F.lit(0).cast("long")), F.lit(TIME_BITS).cast("long")),
+                         F.lit(TIME_BITS).cast("long"))
+    return F.xxhash64(*key_cols).bitwiseAND(F.lit(~TIME_BITS).cast("long")).bitwiseOR(seconds)
 
 
 def _windowed(entities, entity_time: str, members: list):

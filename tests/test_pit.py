@@ -147,6 +147,36 @@ def test_matches_pandas_merge_asof_on_random_inputs(spark):
         assert (got[flag] == matched.notna()).all(), name  # the flag: a row matched, even of nulls
 
 
+def test_keys_whose_hashes_collide_are_joined_apart(spark):
+    """The scan sorts by a long holding 32 bits of a hash of the keys and the time, so rows of
+    two keys with the same 32 bits interleave in time: each key still gets its own newest row,
+    ties included (several times share a second there)."""
+    from pyspark.sql import functions as F
+
+    hashed = spark.range(400_000).select(F.col("id").alias("k"), F.shiftright(F.xxhash64("k"), 32).alias("h"))
+    pair = hashed.groupBy("h").agg(F.collect_list("k").alias("ks")).where(F.size("ks") > 1).first()
+    assert pair is not None, "no two of 400,000 keys share the upper 32 bits of their hash"
+    a, b = pair.ks[:2]
+    rng = random.Random(11)
+    seconds = lambda: T0 + dt.timedelta(seconds=rng.randrange(0, 40))  # noqa: E731
+    labels = pd.DataFrame({"id": range(120), "k": [rng.choice([a, b]) for _ in range(120)],
+                           "t": [seconds() for _ in range(120)]})
+    feats = pd.DataFrame({"k": [rng.choice([a, b]) for _ in range(200)], "ft": [seconds() for _ in range(200)],
+                          "x": [float(rng.randrange(50)) for _ in range(200)]})
+    lookup = FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"})
+    parts = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "1")  # both keys in one partition, interleaved
+    try:
+        joined = as_of_join(spark.createDataFrame(labels, "id long, k long, t timestamp"), "t",
+                            spark.createDataFrame(feats, "k long, ft timestamp, x double"), lookup, "m")
+        got = joined.toPandas().set_index("id").sort_index()
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", parts)
+    want = reference(spark, labels, feats, ["k"], None, "x", False).sort_index()
+    assert got["m"].sum() > 50  # most labels have a row of their key before them
+    pd.testing.assert_series_equal(got["x"], want, check_names=False, check_index_type=False)
+
+
 def test_lookups_sharing_keys_are_answered_with_one_sort(spark, path):
     from pyspark.sql import functions as F
 

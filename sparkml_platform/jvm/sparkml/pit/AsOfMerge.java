@@ -14,12 +14,15 @@ import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.Ascending$;
 import org.apache.spark.sql.catalyst.expressions.BoundReference;
 import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
 import org.apache.spark.sql.catalyst.expressions.InterpretedOrdering;
 import org.apache.spark.sql.catalyst.expressions.IsNull;
 import org.apache.spark.sql.catalyst.expressions.JoinedRow;
+import org.apache.spark.sql.catalyst.expressions.NullsFirst$;
+import org.apache.spark.sql.catalyst.expressions.SortOrder;
 import org.apache.spark.sql.catalyst.expressions.UnsafeProjection;
 import org.apache.spark.sql.catalyst.expressions.UnsafeRow;
 import org.apache.spark.sql.catalyst.expressions.XxHash64;
@@ -36,14 +39,21 @@ import scala.reflect.ClassTag$;
  * The point-in-time join as a sort-merge scan (used by sparkml_platform/pit.py).
  *
  * The label frame and every feature frame arrive hash-partitioned by the join keys into the
- * same number of partitions, each sorted within its partitions by (keys, time): labels with
- * null times last. Their first columns are the keys, then the time. Partition by partition,
- * one pass over the labels and all feature frames together keeps, per frame, the newest
- * feature row at or before the current label row; the output row (written by one generated
- * projection, no per-value objects) is the label row, then per frame its payload (the
- * columns after its keys and time) or nulls, and a found flag. Each frame is shuffled and sorted on its
- * own, with its own columns only, as a sort-merge equi-join would; no label row is ever
- * paired with more than one feature row.
+ * same number of partitions, each sorted within its partitions by (order, keys, time): labels
+ * with null times last. Their first column is the order, a long whose upper 32 bits are a hash
+ * of the keys and whose lower 32 bits grow with the time (pit.py makes it); then the keys, then
+ * the time. Sorting by it first lets the sort decide almost every comparison by its 64-bit
+ * prefix: sorted by the keys first, every row of a key ties on the prefix with the key's other
+ * rows, and each such tie costs a comparison of whole rows. A key's rows still come in time
+ * order; rows of keys whose hashes collide interleave, so the pass keeps the newest row of each
+ * key of the current hash (almost always one).
+ *
+ * Partition by partition, one pass over the labels and all feature frames together keeps, per
+ * frame, the newest feature row at or before the current label row; the output row (written by
+ * one generated projection, no per-value objects) is the label row, then per frame its payload
+ * (the columns after its keys and time) or nulls, and a found flag. Each frame is shuffled and
+ * sorted on its own, with its own columns only, as a sort-merge equi-join would; no label row
+ * is ever paired with more than one feature row.
  *
  * Ties: rows of one frame with the same keys and time are decided here, not by the sort:
  * the greatest 64-bit hash of the first `ties` payload columns and of which of them are null
@@ -64,7 +74,7 @@ public final class AsOfMerge {
     for (int i = 0; i < features.size(); i++) {
       StructField[] fields = features.get(i).schema().fields();
       types.add(types(features.get(i).schema()));
-      for (int j = keys + 1; j < fields.length; j++) {
+      for (int j = keys + 2; j < fields.length; j++) {
         out.add(DataTypes.createStructField(prefixes.get(i) + fields[j].name(), fields[j].dataType(), true));
       }
       out.add(DataTypes.createStructField(prefixes.get(i) + "found", DataTypes.BooleanType, false));
@@ -124,18 +134,23 @@ public final class AsOfMerge {
     return out;
   }
 
-  /** Spark's ascending, nulls-first order on the leading key columns (a long or int key
-   * compared directly, any other by Spark's own interpreted ordering). */
+  /** Spark's ascending, nulls-first order on the key columns, which follow the order column
+   * (a long or int key compared directly, any other by Spark's own interpreted ordering). */
   static Comparator<InternalRow> keyOrder(DataType[] keyTypes) {
     if (keyTypes.length == 1 && (keyTypes[0] == DataTypes.LongType || keyTypes[0] == DataTypes.IntegerType)) {
       boolean wide = keyTypes[0] == DataTypes.LongType;
       return (a, b) -> {
-        boolean an = a.isNullAt(0), bn = b.isNullAt(0);
+        boolean an = a.isNullAt(1), bn = b.isNullAt(1);
         if (an || bn) return an == bn ? 0 : (an ? -1 : 1);
-        return wide ? Long.compare(a.getLong(0), b.getLong(0)) : Integer.compare(a.getInt(0), b.getInt(0));
+        return wide ? Long.compare(a.getLong(1), b.getLong(1)) : Integer.compare(a.getInt(1), b.getInt(1));
       };
     }
-    InterpretedOrdering ordering = InterpretedOrdering.forSchema(CollectionConverters.asScala(List.of(keyTypes)).toSeq());
+    List<SortOrder> orders = new ArrayList<>();
+    for (int i = 0; i < keyTypes.length; i++) {
+      orders.add(new SortOrder(new BoundReference(i + 1, keyTypes[i], true), Ascending$.MODULE$,
+          NullsFirst$.MODULE$, CollectionConverters.asScala(List.<Expression>of()).toSeq()));
+    }
+    InterpretedOrdering ordering = new InterpretedOrdering(CollectionConverters.asScala(orders).toSeq());
     return ordering::compare;
   }
 
@@ -213,7 +228,7 @@ public final class AsOfMerge {
   /** The pass over one partition: what runs on the executors (serializable, no Spark state). */
   static final class Scan implements java.io.Serializable {
     private final DataType[] labelTypes;
-    private final int keys;  // the key columns come first; the time column is `keys`
+    private final int keys;  // the key columns follow the order column; then the time
     private final boolean dateTime;
     private final List<DataType[]> types;
     private final List<Integer> ties;
@@ -227,7 +242,7 @@ public final class AsOfMerge {
     }
 
     private long timeOf(InternalRow row) {
-      return dateTime ? row.getInt(keys) : row.getLong(keys);
+      return dateTime ? row.getInt(keys + 1) : row.getLong(keys + 1);
     }
 
     /** Label row, then per frame its row (or a row of nulls), then the flags: the one
@@ -240,7 +255,7 @@ public final class AsOfMerge {
       for (DataType[] t : types) flags += t.length;
       for (int i = 0; i < types.size(); i++) {
         DataType[] t = types.get(i);
-        for (int j = keys + 1; j < t.length; j++) exprs.add(new BoundReference(base + j, t[j], true));
+        for (int j = keys + 2; j < t.length; j++) exprs.add(new BoundReference(base + j, t[j], true));
         exprs.add(new BoundReference(flags + i, DataTypes.BooleanType, false));
         base += t.length;
       }
@@ -251,7 +266,7 @@ public final class AsOfMerge {
     private Expression tieHash(int i) {
       DataType[] t = types.get(i);
       List<Expression> parts = new ArrayList<>();
-      for (int j = keys + 1; j < keys + 1 + ties.get(i); j++) {
+      for (int j = keys + 2; j < keys + 2 + ties.get(i); j++) {
         BoundReference value = new BoundReference(j, t[j], true);
         parts.add(value);
         parts.add(new IsNull(value));
@@ -261,14 +276,11 @@ public final class AsOfMerge {
 
     Iterator<InternalRow> over(Iterator<InternalRow> labels, List<Iterator<InternalRow>> sides) {
       int n = sides.size();
-      DataType[] keyTypes = java.util.Arrays.copyOf(labelTypes, keys);
+      DataType[] keyTypes = java.util.Arrays.copyOfRange(labelTypes, 1, keys + 1);
       Comparator<InternalRow> byKeys = keyOrder(keyTypes);
       UnsafeProjection project = projection();
       InternalRow[] pending = new InternalRow[n];
-      UnsafeRow[] newest = new UnsafeRow[n];  // the last feature row passed, copied
-      long[] newestTie = new long[n];
-      boolean[] tieKnown = new boolean[n];
-      Expression[] tie = new Expression[n];
+      Newest[] newest = new Newest[n];
       InternalRow[] nulls = new InternalRow[n];
       GenericInternalRow flags = new GenericInternalRow(n);
       JoinedRow[] joins = new JoinedRow[n];
@@ -276,7 +288,7 @@ public final class AsOfMerge {
       for (int i = n - 1; i >= 0; i--) {
         Iterator<InternalRow> side = sides.get(i);
         pending[i] = side.hasNext() ? side.next() : null;
-        tie[i] = ties.get(i) >= 0 ? tieHash(i) : null;
+        newest[i] = new Newest(types.get(i), ties.get(i) >= 0 ? tieHash(i) : null, byKeys);
         nulls[i] = new GenericInternalRow(types.get(i).length);
         joins[i] = new JoinedRow(nulls[i], i == n - 1 ? flags : joins[i + 1]);
       }
@@ -291,47 +303,105 @@ public final class AsOfMerge {
         public InternalRow next() {
           if (!labels.hasNext()) throw new NoSuchElementException();
           InternalRow label = labels.next();
-          boolean untimed = label.isNullAt(keys);
+          long order = label.getLong(0);
+          boolean untimed = label.isNullAt(keys + 1);
           long at = untimed ? 0 : timeOf(label);
           for (int i = 0; i < n; i++) {
             Iterator<InternalRow> side = sides.get(i);
             InternalRow row = pending[i];
             while (row != null) {
-              int order = byKeys.compare(row, label);
-              if (order > 0 || (order == 0 && !untimed && timeOf(row) > at)) break;
-              take(i, row);
+              // Passed: at or before the label in the sort's order (order, keys, time).
+              int cmp = Long.compare(row.getLong(0), order);
+              if (cmp == 0) cmp = byKeys.compare(row, label);
+              if (cmp > 0 || (cmp == 0 && !untimed && timeOf(row) > at)) break;
+              newest[i].take(row);
               row = side.hasNext() ? side.next() : null;
             }
             pending[i] = row;
-            boolean found = newest[i] != null && !untimed && byKeys.compare(newest[i], label) == 0;
-            joins[i].withLeft(found ? newest[i] : nulls[i]);
-            flags.update(i, found);
+            UnsafeRow found = untimed ? null : newest[i].of(label);
+            joins[i].withLeft(found != null ? found : nulls[i]);
+            flags.update(i, found != null);
           }
           return project.apply(top.withLeft(label));
         }
-
-        /** `row` passed: it is the newest unless it ties with the newest and hashes lower. */
-        private void take(int i, InternalRow row) {
-          UnsafeRow kept = newest[i];
-          if (kept != null && tie[i] != null && byKeys.compare(row, kept) == 0 && timeOf(row) == timeOf(kept)) {
-            if (!tieKnown[i]) {
-              newestTie[i] = (Long) tie[i].eval(kept);
-              tieKnown[i] = true;
-            }
-            long hash = (Long) tie[i].eval(row);
-            if (hash <= newestTie[i]) return;
-            newestTie[i] = hash;
-          } else {
-            tieKnown[i] = false;
-          }
-          if (kept != null && row instanceof UnsafeRow) {
-            kept.copyFrom((UnsafeRow) row);  // reuses its buffer
-          } else {
-            newest[i] = row instanceof UnsafeRow ? ((UnsafeRow) row).copy()
-                : UnsafeProjection.create(types.get(i)).apply(row).copy();
-          }
-        }
       };
+    }
+
+    /** One frame's newest passed row of each key whose hash (the order's upper 32 bits) is
+     * the current one: one key, unless hashes collide. The rows are copies, reused. */
+    private final class Newest {
+      private final DataType[] types;
+      private final Expression tie;  // null: unique times
+      private final Comparator<InternalRow> byKeys;
+      private final List<UnsafeRow> rows = new ArrayList<>();
+      private long[] tieHashes = new long[1];
+      private boolean[] tieKnown = new boolean[1];
+      private int used;  // rows[0 .. used) belong to `hash`
+      private long hash;
+      private UnsafeProjection unsafe;
+
+      Newest(DataType[] types, Expression tie, Comparator<InternalRow> byKeys) {
+        this.types = types;
+        this.tie = tie;
+        this.byKeys = byKeys;
+      }
+
+      private int find(InternalRow keyed) {
+        for (int k = 0; k < used; k++) {
+          if (byKeys.compare(rows.get(k), keyed) == 0) return k;
+        }
+        return -1;
+      }
+
+      /** The kept row of the label's key, or null. */
+      UnsafeRow of(InternalRow label) {
+        if (used == 0 || (label.getLong(0) >> 32) != hash) return null;
+        int k = find(label);
+        return k < 0 ? null : rows.get(k);
+      }
+
+      /** `row` passed: it is its key's newest unless it ties with that and hashes lower. */
+      void take(InternalRow row) {
+        long h = row.getLong(0) >> 32;
+        if (used == 0 || h != hash) {
+          used = 0;
+          hash = h;
+        }
+        int k = find(row);
+        if (k < 0) {
+          k = used++;
+          if (k == rows.size()) {
+            rows.add(null);
+            if (k == tieKnown.length) {
+              tieKnown = java.util.Arrays.copyOf(tieKnown, k * 2);
+              tieHashes = java.util.Arrays.copyOf(tieHashes, k * 2);
+            }
+          }
+          tieKnown[k] = false;
+        } else if (tie != null && timeOf(row) == timeOf(rows.get(k))) {
+          if (!tieKnown[k]) {
+            tieHashes[k] = (Long) tie.eval(rows.get(k));
+            tieKnown[k] = true;
+          }
+          long hashed = (Long) tie.eval(row);
+          if (hashed <= tieHashes[k]) return;
+          tieHashes[k] = hashed;
+        } else {
+          tieKnown[k] = false;
+        }
+        UnsafeRow kept = rows.get(k);
+        UnsafeRow given = row instanceof UnsafeRow ? (UnsafeRow) row : toUnsafe(row);
+        if (kept != null) {
+          kept.copyFrom(given);  // reuses its buffer
+        } else {
+          rows.set(k, given.copy());
+        }
+      }
+
+      private UnsafeRow toUnsafe(InternalRow row) {
+        if (unsafe == null) unsafe = UnsafeProjection.create(types);
+        return unsafe.apply(row);
+      }
     }
   }
 }
