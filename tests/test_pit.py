@@ -48,6 +48,26 @@ def test_picks_newest_row_at_or_before_and_never_later(spark):
     ]
 
 
+@pytest.mark.parametrize("kind", ["timestamp", "timestamp_ntz", "date", "before 1970"])
+def test_every_time_type_and_times_before_1970(spark, kind):
+    """The scan sorts by a long holding the time in whole seconds (days for dates) since 1970,
+    held at 0 before it: rows a fraction of a second apart, dates, and times before 1970
+    still give the newest row at or before each label's time."""
+    base = {"date": dt.date(2013, 1, 1), "before 1970": dt.datetime(1950, 6, 1)}.get(kind, T0)
+    step = dt.timedelta(days=1) if kind == "date" else dt.timedelta(milliseconds=50)
+    at = lambda n: base + n * step  # noqa: E731
+    time_type = "timestamp" if kind == "before 1970" else kind
+    labels = spark.createDataFrame(
+        [(1, "a", at(10)), (2, "a", at(20)), (3, "a", at(5)), (4, "b", at(10)), (5, None, at(10)), (6, "a", None)],
+        f"id int, k string, t {time_type}")
+    feats = spark.createDataFrame(
+        [("a", at(5), 1.0), ("a", at(15), 2.0), ("a", at(25), 3.0), ("c", at(0), 9.0)],
+        f"k string, ft {time_type}, x double")
+    out = as_of_join(labels, "t", feats, FeatureLookup("f", {"k": "k"}, "ft", {"x": "x"}), "m")
+    assert [(r.id, r.x, r.m) for r in out.orderBy("id").collect()] == [
+        (1, 1.0, True), (2, 2.0, True), (3, 1.0, True), (4, None, False), (5, None, False), (6, None, False)]
+
+
 def test_lookback_expires_old_values(spark):
     labels = spark.createDataFrame([(1, "a", ts(100)), (2, "a", ts(40))], "id int, k string, t timestamp")
     feats = spark.createDataFrame([("a", ts(0), 1.0)], "k string, ft timestamp, x double")
