@@ -192,8 +192,9 @@ def _sort_order(key_cols: list, time, time_type: str):
     keys, then the time in whole seconds (days for dates) since 1970 in the lower 32, held
     between 0 and 2^32 - 1 (so it never decreases as the time grows). Sorting by it first, the
     sort decides almost every comparison on its long prefix; sorted by the keys first, every
-    two rows of one key tie there (the 2 x 10,000-key benchmark: 45 % of the framework's time
-    in the sort's comparator, against 26 % for the equi-join floor). A null time sorts last."""
+    two rows of one key tie there and cost a comparison of whole rows (benchmarks/pit_join.py,
+    10,000 keys: 45 % of the join's time in the sort's comparator, against 26 % for the
+    equi-join floor). A null time sorts last."""
     from pyspark.sql import functions as F
 
     if time_type == "date":

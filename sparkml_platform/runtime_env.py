@@ -101,12 +101,12 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
         python = str(target / "bin" / "python")
         # uv installs the same pins as pip, several times faster; both compile the bytecode
         # (executors then never compile what they import).
-        pip = ([uv, "pip", "install", "-q", "--compile-bytecode", "--python", python] if uv else
-               [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        install = ([uv, "pip", "install", "-q", "--compile-bytecode", "--python", python] if uv else
+                   [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"])
         reqs = work_dir / f"{env['id']}.requirements.txt"
         reqs.write_text("\n".join(requirements(env)) + "\n")
         for what, args in (("the pinned packages", ["-r", str(reqs)]), ("the platform", [str(PROJECT_ROOT)])):
-            result = subprocess.run(pip + ["--no-deps", *args], capture_output=True, text=True)
+            result = subprocess.run(install + ["--no-deps", *args], capture_output=True, text=True)
             if result.returncode != 0:
                 raise JobFailed(f"building environment {env['id']} failed installing {what} "
                                 f"({'uv' if uv else 'pip'}): {result.stderr[-2000:]}")
