@@ -127,9 +127,9 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     # platform.yml's own driver options (here the class log), and still logs warnings only
     # (log4j2.properties, now a file rather than a class path entry).
     submit_log = tmp_path / "submit-classes.log"
-    submitted = make_project(tmp_path / "submitted", {"platform.yml": {"spark": {"conf": {
+    own_options = make_project(tmp_path / "submitted", {"platform.yml": {"spark": {"conf": {
         "spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={submit_log}"}}}})
-    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(submitted), "--env", "test",
+    done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(own_options), "--env", "test",
                            "load_sources", "planes"], capture_output=True, text=True, timeout=600,
                           env=cli_env())
     assert done.returncode == 0, submitted(done)

@@ -333,10 +333,8 @@ public final class AsOfMerge {
       private final DataType[] types;
       private final Expression tie;  // null: unique times
       private final Comparator<InternalRow> byKeys;
-      private final List<UnsafeRow> rows = new ArrayList<>();
-      private long[] tieHashes = new long[1];
-      private boolean[] tieKnown = new boolean[1];
-      private int used;  // rows[0 .. used) belong to `hash`
+      private final List<Kept> kept = new ArrayList<>();  // [0, used) belong to `hash`
+      private int used;
       private long hash;
       private UnsafeProjection unsafe;
 
@@ -346,18 +344,18 @@ public final class AsOfMerge {
         this.byKeys = byKeys;
       }
 
-      private int find(InternalRow keyed) {
+      private Kept find(InternalRow keyed) {
         for (int k = 0; k < used; k++) {
-          if (byKeys.compare(rows.get(k), keyed) == 0) return k;
+          if (byKeys.compare(kept.get(k).row, keyed) == 0) return kept.get(k);
         }
-        return -1;
+        return null;
       }
 
       /** The kept row of the label's key, or null. */
       UnsafeRow of(InternalRow label) {
         if (used == 0 || (label.getLong(0) >> 32) != hash) return null;
-        int k = find(label);
-        return k < 0 ? null : rows.get(k);
+        Kept k = find(label);
+        return k == null ? null : k.row;
       }
 
       /** `row` passed: it is its key's newest unless it ties with that and hashes lower. */
@@ -367,34 +365,27 @@ public final class AsOfMerge {
           used = 0;
           hash = h;
         }
-        int k = find(row);
-        if (k < 0) {
-          k = used++;
-          if (k == rows.size()) {
-            rows.add(null);
-            if (k == tieKnown.length) {
-              tieKnown = java.util.Arrays.copyOf(tieKnown, k * 2);
-              tieHashes = java.util.Arrays.copyOf(tieHashes, k * 2);
-            }
-          }
-          tieKnown[k] = false;
-        } else if (tie != null && timeOf(row) == timeOf(rows.get(k))) {
-          if (!tieKnown[k]) {
-            tieHashes[k] = (Long) tie.eval(rows.get(k));
-            tieKnown[k] = true;
+        Kept k = find(row);
+        if (k == null) {
+          if (used == kept.size()) kept.add(new Kept());
+          k = kept.get(used++);
+          k.tieKnown = false;
+        } else if (tie != null && timeOf(row) == timeOf(k.row)) {
+          if (!k.tieKnown) {
+            k.tie = (Long) tie.eval(k.row);
+            k.tieKnown = true;
           }
           long hashed = (Long) tie.eval(row);
-          if (hashed <= tieHashes[k]) return;
-          tieHashes[k] = hashed;
+          if (hashed <= k.tie) return;
+          k.tie = hashed;
         } else {
-          tieKnown[k] = false;
+          k.tieKnown = false;
         }
-        UnsafeRow kept = rows.get(k);
         UnsafeRow given = row instanceof UnsafeRow ? (UnsafeRow) row : toUnsafe(row);
-        if (kept != null) {
-          kept.copyFrom(given);  // reuses its buffer
+        if (k.row != null) {
+          k.row.copyFrom(given);  // reuses its buffer
         } else {
-          rows.set(k, given.copy());
+          k.row = given.copy();
         }
       }
 
@@ -402,6 +393,13 @@ public final class AsOfMerge {
         if (unsafe == null) unsafe = UnsafeProjection.create(types);
         return unsafe.apply(row);
       }
+    }
+
+    /** A key's newest row, and its tie-break hash once a tie needed it. */
+    private static final class Kept {
+      UnsafeRow row;
+      long tie;
+      boolean tieKnown;
     }
   }
 }
