@@ -227,11 +227,29 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     # The deciles are among the grid's points, so each grid bin falls in one decile.
     deciles = {c: {e for p, e in zip(fine, q) if round(p * PSI_BINS, 6).is_integer() and e is not None}
                for c, q in quantiles.items()}
-    top = {c: [r[0] for r in train.where(F.col(c).isNotNull()).groupBy(c).count()
-               .orderBy(F.desc("count"), c).limit(TOP_CATEGORIES).collect()] for c in categorical}
+    top = _top_categories(train, categorical)
     counted = _bin_counts(train.withColumn("__period", F.lit(TRAIN)), edges, top).unionByName(
         _bin_counts(looked_up, edges, top)).toPandas()
     return _distances(counted, edges, deciles)
+
+
+def _top_categories(train, categorical: list[str]) -> dict[str, list[str]]:
+    """Each categorical feature's most frequent values in the training set (ties by value),
+    as text: one job for all features rather than one per feature."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    top = {c: [] for c in categorical}
+    if not categorical:
+        return top
+    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(f"`{c.replace('`', '``')}`")
+                                         .cast("string").alias("value")) for c in categorical]))
+    rank = F.row_number().over(Window.partitionBy("feature").orderBy(F.desc("count"), "value"))
+    counts = (train.select(pairs.alias("cell")).where(F.col("cell.value").isNotNull())
+              .groupBy("cell.feature", "cell.value").count())
+    for r in counts.withColumn("rank", rank).where(F.col("rank") <= TOP_CATEGORIES).orderBy("feature", "rank").collect():
+        top[r["feature"]].append(r["value"])
+    return top
 
 
 def _bin_counts(df, edges: dict[str, list[float]], top: dict[str, list]):
@@ -248,8 +266,8 @@ def _bin_counts(df, edges: dict[str, list[float]], top: dict[str, list]):
             if es else F.lit(0)
         cells.append((c, F.when(F.col(f"`{quoted}`").isNull(), "null").otherwise(index.cast("string"))))
     for c, values in top.items():
-        cells.append((c, F.when(F.col(c).isNull(), "null").when(F.col(c).isin(values), F.col(c).cast("string"))
-                      .otherwise("__other__")))
+        text = F.col(f"`{c.replace('`', '``')}`").cast("string")
+        cells.append((c, F.when(text.isNull(), "null").when(text.isin(values), text).otherwise("__other__")))
     pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), b.alias("bin")) for c, b in cells]))
     return df.select("__period", pairs.alias("cell")).groupBy("__period", "cell.feature", "cell.bin").count()
 
