@@ -11,6 +11,7 @@ from . import lake
 from .config import Config
 from .errors import ConfigError, GateFailed, NotFoundError
 from .evaluation import METRICS as METRICS_OF
+from .statistics import sql_name
 
 
 def table_ref(model_name: str) -> str:
@@ -239,17 +240,17 @@ def _top_categories(train, categorical: list[str]) -> dict[str, list[str]]:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    top = {c: [] for c in categorical}
     if not categorical:
-        return top
-    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(f"`{c.replace('`', '``')}`")
-                                         .cast("string").alias("value")) for c in categorical]))
+        return {}
+    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), F.col(sql_name(c)).cast("string").alias("value"))
+                                for c in categorical]))
     rank = F.row_number().over(Window.partitionBy("feature").orderBy(F.desc("count"), "value"))
     counts = (train.select(pairs.alias("cell")).where(F.col("cell.value").isNotNull())
               .groupBy("cell.feature", "cell.value").count())
-    for r in counts.withColumn("rank", rank).where(F.col("rank") <= TOP_CATEGORIES).orderBy("feature", "rank").collect():
-        top[r["feature"]].append(r["value"])
-    return top
+    # Ordered here, not by Spark: a global sort of these few rows would add a sampling job.
+    kept = sorted((r["feature"], r["rank"], r["value"]) for r in
+                  counts.withColumn("rank", rank).where(F.col("rank") <= TOP_CATEGORIES).collect())
+    return {c: [value for feature, _, value in kept if feature == c] for c in categorical}
 
 
 def _bin_counts(df, edges: dict[str, list[float]], top: dict[str, list]):
@@ -261,12 +262,11 @@ def _bin_counts(df, edges: dict[str, list[float]], top: dict[str, list]):
     for c, es in edges.items():
         # One SQL text per feature: built as Column objects, its ~50 comparisons cost a few
         # py4j calls each, seconds of driver time for a dozen features (still one generated sum).
-        quoted = c.replace("`", "``")
-        index = F.expr(" + ".join(f"CAST(`{quoted}` > CAST('{e!r}' AS DOUBLE) AS INT)" for e in es)) \
+        index = F.expr(" + ".join(f"CAST({sql_name(c)} > CAST('{e!r}' AS DOUBLE) AS INT)" for e in es)) \
             if es else F.lit(0)
-        cells.append((c, F.when(F.col(f"`{quoted}`").isNull(), "null").otherwise(index.cast("string"))))
+        cells.append((c, F.when(F.col(sql_name(c)).isNull(), "null").otherwise(index.cast("string"))))
     for c, values in top.items():
-        text = F.col(f"`{c.replace('`', '``')}`").cast("string")
+        text = F.col(sql_name(c)).cast("string")
         cells.append((c, F.when(text.isNull(), "null").when(text.isin(values), text).otherwise("__other__")))
     pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("feature"), b.alias("bin")) for c, b in cells]))
     return df.select("__period", pairs.alias("cell")).groupBy("__period", "cell.feature", "cell.bin").count()

@@ -15,6 +15,11 @@ from .storage import Location
 NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint")
 
 
+def sql_name(column: str) -> str:
+    """A column name quoted for Spark SQL, whatever characters it holds."""
+    return "`" + column.replace("`", "``") + "`"
+
+
 def stats_path(table_path: Location, version: int) -> Location:
     return table_path / "_sparkml_stats" / f"v{version:06d}.json"
 
@@ -32,22 +37,19 @@ def aggregates(features: dict[str, str], event_time: str) -> list:
     each (about a thousand for ten features), a noticeable part of a small window's build."""
     from pyspark.sql import functions as F
 
-    def q(name: str) -> str:
-        return "`" + name.replace("`", "``") + "`"
-
     # The range as text in the session's time zone (UTC): a collected timestamp would be a
     # wall-clock value of the Python process's zone, and an incremental build a day off.
     aggs = ["count(1) AS __rows",
-            f"date_format(min({q(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __first",
-            f"date_format(max({q(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __last"]
+            f"date_format(min({sql_name(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __first",
+            f"date_format(max({sql_name(event_time)}), 'yyyy-MM-dd HH:mm:ss') AS __last"]
     for name, kind in features.items():
-        col = q(name)
-        aggs += [f"count({col}) AS {q(name + '__count')}",
-                 f"approx_count_distinct({col}) AS {q(name + '__distinct')}"]
+        col = sql_name(name)
+        aggs += [f"count({col}) AS {sql_name(name + '__count')}",
+                 f"approx_count_distinct({col}) AS {sql_name(name + '__distinct')}"]
         if kind in NUMERIC:
-            aggs += [f"CAST(min({col}) AS DOUBLE) AS {q(name + '__min')}",
-                     f"CAST(max({col}) AS DOUBLE) AS {q(name + '__max')}",
-                     f"avg({col}) AS {q(name + '__mean')}"]
+            aggs += [f"CAST(min({col}) AS DOUBLE) AS {sql_name(name + '__min')}",
+                     f"CAST(max({col}) AS DOUBLE) AS {sql_name(name + '__max')}",
+                     f"avg({col}) AS {sql_name(name + '__mean')}"]
     return [F.expr(agg) for agg in aggs]
 
 

@@ -42,7 +42,7 @@ def test_top_categories_and_bins_match_pandas(spark):
         return "null" if pd.isna(v) else str(sum(v > e for e in edges["distance"]))
 
     def bin_of_category(v, values):
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if pd.isna(v):
             return "null"
         text = str(v).lower() if isinstance(v, bool) else str(v)
         return text if text in values else "__other__"
