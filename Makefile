@@ -5,15 +5,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test test-fast test-cluster clean-lake clean
+.PHONY: prerequisites setup jars demo test test-fast test-cluster clean-lake clean
 
-setup: $(INSTALLED) jars
+# The system programs each target needs (tools/prerequisites.py knows them): checked first,
+# before any set-up; installed with apt-get where this user may, else named with the command
+# that installs them (exit 2). A target's PREREQUISITES reach the set-up it depends on.
+PREREQUISITES = demo
+test: PREREQUISITES = test
+test-cluster: PREREQUISITES = test-cluster
+prerequisites:
+	@$(PYTHON) tools/prerequisites.py $(PREREQUISITES)
+
+setup: prerequisites $(INSTALLED) jars
 
 # Reinstall only when the dependency pins change. uv installs the same pins as pip would, in
 # about a minute against pip's two and a half here. Compiled to bytecode now, as pip does: with
 # PYTHONDONTWRITEBYTECODE set (as on this machine) every process, each Spark Python worker too,
 # would otherwise compile every module it imports, every time it starts.
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml constraints.txt | prerequisites
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "uv>=0.9"
 	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -c constraints.txt -e ".[test]"

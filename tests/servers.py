@@ -13,6 +13,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import prerequisites
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -85,11 +87,11 @@ def spark_standalone(workdir: Path, cores: int = 2, memory: str = "3g"):
         logs.close()
 
 
-def postgres_bin() -> Path | None:
-    """Debian's PostgreSQL binaries (initdb, pg_ctl): /usr/lib/postgresql/NN/bin."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
-    return found[-1].parent if found else None
+def postgres_bin() -> Path:
+    """PostgreSQL's server programs (initdb, pg_ctl), where `make test-cluster`'s check found them."""
+    found = prerequisites.postgres_bin()
+    assert found, "PostgreSQL is missing: `make test-cluster` installs it or names the command that does"
+    return Path(found)
 
 
 @contextmanager
@@ -189,7 +191,9 @@ def redis_server(workdir: Path):
 
     port = free_port()
     logs = open(workdir / "redis.log", "w")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", "",
+    command = prerequisites.find("redis-server")
+    assert command, "redis-server is missing: `make test` installs it or names the command that does"
+    proc = subprocess.Popen([command, "--port", str(port), "--bind", LOOPBACK, "--save", "",
                              "--appendonly", "no", "--dir", str(workdir)], stdout=logs, stderr=logs)
     url = f"redis://{LOOPBACK}:{port}/0"
 

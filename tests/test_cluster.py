@@ -148,10 +148,8 @@ def test_two_trainings_at_once_against_an_mlflow_server_on_postgresql(flights_pr
     registered model at once both finish; the one promoted second was compared with the first."""
     from mlflow import MlflowClient
 
-    from servers import mlflow_server, postgres_bin, postgresql
+    from servers import mlflow_server, postgresql
 
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql")
     conf, _ = flights_project
     with postgresql() as database, mlflow_server(tmp_path, database) as uri:
         trainings = [subprocess.Popen(

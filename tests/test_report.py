@@ -10,6 +10,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import prerequisites
 import pytest
 
 from conftest import run_main
@@ -76,8 +77,8 @@ def test_monitoring_section_highlights_breaches_and_charts_metrics():
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
     """Headless Chromium with the page's console on stderr (a page line reads `CONSOLE`)."""
-    command = shutil.which("chromium")
-    assert command, "the report tests need Debian's chromium (apt-get install chromium)"
+    command = prerequisites.find("chromium")
+    assert command, "Chromium is missing: `make test` installs it or names the command that does"
     return subprocess.run([command, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            "--enable-logging=stderr", "--v=0", *args], capture_output=True, text=True,
                           timeout=180)
