@@ -177,6 +177,9 @@ else
   # Same machine (local, or a standalone cluster on it): the project's own interpreter.
   export PYSPARK_PYTHON="$PY"
 fi
+# A local master's tasks run in the driver: OpenBLAS on one thread per task, as sessions
+# started from Python have it (session.BLAS_THREADS); executors get it from the session.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 case "$MASTER" in
   # Stay on loopback when everything runs here; a remote master must reach the driver.
   local*|spark://127.0.0.1:*|spark://localhost:*) export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" ;;

@@ -23,6 +23,13 @@ DELTA_CONF = {
 JIT_OPTIONS = {"client": "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m", "server": ""}
 
 
+# OpenBLAS (MLlib's native BLAS) runs a thread per core inside every task that calls it, on
+# top of Spark's own task per core. MLlib's logistic regression on two cores
+# (benchmarks/training_blas.py): 27.5 s with one thread per task, 30.7 s with OpenBLAS's
+# default, 28.8 s on MLlib's Java BLAS. As many threads as a task has cores; the user's wins.
+BLAS_THREADS = "OPENBLAS_NUM_THREADS"
+
+
 def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
     """Every setting the platform puts on a session, as one dict (also used by spark-submit)."""
     conf = {
@@ -37,6 +44,7 @@ def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Tuning threads submit jobs at once, each to its own pool: share executors fairly.
         "spark.scheduler.mode": "FAIR",
+        f"spark.executorEnv.{BLAS_THREADS}": settings.conf.get("spark.task.cpus", "1"),
     }
     conf.update(settings.conf)
     return conf
@@ -83,6 +91,9 @@ def get_spark(config: Config, spark=None, small_inputs: bool = False):
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         # Local mode serves nothing to other machines: bind the driver to loopback.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+    if not submitted:  # a local master's tasks run in this driver JVM, started from here
+        os.environ.setdefault(BLAS_THREADS, conf[f"spark.executorEnv.{BLAS_THREADS}"])
 
     builder = SparkSession.builder.appName(settings.app_name)
     # Under spark-submit the master comes from its command line.

@@ -53,7 +53,9 @@ def test_where_packages_may_be_installed_apt_get_installs_every_missing_one_opti
     assert action == "install" and missing == ["blas", "chromium"]
     assert command == "sudo apt-get install -y -q --no-install-recommends libopenblas0 chromium"
     _, _, as_root = plan("test", without("chromium"), "Linux", apt=True, may_install=True, sudo=False)
-    assert as_root.startswith("apt-get install ")
+    assert as_root == "apt-get install -y -q --no-install-recommends chromium"
+    _, _, on_ubuntu = plan("test", without("chromium"), "ubuntu", apt=True, may_install=True, sudo=False)
+    assert on_ubuntu == "apt-get install -y -q --no-install-recommends chromium-browser"
 
 
 def test_a_missing_optional_program_is_noted_and_never_stops_a_run():

@@ -54,6 +54,8 @@ TARGETS = {"demo": ["python3.11", "java", "mvn", "blas"]}
 TARGETS["test"] = TARGETS["demo"] + ["git", "redis-server", "chromium"]
 TARGETS["test-cluster"] = TARGETS["test"] + ["postgresql"]
 
+# Ubuntu's names where they differ from Debian's (its chromium is a snap behind this package).
+UBUNTU_APT = {"chromium": "chromium-browser"}
 # Chromium's names: Debian's package, Ubuntu's, and the Homebrew cask's application.
 CHROMIUM = ("chromium", "chromium-browser", "/Applications/Chromium.app/Contents/MacOS/Chromium")
 
@@ -118,7 +120,8 @@ def _has_venv(python: str) -> bool:
 
 
 def plan(target: str, found: dict, system: str, apt: bool, may_install: bool, sudo: bool):
-    """What to do about `target` given what was `found` (need -> location or None).
+    """What to do about `target` given what was `found` (need -> location or None), on
+    `system` (system_name()), with apt-get there or not, allowed to install or not.
     Returns (action, missing, note): action is "ok", "install" (then `note` is the apt-get
     command) or "stop" (then `note` is the message naming each missing program and how to
     install it). Optional needs never stop a run."""
@@ -127,7 +130,7 @@ def plan(target: str, found: dict, system: str, apt: bool, may_install: bool, su
     if not missing:
         return "ok", [], ""
     if apt and may_install:
-        return "install", missing, apt_command(missing, sudo)
+        return "install", missing, apt_command(missing, system, sudo)
     if not required:
         return "ok", missing, "note: not found, %s; install with: %s" % (
             ", ".join("%s (%s)" % (NEEDS[n].name, NEEDS[n].what) for n in missing),
@@ -140,9 +143,14 @@ def plan(target: str, found: dict, system: str, apt: bool, may_install: bool, su
     return "stop", required, "\n".join(lines)
 
 
-def apt_command(needs, sudo: bool) -> str:
-    packages = " ".join(NEEDS[n].apt for n in needs)
-    return "%sapt-get install -y -q --no-install-recommends %s" % ("sudo " if sudo else "", packages)
+def apt_packages(needs, system: str) -> str:
+    names = UBUNTU_APT if system == "ubuntu" else {}
+    return " ".join(names.get(n, NEEDS[n].apt) for n in needs)
+
+
+def apt_command(needs, system: str, sudo: bool) -> str:
+    return "%sapt-get install -y -q --no-install-recommends %s" % (
+        "sudo " if sudo else "", apt_packages(needs, system))
 
 
 def install_hint(needs, system: str, apt: bool) -> str:
@@ -153,11 +161,22 @@ def install_hint(needs, system: str, apt: bool) -> str:
         parts = (["brew install " + " ".join(formulae)] if formulae else []) + \
                 (["brew install --cask " + " ".join(casks)] if casks else [])
         return " && ".join(parts)
-    command = "sudo apt-get install " + " ".join(NEEDS[n].apt for n in needs)
+    command = "sudo apt-get install " + apt_packages(needs, system)
     return command if apt else command + "   (Debian/Ubuntu; on other systems, their own packages)"
 
 
 # --- acting (the edge) ---------------------------------------------------------------------
+
+
+def system_name() -> str:
+    """"Darwin" on macOS, "ubuntu" on Ubuntu, else platform.system() ("Linux" on Debian)."""
+    try:
+        with open("/etc/os-release") as release:
+            if re.search(r"^ID=\"?ubuntu", release.read(), re.M):
+                return "ubuntu"
+    except OSError:
+        pass
+    return platform.system()
 
 
 def may_install():
@@ -192,14 +211,14 @@ def main(argv) -> int:
     target = args[0]
     found = {n: find(n) for n in TARGETS[target]}
     allowed, sudo = may_install() if "--check-only" not in argv else (False, False)
-    action, missing, note = plan(target, found, platform.system(), bool(shutil.which("apt-get")),
-                                 allowed, sudo)
+    system = system_name()
+    action, missing, note = plan(target, found, system, bool(shutil.which("apt-get")), allowed, sudo)
     if action == "install":
         print("prerequisites: installing %s with apt-get (log: %s)" % (
-            " ".join(NEEDS[n].apt for n in missing), os.path.relpath(APT_LOG)), flush=True)
+            apt_packages(missing, system), os.path.relpath(APT_LOG)), flush=True)
         install(note)
         found = {n: find(n) for n in TARGETS[target]}
-        action, missing, note = plan(target, found, platform.system(), True, False, sudo)
+        action, missing, note = plan(target, found, system, True, False, sudo)
         if action == "stop":
             note += "\n(apt-get could not install them: see %s)" % os.path.relpath(APT_LOG)
     if note:
