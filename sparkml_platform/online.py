@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from . import feature_definitions
 from .errors import ConfigError, JobFailed, NotFoundError
 
 
@@ -327,10 +328,12 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     if removed:
         store.delete(name, removed)
     key_types = {c: table.schema[c].dataType.simpleString() for c in definition.keys}  # requests are coerced to them
+    built = feature_definitions.definition_at(lake.commits(path, ref), version)
     info = {"version": version, "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "mode": "incremental" if incremental else "full", "written": written, "deleted": len(removed),
             "shape": shape, "key_types": key_types,
-            "lookback": definition.lookback}
+            "lookback": definition.lookback,
+            "definition": built.definition if built else None}  # what a served model is checked against
     store.record(name, info)  # last: a publish cut short is redone from the version before
     return {"table": ref, "version": version, "mode": info["mode"], "written": written,
             "deleted": len(removed)}

@@ -24,7 +24,7 @@ partitioned. The scan hashes only rows that meet such a twin; the window sorts b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
 
@@ -41,17 +41,22 @@ class FeatureLookup:
     columns: dict[str, str]  # feature column -> output column name
     lookback_seconds: int | None = None
     version: int | None = field(default=None, compare=False)
+    # The table's definition hash at `version` (feature_definitions): what the rows were made by.
+    definition: str | None = field(default=None, compare=False)
     # At most one row per key and event time (a platform-built feature table): no tie-break.
     unique_times: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"table": self.table, "key_map": self.key_map, "event_time": self.event_time,
                 "columns": self.columns, "lookback_seconds": self.lookback_seconds,
-                "version": self.version}
+                "version": self.version, "definition": self.definition}
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureLookup":
-        return cls(**data)
+        # Keys a later platform version records are left out: its manifests and feature specs
+        # stay readable here (an older platform failed on the `definition` key).
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def check_time_types(entities, entity_time: str, features, lookup: FeatureLookup) -> None:

@@ -42,6 +42,8 @@ def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest:
         "training_set_version": str(manifest["version"]),
         "training_set_digest": manifest["digest"],
         "feature_tables": json.dumps({lk["table"]: lk["version"] for lk in manifest["lookups"]}),
+        # Each table's definition hash at that version (None: made before they were recorded).
+        "feature_definitions": json.dumps({lk["table"]: lk.get("definition") for lk in manifest["lookups"]}),
         "code_version": json.dumps(code or manifest["code"]),  # the project's code that trained it
         "environment_id": env["id"],
         "python": env["python"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from . import lake, registry, tracking
+from . import feature_definitions, lake, registry, tracking
 from .config import Config
 from .errors import ConfigError, JobFailed
 from .estimators import DECISION_THRESHOLD, spark_score
@@ -61,6 +61,16 @@ class ScoringModel:
     def missing(self, columns: list[str]) -> list[str]:
         return [c for c in self.needed if c not in columns]
 
+    def read_features(self, spark, config: Config) -> list[tuple[FeatureLookup, object]]:
+        """The model's feature tables as they are now, refused (nothing scored) when one holds
+        another definition than the model was trained on."""
+        tables = read_feature_tables(spark, config, self.lookups)
+        mv = self.version
+        feature_definitions.verify(
+            f"{mv.name} version {mv.version}", self.spec["lookups"], [lk.to_dict() for lk, _ in tables],
+            lambda table: lake.commits(lake.table_path(config.lake_root, f"features.{table}")))
+        return tables
+
 
 def resolve(tracker, ref: str) -> ScoringModel:
     mv = registry.resolve(tracker, ref)
@@ -96,7 +106,7 @@ def score_batch(spark, config: Config, tracker, model_ref: str, df, where: str =
             raise ConfigError(f"{where} lacks column {', '.join(missing)} that model {mv.name} "
                               f"version {mv.version} needs (it has {', '.join(df.columns)}); "
                               "nothing scored")
-        tables = read_feature_tables(spark, config, model.lookups)
+        tables = model.read_features(spark, config)
         produced = {*[c for lk, _ in tables for c in lk.columns.values()], "prediction", "probability",
                     "value", "score", "model_name", "model_version"}
         rows = df.select(*model.needed, *[c for c in df.columns if c not in model.needed and c not in produced])
@@ -138,7 +148,7 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     # rows are observed after the point-in-time join, which keeps every row once (an
     # observation before it would never report: the join's scan runs its inputs as RDDs).
     seen, written = Observation("entity rows"), Observation("predictions")
-    tables = read_feature_tables(spark, config, model.lookups)
+    tables = model.read_features(spark, config)
     scored_at = dt.datetime.now(dt.timezone.utc)
     scored = score_frame(spark, model, entities.select(*model.needed), tables).observe(
         seen, *[F.sum(F.col(f"`{c}`").isNull().cast("int")).alias(c) for c in key_columns])

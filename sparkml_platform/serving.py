@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 
-from . import online, refs, registry
+from . import feature_definitions, online, refs, registry
 from .errors import ConfigError
 from .estimators import DECISION_THRESHOLD
 from .pit import FeatureLookup
@@ -52,6 +52,13 @@ class ServedModel:
         self.classifier = spec.get("task", "classification") == "classification"
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
         self.published = online.check_published(store, [lk.table for lk in self.lookups])
+        # The store's rows came from one table version each: the model must have been trained on
+        # its definition (publishes made before definitions were recorded are not checked).
+        feature_definitions.verify(
+            f"{mv.name} version {mv.version}", spec["lookups"],
+            [{"table": t, "version": p["version"], "definition": p.get("definition")}
+             for t, p in self.published.items() if p.get("definition")], lambda table: [],
+            feature_definitions.SERVING)
         with tracker.bound():
             uri = f"models:/{mv.name}/{mv.version}"
             self.model = mlflow.sklearn.load_model(uri)

@@ -13,7 +13,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import environment, estimators, evaluation, lake, registry, tracking, training_sets, tuning
+from . import (environment, estimators, evaluation, feature_definitions, lake, registry, tracking,
+               training_sets, tuning)
 from .config import Config, Threshold
 from .errors import ConfigError, GateFailed, JobFailed
 from .provenance import definition_hash
@@ -123,8 +124,8 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
             mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
             promotion.enter_context(registry.promotion_lock(tracker, registered))
             registry.finish_interrupted(tracker, registered)
-            champion = _champion_on(tracker, registered, test_df, spec.thresholds, spec.label,
-                                    estimator.task)
+            champion = _champion_on(config, tracker, registered, manifest, test_df, spec.thresholds,
+                                    spec.label, estimator.task)
             verdict = evaluation.verdict(spec.thresholds, metrics, champion)
 
             sample = train_df.drop(spec.label).limit(50)
@@ -245,15 +246,24 @@ def _log_artifacts(documents: dict[str, dict], test_frame, task: str, importance
                 mlflow.log_artifact(str(path), artifact_path="plots")
 
 
-def _champion_on(tracker: tracking.Tracker, registered: str, test_df, thresholds: dict, label: str,
-                 task: str) -> dict | None:
-    """The current champion's metrics on the candidate's test rows (None: no champion yet)."""
+def _champion_on(config: Config, tracker: tracking.Tracker, registered: str, manifest: dict, test_df,
+                 thresholds: dict, label: str, task: str) -> dict | None:
+    """The current champion's metrics on the candidate's test rows (None: no champion yet).
+    Skipped (the gate then holds the candidate to its thresholds alone) when the champion was
+    trained on another definition of a feature table than the candidate's rows hold: its
+    metric on them would not be its own."""
     champion = registry.champion(tracker, registered)
     if champion is None:
         return None
     if not any(t.vs_champion is not None for t in thresholds.values()):
         return {"version": champion.version, "skipped": "no threshold compares with the champion"}
     feature_spec = registry.load_feature_spec(tracker, champion.run_id)
+    trained = {lk["table"]: lk for lk in feature_spec["lookups"]}
+    commits = lambda table: lake.commits(lake.table_path(config.lake_root, f"features.{table}"))  # noqa: E731
+    other = [why for lk in manifest["lookups"] if lk["table"] in trained and (why := feature_definitions.mismatch(
+        f"{registered} version {champion.version}", trained[lk["table"]], lk, commits))]
+    if other:
+        return {"version": champion.version, "skipped": "; ".join(other)}
     missing = [c for c in feature_spec["feature_columns"] if c not in test_df.columns]
     if missing or feature_spec.get("task", "classification") != task:
         why = (f"it needs columns the test rows lack: {', '.join(missing)}" if missing
@@ -424,7 +434,7 @@ def _log_fitted(spark, config, tracker, model, manifest, registered, metrics, th
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v})
             promotion.enter_context(registry.promotion_lock(tracker, registered))
             registry.finish_interrupted(tracker, registered)
-            champion = (_champion_on(tracker, registered, test_df, thresholds, label, task)
+            champion = (_champion_on(config, tracker, registered, manifest, test_df, thresholds, label, task)
                         if test_frame is not None else None)
             verdict = evaluation.verdict(thresholds, metrics, champion)
             feature_spec = _feature_spec(manifest, flavor, task, label, model_inputs=inputs,

@@ -15,7 +15,7 @@ import re
 
 from dataclasses import dataclass
 
-from . import lake, refs
+from . import feature_definitions, lake, refs
 from .config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
@@ -84,8 +84,10 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
         if missing:
             raise ConfigError(f"{ref} in the lake has no column {', '.join(missing)} (version "
                               f"{version}): rebuild it with sparkml features build {lookup.table}")
+        built = feature_definitions.definition_at(lake.commits(path, ref), version)
         # Built by the platform, whose build refuses two rows for one key and event time.
-        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True}), df))
+        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True,
+                                     "definition": built.definition if built else None}), df))
     return out
 
 
@@ -258,7 +260,10 @@ def up_to_date(config: Config, name: str) -> dict | None:
         if not lake.exists(path):
             return None
         current.append(FeatureLookup(**{**lookup.to_dict(), "version": lake.version(None, path)}).to_dict())
-    return man if man.get("lookups") == current else None
+    # A Delta version fixes its definition: manifests written before definitions were recorded
+    # (no "definition" key) are as current as the versions they name.
+    recorded = [{k: v for k, v in lk.items() if k != "definition"} for lk in man.get("lookups", [])]
+    return man if recorded == [{k: v for k, v in lk.items() if k != "definition"} for lk in current] else None
 
 
 def rebuild(spark, config: Config, ref: str) -> dict:

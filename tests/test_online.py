@@ -300,3 +300,23 @@ def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
     assert done.returncode == 2 and "model flight_delays has no alias 'no_such_alias'" in done.stderr
     done = serve(f"flight_delays/{sklearn_version(conf, 'flight_delay_gbt')}")
     assert done.returncode == 2 and "is a Spark ML model" in done.stderr
+
+    # A store published from another definition of a table than the model was trained on.
+    import sqlite3
+
+    if not (conf.parent / ".sparkml" / "online.db").exists():
+        publish(conf)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(conf.parent / ".sparkml" / "online.db") as source, sqlite3.connect(other) as copy:
+        source.backup(copy)
+    with sqlite3.connect(other) as copy:
+        info = json.loads(copy.execute("SELECT info FROM sparkml_published WHERE name = ?",
+                                       ("origin_weather_hourly",)).fetchone()[0])
+        trained = info["definition"]  # this slice's models were trained on the published version
+        copy.execute("UPDATE sparkml_published SET info = ? WHERE name = ?",
+                     (json.dumps({**info, "definition": "0123456789abcdef"}), "origin_weather_hourly"))
+    done = serve(f"flight_delays/{sklearn_version(conf)}", f"sqlite:///{other}")
+    assert done.returncode == 2, done.stderr
+    assert (f"was trained on feature table origin_weather_hourly with definition {trained} "
+            f"(Delta version ") in done.stderr
+    assert "holds definition 0123456789abcdef" in done.stderr and "it is not served" in done.stderr

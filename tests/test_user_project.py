@@ -250,6 +250,50 @@ def test_an_edited_transformation_rebuilds_the_table_through_spark_submit(spark,
     assert rows[5].mean_5d == pytest.approx(sum(r.close for r in closes[3:6]) / 3)
 
 
+def test_a_champion_whose_feature_definition_changed_is_never_scored_on_the_new_one(spark, stock_project):
+    """After the edit above, the champion (trained on price_stats' first definition) is
+    refused by `score` (exit 2, nothing written) and by `score_batch`, naming the table, both
+    definition hashes and the build that changed it; its training set and version tags
+    recorded the definition it read."""
+    from sparkml_platform import Workspace, lake
+    from sparkml_platform.config import load_config
+    from sparkml_platform.errors import ConfigError
+
+    conf = stock_project
+    root = conf.parent / ".sparkml" / "lake"
+    if not (root / "features" / "price_stats").exists():
+        assert run_main(conf, "run", "daily", env=None).returncode == 0
+    champion = mlflow_client(conf).get_model_version_by_alias("next_close", "champion")
+    trained = json.loads(champion.tags["feature_definitions"])["price_stats"]
+    manifest = json.loads(run_main(conf, "trainset", "show", "next_close", "--json", env=None).stdout)
+    assert [lk["definition"] for lk in manifest["lookups"]] == [trained]
+    features = lake.table_path(load_config(conf).lake_root, "features.price_stats")
+    built = [c for c in lake.commits(features) if (c["metadata"] or {}).get("kind") == "feature_table"]
+    if built[-1]["metadata"]["definition_hash"] == trained:  # run on its own: edit the code here
+        code = conf.parent / PACKAGE / "transformations.py"
+        code.write_text(code.read_text().replace("rowsBetween(-4, 0)", "rowsBetween(-1, 0)"))
+        assert run_main(conf, "features", "build", "price_stats", env=None).returncode == 0
+        built = [c for c in lake.commits(features) if (c["metadata"] or {}).get("kind") == "feature_table"]
+    now = built[-1]["metadata"]["definition_hash"]
+    assert now != trained
+    predictions = root / "predictions" / "next_close" / "_delta_log"
+    commits_before = sorted(predictions.glob("*.json"))
+
+    result = run_main(conf, "score", "next_close@champion", "--input", "entities.price_days",
+                      "--output", "predictions.next_close", "--run-date", "2009-07-01", env=None)
+
+    assert result.returncode == 2, result.stderr
+    assert (f"model next_close version {champion.version} was trained on feature table price_stats "
+            f"with definition {trained}") in result.stderr
+    assert f"holds definition {now}, changed by the build of version {built[-1]['version']}" in result.stderr
+    assert "nothing was scored" in result.stderr
+    assert sorted(predictions.glob("*.json")) == commits_before
+    ws = Workspace(str(conf))
+    rows = spark.read.format("delta").load(str(root / "entities" / "price_days")).limit(5)
+    with pytest.raises(ConfigError, match=f"price_stats with definition {trained}"):
+        ws.score_batch("next_close@champion", rows)
+
+
 def test_a_transformation_that_raises_names_the_table_and_the_function(spark, stock_project, capsys):
     conf = stock_project
     (conf.parent / PACKAGE / "broken.py").write_text(
