@@ -41,13 +41,16 @@ NEEDS = {
     "python3.11": Need("python3.11", "Python 3.11 with venv", "python3.11 python3.11-venv", "python@3.11"),
     "java": Need("java", "a JDK, 17 or newer (java and javac)", "openjdk-17-jdk-headless", "openjdk@17"),
     "mvn": Need("mvn", "Maven (fetches the Delta jars)", "maven", "maven"),
-    "blas": Need("libblas.so.3", "OpenBLAS, the native BLAS MLlib uses", "libopenblas0", "openblas", optional=True),
+    "blas": Need("libopenblas", "OpenBLAS, the native BLAS MLlib uses", "libopenblas0", "openblas", optional=True),
     "git": Need("git", "git (the tests version projects)", "git", "git"),
     "redis-server": Need("redis-server", "Redis (the online store's tests)", "redis-server", "redis"),
     "chromium": Need("chromium", "Chromium (the model report's browser test)", "chromium", "--cask chromium"),
     "postgresql": Need("initdb", "PostgreSQL server binaries (the tracking server's test)", "postgresql",
                        "postgresql@16"),
 }
+
+# Homebrew formulae it installs beside, not on, the PATH.
+KEG_ONLY = ("openjdk@17", "postgresql@16", "python@3.11")
 
 # What each target needs; each target needs what the one before it does.
 TARGETS = {"demo": ["python3.11", "java", "mvn", "blas"]}
@@ -70,7 +73,9 @@ def find(need: str, path=None):
         java, javac = which("java"), which("javac")
         return java if java and javac and java_major(java) >= 17 else None
     if need == "blas":
-        return ctypes.util.find_library("blas")
+        # OpenBLAS itself: Debian's reference BLAS (libblas3) answers to "blas" too, slower
+        # than MLlib's Java BLAS. Installing libopenblas0 makes it libblas.so.3.
+        return ctypes.util.find_library("openblas")
     if need == "chromium":
         for name in CHROMIUM:
             found = name if os.path.isabs(name) and os.access(name, os.X_OK) else which(name)
@@ -149,8 +154,9 @@ def apt_packages(needs, system: str) -> str:
 
 
 def apt_command(needs, system: str, sudo: bool) -> str:
+    # sudo resets the environment: the front end is named on its command line.
     return "%sapt-get install -y -q --no-install-recommends %s" % (
-        "sudo " if sudo else "", apt_packages(needs, system))
+        "sudo DEBIAN_FRONTEND=noninteractive " if sudo else "", apt_packages(needs, system))
 
 
 def install_hint(needs, system: str, apt: bool) -> str:
@@ -160,7 +166,9 @@ def install_hint(needs, system: str, apt: bool) -> str:
         casks = [NEEDS[n].brew.split()[-1] for n in needs if NEEDS[n].brew.startswith("--cask")]
         parts = (["brew install " + " ".join(formulae)] if formulae else []) + \
                 (["brew install --cask " + " ".join(casks)] if casks else [])
-        return " && ".join(parts)
+        kegs = [NEEDS[n].brew for n in needs if NEEDS[n].brew in KEG_ONLY]
+        return " && ".join(parts) + ("\n  then put their programs on PATH: " + " ".join(
+            'PATH="$(brew --prefix %s)/bin:$PATH"' % keg for keg in kegs) if kegs else "")
     command = "sudo apt-get install " + apt_packages(needs, system)
     return command if apt else command + "   (Debian/Ubuntu; on other systems, their own packages)"
 
@@ -191,16 +199,19 @@ def may_install():
 
 
 def install(command: str) -> bool:
-    """Run the apt-get command (the package lists refreshed only when it fails without)."""
+    """Run the apt-get command, the package lists refreshed only when it fails without; when
+    the whole set still fails (one package this release lacks), each package on its own, so
+    that the others are installed and the check names only what is still missing."""
     os.makedirs(os.path.dirname(APT_LOG), exist_ok=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    head, _, packages = command.rpartition("--no-install-recommends ")
     update = ("sudo " if command.startswith("sudo ") else "") + "apt-get update -q"
     with open(APT_LOG, "a") as log:
-        for attempt in ([command], [update, command]):
-            if all(subprocess.run(c, shell=True, stdout=log, stderr=subprocess.STDOUT, env=env).returncode == 0
-                   for c in attempt):
-                return True
-    return False
+        run = lambda c: subprocess.run(c, shell=True, stdout=log, stderr=subprocess.STDOUT,  # noqa: E731
+                                       env=env).returncode == 0
+        if run(command) or (run(update) and run(command)):
+            return True
+        return all([run(head + "--no-install-recommends " + package) for package in packages.split()])
 
 
 def main(argv) -> int:
