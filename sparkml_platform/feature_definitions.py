@@ -10,10 +10,10 @@ scoring and serving compare it with the definition of the version they would rea
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .lake import iso_time
 
 BUILD = "feature_table"
 
@@ -88,7 +88,7 @@ def mismatch(model: str, recorded: dict, read: dict, commits_of) -> str | None:
     return (f"model {model} was trained on feature table {table} with definition "
             f"{trained or 'unknown'} (Delta version {trained_version}); version {read['version']} of "
             f"the table holds definition {now or 'unknown'}"
-            + (f", changed by the build of version {since.version} at {_when(since.timestamp)}" if since else ""))
+            + (f", changed by the build of version {since.version} at {iso_time(since.timestamp) or 'an unknown time'}" if since else ""))
 
 
 SCORING = ("Scoring it would use features the model was not trained on; nothing was scored. "
@@ -103,14 +103,14 @@ def verify(model: str, recorded: list[dict], read: list[dict], commits_of, conse
     """Refuse (ConfigError, exit 2) a model whose lookups (`recorded`, as its feature spec
     keeps them) would read table versions (`read`, as `training_sets.read_feature_tables`
     resolved them) of another definition than it was trained on."""
-    trained = {lk["table"]: lk for lk in recorded}
-    problems = [p for lk in read if lk["table"] in trained
-                and (p := mismatch(model, trained[lk["table"]], lk, commits_of))]
+    problems = mismatches(model, recorded, read, commits_of)
     if problems:
         raise ConfigError("; ".join(problems) + ". " + consequence)
 
 
-def _when(millis: int | None) -> str:
-    if millis is None:
-        return "an unknown time"
-    return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+def mismatches(model: str, recorded: list[dict], read: list[dict], commits_of) -> list[str]:
+    """`mismatch` for every table read that the model recorded a lookup of."""
+    trained = {lk["table"]: lk for lk in recorded}
+    return [p for lk in read if lk["table"] in trained
+            and (p := mismatch(model, trained[lk["table"]], lk, commits_of))]
+

@@ -10,7 +10,7 @@ from .config import Config
 from .errors import ConfigError, JobFailed
 from .estimators import DECISION_THRESHOLD, spark_score
 from .pit import FeatureLookup, join_features
-from .training_sets import read_feature_tables
+from .training_sets import feature_commits, read_feature_tables
 
 RUN_DATE = "run_date"
 OUTPUT_ZONES = ("predictions",)  # predictions never land among features or training sets
@@ -68,7 +68,7 @@ class ScoringModel:
         mv = self.version
         feature_definitions.verify(
             f"{mv.name} version {mv.version}", self.spec["lookups"], [lk.to_dict() for lk, _ in tables],
-            lambda table: lake.commits(lake.table_path(config.lake_root, f"features.{table}")))
+            feature_commits(config))
         return tables
 
 

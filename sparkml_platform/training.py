@@ -258,10 +258,8 @@ def _champion_on(config: Config, tracker: tracking.Tracker, registered: str, man
     if not any(t.vs_champion is not None for t in thresholds.values()):
         return {"version": champion.version, "skipped": "no threshold compares with the champion"}
     feature_spec = registry.load_feature_spec(tracker, champion.run_id)
-    trained = {lk["table"]: lk for lk in feature_spec["lookups"]}
-    commits = lambda table: lake.commits(lake.table_path(config.lake_root, f"features.{table}"))  # noqa: E731
-    other = [why for lk in manifest["lookups"] if lk["table"] in trained and (why := feature_definitions.mismatch(
-        f"{registered} version {champion.version}", trained[lk["table"]], lk, commits))]
+    other = feature_definitions.mismatches(f"{registered} version {champion.version}", feature_spec["lookups"],
+                                           manifest["lookups"], training_sets.feature_commits(config))
     if other:
         return {"version": champion.version, "skipped": "; ".join(other)}
     missing = [c for c in feature_spec["feature_columns"] if c not in test_df.columns]

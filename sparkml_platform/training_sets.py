@@ -67,6 +67,11 @@ def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[
     return lookups
 
 
+def feature_commits(config: Config):
+    """Feature table name -> its commit list (`lake.commits`): what feature_definitions reads."""
+    return lambda table: lake.commits(lake.table_path(config.lake_root, f"features.{table}"), f"features.{table}")
+
+
 def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
                         pinned: dict[str, int] | None = None) -> list[tuple[FeatureLookup, object]]:
     """Each lookup with its feature table read at a pinned (or the current) Delta version."""

@@ -254,3 +254,13 @@ def test_the_delta_jar_cache_is_the_users_unless_configured(tmp_path, monkeypatc
     assert load_config(make_project(tmp_path / "two")).jars_dir == load_config(conf).jars_dir
     write(conf / "test" / "platform.yml", {"spark": {"jars_dir": "jars"}})
     assert load_config(conf, "test").jars_dir == tmp_path / "one" / "jars"
+
+
+def test_sessions_hold_openblas_to_a_thread_per_task_core_unless_the_user_says_otherwise():
+    from sparkml_platform.config import SparkSettings
+    from sparkml_platform.session import BLAS_THREADS, spark_conf
+
+    key = f"spark.executorEnv.{BLAS_THREADS}"
+    assert spark_conf(SparkSettings(), [])[key] == "1"
+    assert spark_conf(SparkSettings(conf={"spark.task.cpus": "2"}), [])[key] == "2"
+    assert spark_conf(SparkSettings(conf={key: "4"}), [])[key] == "4"

@@ -154,9 +154,12 @@ def apt_packages(needs, system: str) -> str:
 
 
 def apt_command(needs, system: str, sudo: bool) -> str:
+    return _apt("install -y -q --no-install-recommends " + apt_packages(needs, system), sudo)
+
+
+def _apt(args: str, sudo: bool) -> str:
     # sudo resets the environment: the front end is named on its command line.
-    return "%sapt-get install -y -q --no-install-recommends %s" % (
-        "sudo DEBIAN_FRONTEND=noninteractive " if sudo else "", apt_packages(needs, system))
+    return ("sudo DEBIAN_FRONTEND=noninteractive " if sudo else "") + "apt-get " + args
 
 
 def install_hint(needs, system: str, apt: bool) -> str:
@@ -198,20 +201,21 @@ def may_install():
     return False, False
 
 
-def install(command: str) -> bool:
-    """Run the apt-get command, the package lists refreshed only when it fails without; when
-    the whole set still fails (one package this release lacks), each package on its own, so
-    that the others are installed and the check names only what is still missing."""
+def install(needs, system: str, sudo: bool) -> None:
+    """apt-get install `needs`, the package lists refreshed only when it fails without; when
+    the whole set still fails (one package this release lacks), each need on its own, so that
+    the others are installed and the check names only what is still missing."""
     os.makedirs(os.path.dirname(APT_LOG), exist_ok=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    head, _, packages = command.rpartition("--no-install-recommends ")
-    update = ("sudo " if command.startswith("sudo ") else "") + "apt-get update -q"
     with open(APT_LOG, "a") as log:
-        run = lambda c: subprocess.run(c, shell=True, stdout=log, stderr=subprocess.STDOUT,  # noqa: E731
-                                       env=env).returncode == 0
-        if run(command) or (run(update) and run(command)):
-            return True
-        return all([run(head + "--no-install-recommends " + package) for package in packages.split()])
+        def run(command):
+            return subprocess.run(command, shell=True, stdout=log, stderr=subprocess.STDOUT,
+                                  env=env).returncode == 0
+        command = apt_command(needs, system, sudo)
+        if run(command) or (run(_apt("update -q", sudo)) and run(command)):
+            return
+        for need in needs:
+            run(apt_command([need], system, sudo))
 
 
 def main(argv) -> int:
@@ -227,7 +231,7 @@ def main(argv) -> int:
     if action == "install":
         print("prerequisites: installing %s with apt-get (log: %s)" % (
             apt_packages(missing, system), os.path.relpath(APT_LOG)), flush=True)
-        install(note)
+        install(missing, system, sudo)
         found = {n: find(n) for n in TARGETS[target]}
         action, missing, note = plan(target, found, system, True, False, sudo)
         if action == "stop":
