@@ -207,14 +207,17 @@ def _show_shift(data: dict) -> None:
               "one commit each; the same command again resumes after the last committed chunk.")
 @click.option("--full", is_flag=True, help="Rebuild the whole table (default without a window: "
               "only what is missing since the last build).")
+@click.option("--retire", is_flag=True, help="Rebuild a changed definition in place although model "
+              "versions under an alias were trained on the old one: they are marked stale and no "
+              "longer score (else bump the table's version: in features.yml).")
 @pass_state
-def features_build(state, name, start, end, chunk_days, full):
-    """Compute feature table NAME (or one window of it) into Delta in one commit per chunk."""
+def features_build(state, name, start, end, chunk_days, full, retire):
+    """Compute feature table NAME (or NAME@N, an older version) into Delta, one commit per chunk."""
     if (start or end) and full:
         raise click.UsageError("--full rebuilds the whole table: give it without --start/--end")
     if chunk_days and not (start or end):
         raise click.UsageError("--chunk-days splits a window: give --start and --end too")
-    built = state.ws.features.build(name, start, end, chunk_days=chunk_days, full=full)
+    built = state.ws.features.build(name, start, end, chunk_days=chunk_days, full=full, retire=retire)
     click.echo(json.dumps(built.to_dict(), default=str))
 
 

@@ -22,7 +22,24 @@ from .evaluation import METRICS
 from .search_space import DISTRIBUTIONS
 
 NAME = r"^[a-z][a-z0-9_]*$"
-TABLE_REF = r"^(raw|features|entities|trainsets|predictions)\.[a-z][a-z0-9_]*$"
+TABLE_REF = r"^((raw|entities|trainsets|predictions)\.[a-z][a-z0-9_]*|features\.[a-z][a-z0-9_]*(@[1-9][0-9]*)?)$"
+# A feature table's name, optionally with a version: NAME or NAME@N.
+FEATURE_REF = re.compile(r"^([a-z][a-z0-9_]*)(?:@([1-9][0-9]*))?$")
+
+
+def versioned(name: str, version: int) -> str:
+    """Feature table `name`'s version as lakes, manifests and models name it: version 1 is
+    the plain name (the table as it was before versions), version N > 1 is NAME@N."""
+    return name if version == 1 else f"{name}@{version}"
+
+
+def split_version(ref: str) -> tuple[str, int | None]:
+    """`NAME` or `NAME@N` (a feature table, possibly `features.`-prefixed) -> (NAME, N or None)."""
+    match = FEATURE_REF.match(ref.removeprefix("features."))
+    if not match:
+        raise ConfigError(f"{ref!r} is not a feature table name: NAME or NAME@N (N a version "
+                          "number from 1)")
+    return match.group(1), int(match.group(2)) if match.group(2) else None
 DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 
 
@@ -155,6 +172,9 @@ class Feature(Strict):
 class FeatureTable(Strict):
     description: str
     owner: str
+    # A changed definition that aliased models depend on is a new version, built as its own
+    # Delta table beside the old one (feature_definitions); 1 is the plain table.
+    version: int = Field(1, ge=1)
     tags: list[str] = []
     keys: list[str] = Field(min_length=1)
     event_time: str
@@ -199,6 +219,9 @@ class FeaturesFile(Strict):
             if not re.match(NAME, name):
                 raise ValueError(f"table name {name!r} must be lower case letters, digits and _ "
                                  "(starting with a letter): it names a Delta table")
+            if re.search(r"__v[0-9]+$", name):
+                raise ValueError(f"table name {name!r} ends like a table version's folder "
+                                 "(NAME__vN): give the version as version: N instead")
         return tables
 
 
@@ -706,15 +729,39 @@ class Config:
         return root if "://" in root else self.path(root).as_uri()
 
     def feature_table(self, name: str) -> FeatureTable:
-        return _lookup(self.features.feature_tables, name, "feature table", "features.yml")
+        """The declared definition of feature table `name` (NAME, or NAME@N with N its declared
+        version; an older version's definition is in the lake: features.definition_of)."""
+        base, number = split_version(name)
+        table = _lookup(self.features.feature_tables, base, "feature table", "features.yml")
+        if number is not None and number != table.version:
+            raise ConfigError(f"feature table {name}: features.yml declares version {table.version} "
+                              f"of {base}, not {number}")
+        return table
+
+    def feature_ref(self, name: str) -> str:
+        """`NAME` (the declared version) or `NAME@N` -> the version's canonical name."""
+        base, number = split_version(name)
+        if number is None:
+            number = self.feature_table(base).version
+        return versioned(base, number)
+
+    def source_ref(self, ref: str) -> str:
+        """A lake table reference as a transformation reads it: `features.NAME` is the version
+        features.yml declares now."""
+        if ref.startswith("features."):
+            return "features." + self.feature_ref(ref)
+        return ref
 
     def expectation_suite(self, table: str) -> ExpectationSuiteFile | None:
-        suite = self.feature_table(table).expectations
+        return self.suite(self.feature_table(table).expectations,
+                          f"features.yml: feature_tables.{split_version(table)[0]}.expectations")
+
+    def suite(self, suite: str | None, where: str) -> ExpectationSuiteFile | None:
+        """Expectation suite `suite` (None: none), named by `where` when it does not exist."""
         if suite is None:
             return None
         if suite not in self.expectations:
-            raise ConfigError(f"features.yml: feature_tables.{table}.expectations: no suite "
-                              f"{suite!r} in conf/*/expectations/ (known: "
+            raise ConfigError(f"{where}: no suite {suite!r} in conf/*/expectations/ (known: "
                               f"{', '.join(sorted(self.expectations)) or 'none'})")
         return self.expectations[suite]
 

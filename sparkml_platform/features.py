@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+from dataclasses import dataclass
 
 from . import lake, notebook, statistics, validation
-from .config import Config, FeatureTable
-from .errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line
+from .config import Config, FeatureTable, split_version, versioned
+from .errors import ConfigError, GateFailed, JobFailed, NotFoundError, SparkmlError, first_line
 from . import provenance
 from .project import function_fingerprint
 from .provenance import definition_hash, import_function
@@ -28,15 +30,77 @@ def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] 
     return first, last
 
 
-def compute(spark, config: Config, name: str) -> tuple[object, dict[str, int], dict[str, str]]:
+@dataclass(frozen=True)
+class TableVersion:
+    """One version of a feature table, resolved: its name as manifests and models record it
+    (NAME for version 1, NAME@N), its definition (features.yml's for the declared version, the
+    one its builds recorded for an older one) and its Delta table."""
+
+    name: str
+    base: str
+    number: int
+    definition: FeatureTable
+    declared: bool
+
+    @property
+    def ref(self) -> str:
+        return f"features.{self.name}"
+
+    @property
+    def where(self) -> str:
+        return f"features.yml: feature_tables.{self.base}" + ("" if self.declared else f" (version {self.number})")
+
+    def path(self, config: Config):
+        return lake.table_path(config.lake_root, self.ref)
+
+
+def resolve(config: Config, name: str) -> TableVersion:
+    """`NAME` (the version features.yml declares) or `NAME@N` -> that version. An older
+    version's definition is the one its newest build recorded in its Delta log."""
+    base, number = split_version(name)
+    declared = config.feature_table(base)
+    if number is None or number == declared.version:
+        return TableVersion(versioned(base, declared.version), base, declared.version, declared, True)
+    path = lake.table_path(config.lake_root, f"features.{versioned(base, number)}")
+    if not lake.exists(path):
+        held = lake_versions(config, base)
+        raise NotFoundError(f"feature table {base} has no version {number}: features.yml declares "
+                            f"version {declared.version}, and the lake holds "
+                            f"{', '.join(versioned(base, n) for n in held) or 'no version of it'}")
+    recorded = (lake.last_commit(path, "feature_table", f"features.{versioned(base, number)}") or {}).get("metadata")
+    if not recorded or not isinstance(recorded.get("definition"), dict):
+        raise ConfigError(f"feature table {versioned(base, number)}: its builds recorded no definition "
+                          f"(they were made before definitions were kept); only version "
+                          f"{declared.version}, the one features.yml declares, can be used by name")
+    return TableVersion(versioned(base, number), base, number,
+                        FeatureTable.model_validate(recorded["definition"]), False)
+
+
+def lake_versions(config: Config, base: str) -> list[int]:
+    """The versions of feature table `base` that exist in the lake, oldest first."""
+    zone = config.lake_root / "features"
+    found = []
+    for folder in (zone.names() if zone.is_dir() else []):
+        if folder == base:
+            number = 1
+        elif folder.startswith(base + "__v") and folder[len(base) + 3:].isdigit():
+            number = int(folder[len(base) + 3:])
+        else:
+            continue
+        if lake.exists(zone / folder):
+            found.append(number)
+    return sorted(found)
+
+
+def compute(spark, config: Config, table: TableVersion) -> tuple[object, dict[str, int], dict[str, str]]:
     """The feature table's rows as a DataFrame, the Delta versions of the sources read, and
     the definition's hashes (its YAML and its transformation's code)."""
-    definition = config.feature_table(name)
-    where = f"features.yml: feature_tables.{name}"
+    definition, where, name = table.definition, table.where, table.name
     transform = import_function(definition.transformation, f"{where}.transformation")
     _check_arguments(transform, definition, where)
     inputs, versions = {}, {}
     for arg, ref in definition.sources.items():
+        ref = config.source_ref(ref)
         path = lake.table_path(config.lake_root, ref)
         if not lake.exists(path):
             raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet: load or "
@@ -96,11 +160,12 @@ def up_to_date(config: Config, name: str) -> dict | None:
     """The table as it is, when its newest build (a whole or incremental one, not a window)
     read every source at the version it has now, with the same definition and code: building
     again would write the same rows. Else None. From the Delta logs alone: no Spark session."""
-    definition = config.feature_table(name)
-    path = lake.table_path(config.lake_root, f"features.{name}")
+    table = resolve(config, name)
+    definition, name = table.definition, table.name
+    path = table.path(config)
     if not lake.exists(path):
         return None
-    transform = import_function(definition.transformation, f"features.yml: feature_tables.{name}.transformation")
+    transform = import_function(definition.transformation, f"{table.where}.transformation")
     commits = lake.commits(path)
     kinds = [c["metadata"].get("kind") if isinstance(c["metadata"], dict) else None for c in commits]
     built = [i for i, kind in enumerate(kinds) if kind == "feature_table"]
@@ -113,7 +178,7 @@ def up_to_date(config: Config, name: str) -> dict | None:
             or meta.get("definition_hash") != definition_hashes(definition, transform)["definition_hash"]:
         return None
     versions = {}
-    for ref in definition.sources.values():
+    for ref in map(config.source_ref, definition.sources.values()):
         source = lake.table_path(config.lake_root, ref)
         if not lake.exists(source):
             return None
@@ -138,7 +203,7 @@ def small_inputs(config: Config, name: str) -> bool:
     """Whether the table's sources, all existing, hold at most SMALL_INPUT_BYTES of files
     (from their Delta logs, no JVM)."""
     total = 0
-    for ref in config.feature_table(name).sources.values():
+    for ref in map(config.source_ref, resolve(config, name).definition.sources.values()):
         path = lake.table_path(config.lake_root, ref)
         if not lake.exists(path):
             return False
@@ -147,28 +212,47 @@ def small_inputs(config: Config, name: str) -> bool:
 
 
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
-          *, chunk_days: int | None = None, full: bool = False, force: bool = False) -> dict:
+          *, chunk_days: int | None = None, full: bool = False, force: bool = False,
+          users=lambda: [], retire: bool = False) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
 
+    `name` is NAME (the version features.yml declares) or NAME@N (an older version, built
+    from the definition its builds recorded, while its transformation's code is unchanged).
     No window: the whole table on the first build (or with `full`, or when the definition
     changed), else incrementally from the day of the newest event time already built.
     A chunked backfill records each chunk's commit under a backfill id, so running the same
     command again after a failure skips the chunks already committed (resume). Without a
     window, a table whose sources have not changed since its last build is "up to date"
     (see `up_to_date`) unless `force`, which computes it incrementally anyway.
+
+    A changed definition is refused (ConfigError, nothing written) while a model version under
+    an alias (`users()`, registry.feature_users, asked only then) was trained on the table's old one, unless
+    `retire`: then it is rebuilt in place and the result names those models (`retired`).
     """
     window = parse_window(start, end)
     if chunk_days is not None and chunk_days < 1:
         raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
     if window is None and not full and not force and (done := up_to_date(config, name)) is not None:
         return done
-    definition = config.feature_table(name)
-    path = lake.table_path(config.lake_root, f"features.{name}")
-    computed, source_versions, hashes = compute(spark, config, name)
+    table = resolve(config, name)
+    definition, name = table.definition, table.name
+    path = table.path(config)
+    _refuse_skipped_version(config, table)
+    hashes = definition_hashes(definition, import_function(definition.transformation,
+                                                           f"{table.where}.transformation"))
+    if not table.declared and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
+        raise ConfigError(f"feature table {name}: its transformation {definition.transformation} is no "
+                          f"longer the code version {table.number} was built with, so it is kept as it "
+                          "is and not built further (keep the old function under its name to keep "
+                          "that version current)")
+    retired = _dependents_of_a_change(table, path, hashes, users, retire)
+    computed, source_versions, hashes = compute(spark, config, table)
     run_id = provenance.run_id()
     base = {"kind": "feature_table", "name": name, **hashes,
+            "definition": definition.model_dump(mode="json"),
             "sources": source_versions, "code": config.project.code_version(), "run_id": run_id,
-            "spark_app_id": spark.sparkContext.applicationId}
+            "spark_app_id": spark.sparkContext.applicationId,
+            **({"retired": retired} if retired else {})}
     if lake.exists(path) and statistics.load(path, newest := lake.version(spark, path)) is None:
         # A build killed between its commit and its statistics: record them now (the
         # incremental window starts from the newest event time they hold).
@@ -197,7 +281,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             meta = {**base, "window": label, "mode": mode}
             if backfill:
                 meta.update(backfill=backfill, chunk=label)
-            results.append(_write_part(spark, config, name, computed, path, chunk,
+            results.append(_write_part(spark, config, table, computed, path, chunk,
                                        explicit=mode == "window", metadata=meta,
                                        step=(BACKFILL_APP + backfill, index) if backfill else None))
     except SparkmlError:
@@ -213,18 +297,62 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     version = written[-1]["version"] if written else lake.version(spark, path)
     if mode == "incremental" and not written:
         mode = "up to date"
-    registered = notebook.register_table(spark, config, f"features.{name}")
+    registered = notebook.register_table(spark, config, table.ref)
     stats = statistics.load(path, version) or {}
     if window and window[1] is None:  # open-ended: up to the newest event time now in the table
         newest = (stats.get("event_time_range") or [None, None])[1]
         window = (window[0], max(window[0], dt.date.fromisoformat(str(newest)[:10])) if newest else window[0])
-    return {"table": f"features.{name}", "version": version, "mode": mode, "reason": reason,
+    return {"table": table.ref, "version": version, "mode": mode, "reason": reason,
             "run_id": run_id, "window": [str(d) for d in window] if window else None,
             "rows": stats.get("rows"), "event_time_range": stats.get("event_time_range"),
             "rows_written": sum(r.get("rows_written", 0) for r in results),
             "registered_as": registered,
             "validation": written[-1]["validation"] if written else None,
-            "chunks": results if len(chunks) > 1 else []}
+            "chunks": results if len(chunks) > 1 else [],
+            **({"retired": retired} if retired else {})}
+
+
+def _last_build(path) -> dict:
+    """The metadata of the table's newest build commit ({} before its first)."""
+    if not lake.exists(path):
+        return {}
+    return (lake.last_commit(path, "feature_table") or {}).get("metadata") or {}
+
+
+def _refuse_skipped_version(config: Config, table: TableVersion) -> None:
+    """Versions go up one at a time: declaring N while the lake holds versions of the table
+    but not N - 1 is a typo or a lost table, never a new version to build."""
+    if not table.declared or table.number == 1:
+        return
+    held = lake_versions(config, table.base)
+    if held and table.number not in held and table.number - 1 not in held:
+        raise ConfigError(f"{table.where}.version: {table.number} follows no version in the lake, "
+                          f"which holds {', '.join(versioned(table.base, n) for n in held)} but not "
+                          f"{versioned(table.base, table.number - 1)}; nothing written (bump the version "
+                          f"by one, from {versioned(table.base, held[-1])})")
+
+
+def _dependents_of_a_change(table: TableVersion, path, hashes: dict, users, retire: bool) -> list[str]:
+    """The aliased model versions (`users`) trained on this table version's current
+    definition, when the build would replace it with another one: refused unless `retire`
+    (then returned, to be marked stale)."""
+    last = _last_build(path)
+    if not last or last.get("definition_hash") in (None, hashes["definition_hash"]):
+        return []
+    dependents = [u for u in users() if table.name in u["definitions"]
+                  and u["definitions"][table.name] != hashes["definition_hash"]]
+    if not dependents:
+        return []
+    named = [f"{u['model']} version {u['version']} ({', '.join(u['aliases'])})" for u in dependents]
+    if retire:
+        return [f"{u['model']}/{u['version']}" for u in dependents]
+    nxt = versioned(table.base, table.number + 1)
+    raise ConfigError(
+        f"feature table {table.name}: {_why_changed(last, hashes)}, and model versions under an alias "
+        f"were trained on its current definition: {'; '.join(named)}. Nothing written. Either bump "
+        f"{table.where}.version to {table.number + 1} (the new definition is built as {nxt} beside "
+        f"this one, which keeps serving those models), or rebuild it in place with --retire "
+        f"(retire=True): those model versions are then marked stale and refuse to score")
 
 
 def _incremental_window(spark, path, definition: FeatureTable, base: dict, full: bool):
@@ -294,12 +422,12 @@ def _committed_chunks(path, backfill: str, chunks: list) -> set[int]:
     return done | {i for i, chunk in enumerate(chunks) if tuple(str(d) for d in chunk) in labels}
 
 
-def _write_part(spark, config: Config, name: str, computed, path, window, *, explicit: bool,
+def _write_part(spark, config: Config, table: TableVersion, computed, path, window, *, explicit: bool,
                 metadata: dict, step: tuple[str, int] | None = None) -> dict:
     """Check, validate and write one window (or the whole table) in one commit, then its stats."""
     from pyspark.sql import Observation
 
-    definition = config.feature_table(name)
+    definition, name = table.definition, table.name
     replace_where = None
     df = computed
     if window is not None:
@@ -320,7 +448,7 @@ def _write_part(spark, config: Config, name: str, computed, path, window, *, exp
         if rows == 0 and window is not None and window[1] is None:
             # Nothing from the newest day on: writing would only delete that day's rows.
             return {"window": metadata["window"], "skipped": "no rows from the newest day on"}
-        validated = _validate(spark, config, name, checked)
+        validated = _validate(spark, config, table, checked)
         whole_table = replace_where is None or not lake.exists(path)
         if not lake.exists(path):
             replace_where = None  # the first write creates the table
@@ -477,15 +605,15 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
     return rows
 
 
-def _validate(spark, config: Config, name: str, df) -> dict | None:
+def _validate(spark, config: Config, table: TableVersion, df) -> dict | None:
     """Run the table's expectation suite on the rows about to be written (block or warn):
     a Spark DataFrame with Spark, an Arrow copy as pandas (made only when there is a suite)."""
     import logging
 
-    suite = config.expectation_suite(name)
+    definition, name = table.definition, table.name
+    suite = config.suite(definition.expectations, f"{table.where}.expectations")
     if suite is None:
         return None
-    definition = config.feature_table(name)
     if not hasattr(df, "sparkSession"):
         df = validation.to_pandas(df, spark.conf.get("spark.sql.session.timeZone"))
     summary = validation.validate(df, definition.expectations, suite.expectations,

@@ -5,7 +5,8 @@ through the storage layer (`storage.py`), so the lake root may be a local path, 
 Tables are named `ZONE.NAME` (zones: raw, features, entities, trainsets, predictions,
 monitoring) and
 live at `LAKE_ROOT/ZONE/NAME`. Names never carry paths, so nothing is written outside the
-lake root.
+lake root. A feature table's version N > 1 (`features.NAME@N`, features.yml `version:`)
+lives beside version 1 at `LAKE_ROOT/features/NAME__vN`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,25 @@ from .errors import ConfigError, JobFailed, NotFoundError
 from .storage import Location
 
 ZONES = ("raw", "features", "entities", "trainsets", "predictions", "monitoring")
-REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)$" % "|".join(ZONES))
+REF = re.compile(r"^(%s)\.([a-z][a-z0-9_]*)(?:@([1-9][0-9]*))?$" % "|".join(ZONES))
 
 
 def table_path(lake_root: Location, ref: str, zones: tuple[str, ...] = ZONES) -> Location:
     """`ZONE.NAME` -> its place under the lake root; `zones` are the ones this use may name
     (a step writes only to the zone meant for its output)."""
     match = REF.match(ref)
-    if not match:
+    if not match or (match.group(3) and match.group(1) != "features"):
         raise ConfigError(
             f"table {ref!r} is not a lake table name: use ZONE.NAME with ZONE one of "
-            f"{', '.join(ZONES)} and NAME in lower case (paths are not accepted, so that "
-            f"nothing is written outside the lake root {lake_root})"
+            f"{', '.join(ZONES)} and NAME in lower case, or features.NAME@N for version N of a "
+            f"feature table (paths are not accepted, so that nothing is written outside the "
+            f"lake root {lake_root})"
         )
     if match.group(1) not in zones:
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
-    path = lake_root / match.group(1) / match.group(2)
+    number = int(match.group(3) or 1)
+    path = lake_root / match.group(1) / (match.group(2) + (f"__v{number}" if number > 1 else ""))
     # A symbolic link inside a local lake (a zone or a table folder) must not lead out of it.
     if (resolved := path.escapes(lake_root)) is not None:
         raise ConfigError(f"table {ref!r}: its location {path} leads to {resolved} (a symbolic "

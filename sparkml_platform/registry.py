@@ -208,6 +208,44 @@ def trained_on(tracker: Tracker, training_set: str) -> dict[int, list[str]]:
     return {v: sorted(models, key=_model_version_order) for v, models in sorted(found.items())}
 
 
+STALE = "stale_features"  # tagged on a version whose feature table definition was retired
+
+
+def feature_users(tracker: Tracker) -> list[dict]:
+    """Every model version under an alias, with the feature table versions it was trained on
+    and each one's definition hash (None: recorded before definitions were kept), from the
+    tags `register` sets: what a feature table build must not change under it."""
+    client = tracker.client
+    out, token = [], None
+    while True:
+        page = client.search_registered_models(page_token=token)
+        for model in page:
+            held: dict[str, list[str]] = {}
+            for alias, version in (model.aliases or {}).items():
+                held.setdefault(str(version), []).append(alias)
+            for version, aliases in sorted(held.items(), key=lambda item: int(item[0])):
+                tags = client.get_model_version(model.name, version).tags or {}
+                try:
+                    tables = json.loads(tags.get("feature_tables") or "{}")
+                    definitions = json.loads(tags.get("feature_definitions") or "{}")
+                except ValueError:
+                    continue  # not registered by the platform
+                out.append({"model": model.name, "version": version, "aliases": sorted(aliases),
+                            "tables": tables,
+                            "definitions": {t: definitions.get(t) for t in tables},
+                            "stale": tags.get(STALE)})
+        token = page.token
+        if not token:
+            return out
+
+
+def mark_stale(tracker: Tracker, retired: list[str], why: str) -> None:
+    """Tag each MODEL/VERSION in `retired` as trained on a retired feature definition."""
+    for ref in retired:
+        name, _, version = ref.rpartition("/")
+        tracker.client.set_model_version_tag(name, version, STALE, why)
+
+
 def _model_version_order(ref: str) -> tuple[str, int]:
     name, _, version = ref.rpartition("/")
     return name, int(version)

@@ -214,8 +214,12 @@ def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, e
 
     spec = config.model(model_name)
     tracking.check_reachable(tracker.uri, tracker.shown_uri)  # a server that is down fails before the work
+    def users():
+        with tracker.bound():
+            return registry.feature_users(tracker)
+
     for lookup in config.training_set(spec.training_set).features:
-        built = features.build(spark, config, lookup.table)
+        built = features.build(spark, config, lookup.table, users=users)
         echo(json.dumps({k: built.get(k) for k in ("table", "version", "mode", "window", "rows")}, default=str))
     man = training_sets.build(spark, config, spec.training_set)
     echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))

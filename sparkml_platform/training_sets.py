@@ -35,14 +35,18 @@ def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[
 
 def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[FeatureLookup]:
     """Lookups as written in training_sets.yml -> resolved with each feature table's keys,
-    event time and lookback (no `features`: all of the table's)."""
+    event time and lookback (no `features`: all of the table's). A table named without `@N`
+    is the version features.yml declares; the lookup records the version it resolved to."""
+    from .features import resolve
+
     lookups = []
     for i, item in enumerate(items):
         where = f"{where_prefix}.{i}"
         try:
-            table = config.feature_table(item.table)
-        except NotFoundError as exc:
-            raise NotFoundError(f"{where}.table: {exc}") from None
+            resolved = resolve(config, item.table)
+        except (NotFoundError, ConfigError) as exc:
+            raise type(exc)(f"{where}.table: {exc}") from None
+        table = resolved.definition
         wanted = item.features or list(table.features)
         missing = [f for f in wanted if f not in table.features]
         if missing:
@@ -58,7 +62,7 @@ def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[
                               f"{item.table} (keys: {', '.join(table.keys)})")
         lookback = item.lookback or table.lookback
         lookups.append(FeatureLookup(
-            table=item.table,
+            table=resolved.name,
             key_map={k: item.key_map.get(k, k) for k in table.keys},
             event_time=table.event_time,
             columns={f: item.rename.get(f, f) for f in wanted},

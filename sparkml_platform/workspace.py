@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Config, Lookup, load_config
+from .config import Config, Lookup, load_config, versioned
 from .errors import ConfigError
 
 FeatureLookup = Lookup  # a lookup as training_sets.yml writes it: table, features, key_map, rename, lookback
@@ -102,6 +102,10 @@ class BuiltTable(Record):
     rows_written: int | None = None
     registered_as: str | None = None
     validation: dict | None = None
+    # Model versions marked stale by a build with retire (MODEL/VERSION).
+    retired: list[str] | None = None
+    # Older versions of the table that aliased models use, built along (or why not).
+    older_versions: list[dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -598,30 +602,84 @@ class Features:
         return training_sets.vacuum(self._ws.spark, self._ws.config, f"features.{name}", retain_hours)
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
-              chunk_days: int | None = None, full: bool = False, force: bool = False) -> BuiltTable:
+              chunk_days: int | None = None, full: bool = False, force: bool = False,
+              retire: bool = False) -> BuiltTable:
         """Compute the table (or the window start..end) into Delta, one commit per chunk.
         Without a window: only what is new since the last build, and nothing (mode "up to
-        date", no session started) when its sources have not changed, unless `force`."""
-        from . import features
+        date", no session started) when its sources have not changed, unless `force`.
+
+        `name` is NAME (the version features.yml declares) or NAME@N (an older one). A changed
+        definition that a model version under an alias was trained on is refused (ConfigError)
+        unless `retire`, which rebuilds it in place and marks those versions stale. Building
+        NAME without a window also brings up to date every older version an aliased model
+        still uses (`older_versions`), while its transformation's code is unchanged."""
+        from . import features, registry
 
         window = features.parse_window(start, end)
         if window and full:
             raise ConfigError("full=True rebuilds the whole table: give it without start/end")
         if chunk_days and not window:
             raise ConfigError("chunk_days splits a window: give start and end too")
-        self._ws.config.feature_table(name)
+        table = features.resolve(self._ws.config, name)
         self._ws.check_setup()
-        if not (window or full or force) and (done := features.up_to_date(self._ws.config, name)):
-            return BuiltTable.of(done)
-        if self._ws.config.expectation_suite(name) is not None:
+        built = self._build_one(table.name, start, end, chunk_days=chunk_days, full=full, force=force,
+                                retire=retire)
+        if built.get("retired"):
+            with self._ws.tracker.bound():
+                registry.mark_stale(self._ws.tracker, built["retired"],
+                                    f"feature table {table.name}: definition retired by the build of "
+                                    f"Delta version {built['version']} (run {built['run_id']})")
+        if table.declared and window is None and table.number > 1:
+            built["older_versions"] = self._build_older(table)
+        return BuiltTable.of(built)
+
+    def _build_one(self, name: str, start=None, end=None, **options) -> dict:
+        from . import features, registry
+
+        window = features.parse_window(start, end)
+        if not (window or options["full"] or options["force"]) and (done := features.up_to_date(self._ws.config, name)):
+            return done
+        table = features.resolve(self._ws.config, name)
+        if self._ws.config.suite(table.definition.expectations, f"{table.where}.expectations") is not None:
             from .validation import prepare_in_background
 
             prepare_in_background()  # while the session starts
         if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
             self._ws._small_inputs = features.small_inputs(self._ws.config, name)
+
+        def users():
+            with self._ws.tracker.bound():
+                return registry.feature_users(self._ws.tracker)
+
         # force: the check above is done (and build would repeat it)
-        return BuiltTable.of(features.build(self._ws.spark, self._ws.config, name, start, end,
-                                            chunk_days=chunk_days, full=full, force=True))
+        return features.build(self._ws.spark, self._ws.config, name, start, end,
+                              chunk_days=options.get("chunk_days"), full=options["full"], force=True,
+                              users=users, retire=options.get("retire", False))
+
+    def _build_older(self, table) -> list[dict]:
+        """The older versions of `table` that a model under an alias uses, each built
+        incrementally, or the reason it is kept as it is."""
+        from . import features, registry
+
+        held = [n for n in features.lake_versions(self._ws.config, table.base) if n < table.number]
+        if not held:
+            return []
+        with self._ws.tracker.bound():
+            used = {t for u in registry.feature_users(self._ws.tracker) for t in u["tables"]}
+        out = []
+        for number in held:
+            name = versioned(table.base, number)
+            if name not in used:
+                out.append({"table": f"features.{name}", "mode": "kept as it is",
+                            "reason": "no model under an alias uses it"})
+                continue
+            try:
+                built = self._build_one(name, full=False, force=False)
+            except ConfigError as exc:
+                out.append({"table": f"features.{name}", "mode": "kept as it is", "reason": str(exc)})
+                continue
+            out.append({k: built.get(k) for k in ("table", "version", "mode", "rows", "rows_written")})
+        return out
 
 
 class Models:
