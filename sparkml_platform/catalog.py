@@ -4,14 +4,16 @@ they hold, who owns them and what reads them."""
 from __future__ import annotations
 
 from . import lake, statistics, training_sets
-from .config import Config
+from .config import Config, versioned
 from .errors import JobFailed, NotFoundError
 
 
 def feature_tables(config: Config) -> list[dict]:
+    from .features import lake_versions
+
     out = []
     for name, table in sorted(config.features.feature_tables.items()):
-        path = lake.table_path(config.lake_root, f"features.{name}")
+        path = lake.table_path(config.lake_root, f"features.{versioned(name, table.version)}")
         history = lake.commits(path) if lake.exists(path) else []
         stats = statistics.latest(path) if history else None
         built = [c for c in history if (c["metadata"] or {}).get("kind") == "feature_table"]
@@ -28,6 +30,9 @@ def feature_tables(config: Config) -> list[dict]:
             "last_built": lake.iso_time(built[-1]["timestamp"]) if built else None,
             "last_run_id": built[-1]["metadata"].get("run_id") if built else None,
             "newest_event_time": stats["event_time_range"][1] if stats else None,
+            # the version features.yml declares (NAME, or NAME@N) and the ones the lake holds
+            "declared": versioned(name, table.version),
+            "lake_versions": [versioned(name, n) for n in lake_versions(config, name)],
         })
     return out
 
@@ -45,14 +50,24 @@ def search(config: Config, text: str) -> list[dict]:
     return hits
 
 
-def show_feature_table(spark, config: Config, name: str) -> dict:
+def show_feature_table(spark, config: Config, name: str, users: list[dict] = ()) -> dict:
+    """NAME (the declared version) or NAME@N: definition, rows, builds, statistics, and every
+    version of the table in the lake with the model versions under an alias using each
+    (`users`: registry.feature_users)."""
     from pyspark.sql import functions as F
 
-    table = config.feature_table(name)
-    path = lake.table_path(config.lake_root, f"features.{name}")
+    from .features import lake_versions, resolve
+
+    resolved = resolve(config, name)
+    table, name = resolved.definition, resolved.name
+    path = resolved.path(config)
     info = {
         "name": name,
-        "table": f"features.{name}",
+        "table": resolved.ref,
+        "table_version": resolved.number,
+        "declared": resolved.declared,
+        "versions": [_version_summary(config, resolved.base, n, users)
+                     for n in lake_versions(config, resolved.base)],
         "path": str(path),
         "description": table.description,
         "owner": table.owner,
@@ -66,7 +81,7 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
         "built": lake.exists(path),
     }
     if info["built"]:
-        df = lake.read(spark, path, ref=f"features.{name}")
+        df = lake.read(spark, path, ref=resolved.ref)
         row = df.agg(F.count("*").alias("rows"), F.min(table.event_time).alias("first"),
                      F.max(table.event_time).alias("last")).collect()[0]
         info["rows"] = row["rows"]
@@ -83,6 +98,19 @@ def show_feature_table(spark, config: Config, name: str) -> dict:
     return info
 
 
+def _version_summary(config: Config, base: str, number: int, users) -> dict:
+    """One version of a table in the lake: its definition now and who uses it."""
+    name = versioned(base, number)
+    path = lake.table_path(config.lake_root, f"features.{name}")
+    built = lake.last_commit(path, "feature_table", f"features.{name}") or {}
+    meta = built.get("metadata") or {}
+    return {"name": name, "delta_version": lake.version(None, path, f"features.{name}"),
+            "definition_hash": meta.get("definition_hash"), "last_built": lake.iso_time(built.get("timestamp")),
+            "used_by_models": [f"{u['model']}/{u['version']} ({', '.join(u['aliases'])})"
+                               + (" stale" if u.get("stale") else "")
+                               for u in users if name in u["tables"]]}
+
+
 def _build_summary(commit: dict) -> dict:
     """A build's version, time, mode and why a full build happened (first build, asked for,
     the definition or the transformation's code changed)."""
@@ -94,9 +122,11 @@ def _build_summary(commit: dict) -> dict:
 
 def compare_versions(spark, config: Config, name: str, old: int, new: int) -> dict:
     from .errors import NotFoundError
+    from .features import resolve
 
-    table = config.feature_table(name)
-    path = lake.table_path(config.lake_root, f"features.{name}")
+    resolved = resolve(config, name)
+    table, name = resolved.definition, resolved.name
+    path = resolved.path(config)
     loaded = {v: statistics.for_version(spark, path, v, table.feature_types, table.event_time)
               for v in (old, new)}
     missing = [str(v) for v, s in loaded.items() if s is None]

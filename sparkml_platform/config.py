@@ -430,6 +430,10 @@ class ModelSpec(Strict):
     tuning: Tuning = Tuning()
     thresholds: dict[str, Threshold] = {}
     monitoring: Monitoring = Monitoring()
+    # When the champion was trained on feature definitions the candidate's rows no longer hold
+    # and cannot be re-scored through its own (its table version is gone): hold the candidate
+    # to its thresholds alone, or keep the champion.
+    on_stale_champion: Literal["promote_if_thresholds_pass", "keep"] = "promote_if_thresholds_pass"
 
     @model_validator(mode="after")
     def _metrics_known(self):

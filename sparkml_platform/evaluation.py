@@ -80,6 +80,10 @@ def verdict(thresholds: dict[str, "Threshold"], measured: dict[str, float],
             checks.append({"metric": metric, "kind": "champion", "value": value, "passed": passed,
                            "rule": f"{rule} champion v{champion['version']} ({theirs:.4f}) "
                                    f"{'+' if rule == '<=' else '-'} {bound.vs_champion}"})
+    if champion and "skipped" in champion and champion.get("policy") == "keep":
+        checks.append({"metric": "champion", "kind": "champion", "value": None, "passed": False,
+                       "rule": f"a comparison with champion v{champion['version']} "
+                               f"(on_stale_champion: keep; {champion['skipped']})"})
     out = {"passed": all(c["passed"] for c in checks), "checks": checks,
            "champion": {k: v for k, v in (champion or {}).items() if k != "model"} or None}
     out["failed"] = [f"{c['metric']} = {_fmt(c['value'])}, needs {c['rule']}"

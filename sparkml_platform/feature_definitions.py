@@ -25,6 +25,7 @@ class Build:
     version: int
     definition: str
     timestamp: int | None = None
+    retired: tuple[str, ...] = ()  # MODEL/VERSION marked stale by this build (features build --retire)
 
 
 def builds(commits: list[dict]) -> list[Build]:
@@ -33,7 +34,8 @@ def builds(commits: list[dict]) -> list[Build]:
     for commit in commits:
         meta = commit.get("metadata") if isinstance(commit.get("metadata"), dict) else {}
         if meta.get("kind") == BUILD and meta.get("definition_hash"):
-            out.append(Build(int(commit["version"]), str(meta["definition_hash"]), commit.get("timestamp")))
+            out.append(Build(int(commit["version"]), str(meta["definition_hash"]), commit.get("timestamp"),
+                             tuple(meta.get("retired") or ())))
     return sorted(out, key=lambda b: b.version)
 
 
@@ -88,7 +90,9 @@ def mismatch(model: str, recorded: dict, read: dict, commits_of) -> str | None:
     return (f"model {model} was trained on feature table {table} with definition "
             f"{trained or 'unknown'} (Delta version {trained_version}); version {read['version']} of "
             f"the table holds definition {now or 'unknown'}"
-            + (f", changed by the build of version {since.version} at {iso_time(since.timestamp) or 'an unknown time'}" if since else ""))
+            + (f", changed by the build of version {since.version} at {iso_time(since.timestamp) or 'an unknown time'}"
+               + (" (features build --retire: the definition it was trained on is retired)"
+                  if since.retired else "") if since else ""))
 
 
 SCORING = ("Scoring it would use features the model was not trained on; nothing was scored. "

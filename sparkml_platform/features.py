@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass
 
@@ -45,6 +44,12 @@ class TableVersion:
     @property
     def ref(self) -> str:
         return f"features.{self.name}"
+
+    @property
+    def exact(self) -> str:
+        """NAME@N, which `resolve` gives back as this version whatever features.yml declares
+        (a plain NAME is the declared version)."""
+        return f"{self.base}@{self.number}"
 
     @property
     def where(self) -> str:
@@ -240,11 +245,11 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     _refuse_skipped_version(config, table)
     hashes = definition_hashes(definition, import_function(definition.transformation,
                                                            f"{table.where}.transformation"))
-    if not table.declared and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
+    if not table.declared and not retire and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
         raise ConfigError(f"feature table {name}: its transformation {definition.transformation} is no "
                           f"longer the code version {table.number} was built with, so it is kept as it "
                           "is and not built further (keep the old function under its name to keep "
-                          "that version current)")
+                          "that version current, or rebuild it with the code as it is with --retire)")
     retired = _dependents_of_a_change(table, path, hashes, users, retire)
     computed, source_versions, hashes = compute(spark, config, table)
     run_id = provenance.run_id()

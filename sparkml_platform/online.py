@@ -266,6 +266,7 @@ def up_to_date(config, store: Store, name: str) -> dict | None:
     from . import lake
 
     definition, ref, path = _built_table(config, name)
+    name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
     last = store.published(name)
     if last and last.get("version") == version and last.get("shape") == _shape(definition):
@@ -274,15 +275,17 @@ def up_to_date(config, store: Store, name: str) -> dict | None:
 
 
 def _built_table(config, name: str):
-    """(definition, lake reference, path) of feature table `name`, refused if not built yet."""
-    from . import lake
+    """(definition, lake reference, path) of feature table `name` (NAME: the declared version,
+    or NAME@N), refused if not built yet. Each version is stored apart, under its own name
+    (NAME@N), so models trained on different versions are each served their own."""
+    from . import features, lake
 
-    definition = config.feature_table(name)
-    ref = f"features.{name}"
-    path = lake.table_path(config.lake_root, ref)
+    table = features.resolve(config, name)
+    path = table.path(config)
     if not lake.exists(path):
-        raise NotFoundError(f"feature table {name} has not been built yet (build it: features build {name})")
-    return definition, ref, path
+        raise NotFoundError(f"feature table {table.name} has not been built yet (build it: "
+                            f"features build {table.name})")
+    return table.definition, table.ref, path
 
 
 def _shape(definition) -> dict:
@@ -296,6 +299,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     if not full and (done := up_to_date(config, store, name)):
         return done
     definition, ref, path = _built_table(config, name)
+    name = ref.removeprefix("features.")
     version = lake.version(spark, path, ref)
     features = list(definition.features)
     last = store.published(name)

@@ -220,6 +220,8 @@ class Server:
         self.tracker, self.ref, self.store, self.request_log = tracker, ref, store, request_log
         self.alias = refs.model(ref).alias
         self.model = ServedModel(tracker, ref, store)
+        # The version the alias moved to that could not be loaded, and why (None: none).
+        self.refused: dict | None = None
         self.counts = {"requests": 0, "rows": 0, "rows_missing_features": 0, "store_unavailable": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -231,9 +233,17 @@ class Server:
         while not self._stop.wait(seconds):
             try:
                 mv = registry.resolve(self.tracker, self.ref)
-                if str(mv.version) != str(self.model.version.version):
-                    self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
-                    log.warning("%s now version %s", self.ref, mv.version)
+                if str(mv.version) == str(self.model.version.version):
+                    self.refused = None
+                elif (self.refused or {}).get("version") != str(mv.version):
+                    try:
+                        self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
+                        self.refused = None
+                        log.warning("%s now version %s", self.ref, mv.version)
+                    except ConfigError as exc:  # e.g. trained on features the store does not hold
+                        self.refused = {"version": str(mv.version), "reason": str(exc)}
+                        log.error("%s moved to version %s, which is not served: %s; still serving "
+                                  "version %s", self.ref, mv.version, exc, self.model.version.version)
             except Exception as exc:  # noqa: BLE001 - keep serving the version loaded
                 log.error("checking %s failed, still serving version %s: %s", self.ref,
                           self.model.version.version, exc)
@@ -300,12 +310,14 @@ def create_app(server: Server):
             server.store.ping()
         except online.StoreDown as exc:
             return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
-        return {"ready": True, "model": server.model.version.name, "version": str(server.model.version.version)}
+        return {"ready": True, "model": server.model.version.name, "version": str(server.model.version.version),
+                # the alias moved to a version this server refused to load: still the old one
+                **({"not_loaded": server.refused} if server.refused else {})}
 
     @app.get("/metadata")
     def metadata():
         return {**server.model.describe(), "alias": server.alias, "online_store": online.shown_url(server.store.url),
-                "counts": server.counts}
+                "counts": server.counts, **({"not_loaded": server.refused} if server.refused else {})}
 
     @app.post("/predict")
     async def predict(request: Request):

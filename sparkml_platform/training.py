@@ -124,8 +124,8 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
             mlflow.log_metrics({k: v for k, v in {**logged, **counts}.items() if v == v})
             promotion.enter_context(registry.promotion_lock(tracker, registered))
             registry.finish_interrupted(tracker, registered)
-            champion = _champion_on(config, tracker, registered, manifest, test_df, spec.thresholds,
-                                    spec.label, estimator.task)
+            champion = _champion_on(config, tracker, registered, manifest, test_df, spec, estimator.task,
+                                    data.where(f"{SPLIT} = 'test'"))
             verdict = evaluation.verdict(spec.thresholds, metrics, champion)
 
             sample = train_df.drop(spec.label).limit(50)
@@ -251,21 +251,31 @@ def _log_artifacts(documents: dict[str, dict], test_frame, task: str, importance
 
 
 def _champion_on(config: Config, tracker: tracking.Tracker, registered: str, manifest: dict, test_df,
-                 thresholds: dict, label: str, task: str) -> dict | None:
-    """The current champion's metrics on the candidate's test rows (None: no champion yet).
-    Skipped (the gate then holds the candidate to its thresholds alone) when the champion was
-    trained on another definition of a feature table than the candidate's rows hold: its
-    metric on them would not be its own."""
+                 spec, task: str, test_rows) -> dict | None:
+    """The current champion's metrics on the candidate's test rows (`test_df`: features and
+    label; `test_rows`: the same rows with every training-set column) (None: no champion yet).
+    A champion trained on another definition of a feature table than the candidate's rows
+    hold is scored on the same rows through its own table versions (`_own_features`); where
+    they are gone, it is skipped with the reason and `spec.on_stale_champion` decides."""
     champion = registry.champion(tracker, registered)
     if champion is None:
         return None
-    if not any(t.vs_champion is not None for t in thresholds.values()):
+    if not any(t.vs_champion is not None for t in spec.thresholds.values()):
         return {"version": champion.version, "skipped": "no threshold compares with the champion"}
     feature_spec = registry.load_feature_spec(tracker, champion.run_id)
+    label = spec.label
     other = feature_definitions.mismatches(f"{registered} version {champion.version}", feature_spec["lookups"],
                                            manifest["lookups"], training_sets.feature_commits(config))
+    candidate = {lk["table"] for lk in manifest["lookups"]}
+    other += [f"it was trained on feature table {lk['table']}, which the candidate's rows do not hold"
+              for lk in feature_spec["lookups"] if lk["table"] not in candidate]
+    through = None
     if other:
-        return {"version": champion.version, "skipped": "; ".join(other)}
+        rows = _own_features(config, feature_spec, test_rows, label)
+        if isinstance(rows, str):
+            return {"version": champion.version, "policy": spec.on_stale_champion,
+                    "skipped": f"{'; '.join(other)}; and it cannot be scored through its own: {rows}"}
+        test_df, through = rows
     missing = [c for c in feature_spec["feature_columns"] if c not in test_df.columns]
     if missing or feature_spec.get("task", "classification") != task:
         why = (f"it needs columns the test rows lack: {', '.join(missing)}" if missing
@@ -273,7 +283,47 @@ def _champion_on(config: Config, tracker: tracking.Tracker, registered: str, man
         return {"version": champion.version, "skipped": why}
     frame = estimators.predict_registered(champion, feature_spec, test_df, label, task)
     # Unrounded: a candidate equal to the champion must compare as equal.
-    return {"version": champion.version, "metrics": evaluation.metrics(frame, task)}
+    return {"version": champion.version, "metrics": evaluation.metrics(frame, task),
+            **({"features": through} if through else {})}
+
+
+def _own_features(config: Config, feature_spec: dict, test_df, label: str):
+    """The candidate's test rows (their entity columns and label) with a champion's features
+    looked up as of each row's time through the table versions it was trained on: the
+    table's current Delta version where it still holds that definition (an older table
+    version kept beside a new one), else the Delta version it was trained on (time travel).
+    Returns (rows, {table: Delta version read}), or why that is impossible."""
+    from .pit import FeatureLookup, join_features
+
+    entity = feature_spec["entity"]
+    lookups = [FeatureLookup.from_dict(lk) for lk in feature_spec["lookups"]]
+    needed = list(dict.fromkeys([*entity["keys"], entity["event_time"],
+                                 *[c for lk in lookups for c in lk.key_map.values()],
+                                 *entity.get("passthrough", []), label]))
+    if missing := [c for c in needed if c not in test_df.columns]:
+        return f"the candidate's test rows lack its entity column {', '.join(missing)}"
+    spark, tables, read = test_df.sparkSession, [], {}
+    for lk in lookups:
+        ref = f"features.{lk.table}"
+        path = lake.table_path(config.lake_root, ref)
+        if not lake.exists(path):
+            return f"its feature table {ref} no longer exists"
+        current = lake.version(None, path, ref)
+        now = feature_definitions.definition_at(lake.commits(path, ref), current)
+        if lk.definition and now and now.definition == lk.definition:
+            version = current
+        elif lk.version is None:
+            return f"it recorded no Delta version of {ref}"
+        else:
+            version = int(lk.version)
+            gone = set(lake.files(path, version, ref)) - set(lake.files(path, ref=ref))
+            if any(not (path / f).exists() for f in gone):
+                return f"version {version} of {ref} was vacuumed"
+        tables.append((FeatureLookup(**{**lk.to_dict(), "version": version, "unique_times": True}),
+                       lake.read(spark, path, version, ref)))
+        read[ref] = version
+    joined, flags = join_features(test_df.select(*needed), entity["event_time"], tables)
+    return joined.drop(*flags), read
 
 
 def _dataset_input(spark, data, manifest: dict, label: str, path):

@@ -680,11 +680,15 @@ def after_build(config: Config, tracker, name: str) -> dict | None:
 # --- what VACUUM must keep -----------------------------------------------------------------
 
 
-def pins(config: Config, ref: str) -> list[tuple[str, int]]:
-    """(training-set version, Delta version of `ref` it was built from) for every version
-    `rebuild` can recompute: it reads `ref` at that version, so its files must stay. A
-    version made from a DataFrame cannot be recomputed and pins nothing."""
-    out = []
+def pins(config: Config, ref: str, users: list[dict] = ()) -> list[tuple[str, int]]:
+    """(who, Delta version of `ref` it needs) for every training-set version `rebuild` can
+    recompute (it reads `ref` at that version, so its files must stay; a version made from a
+    DataFrame cannot be recomputed and pins nothing), and for every model version under an
+    alias (`users`, registry.feature_users) trained on `ref`: the gate re-scores a champion
+    on its own features by reading that version."""
+    out = [(f"model {u['model']}/{u['version']} ({', '.join(u['aliases'])})", int(u["tables"][table]))
+           for u in users for table in u["tables"]
+           if f"features.{table}" == ref and u["tables"][table] is not None]
     for name in names(config):
         for version in list_versions(config, name):
             try:
@@ -696,14 +700,15 @@ def pins(config: Config, ref: str) -> list[tuple[str, int]]:
             read = {man["label_source"]["table"]: man["label_source"]["version"],
                     **{f"features.{lk['table']}": lk["version"] for lk in man["lookups"]}}
             if read.get(ref) is not None:
-                out.append((f"{name}@{version}", int(read[ref])))
+                out.append((f"training set {name}@{version}", int(read[ref])))
     return out
 
 
-def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None) -> dict:
+def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None, users: list[dict] = ()) -> dict:
     """Delta VACUUM of lake table `ref`, refused (ConfigError) when `retain_hours` is shorter
-    than what a training-set version's rebuild needs; without it, the longer of that minimum
-    and the table's own retention (Delta's default 168 hours).
+    than what a training-set version's rebuild or an aliased model version (`users`, see
+    `pins`) needs; without it, the longer of that minimum and the table's own retention
+    (Delta's default 168 hours).
 
     A version's files are removed from the table by later commits; VACUUM deletes a removed
     file once its removal is older than the retention (and, after the table's
@@ -723,7 +728,7 @@ def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None) -> 
     current, commits = lake.files(path, ref=ref), lake.commits(path, ref)
     tombstone_hours = lake.deleted_file_retention_hours(path)
     needs = []
-    for pinned_by, version in pins(config, ref):
+    for pinned_by, version in pins(config, ref, users):
         gone = {f: t for f, t in lake.files(path, version, ref).items() if f not in current}
         hours = 0
         if gone:
@@ -732,7 +737,7 @@ def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None) -> 
             if age >= tombstone_hours:  # removal records expired: only the files' age protects them
                 age = (now - min(gone.values())) / 3_600_000
             hours = math.ceil(age) + 1  # an hour's margin for the clock running until VACUUM
-        needs.append({"training_set": pinned_by, "table_version": version, "needs_hours": hours,
+        needs.append({"needed_by": pinned_by, "table_version": version, "needs_hours": hours,
                       "_files": set(gone)})
     # Never less than an hour: files a writer is still adding are not in the log yet.
     minimum = max([1, *(n["needs_hours"] for n in needs)])
@@ -740,19 +745,19 @@ def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None) -> 
         hours = max(minimum, math.ceil(tombstone_hours))
     elif retain_hours < minimum:
         short = [n for n in needs if n["needs_hours"] > retain_hours]
-        said = "; ".join(f"training set {n['training_set']} reads {ref} version {n['table_version']} "
+        said = "; ".join(f"{n['needed_by']} reads {ref} version {n['table_version']} "
                          f"and needs {n['needs_hours']} hours" for n in short) \
             or "files being written may not be in the log yet"
         raise ConfigError(f"vacuum {ref}: retain_hours={retain_hours} is too short, the minimum is "
                           f"{minimum} hours ({said}); nothing deleted (delete or prune those "
-                          "training-set versions to release their files)")
+                          "training-set versions, or move those aliases, to release their files)")
     else:
         hours = retain_hours
     doomed = lake.vacuum(spark, path, hours, dry_run=True)
-    needed = {f: n["training_set"] for n in needs for f in n["_files"]}
+    needed = {f: n["needed_by"] for n in needs for f in n["_files"]}
     if hit := [f for f in doomed if f in needed]:  # what the log says against what is on disk
         raise ConfigError(f"vacuum {ref}: with retain_hours={hours} Delta would delete {len(hit)} "
-                          f"file(s) training set {needed[hit[0]]} needs (e.g. {hit[0]}); nothing "
+                          f"file(s) {needed[hit[0]]} needs (e.g. {hit[0]}); nothing "
                           "deleted: give more hours")
     lake.vacuum(spark, path, hours)
     return {"table": ref, "retain_hours": hours, "retain_hours_given": retain_hours,

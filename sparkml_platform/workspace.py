@@ -52,6 +52,9 @@ class FeatureTableInfo(Record):
     last_built: str | None
     last_run_id: str | None
     newest_event_time: str | None
+    declared: str | None = None  # the version features.yml declares: NAME, or NAME@N
+    lake_versions: list[str] | None = None  # every version the lake holds
+
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Published(Record):
     mode: str  # full, incremental or up to date
     written: int
     deleted: int
+    older_versions: list[dict] | None = None  # older versions aliased models use, published along
 
 
 @dataclass(frozen=True)
@@ -551,27 +555,27 @@ class Features:
 
     def show(self, name: str, compare: tuple[int, int] | None = None) -> dict:
         """The table's definition, versions, statistics (or, with `compare`, their shift)."""
-        from . import catalog
+        from . import catalog, features, online, registry
 
-        from . import online
-
-        self._ws.config.feature_table(name)
+        name = features.resolve(self._ws.config, name).exact
         if compare:
             return catalog.compare_versions(self._ws.spark, self._ws.config, name, *compare)
-        shown = catalog.show_feature_table(self._ws.spark, self._ws.config, name)
+        with self._ws.tracker.bound():
+            users = registry.feature_users(self._ws.tracker)
+        shown = catalog.show_feature_table(self._ws.spark, self._ws.config, name, users)
         try:
-            shown["online"] = online.online_status(self._ws.online_store, name, shown.get("version"))
+            newest = (shown.get("history") or [{}])[0].get("version")
+            shown["online"] = online.online_status(self._ws.online_store, shown["name"], newest)
         except online.StoreDown as exc:
             shown["online"] = {"unknown": str(exc)}
         return shown
 
     def read(self, name: str, version: int | None = None, as_of: str | None = None):
         """The table's rows: its current version, a Delta `version`, or as of a time."""
-        from . import lake
+        from . import features, lake
 
-        self._ws.config.feature_table(name)
-        ref = f"features.{name}"
-        path = lake.table_path(self._ws.config.lake_root, ref)
+        table = features.resolve(self._ws.config, name)
+        ref, path = table.ref, table.path(self._ws.config)
         if not lake.exists(path):
             raise ConfigError(f"feature table {name} has not been built yet (features.build({name!r}))")
         if version is not None and as_of is not None:
@@ -583,23 +587,46 @@ class Features:
     def publish(self, name: str, full: bool = False) -> Published:
         """Each key's newest row of the table into the online store (only what changed since
         the version published last, unless `full`); records the Delta version published."""
+        from . import features
+
+        table = features.resolve(self._ws.config, name)
+        published = self._publish_one(table.exact, full)
+        if table.declared and table.number > 1:
+            # NAME@N: a plain NAME would be the declared version.
+            published["older_versions"] = [self._publish_one(f"{table.base}@{n}", full)
+                                           for n in self._used_older(table)]
+        return Published.of(published)
+
+    def _publish_one(self, name: str, full: bool) -> dict:
         from . import online
 
-        self._ws.config.feature_table(name)
         if not full and (done := online.up_to_date(self._ws.config, self._ws.online_store, name)):
-            return Published.of(done)  # before the session: nothing to publish needs none
-        return Published.of(online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name,
-                                           full=full))
+            return done  # before the session: nothing to publish needs none
+        return online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
+
+    def _used_older(self, table) -> list[int]:
+        """The versions of `table` older than it that the lake holds and a model version
+        under an alias uses."""
+        from . import features, registry
+
+        held = [n for n in features.lake_versions(self._ws.config, table.base) if n < table.number]
+        if not held:
+            return []
+        with self._ws.tracker.bound():
+            used = {t for u in registry.feature_users(self._ws.tracker) for t in u["tables"]}
+        return [n for n in held if versioned(table.base, n) in used]
 
     def vacuum(self, name: str, retain_hours: int | None = None) -> dict:
         """Delta VACUUM of the feature table: deletes the files its current version no longer
         reads that were removed more than `retain_hours` ago. Refused (ConfigError) when a
         training-set version that `rebuild` can recompute reads one of them; default hours:
         that safe minimum, or the table's retention (168 hours) when longer."""
-        from . import training_sets
+        from . import features, registry, training_sets
 
-        self._ws.config.feature_table(name)
-        return training_sets.vacuum(self._ws.spark, self._ws.config, f"features.{name}", retain_hours)
+        table = features.resolve(self._ws.config, name)
+        with self._ws.tracker.bound():
+            users = registry.feature_users(self._ws.tracker)
+        return training_sets.vacuum(self._ws.spark, self._ws.config, table.ref, retain_hours, users)
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
               chunk_days: int | None = None, full: bool = False, force: bool = False,
@@ -622,7 +649,7 @@ class Features:
             raise ConfigError("chunk_days splits a window: give start and end too")
         table = features.resolve(self._ws.config, name)
         self._ws.check_setup()
-        built = self._build_one(table.name, start, end, chunk_days=chunk_days, full=full, force=force,
+        built = self._build_one(table.exact, start, end, chunk_days=chunk_days, full=full, force=force,
                                 retire=retire)
         if built.get("retired"):
             with self._ws.tracker.bound():
@@ -659,24 +686,14 @@ class Features:
     def _build_older(self, table) -> list[dict]:
         """The older versions of `table` that a model under an alias uses, each built
         incrementally, or the reason it is kept as it is."""
-        from . import features, registry
-
-        held = [n for n in features.lake_versions(self._ws.config, table.base) if n < table.number]
-        if not held:
-            return []
-        with self._ws.tracker.bound():
-            used = {t for u in registry.feature_users(self._ws.tracker) for t in u["tables"]}
         out = []
-        for number in held:
-            name = versioned(table.base, number)
-            if name not in used:
-                out.append({"table": f"features.{name}", "mode": "kept as it is",
-                            "reason": "no model under an alias uses it"})
-                continue
+        for number in self._used_older(table):
+            name = f"{table.base}@{number}"  # a plain NAME would be the declared version
             try:
                 built = self._build_one(name, full=False, force=False)
             except ConfigError as exc:
-                out.append({"table": f"features.{name}", "mode": "kept as it is", "reason": str(exc)})
+                out.append({"table": f"features.{versioned(table.base, number)}", "mode": "kept as it is",
+                            "reason": str(exc)})
                 continue
             out.append({k: built.get(k) for k in ("table", "version", "mode", "rows", "rows_written")})
         return out

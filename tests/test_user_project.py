@@ -181,9 +181,19 @@ def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project)
 def check_no_secret_is_recorded(conf: Path, *outputs) -> None:
     """Nothing the platform wrote (lake, commit metadata, manifests, MLflow store and
     artifacts, environments, validation results, logs) holds a planted secret."""
-    holding = [str(path) for path in conf.parent.rglob("*") if path.is_file()
-               and conf not in path.parents
-               and any(secret.encode() in path.read_bytes() for secret in SECRETS)]
+    # Read in a process of its own: closing a file descriptor of a SQLite database (or its
+    # -wal/-shm) drops every POSIX lock this process holds on it, and an open MLflow store here
+    # would then be taken for closed by the next process, which deletes its WAL under it.
+    scan = ("import sys, pathlib\n"
+            "root, conf, secrets = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]\n"
+            "for path in root.rglob('*'):\n"
+            "    if path.is_file() and conf not in path.parents and any(\n"
+            "            s.encode() in path.read_bytes() for s in secrets):\n"
+            "        print(path)\n")
+    done = subprocess.run([sys.executable, "-c", scan, str(conf.parent), str(conf), *SECRETS],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    holding = done.stdout.split()
     holding += [" ".join(out.args) for out in outputs
                 if any(secret in out.stdout + out.stderr for secret in SECRETS)]
     assert holding == []
@@ -222,76 +232,156 @@ def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
     assert done.stdout.split()[0] == str(len(rows))
 
 
-def test_an_edited_transformation_rebuilds_the_table_through_spark_submit(spark, stock_project):
-    """After the pipeline test: the project's code is edited, and a feature build submitted
-    with spark-submit.sh (no PYTHONPATH, the user's shared jar cache) rebuilds the whole table."""
+def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps_its_own(spark, stock_project):
+    """After the pipeline test, the project's transformation is edited while model versions
+    under aliases were trained on it: the build is refused (nothing written); with `version:
+    2` (the new code as its own function) a build through spark-submit.sh (no PYTHONPATH, the
+    user's shared jar cache) makes price_stats@2 beside price_stats, the champion scores on its
+    own version row for row as before, a retrain on @2 is compared with the champion on the
+    same test rows through the champion's own features, and the online store serves each
+    model its own version. Then the old function is edited in place and retired: the models
+    trained on it are refused by score, score_batch and serve."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from sparkml_platform import Workspace, online, registry, training_sets
+    from sparkml_platform.config import load_config
+    from sparkml_platform.errors import ConfigError
+    from sparkml_platform.serving import ServedModel
+
     conf = stock_project
-    lake = conf.parent / ".sparkml" / "lake" / "features" / "price_stats"
-    if not lake.exists():  # run on its own, without the pipeline test before it
+    root = conf.parent / ".sparkml" / "lake"
+    if not (root / "features" / "price_stats").exists():  # run on its own
         assert run_main(conf, "run", "daily", env=None).returncode == 0
+    ws = Workspace(str(conf))
+    client = ws.tracker.client  # the in-process commands' store, not a second SQLite engine on it
+    champion = client.get_model_version_by_alias("next_close", "champion")
+    ridge = max((mv for mv in client.search_model_versions("name = 'next_close'")
+                 if mv.tags.get("model_spec") == "close_ridge"), key=lambda mv: int(mv.version))
+    # Any alias protects what a version was trained on; this one stays whatever a retrain decides.
+    client.set_registered_model_alias("next_close", "pinned", champion.version)
+    client.set_registered_model_alias("next_close", "online", ridge.version)
+    v1_log = root / "features" / "price_stats" / "_delta_log"
+    v1_commits = sorted(v1_log.glob("*.json"))
+    entity_rows = spark.read.format("delta").load(str(root / "entities" / "price_days"))
+
+    def champion_scores():
+        return ws.score_batch(f"next_close/{champion.version}", entity_rows) \
+            .select("symbol", "at", "value").orderBy("symbol", "at").toPandas()
+
+    before = champion_scores()
+
+    # 1. Edited in place under aliased models: refused, naming them and the two ways on.
     code = conf.parent / PACKAGE / "transformations.py"
     source = code.read_text()
     assert "rowsBetween(-4, 0)" in source
     code.write_text(source.replace("rowsBetween(-4, 0)", "rowsBetween(-2, 0)"))
+    refused = run_main(conf, "features", "build", "price_stats", env=None)
+    assert refused.returncode == 2, refused.stderr
+    for said in (f"next_close version {champion.version} (", "pinned", f"next_close version {ridge.version} (",
+                 "the transformation's code changed", "Nothing written",
+                 "feature_tables.price_stats.version to 2", "--retire"):
+        assert said in refused.stderr, (said, refused.stderr)
+    assert sorted(v1_log.glob("*.json")) == v1_commits
+
+    # 2. Version 2, the new code as a function of its own: built beside version 1.
+    body = source[source.index("def price_stats("):]
+    body = body[:body.index("\ndef ") if "\ndef " in body else len(body)]
+    code.write_text(source + "\n\n" + body.replace("def price_stats(", "def price_stats_v2(")
+                    .replace("rowsBetween(-4, 0)", "rowsBetween(-2, 0)"))
+    features_yml = conf / "base" / "features.yml"
+    declared = yaml.safe_load(features_yml.read_text())
+    declared["feature_tables"]["price_stats"].update(
+        version=2, transformation=f"{PACKAGE}.transformations.price_stats_v2")
+    features_yml.write_text(yaml.safe_dump(declared, sort_keys=False))
     env = {k: v for k, v in cli_env().items() if k not in ("PYTHONPATH", "SPARKML_JARS_DIR")}
     done = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "features_build",
                            "price_stats"], capture_output=True, text=True, timeout=600, env=env,
                           cwd=conf.parent)
     assert done.returncode == 0, submitted(done)
     built = json.loads(done.stdout.strip().splitlines()[-1])
-    assert built["mode"] == "full" and "the transformation's code changed" in built["reason"], built
+    assert built["table"] == "features.price_stats@2" and built["mode"] == "full", built
+    assert [(o["table"], o["mode"]) for o in built["older_versions"]] == [("features.price_stats", "up to date")]
+    assert sorted(v1_log.glob("*.json")) == v1_commits
+    v2 = root / "features" / "price_stats__v2"
+    closes = spark.read.format("delta").load(str(root / "raw" / "prices")).where("symbol = 'AAA'").orderBy("date").collect()
+    new_rows = spark.read.format("delta").load(str(v2)).where("symbol = 'AAA'").orderBy("at").collect()
+    old_rows = spark.read.format("delta").load(str(v1_log.parent)).where("symbol = 'AAA'").orderBy("at").collect()
+    assert new_rows[5].mean_5d == pytest.approx(sum(r.close for r in closes[3:6]) / 3)
+    assert old_rows[5].mean_5d == pytest.approx(sum(r.close for r in closes[1:6]) / 5)
+
+    # 3. The champion keeps scoring on its own version: the same predictions, row by row.
+    pd.testing.assert_frame_equal(champion_scores(), before)
     shown = json.loads(run_main(conf, "features", "show", "price_stats", "--json", env=None).stdout)
-    assert shown["last_full_build"]["version"] == built["version"]
-    assert shown["last_full_build"]["reason"] == built["reason"]
-    # The table holds the new logic's rows: a 3-day mean.
-    rows = spark.read.format("delta").load(str(lake)).where("symbol = 'AAA'").orderBy("at").collect()
-    closes = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "raw" / "prices")) \
-        .where("symbol = 'AAA'").orderBy("date").collect()
-    assert rows[5].mean_5d == pytest.approx(sum(r.close for r in closes[3:6]) / 3)
+    assert shown["table"] == "features.price_stats@2" and shown["table_version"] == 2
+    users = {v["name"]: v["used_by_models"] for v in shown["versions"]}
+    assert set(users) == {"price_stats", "price_stats@2"} and users["price_stats@2"] == []
+    assert f"next_close/{champion.version} (" in " ".join(users["price_stats"])
+    missing = run_main(conf, "features", "show", "price_stats@5", env=None)
+    assert missing.returncode == 2 and "has no version 5" in missing.stderr
+    assert "the lake holds price_stats, price_stats@2" in missing.stderr
 
+    # 4. A retrain on @2, compared with the champion on the same test rows through its own features.
+    assert run_main(conf, "trainset", "build", "next_close", env=None).returncode == 0
+    config = load_config(conf)
+    man = training_sets.manifest(config, "next_close")
+    assert [lk["table"] for lk in man["lookups"]] == ["price_stats@2"]
+    trained = run_main(conf, "train", "close_linear", env=None)
+    assert trained.returncode in (0, 3), trained.stderr
+    newest = max(client.search_model_versions("name = 'next_close'"), key=lambda mv: int(mv.version))
+    gate = registry.load_json_artifact(ws.tracker, newest.run_id, "gate.json")
+    compared = gate["champion"]
+    assert compared["version"] == champion.version and "skipped" not in compared, compared
+    assert compared["features"] == {"features.price_stats": json.loads(champion.tags["feature_tables"])["price_stats"]}
+    test_rows = training_sets.read_version(spark, config, man).where("split = 'test'") \
+        .select("symbol", "at", "label", "close", "volume")
+    own = ws.score_batch(f"next_close/{champion.version}", test_rows).select("label", "value").toPandas()
+    rmse = float(((own["value"] - own["label"]) ** 2).mean() ** 0.5)
+    assert compared["metrics"]["rmse"] == pytest.approx(rmse, rel=1e-9)
 
-def test_a_champion_whose_feature_definition_changed_is_never_scored_on_the_new_one(spark, stock_project):
-    """After the edit above, the champion (trained on price_stats' first definition) is
-    refused by `score` (exit 2, nothing written) and by `score_batch`, naming the table, both
-    definition hashes and the build that changed it; its training set and version tags
-    recorded the definition it read."""
-    from sparkml_platform import Workspace, lake
-    from sparkml_platform.config import load_config
-    from sparkml_platform.errors import ConfigError
+    # 5. Online: publishing price_stats publishes @2 and the version 1 an aliased model uses.
+    published = run_main(conf, "features", "publish", "price_stats", env=None)
+    assert published.returncode == 0, published.stderr
+    published = json.loads(published.stdout)
+    assert published["table"] == "features.price_stats@2"
+    assert [o["table"] for o in published["older_versions"]] == ["features.price_stats"]
+    store = online.open_store(config)
+    key = online.key_json(["symbol"], ["AAA"])
+    (_, old_online), (_, new_online) = store.get("price_stats", [key])[0], store.get("price_stats@2", [key])[0]
+    assert (old_online["mean_5d"], new_online["mean_5d"]) == pytest.approx((old_rows[-1].mean_5d, new_rows[-1].mean_5d))
+    served = ServedModel(ws.tracker, f"next_close/{ridge.version}", store)
+    # The entity row at the time of the newest feature row (the store holds each key's newest).
+    last = entity_rows.where(F.col("symbol") == "AAA").where(F.col("at") == old_rows[-1].at)
+    assert last.count() == 1
+    row = last.collect()[0]
+    answer, _ = served.answer([{"symbol": "AAA", "close": row.close, "volume": row.volume,
+                                "at": row.at.isoformat()}], store)
+    batch = ws.score_batch(f"next_close/{ridge.version}", last).collect()[0]
+    assert answer[0]["tables_without_row"] == 0
+    assert answer[0]["value"] == pytest.approx(batch["value"], rel=1e-9)
 
-    conf = stock_project
-    root = conf.parent / ".sparkml" / "lake"
-    if not (root / "features" / "price_stats").exists():
-        assert run_main(conf, "run", "daily", env=None).returncode == 0
-    champion = mlflow_client(conf).get_model_version_by_alias("next_close", "champion")
-    trained = json.loads(champion.tags["feature_definitions"])["price_stats"]
-    manifest = json.loads(run_main(conf, "trainset", "show", "next_close", "--json", env=None).stdout)
-    assert [lk["definition"] for lk in manifest["lookups"]] == [trained]
-    features = lake.table_path(load_config(conf).lake_root, "features.price_stats")
-    built = [c for c in lake.commits(features) if (c["metadata"] or {}).get("kind") == "feature_table"]
-    if built[-1]["metadata"]["definition_hash"] == trained:  # run on its own: edit the code here
-        code = conf.parent / PACKAGE / "transformations.py"
-        code.write_text(code.read_text().replace("rowsBetween(-4, 0)", "rowsBetween(-1, 0)"))
-        assert run_main(conf, "features", "build", "price_stats", env=None).returncode == 0
-        built = [c for c in lake.commits(features) if (c["metadata"] or {}).get("kind") == "feature_table"]
-    now = built[-1]["metadata"]["definition_hash"]
-    assert now != trained
+    # 6. Version 1's function edited in place: kept as it is, until retired explicitly.
+    code.write_text(code.read_text().replace("rowsBetween(-4, 0)", "rowsBetween(-1, 0)", 1))
+    kept = run_main(conf, "features", "build", "price_stats@1", env=None)
+    assert kept.returncode == 2 and "--retire" in kept.stderr and "kept as it is" in kept.stderr
+    retired = run_main(conf, "features", "build", "price_stats@1", "--retire", env=None)
+    assert retired.returncode == 0, retired.stderr
+    assert f"next_close/{champion.version}" in json.loads(retired.stdout)["retired"]
+    assert "retired" in client.get_model_version("next_close", champion.version).tags["stale_features"]
     predictions = root / "predictions" / "next_close" / "_delta_log"
     commits_before = sorted(predictions.glob("*.json"))
-
-    result = run_main(conf, "score", "next_close@champion", "--input", "entities.price_days",
+    scored = run_main(conf, "score", "next_close@pinned", "--input", "entities.price_days",
                       "--output", "predictions.next_close", "--run-date", "2009-07-01", env=None)
-
-    assert result.returncode == 2, result.stderr
-    assert (f"model next_close version {champion.version} was trained on feature table price_stats "
-            f"with definition {trained}") in result.stderr
-    assert f"holds definition {now}, changed by the build of version {built[-1]['version']}" in result.stderr
-    assert "nothing was scored" in result.stderr
+    assert scored.returncode == 2, scored.stderr
+    assert (f"model next_close version {champion.version} was trained on feature table price_stats with "
+            f"definition {json.loads(champion.tags['feature_definitions'])['price_stats']}") in scored.stderr
+    assert "--retire" in scored.stderr and "nothing was scored" in scored.stderr
     assert sorted(predictions.glob("*.json")) == commits_before
-    ws = Workspace(str(conf))
-    rows = spark.read.format("delta").load(str(root / "entities" / "price_days")).limit(5)
-    with pytest.raises(ConfigError, match=f"price_stats with definition {trained}"):
-        ws.score_batch("next_close@champion", rows)
+    with pytest.raises(ConfigError, match="retire"):
+        ws.score_batch("next_close@pinned", entity_rows)
+    assert run_main(conf, "features", "publish", "price_stats@1", env=None).returncode == 0
+    with pytest.raises(ConfigError, match="not served"):
+        ServedModel(ws.tracker, "next_close@online", store)
 
 
 def test_a_transformation_that_raises_names_the_table_and_the_function(spark, stock_project, capsys):
@@ -300,11 +390,13 @@ def test_a_transformation_that_raises_names_the_table_and_the_function(spark, st
         "def stats(prices):\n    raise ValueError('no prices for this market')\n")
     overlay = conf / "broken"
     overlay.mkdir(exist_ok=True)
-    (overlay / "features.yml").write_text(yaml.safe_dump({"feature_tables": {"price_stats": {
-        "transformation": f"{PACKAGE}.broken.stats"}}}))
-    result = run_main(conf, "features", "build", "price_stats", env="broken")
+    # A table of its own: a changed definition of price_stats would be refused first (models
+    # under aliases were trained on it).
+    table = {**CONF["features.yml"]["feature_tables"]["price_stats"], "transformation": f"{PACKAGE}.broken.stats"}
+    (overlay / "features.yml").write_text(yaml.safe_dump({"feature_tables": {"broken_stats": table}}))
+    result = run_main(conf, "features", "build", "broken_stats", env="broken")
     assert result.returncode == 1
-    assert (f"feature table price_stats: its transformation {PACKAGE}.broken.stats raised "
+    assert (f"feature table broken_stats: its transformation {PACKAGE}.broken.stats raised "
             "ValueError: no prices for this market") in result.stderr
 
 
