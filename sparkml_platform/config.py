@@ -735,6 +735,9 @@ class Config:
     def feature_table(self, name: str) -> FeatureTable:
         """The declared definition of feature table `name` (NAME, or NAME@N with N its declared
         version; an older version's definition is in the lake: features.definition_of)."""
+        match = FEATURE_REF.match(name)
+        if not match:  # not a name at all: no table of that name, and the ones there are
+            return _lookup(self.features.feature_tables, name, "feature table", "features.yml")
         base, number = split_version(name)
         table = _lookup(self.features.feature_tables, base, "feature table", "features.yml")
         if number is not None and number != table.version:

@@ -62,8 +62,8 @@ class TableVersion:
 def resolve(config: Config, name: str) -> TableVersion:
     """`NAME` (the version features.yml declares) or `NAME@N` -> that version. An older
     version's definition is the one its newest build recorded in its Delta log."""
+    declared = config.feature_table(name.split("@")[0] if "@" in name else name)
     base, number = split_version(name)
-    declared = config.feature_table(base)
     if number is None or number == declared.version:
         return TableVersion(versioned(base, declared.version), base, declared.version, declared, True)
     path = lake.table_path(config.lake_root, f"features.{versioned(base, number)}")

@@ -83,7 +83,11 @@ CONF = {
         {"train": "close_linear"},
         {"train": "close_ridge"},
         {"score": {"model": "next_close@champion", "input": "entities.price_days",
-                   "output": "predictions.next_close", "run_date": "2009-06-30"}}]}}},
+                   "output": "predictions.next_close", "run_date": "2009-06-30"}}]},
+        # Scores the version the versions test pins (an alias it sets).
+        "score_pinned": {"steps": [
+            {"score": {"model": "next_close@pinned", "input": "entities.price_days",
+                       "output": "predictions.next_close", "run_date": "2009-07-02"}}]}}},
 }
 
 
@@ -376,6 +380,8 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     assert (f"model next_close version {champion.version} was trained on feature table price_stats with "
             f"definition {json.loads(champion.tags['feature_definitions'])['price_stats']}") in scored.stderr
     assert "--retire" in scored.stderr and "nothing was scored" in scored.stderr
+    piped = run_main(conf, "run", "score_pinned", env=None)
+    assert piped.returncode == 2 and "--retire" in piped.stderr, piped.stderr
     assert sorted(predictions.glob("*.json")) == commits_before
     with pytest.raises(ConfigError, match="retire"):
         ws.score_batch("next_close@pinned", entity_rows)
