@@ -239,18 +239,9 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
     if window is None and not full and not force and (done := up_to_date(config, name)) is not None:
         return done
-    table = resolve(config, name)
+    table, retired = check_change(config, name, users, retire)
     definition, name = table.definition, table.name
     path = table.path(config)
-    _refuse_skipped_version(config, table)
-    hashes = definition_hashes(definition, import_function(definition.transformation,
-                                                           f"{table.where}.transformation"))
-    if not table.declared and not retire and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
-        raise ConfigError(f"feature table {name}: its transformation {definition.transformation} is no "
-                          f"longer the code version {table.number} was built with, so it is kept as it "
-                          "is and not built further (keep the old function under its name to keep "
-                          "that version current, or rebuild it with the code as it is with --retire)")
-    retired = _dependents_of_a_change(table, path, hashes, users, retire)
     computed, source_versions, hashes = compute(spark, config, table)
     run_id = provenance.run_id()
     base = {"kind": "feature_table", "name": name, **hashes,
@@ -315,6 +306,24 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             "validation": written[-1]["validation"] if written else None,
             "chunks": results if len(chunks) > 1 else [],
             **({"retired": retired} if retired else {})}
+
+
+def check_change(config: Config, name: str, users=lambda: [], retire: bool = False) -> tuple[TableVersion, list[str]]:
+    """What `build` refuses before it computes anything, from the Delta logs and the code
+    alone (no Spark): a skipped version, an older version whose code changed, a changed
+    definition under aliased models (see `build`). Returns the version and the MODEL/VERSION
+    a `retire` marks stale."""
+    table = resolve(config, name)
+    definition, path = table.definition, table.path(config)
+    _refuse_skipped_version(config, table)
+    hashes = definition_hashes(definition, import_function(definition.transformation,
+                                                           f"{table.where}.transformation"))
+    if not table.declared and not retire and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
+        raise ConfigError(f"feature table {table.name}: its transformation {definition.transformation} is no "
+                          f"longer the code version {table.number} was built with, so it is kept as it "
+                          "is and not built further (keep the old function under its name to keep "
+                          "that version current, or rebuild it with the code as it is with --retire)")
+    return table, _dependents_of_a_change(table, path, hashes, users, retire)
 
 
 def _last_build(path) -> dict:

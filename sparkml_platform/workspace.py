@@ -666,17 +666,22 @@ class Features:
         window = features.parse_window(start, end)
         if not (window or options["full"] or options["force"]) and (done := features.up_to_date(self._ws.config, name)):
             return done
-        table = features.resolve(self._ws.config, name)
+        asked: list[list[dict]] = []
+
+        def users():  # the registry, asked once, and only for a changed definition
+            if not asked:
+                with self._ws.tracker.bound():
+                    asked.append(registry.feature_users(self._ws.tracker))
+            return asked[0]
+
+        # Refusals first: they need no session, so a refused build starts no JVM.
+        table, _ = features.check_change(self._ws.config, name, users, options.get("retire", False))
         if self._ws.config.suite(table.definition.expectations, f"{table.where}.expectations") is not None:
             from .validation import prepare_in_background
 
             prepare_in_background()  # while the session starts
         if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
             self._ws._small_inputs = features.small_inputs(self._ws.config, name)
-
-        def users():
-            with self._ws.tracker.bound():
-                return registry.feature_users(self._ws.tracker)
 
         # force: the check above is done (and build would repeat it)
         return features.build(self._ws.spark, self._ws.config, name, start, end,
