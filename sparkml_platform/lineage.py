@@ -254,10 +254,15 @@ class _Walk:
             if spec is not None:
                 detail.update(transform=spec.transform, description=spec.description, owner=spec.owner)
         elif kind == "feature_table":
-            table = self.config.features.feature_tables.get(name)
-            if table is not None:
-                detail.update(description=table.description, owner=table.owner,
-                              transformation=table.transformation)
+            # NAME@N: version N of NAME; its definition is the one its builds recorded.
+            base, _, number = name.partition("@")
+            table = self.config.features.feature_tables.get(base)
+            recorded = meta.get("definition") if isinstance(meta.get("definition"), dict) else {}
+            detail["table_version"] = int(number or 1)
+            if recorded or table is not None:
+                detail.update(description=recorded.get("description", getattr(table, "description", None)),
+                              owner=recorded.get("owner", getattr(table, "owner", None)),
+                              transformation=recorded.get("transformation", getattr(table, "transformation", None)))
             detail.update({k: meta[k] for k in ("definition_hash", "code_hash", "run_id") if k in meta})
         elif kind == "predictions":
             runs = [r for r in self.scoring_runs() if r["output_table"] == ref]
@@ -325,7 +330,7 @@ class _Walk:
                       and (version is None or c["version"] <= version)]
             if builds and builds[-1]["metadata"].get("sources"):
                 return list(builds[-1]["metadata"]["sources"].items())
-            table = self.config.features.feature_tables.get(name)
+            table = self.config.features.feature_tables.get(name.partition("@")[0])
             return [(t, None) for t in table.sources.values()] if table else []
         if zone == "entities":
             meta = self._metadata_at(node_id, version)

@@ -342,6 +342,14 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     own = ws.score_batch(f"next_close/{champion.version}", test_rows).select("label", "value").toPandas()
     rmse = float(((own["value"] - own["label"]) ** 2).mean() ** 0.5)
     assert compared["metrics"]["rmse"] == pytest.approx(rmse, rel=1e-9)
+    # Lineage names the version the new model read, with its definition.
+    graph = json.loads(run_main(conf, "lineage", f"next_close/{newest.version}", "--format", "json",
+                                env=None).stdout)
+    tables = {n["id"]: n for n in graph["nodes"] if n["kind"] == "feature_table"}
+    assert list(tables) == ["features.price_stats@2"]
+    assert tables["features.price_stats@2"]["detail"]["table_version"] == 2
+    assert tables["features.price_stats@2"]["detail"]["transformation"] == f"{PACKAGE}.transformations.price_stats_v2"
+    assert "raw.prices" in {n["id"] for n in graph["nodes"]}
 
     # 5. Online: publishing price_stats publishes @2 and the version 1 an aliased model uses.
     published = run_main(conf, "features", "publish", "price_stats", env=None)
