@@ -147,3 +147,27 @@ def test_a_champion_that_cannot_be_compared_follows_on_stale_champion():
     assert not kept["passed"]
     assert kept["failed"] == ["champion = not computed, needs a comparison with champion v3 "
                               "(on_stale_champion: keep; version 2 of features.price was vacuumed)"]
+
+
+def test_a_refused_build_names_the_aliased_model_from_the_registry_and_starts_no_jvm(tmp_path):
+    from sparkml_platform import Workspace, registry
+
+    config = config_with(tmp_path)
+    write_build(config, TABLE, {"definition_hash": "OLD", "code_hash": "c0", "config_hash": "y0"})
+    ws = Workspace.from_config(config)
+    with ws.tracker.bound():
+        client = ws.tracker.client
+        client.create_registered_model("delays")
+        tags = {"feature_tables": json.dumps({TABLE: 0}), "feature_definitions": json.dumps({TABLE: "OLD"})}
+        first = client.create_model_version("delays", str(tmp_path / "model"), tags=tags)
+        client.create_model_version("delays", str(tmp_path / "model"), tags=tags)  # no alias
+        client.set_registered_model_alias("delays", "champion", first.version)
+        client.set_registered_model_alias("delays", "pinned", first.version)
+        assert registry.feature_users(ws.tracker) == [
+            {"model": "delays", "version": "1", "aliases": ["champion", "pinned"], "tables": {TABLE: 0},
+             "definitions": {TABLE: "OLD"}, "stale": None}]
+    with pytest.raises(ConfigError, match=r"delays version 1 \(champion, pinned\)") as refused:
+        ws.features.build(TABLE)
+    assert "delays version 2" not in str(refused.value)
+    assert not ws.spark_started
+    assert [c["version"] for c in lake.commits(lake.table_path(config.lake_root, f"features.{TABLE}"))] == [0]

@@ -260,6 +260,15 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             moved = served.predict(row)[1]
             assert moved["version"] == str(second)
             answered.append(moved["predictions"][0]["tables_without_row"])
+            # To a version it cannot load (a Spark ML model): it keeps serving the one it has,
+            # and /ready and /metadata say which version was not loaded and why.
+            gbt = sklearn_version(conf, "flight_delay_gbt")
+            client.set_registered_model_alias("flight_delays", "online", gbt)
+            wait_for(lambda: "not_loaded" in get(served.url + "/ready")[1], "refusal shown", timeout=30)
+            status, ready = get(served.url + "/ready")
+            assert status == 200 and ready["version"] == str(second), ready
+            assert ready["not_loaded"]["version"] == str(gbt) and "is a Spark ML model" in ready["not_loaded"]["reason"]
+            assert get(served.url + "/metadata")[1]["not_loaded"] == ready["not_loaded"]
 
             # The store goes down: 503 within a second, and the server stays up.
             redis_proc.terminate()
