@@ -152,8 +152,8 @@ def read_by(config: Config, table: str, manifests: list[dict] | None = None, com
     return {
         "entity_tables": [f"entities.{n}" for n, spec in sorted(config.sources.entity_tables.items())
                           if spec.source == table],
-        "feature_tables": [f"features.{n}" for n, t in sorted(config.features.feature_tables.items())
-                           if table in t.sources.values()],
+        "feature_tables": [f"features.{versioned(n, t.version)}" for n, t in sorted(config.features.feature_tables.items())
+                           if table in map(config.source_ref, t.sources.values())],
         "training_sets": _trainsets_reading(found, table),
         "predictions": scored_into(config, table, commits),
     }

@@ -174,7 +174,9 @@ class FeatureTable(Strict):
     owner: str
     # A changed definition that aliased models depend on is a new version, built as its own
     # Delta table beside the old one (feature_definitions); 1 is the plain table.
-    version: int = Field(1, ge=1)
+    # Not in model_dump (so not in the definition hash): the same definition as version 1
+    # and as version 2 is the same definition, and hashes recorded before versions stay valid.
+    version: int = Field(1, ge=1, exclude=True)
     tags: list[str] = []
     keys: list[str] = Field(min_length=1)
     event_time: str

@@ -40,6 +40,9 @@ class TableVersion:
     number: int
     definition: FeatureTable
     declared: bool
+    # False: built before builds recorded their definition (read from its Delta metadata):
+    # it can be read and published, not built again.
+    buildable: bool = True
 
     @property
     def ref(self) -> str:
@@ -72,13 +75,34 @@ def resolve(config: Config, name: str) -> TableVersion:
         raise NotFoundError(f"feature table {base} has no version {number}: features.yml declares "
                             f"version {declared.version}, and the lake holds "
                             f"{', '.join(versioned(base, n) for n in held) or 'no version of it'}")
-    recorded = (lake.last_commit(path, "feature_table", f"features.{versioned(base, number)}") or {}).get("metadata")
-    if not recorded or not isinstance(recorded.get("definition"), dict):
-        raise ConfigError(f"feature table {versioned(base, number)}: its builds recorded no definition "
-                          f"(they were made before definitions were kept); only version "
-                          f"{declared.version}, the one features.yml declares, can be used by name")
-    return TableVersion(versioned(base, number), base, number,
-                        FeatureTable.model_validate(recorded["definition"]), False)
+    ref = f"features.{versioned(base, number)}"
+    recorded = (lake.last_commit(path, "feature_table", ref) or {}).get("metadata") or {}
+    if isinstance(recorded.get("definition"), dict):
+        return TableVersion(versioned(base, number), base, number,
+                            FeatureTable.model_validate(recorded["definition"]), False)
+    return TableVersion(versioned(base, number), base, number, _described(path, ref, recorded), False,
+                        buildable=False)
+
+
+def _described(path, ref: str, build: dict) -> FeatureTable:
+    """A table built before builds recorded their definition, as its Delta metadata describes
+    it (the properties `table_properties` sets, its columns, the sources its build read):
+    enough to read, look up and publish it, not to build it again."""
+    description, props = lake.properties(path, ref)
+    keys = [k for k in props.get("sparkml.keys", "").split(",") if k]
+    event_time = props.get("sparkml.event_time", "")
+    if not keys or not event_time:
+        raise ConfigError(f"feature table {ref}: its builds recorded no definition and its Delta "
+                          "properties name no keys or event time; it cannot be used by name")
+    columns = {c["name"]: c["type"] for c in lake.schema(path, ref)}
+    sources = list((build.get("sources") or {"raw.unknown": None}))
+    return FeatureTable.model_validate({
+        "description": description or ref, "owner": props.get("sparkml.owner", ""),
+        "tags": [t for t in props.get("sparkml.tags", "").split(",") if t], "keys": keys,
+        "event_time": event_time, "transformation": props.get("sparkml.transformation", ""),
+        "lookback": props.get("sparkml.lookback") or None,
+        "sources": {f"source_{i}": s for i, s in enumerate(sources)},
+        "features": {c: {"type": t} for c, t in columns.items() if c not in (*keys, event_time)}})
 
 
 def lake_versions(config: Config, base: str) -> list[int]:
@@ -117,7 +141,7 @@ def compute(spark, config: Config, table: TableVersion) -> tuple[object, dict[st
     except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
         raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
                         f"raised {type(exc).__name__}: {first_line(exc)}") from exc
-    return conform(df, definition, where), versions, definition_hashes(definition, transform)
+    return conform(df, definition, where), versions, definition_hashes(definition, transform, config)
 
 
 def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
@@ -133,11 +157,16 @@ def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
         pass
 
 
-def definition_hashes(definition: FeatureTable, transform) -> dict[str, str]:
+def definition_hashes(definition: FeatureTable, transform, config: Config) -> dict[str, str]:
     """What a feature table's rows depend on besides its inputs: its YAML definition and its
     transformation's code (the function and what it uses from its own package). A change to
-    either is a changed definition, which rebuilds the whole table."""
-    config_hash = definition_hash(definition)
+    either is a changed definition, which rebuilds the whole table. A source named
+    `features.NAME` is the version features.yml declares: when that is not version 1, the
+    version read is part of the definition (a bump of the source changes it)."""
+    moved = {ref: config.source_ref(ref) for ref in definition.sources.values()}
+    moved = {ref: now for ref, now in moved.items() if now != ref}
+    config_hash = definition_hash({"definition": definition_hash(definition), "sources": moved}) if moved \
+        else definition_hash(definition)
     code_hash = function_fingerprint(transform)
     return {"definition_hash": definition_hash({"definition": config_hash, "code": code_hash}),
             "config_hash": config_hash, "code_hash": code_hash}
@@ -180,7 +209,7 @@ def up_to_date(config: Config, name: str) -> dict | None:
     last = commits[built[-1]]
     meta = last["metadata"]
     if meta.get("mode") not in ("full", "incremental") \
-            or meta.get("definition_hash") != definition_hashes(definition, transform)["definition_hash"]:
+            or meta.get("definition_hash") != definition_hashes(definition, transform, config)["definition_hash"]:
         return None
     versions = {}
     for ref in map(config.source_ref, definition.sources.values()):
@@ -315,9 +344,13 @@ def check_change(config: Config, name: str, users=lambda: [], retire: bool = Fal
     a `retire` marks stale."""
     table = resolve(config, name)
     definition, path = table.definition, table.path(config)
+    if not table.buildable:
+        raise ConfigError(f"feature table {table.name} was built before builds recorded their "
+                          "definition, and features.yml now declares another version: it is kept as it "
+                          "is (it can still be read, looked up and published)")
     _refuse_skipped_version(config, table)
     hashes = definition_hashes(definition, import_function(definition.transformation,
-                                                           f"{table.where}.transformation"))
+                                                           f"{table.where}.transformation"), config)
     if not table.declared and not retire and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
         raise ConfigError(f"feature table {table.name}: its transformation {definition.transformation} is no "
                           f"longer the code version {table.number} was built with, so it is kept as it "

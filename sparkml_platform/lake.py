@@ -37,6 +37,8 @@ def table_path(lake_root: Location, ref: str, zones: tuple[str, ...] = ZONES) ->
     if match.group(1) not in zones:
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
+    if re.search(r"__v[0-9]+$", match.group(2)):
+        raise ConfigError(f"table {ref!r}: a feature table's version N is named NAME@N, not by its folder")
     number = int(match.group(3) or 1)
     path = lake_root / match.group(1) / (match.group(2) + (f"__v{number}" if number > 1 else ""))
     # A symbolic link inside a local lake (a zone or a table folder) must not lead out of it.
@@ -350,6 +352,12 @@ def commits(path: Location, ref: str | None = None) -> list[dict]:
             "metadata": meta,
         })
     return sorted(out, key=lambda c: c["version"])
+
+
+def properties(path: Location, ref: str | None = None) -> tuple[str, dict[str, str]]:
+    """The table's description and properties (Delta metadata, delta-rs)."""
+    meta = _delta_table(path, ref or str(path)).metadata()
+    return meta.description or "", dict(meta.configuration or {})
 
 
 def schema(path: Location, ref: str | None = None) -> list[dict]:

@@ -167,6 +167,9 @@ class _Walk:
         zone, _, name = ref.partition(".")
         if zone in ZONE_KIND and name:
             lake.table_path(config.lake_root, ref)  # a malformed name: ConfigError with the grammar
+            if zone == "features" and name.split("@")[0] in config.features.feature_tables:
+                ref = "features." + config.feature_ref(name)  # NAME: the declared version
+                name = ref.partition(".")[2]
             declared = {"raw": config.sources.sources, "entities": config.sources.entity_tables,
                         "features": config.features.feature_tables}.get(zone, {})
             if name in declared or self._exists(ref) or (
@@ -177,7 +180,7 @@ class _Walk:
         parsed = refs.parse(ref)
         if not parsed.is_model_only:
             if parsed.version is None and parsed.name in config.features.feature_tables:
-                return f"features.{parsed.name}"
+                return "features." + config.feature_ref(parsed.name)
             if parsed.name in training_sets.names(config):
                 return self._trainset_id(ref)
             if parsed.version is None and parsed.name in config.sources.sources:

@@ -42,7 +42,7 @@ def register_table(spark, config: Config, ref: str) -> str | None:
     if not database:
         return None
     zone, name = ref.split(".")
-    qualified = f"`{database}`.`{zone}_{name}`"
+    qualified = f"`{database}`.`{zone}_{name.replace('@', '__v')}`"  # NAME@N: the catalog takes no @
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING DELTA "
               f"LOCATION '{lake.table_path(config.lake_root, ref)}'")

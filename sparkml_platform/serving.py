@@ -235,15 +235,17 @@ class Server:
                 mv = registry.resolve(self.tracker, self.ref)
                 if str(mv.version) == str(self.model.version.version):
                     self.refused = None
-                elif (self.refused or {}).get("version") != str(mv.version):
+                else:  # tried at every poll: a table published meanwhile may make it servable
                     try:
                         self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
                         self.refused = None
                         log.warning("%s now version %s", self.ref, mv.version)
                     except ConfigError as exc:  # e.g. trained on features the store does not hold
-                        self.refused = {"version": str(mv.version), "reason": str(exc)}
-                        log.error("%s moved to version %s, which is not served: %s; still serving "
-                                  "version %s", self.ref, mv.version, exc, self.model.version.version)
+                        refused = {"version": str(mv.version), "reason": str(exc)}
+                        if refused != self.refused:  # said once, not at every poll
+                            log.error("%s moved to version %s, which is not served: %s; still serving "
+                                      "version %s", self.ref, mv.version, exc, self.model.version.version)
+                        self.refused = refused
             except Exception as exc:  # noqa: BLE001 - keep serving the version loaded
                 log.error("checking %s failed, still serving version %s: %s", self.ref,
                           self.model.version.version, exc)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from . import feature_definitions, lake, refs
-from .config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant
+from .config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant, split_version
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
 from .provenance import definition_hash
@@ -83,16 +83,20 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
     for lookup in lookups:
         ref = f"features.{lookup.table}"
         path = lake.table_path(config.lake_root, ref)
+        # A plain NAME on a command line is the declared version: another one is NAME@N.
+        base, number = split_version(lookup.table)
+        declared = config.features.feature_tables.get(base)
+        command = "sparkml features build " + (lookup.table if declared is None or declared.version == (number or 1)
+                                               else f"{base}@{number or 1}")
         if not lake.exists(path):
-            raise JobFailed(f"feature table {lookup.table} has not been built "
-                            f"(run: sparkml features build {lookup.table})")
+            raise JobFailed(f"feature table {lookup.table} has not been built (run: {command})")
         version = (pinned or {}).get(ref)
         version = lake.version(spark, path) if version is None else version
         df = lake.read(spark, path, version, ref)
         missing = [c for c in [*lookup.key_map, lookup.event_time, *lookup.columns] if c not in df.columns]
         if missing:
             raise ConfigError(f"{ref} in the lake has no column {', '.join(missing)} (version "
-                              f"{version}): rebuild it with sparkml features build {lookup.table}")
+                              f"{version}): rebuild it with {command}")
         built = feature_definitions.definition_at(lake.commits(path, ref), version)
         # Built by the platform, whose build refuses two rows for one key and event time.
         out.append((FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Config, Lookup, load_config, versioned
-from .errors import ConfigError
+from .errors import ConfigError, SparkmlError
 
 FeatureLookup = Lookup  # a lookup as training_sets.yml writes it: table, features, key_map, rename, lookback
 
@@ -560,8 +560,15 @@ class Features:
         name = features.resolve(self._ws.config, name).exact
         if compare:
             return catalog.compare_versions(self._ws.spark, self._ws.config, name, *compare)
-        with self._ws.tracker.bound():
-            users = registry.feature_users(self._ws.tracker)
+        try:
+            with self._ws.tracker.bound():
+                users = registry.feature_users(self._ws.tracker)
+        except Exception as exc:  # noqa: BLE001 - the table is shown without who uses it
+            import logging
+
+            logging.getLogger(__name__).warning("features show: the registry did not answer (%s): "
+                                                "the versions are shown without the models using them", exc)
+            users = []
         shown = catalog.show_feature_table(self._ws.spark, self._ws.config, name, users)
         try:
             newest = (shown.get("history") or [{}])[0].get("version")
@@ -593,8 +600,13 @@ class Features:
         published = self._publish_one(table.exact, full)
         if table.declared and table.number > 1:
             # NAME@N: a plain NAME would be the declared version.
-            published["older_versions"] = [self._publish_one(f"{table.base}@{n}", full)
-                                           for n in self._used_older(table)]
+            published["older_versions"] = []
+            for n in self._used_older(table):
+                try:
+                    published["older_versions"].append(self._publish_one(f"{table.base}@{n}", full))
+                except SparkmlError as exc:  # the declared version is published: say why this one is not
+                    published["older_versions"].append({"table": f"features.{versioned(table.base, n)}",
+                                                        "mode": "not published", "reason": str(exc)})
         return Published.of(published)
 
     def _publish_one(self, name: str, full: bool) -> dict:
@@ -696,7 +708,7 @@ class Features:
             name = f"{table.base}@{number}"  # a plain NAME would be the declared version
             try:
                 built = self._build_one(name, full=False, force=False)
-            except ConfigError as exc:
+            except SparkmlError as exc:  # the declared version is built: say why this one is not
                 out.append({"table": f"features.{versioned(table.base, number)}", "mode": "kept as it is",
                             "reason": str(exc)})
                 continue

@@ -23,15 +23,19 @@ def config_with(tmp_path, version: int | None = None, **table):
     return load_config(make_project(tmp_path, overlay), "test")
 
 
-def write_build(config, name: str, meta: dict) -> None:
+def write_build(config, name: str, meta: dict, properties: dict | None = None) -> None:
     """A commit as a platform build records it (delta-rs: no JVM)."""
     from deltalake import CommitProperties, write_deltalake
 
     path = lake.table_path(config.lake_root, f"features.{name}")
-    rows = pa.table({"origin": ["EWR"], "time_hour": pa.array([0], pa.timestamp("us"))})
-    write_deltalake(str(path), rows, mode="append",
+    rows = pa.table({"origin": ["EWR"], "time_hour": pa.array([0], pa.timestamp("us")), "temp": [1.5]})
+    write_deltalake(str(path), rows, mode="append", description="hourly weather" if properties else None,
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(
                         {"kind": "feature_table", **meta})}))
+    if properties:  # the properties a Spark build sets (delta-rs writes them only this way)
+        from deltalake import DeltaTable
+
+        DeltaTable(str(path)).alter.set_table_properties(properties, raise_if_not_exists=False)
 
 
 def test_version_names_and_where_each_version_lives(tmp_path):
@@ -42,6 +46,8 @@ def test_version_names_and_where_each_version_lives(tmp_path):
     for bad in ("raw.prices@2", "features.price@0", "features.price@x"):
         with pytest.raises(ConfigError, match="not a lake table name"):
             lake.table_path(root, bad)
+    with pytest.raises(ConfigError, match="is named NAME@N, not by its folder"):
+        lake.table_path(root, "features.price__v2")
     assert (versioned("price", 1), versioned("price", 3)) == ("price", "price@3")
     assert split_version("features.price@12") == ("price", 12) and split_version("price") == ("price", None)
     with pytest.raises(ConfigError, match="not a feature table name"):
@@ -76,11 +82,19 @@ def test_an_older_version_is_read_back_from_its_own_builds(tmp_path):
     with pytest.raises(NotFoundError, match=f"{TABLE} has no version 1: features.yml declares version 2, "
                                             "and the lake holds no version of it"):
         features.resolve(config, f"{TABLE}@1")
-    # Built before definitions were recorded: known to exist, not usable by name.
-    write_build(config, TABLE, {"definition_hash": "A"})
-    with pytest.raises(ConfigError, match="recorded no definition"):
-        features.resolve(config, f"{TABLE}@1")
-    old = config.feature_table(TABLE).model_dump(mode="json") | {"version": 1, "lookback": "2h"}
+    # Built before builds recorded their definition: described by its Delta metadata, enough
+    # to read, look up and publish it, never to build it again.
+    write_build(config, TABLE, {"definition_hash": "A", "sources": {"raw.weather": 3}},
+                {"sparkml.keys": "origin", "sparkml.event_time": "time_hour", "sparkml.owner": "ops",
+                 "sparkml.transformation": "pkg.weather"})
+    described = features.resolve(config, f"{TABLE}@1")
+    assert not described.buildable and described.definition.keys == ["origin"]
+    assert (described.definition.event_time, described.definition.owner) == ("time_hour", "ops")
+    assert described.definition.feature_types == {"temp": "double"}
+    assert described.definition.sources == {"source_0": "raw.weather"}
+    with pytest.raises(ConfigError, match="kept as it is"):
+        features.check_change(config, f"{TABLE}@1")
+    old = config.feature_table(TABLE).model_dump(mode="json") | {"lookback": "2h"}
     write_build(config, TABLE, {"definition_hash": "B", "definition": old})
     older = features.resolve(config, f"{TABLE}@1")
     assert (older.name, older.declared, older.exact, older.definition.lookback) == (TABLE, False, f"{TABLE}@1", "2h")
@@ -171,3 +185,27 @@ def test_a_refused_build_names_the_aliased_model_from_the_registry_and_starts_no
     assert "delays version 2" not in str(refused.value)
     assert not ws.spark_started
     assert [c["version"] for c in lake.commits(lake.table_path(config.lake_root, f"features.{TABLE}"))] == [0]
+
+
+def test_a_version_number_is_no_part_of_the_definition_but_a_source_version_is(tmp_path):
+    """Hashes recorded before versions existed stay valid (nothing rebuilds on an upgrade), and
+    a table reading another feature table changes definition when that source is bumped."""
+    from sparkml_platform.provenance import definition_hash
+
+    one, two = config_with(tmp_path / "one"), config_with(tmp_path / "two", version=2)
+    assert "version" not in one.feature_table(TABLE).model_dump()
+    assert definition_hash(one.feature_table(TABLE)) == definition_hash(two.feature_table(TABLE))
+    reader = {"description": "d", "owner": "o", "keys": ["origin"], "event_time": "time_hour",
+              "sources": {"weather": f"features.{TABLE}"}, "transformation": "pkg.f",
+              "features": {"x": {"type": "double"}}}
+
+    def hashes(version):
+        conf = make_project(tmp_path / f"r{version}", {"features.yml": {"feature_tables": {
+            TABLE: {"version": version}, "reader": reader}}})
+        config = load_config(conf, "test")
+        return features.definition_hashes(config.feature_table("reader"), len, config)
+
+    first, second = hashes(1), hashes(2)
+    assert second["config_hash"] != first["config_hash"]
+    assert first["config_hash"] == definition_hash(load_config(make_project(
+        tmp_path / "plain", {"features.yml": {"feature_tables": {"reader": reader}}}), "test").feature_table("reader"))
