@@ -37,7 +37,7 @@ def table_path(lake_root: Location, ref: str, zones: tuple[str, ...] = ZONES) ->
     if match.group(1) not in zones:
         raise ConfigError(f"table {ref!r} is in zone {match.group(1)}, and this output goes only to "
                           f"{' or '.join(z + '.NAME' for z in zones)}")
-    if re.search(r"__v[0-9]+$", match.group(2)):
+    if match.group(1) == "features" and re.search(r"__v[0-9]+$", match.group(2)):
         raise ConfigError(f"table {ref!r}: a feature table's version N is named NAME@N, not by its folder")
     number = int(match.group(3) or 1)
     path = lake_root / match.group(1) / (match.group(2) + (f"__v{number}" if number > 1 else ""))

@@ -48,6 +48,7 @@ def test_version_names_and_where_each_version_lives(tmp_path):
             lake.table_path(root, bad)
     with pytest.raises(ConfigError, match="is named NAME@N, not by its folder"):
         lake.table_path(root, "features.price__v2")
+    assert lake.table_path(root, "raw.sales__v2") == root / "raw" / "sales__v2"  # other zones: any name
     assert (versioned("price", 1), versioned("price", 3)) == ("price", "price@3")
     assert split_version("features.price@12") == ("price", 12) and split_version("price") == ("price", None)
     with pytest.raises(ConfigError, match="not a feature table name"):
