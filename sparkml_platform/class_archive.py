@@ -51,8 +51,13 @@ def archive_name() -> str | None:
     if java is None:
         return None
     jars = _spark_jars()
-    stat, listing = java.stat(), sorted(p.name for p in jars.glob("*.jar")) if jars.is_dir() else []
-    key = f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{jars}\0" + "\0".join(listing)
+    found = sorted(jars.glob("*.jar")) if jars.is_dir() else []
+    # The JVM maps an archive only for the very jar files it was made from (it checks their
+    # times): pyspark installed again at the same place (a new clone, a rebuilt venv) is
+    # another archive, not the old one refused at every start.
+    newest = max((p.stat().st_mtime_ns for p in found), default=0)
+    stat, listing = java.stat(), [p.name for p in found]
+    key = f"{java}\0{stat.st_size}\0{stat.st_mtime_ns}\0{jars}\0{newest}\0" + "\0".join(listing)
     return f"{PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa"
 
 
