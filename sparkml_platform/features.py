@@ -247,7 +247,7 @@ def small_inputs(config: Config, name: str) -> bool:
 
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
           *, chunk_days: int | None = None, full: bool = False, force: bool = False,
-          users=lambda: [], retire: bool = False) -> dict:
+          users=lambda: [], retire: bool = False, checked: tuple | None = None) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
 
     `name` is NAME (the version features.yml declares) or NAME@N (an older version, built
@@ -262,13 +262,14 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     A changed definition is refused (ConfigError, nothing written) while a model version under
     an alias (`users()`, registry.feature_users, asked only then) was trained on the table's old one, unless
     `retire`: then it is rebuilt in place and the result names those models (`retired`).
+    `checked`: what `check_change` returned to a caller that ran it already (before its session).
     """
     window = parse_window(start, end)
     if chunk_days is not None and chunk_days < 1:
         raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
     if window is None and not full and not force and (done := up_to_date(config, name)) is not None:
         return done
-    table, retired = check_change(config, name, users, retire)
+    table, retired = checked or check_change(config, name, users, retire)
     definition, name = table.definition, table.name
     path = table.path(config)
     computed, source_versions, hashes = compute(spark, config, table)

@@ -294,12 +294,11 @@ def _own_features(config: Config, feature_spec: dict, test_df, label: str):
     version kept beside a new one), else the Delta version it was trained on (time travel).
     Returns (rows, {table: Delta version read}), or why that is impossible."""
     from .pit import FeatureLookup, join_features
+    from .scoring import ScoringModel
 
     entity = feature_spec["entity"]
     lookups = [FeatureLookup.from_dict(lk) for lk in feature_spec["lookups"]]
-    needed = list(dict.fromkeys([*entity["keys"], entity["event_time"],
-                                 *[c for lk in lookups for c in lk.key_map.values()],
-                                 *entity.get("passthrough", []), label]))
+    needed = list(dict.fromkeys([*ScoringModel(None, feature_spec).needed, label]))  # what scoring reads
     if missing := [c for c in needed if c not in test_df.columns]:
         return f"the candidate's test rows lack its entity column {', '.join(missing)}"
     spark, tables, read = test_df.sparkSession, [], {}

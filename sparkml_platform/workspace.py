@@ -687,7 +687,8 @@ class Features:
             return asked[0]
 
         # Refusals first: they need no session, so a refused build starts no JVM.
-        table, _ = features.check_change(self._ws.config, name, users, options.get("retire", False))
+        checked = features.check_change(self._ws.config, name, users, options.get("retire", False))
+        table = checked[0]
         if self._ws.config.suite(table.definition.expectations, f"{table.where}.expectations") is not None:
             from .validation import prepare_in_background
 
@@ -698,7 +699,7 @@ class Features:
         # force: the check above is done (and build would repeat it)
         return features.build(self._ws.spark, self._ws.config, name, start, end,
                               chunk_days=options.get("chunk_days"), full=options["full"], force=True,
-                              users=users, retire=options.get("retire", False))
+                              users=users, retire=options.get("retire", False), checked=checked)
 
     def _build_older(self, table) -> list[dict]:
         """The older versions of `table` that a model under an alias uses, each built
