@@ -121,9 +121,20 @@ class OnlineStoreSettings(Strict):
     timeout_seconds: float = Field(0.5, gt=0)  # a store that does not answer: 503, not a hang
 
 
+class ServingSettings(Strict):
+    """What `sparkml serve` accepts from a client (larger: 413) and how it keeps its request log."""
+
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+    max_rows: int = Field(1000, ge=1)
+    max_json_depth: int = Field(8, ge=3)  # {"rows": [{...}]} is 3 deep
+    # The request log's small appends are compacted (Delta OPTIMIZE) this often; 0: never.
+    compact_minutes: float = Field(10.0, ge=0)
+
+
 class PlatformSettings(Strict):
     project: ProjectSettings = ProjectSettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
+    serving: ServingSettings = ServingSettings()
     lake_root: str = ".sparkml/lake"
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
@@ -169,6 +180,21 @@ class Feature(Strict):
     description: str = ""
 
 
+class OnlineKeep(Strict):
+    """Which rows per key the online store keeps, so a request is answered as of its event
+    time: every row within `keep` of the key's newest one (and the newest before that), or the
+    newest `keep_rows`. Unset: the table's lookback, or without one the newest row only."""
+
+    keep: Duration | None = None
+    keep_rows: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.keep is not None and self.keep_rows is not None:
+            raise ValueError("give keep (a duration) or keep_rows (a count), not both")
+        return self
+
+
 class FeatureTable(Strict):
     description: str
     owner: str
@@ -187,6 +213,15 @@ class FeatureTable(Strict):
     partition_by: list[str] = []  # declared columns (keys or features) to partition the table by
     expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
     on_failure: Literal["block", "warn"] = "block"  # what a failing suite does to the write
+    # What the online store keeps: not in the definition hash (the table's rows do not change).
+    online: OnlineKeep = Field(OnlineKeep(), exclude=True)
+
+    def online_keep(self) -> tuple[int | None, int | None]:
+        """(seconds, rows) the online store keeps per key: one of them is set."""
+        if self.online.keep_rows is not None:
+            return None, self.online.keep_rows
+        span = self.online.keep or self.lookback
+        return (parse_duration(span), None) if span else (None, 1)
 
     @property
     def feature_types(self) -> dict[str, str]:

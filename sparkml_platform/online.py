@@ -1,15 +1,26 @@
-"""The online store: each feature table's newest row per key, looked up one request at a time.
+"""The online store: each feature table's recent rows per key, looked up as of a request's time.
 
-`publish` moves a Delta feature table's newest row per key into the store and records the
-Delta version it published. A later publish moves only what changed between the recorded
-version and the current one (a diff of the two versions' newest rows: keys whose row
-changed or appeared are written, keys that disappeared are deleted), so publishing after
-an incremental build is cheap and publishing twice is a no-op.
+What a key holds (`kept_rows`): its rows within the table's `online.keep` of its newest row
+(by default the table's lookback; without one, the newest row only), plus the newest row
+before that span, so a lookup at any time from the oldest kept row on finds exactly the row
+batch scoring's point-in-time join finds: the newest at or before the request's time, no
+older than the lookback (`as_of`). A request older than what is kept is answered with null
+features and said to be outside the kept window, never with a newer row.
 
-Two stores behind one small interface: a SQLite file (the embedded default, nothing to run)
-and Redis (`redis://HOST:PORT/DB`, for serving from several processes or machines). A row
-is stored as its event time (epoch milliseconds) and its features as JSON, under the JSON of
-its key columns, so a lookup is one read per table however many features it holds.
+Generations: a full publish writes a new generation of the table (a SQLite table, a Redis
+hash) beside the one serving, then switches the table's marker to it in one write, then
+drops the old one; a kill at any moment leaves the previous generation serving, and the next
+publish drops what was left half-written. An incremental publish (only keys whose kept rows
+changed since the published Delta version) is one transaction: all of it or none.
+
+The marker says what a generation holds: table, Delta version, definition, row count, shape.
+Lookups read marker and rows in one round trip (a SQLite read transaction, a Redis script),
+so an answer knows which generation it came from, and a store emptied under a server is seen
+at the next request; `held` counts what the generation really holds, which "up to date" and
+the server's readiness check compare with the marker.
+
+Two stores behind one interface: a SQLite file (the embedded default, nothing to run) and
+Redis (`redis://HOST:PORT/DB`, for serving from several processes or machines).
 """
 
 from __future__ import annotations
@@ -19,10 +30,13 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
 from . import feature_definitions
 from .errors import ConfigError, JobFailed, NotFoundError
+
+FOUND, NO_ROW, TOO_OLD, BEFORE_KEPT = "found", "no row", "older than the lookback", "before the kept window"
 
 
 class StoreDown(JobFailed):
@@ -34,27 +48,107 @@ def key_json(columns: list[str], values) -> str:
     return json.dumps(dict(zip(columns, values)), separators=(",", ":"), ensure_ascii=False)
 
 
+# --- what a key holds, and the as-of lookup in it (pure) --------------------------------------
+# A key's value is `[FROM_US, [[EVENT_US, {features}], ...]]`, rows oldest first; FROM_US is the
+# oldest kept row's time when older rows were dropped (earlier requests cannot be answered
+# exactly), else null. Times are microseconds since 1970 (the lake's precision).
+
+
+def as_of(value: str | None, at_us: int, lookback_seconds: int | None) -> tuple[dict | None, str]:
+    """The features a request at `at_us` gets from a key's stored value, and why (FOUND, NO_ROW,
+    TOO_OLD or BEFORE_KEPT): the newest row at or before `at_us`, no older than the lookback
+    (compared in whole seconds, as the batch join does)."""
+    if value is None:
+        return None, NO_ROW
+    start, rows = json.loads(value)
+    if start is not None and at_us < start:
+        return None, BEFORE_KEPT
+    for event_us, features in reversed(rows):
+        if event_us <= at_us:
+            if lookback_seconds is not None and at_us // 1_000_000 - event_us // 1_000_000 > lookback_seconds:
+                return None, TOO_OLD
+            return features, FOUND
+    return None, NO_ROW
+
+
+def kept_rows(df, keys: list[str], event_time: str, features: list[str], keep_seconds: int | None,
+              keep_rows: int | None):
+    """(key, value) per key: the rows the store keeps of it (see `as_of` for the value's form).
+    A feature table holds one row per key and event time, so the order is total."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    at = F.unix_micros(F.col(event_time).cast("timestamp"))
+    rows = (df.where(F.col(event_time).isNotNull())
+            .select(F.to_json(F.struct(*keys)).alias("key"), at.alias("t"),
+                    F.to_json(F.struct(*[_plain(df, c) for c in features]),
+                              {"ignoreNullFields": "false"}).alias("f")))
+    key = Window.partitionBy("key")
+    rows = rows.withColumn("n", F.row_number().over(key.orderBy(F.col("t").desc())))
+    if keep_rows is not None:
+        rows = rows.withColumn("limit", F.lit(keep_rows))
+    else:  # every row within the span of the newest, and the one before it
+        rows = rows.withColumn("newest", F.max("t").over(key)).withColumn(
+            "limit", F.sum(F.when(F.col("t") > F.col("newest") - F.lit(keep_seconds * 1_000_000), 1)
+                           .otherwise(0)).over(key) + 1)
+    rows = rows.withColumn("total", F.count(F.lit(1)).over(key)).where(F.col("n") <= F.col("limit"))
+    kept = rows.groupBy("key").agg(F.sort_array(F.collect_list(F.struct("t", "f"))).alias("rows"),
+                                   F.max("total").alias("total"), F.count(F.lit(1)).alias("kept"),
+                                   F.min("t").alias("oldest"))
+    start = F.when(F.col("total") > F.col("kept"), F.col("oldest").cast("string")).otherwise(F.lit("null"))
+    listed = F.array_join(F.transform("rows", lambda r: F.concat(F.lit("["), r["t"].cast("string"), F.lit(","),
+                                                                   r["f"], F.lit("]"))), ",")
+    return kept.select("key", F.concat(F.lit("["), start, F.lit(",["), listed, F.lit("]]")).alias("value"))
+
+
+def _plain(df, column: str):
+    """A feature as JSON carries it: instants as ISO text in UTC (the session's zone)."""
+    from pyspark.sql import functions as F
+
+    kind = df.schema[column].dataType.simpleString()
+    if kind.startswith("timestamp") or kind == "date":
+        return F.date_format(F.col(column), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS").alias(column)
+    if kind == "float":  # as the double a batch scorer widens it to (JSON text of a float is not)
+        return F.col(column).cast("double").alias(column)
+    return F.col(column)
+
+
+# --- the stores -------------------------------------------------------------------------------
+
+
 class Store:
-    """What publishing and serving need from a store."""
+    """What publishing and serving need from a store. A table's marker names the generation
+    serving it; `lookup` answers (that generation, each key's value) from one snapshot."""
 
     url: str
 
-    def put(self, table: str, rows: list[tuple[str, int | None, str]]) -> None:
+    def marker(self, table: str) -> dict | None:
         raise NotImplementedError
 
-    def delete(self, table: str, keys: list[str]) -> None:
+    def held(self, table: str) -> int | None:
+        """The rows the generation the marker names really holds (None: no marker, or its
+        generation is gone)."""
         raise NotImplementedError
 
-    def clear(self, table: str) -> None:
+    def lookup(self, table: str, keys: list[str]) -> tuple[str | None, list[str | None]]:
         raise NotImplementedError
 
-    def get(self, table: str, keys: list[str]) -> list[tuple[int | None, dict] | None]:
+    def begin(self, table: str) -> str:
+        """A new, empty generation of `table`; what a cut-short publish left is dropped first."""
         raise NotImplementedError
 
-    def published(self, table: str) -> dict | None:
+    def fill(self, generation: str, rows: list[tuple[str, str]]) -> None:
         raise NotImplementedError
 
-    def record(self, table: str, info: dict) -> None:
+    def switch(self, table: str, marker: dict) -> None:
+        """Point `table` at `marker["generation"]` in one write, then drop the one it replaced."""
+        raise NotImplementedError
+
+    def apply(self, table: str, upserts: list[tuple[str, str]], deletes: list[str], marker: dict) -> None:
+        """Change the serving generation and its marker in one transaction."""
+        raise NotImplementedError
+
+    def discard_unfinished(self, table: str) -> None:
         raise NotImplementedError
 
     def ping(self) -> None:
@@ -62,80 +156,137 @@ class Store:
 
 
 class SqliteStore(Store):
-    """One SQLite file (WAL: readers never wait for a publish); a table per feature table."""
+    """One SQLite file in WAL mode (readers never wait for a publish): a SQLite table per
+    generation, and `sparkml_markers` naming each feature table's serving one."""
 
     def __init__(self, path: Path, timeout: float):
         self.path, self.timeout = path, timeout
         self.url = f"sqlite:///{path}"
         self._local = threading.local()
+        self._markers: dict[str, dict] = {}  # the marker text's parse, by text
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=max(self.timeout, 5.0), isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=max(self.timeout, 5.0), isolation_level=None,
+                                 check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS sparkml_published (name TEXT PRIMARY KEY, info TEXT)")
+            db.execute("CREATE TABLE IF NOT EXISTS sparkml_markers (name TEXT PRIMARY KEY, marker TEXT NOT NULL)")
             self._local.db = db
         return db
 
-    @staticmethod
-    def _table(name: str) -> str:
-        return f'"features:{name}"'
-
-    def _ensure(self, name: str) -> None:
-        self._db().execute(f"CREATE TABLE IF NOT EXISTS {self._table(name)} "
-                           "(key TEXT PRIMARY KEY, event_ms INTEGER, features TEXT)")
-
-    def put(self, table, rows):
-        self._ensure(table)
-        db = self._db()
-        with _transaction(db):
-            db.executemany(f"INSERT OR REPLACE INTO {self._table(table)} VALUES (?, ?, ?)", rows)
-
-    def delete(self, table, keys):
-        self._ensure(table)
-        db = self._db()
-        with _transaction(db):
-            db.executemany(f"DELETE FROM {self._table(table)} WHERE key = ?", [(k,) for k in keys])
-
-    def clear(self, table):
-        self._db().execute(f"DROP TABLE IF EXISTS {self._table(table)}")
-
-    def get(self, table, keys):
-        if not self.path.exists():
-            raise StoreDown(f"the online store {self.url} does not exist (nothing was published to it)")
+    @contextlib.contextmanager
+    def _answering(self):
         try:
-            found = {}
-            for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
-                part = keys[start:start + 500]
-                found.update((k, (t, json.loads(f))) for k, t, f in self._db().execute(
-                    f"SELECT key, event_ms, features FROM {self._table(table)} WHERE key IN "
-                    f"({','.join('?' * len(part))})", part))
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return [None] * len(keys)
+            yield
+        except sqlite3.Error as exc:
             raise StoreDown(f"the online store {self.url} does not answer: {exc}") from None
-        return [found.get(k) for k in keys]
 
-    def published(self, table):
+    def _parsed(self, text: str | None) -> dict | None:
+        if text is None:
+            return None
+        parsed = self._markers.get(text)
+        if parsed is None:
+            if len(self._markers) > 256:
+                self._markers.clear()
+            parsed = self._markers[text] = json.loads(text)
+        return parsed
+
+    def marker(self, table):
         if not self.path.exists():
             return None  # nothing published yet; asking creates nothing
-        try:
-            row = self._db().execute("SELECT info FROM sparkml_published WHERE name = ?", (table,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreDown(f"the online store {self.url} does not answer: {exc}") from None
-        return json.loads(row[0]) if row else None
+        with self._answering():
+            row = self._db().execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+        return self._parsed(row[0]) if row else None
 
-    def record(self, table, info):
-        self._db().execute("INSERT OR REPLACE INTO sparkml_published VALUES (?, ?)",
-                           (table, json.dumps(info, default=str)))
+    def held(self, table):
+        if not self.path.exists():
+            return None
+        db = self._db()
+        with self._answering(), _reading(db):
+            row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+            if not row:
+                return None
+            try:
+                return db.execute(f'SELECT COUNT(*) FROM "{self._parsed(row[0])["generation"]}"').fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return None
+                raise
+
+    def lookup(self, table, keys):
+        if not self.path.exists():
+            raise StoreDown(f"the online store {self.url} does not exist (nothing was published to it)")
+        db = self._db()
+        with self._answering(), _reading(db):  # marker and rows from one snapshot
+            row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+            if not row:
+                return None, [None] * len(keys)
+            generation = self._parsed(row[0])["generation"]
+            found = {}
+            try:
+                for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
+                    part = keys[start:start + 500]
+                    found.update(db.execute(f'SELECT key, value FROM "{generation}" WHERE key IN '
+                                            f"({','.join('?' * len(part))})", part))
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return None, [None] * len(keys)
+                raise
+        return generation, [found.get(k) for k in keys]
+
+    def _generations(self, table: str) -> list[str]:
+        prefix = _generation_prefix(table)
+        return [n for (n,) in self._db().execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if n.startswith(prefix)]
+
+    def begin(self, table):
+        self.discard_unfinished(table)
+        generation = f"{_generation_prefix(table)}{uuid.uuid4().hex[:12]}"
+        with self._answering():
+            self._db().execute(f'CREATE TABLE "{generation}" (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+        return generation
+
+    def fill(self, generation, rows):
+        db = self._db()
+        with self._answering(), _transaction(db):
+            db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', rows)
+
+    def switch(self, table, marker):
+        db = self._db()
+        with self._answering():
+            with _transaction(db):
+                db.execute("INSERT OR REPLACE INTO sparkml_markers VALUES (?, ?)",
+                           (table, json.dumps(marker, default=str)))
+            self.discard_unfinished(table)
+
+    def apply(self, table, upserts, deletes, marker):
+        db = self._db()
+        generation = marker["generation"]
+        with self._answering(), _transaction(db):
+            db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', upserts)
+            db.executemany(f'DELETE FROM "{generation}" WHERE key = ?', [(k,) for k in deletes])
+            rows = db.execute(f'SELECT COUNT(*) FROM "{generation}"').fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO sparkml_markers VALUES (?, ?)",
+                       (table, json.dumps({**marker, "rows": rows}, default=str)))
+
+    def discard_unfinished(self, table):
+        if not self.path.exists():
+            return
+        with self._answering():
+            current = (self.marker(table) or {}).get("generation")
+            for name in self._generations(table):
+                if name != current:
+                    self._db().execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def ping(self):
-        try:
+        with self._answering():
             self._db().execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
-            raise StoreDown(f"the online store {self.url} does not answer: {exc}") from None
+
+
+def _generation_prefix(table: str) -> str:
+    return f"gen:{table}:"
 
 
 @contextlib.contextmanager
@@ -149,9 +300,28 @@ def _transaction(db):
     db.execute("COMMIT")
 
 
+@contextlib.contextmanager
+def _reading(db):
+    """A read transaction: every SELECT in it sees one snapshot (WAL)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+
+
+# Marker and rows in one round trip, from one moment: Redis runs a script atomically.
+_LOOKUP = """
+local generation = redis.call('GET', KEYS[1])
+if not generation then return {false, {}} end
+return {generation, redis.call('HMGET', generation, unpack(ARGV))}
+"""
+
+
 class RedisStore(Store):
-    """Redis: a string per key (`PREFIX:TABLE:KEY` -> `EVENT_MS FEATURES_JSON`), one MGET per
-    table and request; every call gives up after `timeout` seconds (the server answers 503)."""
+    """Redis: a hash per generation (`PREFIX:gen:TABLE:ID`, key -> value), the serving one
+    named by `PREFIX:current:TABLE` and described by `PREFIX:marker:TABLE`, both set in one
+    transaction. Every call gives up after `timeout` seconds (the server answers 503)."""
 
     def __init__(self, url: str, timeout: float, namespace: str):
         import redis
@@ -160,9 +330,7 @@ class RedisStore(Store):
         self.prefix = f"sparkml:{namespace}"
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-    def _key(self, table: str, key: str) -> str:
-        return f"{self.prefix}:{table}:{key}"
+        self._lookup = self._redis.register_script(_LOOKUP)
 
     @contextlib.contextmanager
     def _answering(self):
@@ -171,43 +339,73 @@ class RedisStore(Store):
         except self._errors as exc:
             raise StoreDown(f"the online store {shown_url(self.url)} does not answer: {exc}") from None
 
-    def put(self, table, rows):
-        with self._answering():
-            self._redis.mset({self._key(table, k): f"{'' if t is None else t} {f}" for k, t, f in rows})
+    def _current(self, table: str) -> str:
+        return f"{self.prefix}:current:{table}"
 
-    def delete(self, table, keys):
-        with self._answering():
-            for start in range(0, len(keys), 1000):
-                self._redis.delete(*[self._key(table, k) for k in keys[start:start + 1000]])
+    def _marker(self, table: str) -> str:
+        return f"{self.prefix}:marker:{table}"
 
-    def clear(self, table):
+    def marker(self, table):
         with self._answering():
-            stale = list(self._redis.scan_iter(match=f"{self.prefix}:{table}:*", count=1000))
-            for start in range(0, len(stale), 1000):
-                self._redis.delete(*stale[start:start + 1000])
-
-    def get(self, table, keys):
-        if not keys:
-            return []
-        with self._answering():
-            values = self._redis.mget([self._key(table, k) for k in keys])
-        out = []
-        for value in values:
-            if value is None:
-                out.append(None)
-                continue
-            millis, _, features = value.decode().partition(" ")
-            out.append((int(millis) if millis else None, json.loads(features)))
-        return out
-
-    def published(self, table):
-        with self._answering():
-            value = self._redis.get(f"{self.prefix}:__published__:{table}")
+            value = self._redis.get(self._marker(table))
         return json.loads(value) if value else None
 
-    def record(self, table, info):
+    def held(self, table):
         with self._answering():
-            self._redis.set(f"{self.prefix}:__published__:{table}", json.dumps(info, default=str))
+            generation = self._redis.get(self._current(table))
+            return self._redis.hlen(generation) if generation else None  # an empty generation is no key
+
+    def lookup(self, table, keys):
+        if not keys:
+            return None, []
+        values: list = []
+        generation = None
+        with self._answering():
+            for start in range(0, len(keys), 1000):  # a script's arguments are few thousand at most
+                got, part = self._lookup(keys=[self._current(table)], args=keys[start:start + 1000])
+                if not got or (generation is not None and got.decode() != generation):
+                    return None, [None] * len(keys)  # emptied, or switched between two parts
+                generation = got.decode()
+                values += [v.decode() if v is not None else None for v in part]
+        return generation, values
+
+    def _generations(self, table: str) -> list[str]:
+        return [k.decode() for k in self._redis.scan_iter(match=f"{self.prefix}:gen:{table}:*", count=1000)]
+
+    def begin(self, table):
+        self.discard_unfinished(table)
+        return f"{self.prefix}:gen:{table}:{uuid.uuid4().hex[:12]}"
+
+    def fill(self, generation, rows):
+        with self._answering():
+            self._redis.hset(generation, mapping=dict(rows))
+
+    def switch(self, table, marker):
+        with self._answering():
+            with self._redis.pipeline(transaction=True) as tx:
+                tx.set(self._current(table), marker["generation"])
+                tx.set(self._marker(table), json.dumps(marker, default=str))
+                tx.execute()
+        self.discard_unfinished(table)
+
+    def apply(self, table, upserts, deletes, marker):
+        with self._answering():
+            with self._redis.pipeline(transaction=True) as tx:  # queued here, run at once by EXEC
+                generation = marker["generation"]
+                for start in range(0, len(upserts), 5000):
+                    tx.hset(generation, mapping=dict(upserts[start:start + 5000]))
+                for start in range(0, len(deletes), 5000):
+                    tx.hdel(generation, *deletes[start:start + 5000])
+                tx.set(self._marker(table), json.dumps(marker, default=str))
+                tx.execute()
+
+    def discard_unfinished(self, table):
+        with self._answering():
+            current = self._redis.get(self._current(table))
+            current = current.decode() if current else None
+            for name in self._generations(table):
+                if name != current:
+                    self._redis.unlink(name)
 
     def ping(self):
         with self._answering():
@@ -233,43 +431,19 @@ def open_store(config) -> Store:
 # --- publishing ----------------------------------------------------------------------------
 
 
-def newest_rows(df, keys: list[str], event_time: str, features: list[str]):
-    """Each key's newest row as (key, event_ms, features): the store's three columns. A feature
-    table holds one row per (key, event time), so the newest is unique."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    newest = Window.partitionBy(*keys).orderBy(F.col(event_time).desc())
-    return (df.where(F.col(event_time).isNotNull())
-            .withColumn("__n", F.row_number().over(newest)).where("__n = 1")
-            .select(F.to_json(F.struct(*keys)).alias("key"),
-                    F.unix_millis(F.col(event_time).cast("timestamp")).alias("event_ms"),
-                    F.to_json(F.struct(*[_plain(df, c) for c in features]),
-                              {"ignoreNullFields": "false"}).alias("features")))
-
-
-def _plain(df, column: str):
-    """A feature as JSON carries it: instants as ISO text in UTC (the session's zone)."""
-    from pyspark.sql import functions as F
-
-    kind = df.schema[column].dataType.simpleString()
-    if kind.startswith("timestamp") or kind == "date":
-        return F.date_format(F.col(column), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS").alias(column)
-    if kind == "float":  # as the double a batch scorer widens it to (JSON text of a float is not)
-        return F.col(column).cast("double").alias(column)
-    return F.col(column)
-
-
 def up_to_date(config, store: Store, name: str) -> dict | None:
     """What `publish` reports when the store already holds the table's newest version in its
-    current shape (nothing to do), else None: from the table's log and the store's record."""
+    current shape (nothing to do), else None: from the table's log, the marker, and a count of
+    what the store really holds."""
     from . import lake
 
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
-    last = store.published(name)
-    if last and last.get("version") == version and last.get("shape") == _shape(definition):
+    last = store.marker(name)
+    if last and last.get("version") == version and last.get("shape") == _shape(definition) \
+            and store.held(name) == last.get("rows"):
+        store.discard_unfinished(name)  # what a publish cut short left beside it
         return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
     return None
 
@@ -289,11 +463,14 @@ def _built_table(config, name: str):
 
 
 def _shape(definition) -> dict:
-    return {"keys": definition.keys, "event_time": definition.event_time, "features": list(definition.features)}
+    """What the stored values depend on besides the rows: a change publishes everything again."""
+    seconds, rows = definition.online_keep()
+    return {"keys": definition.keys, "event_time": definition.event_time, "features": list(definition.features),
+            "keep_seconds": seconds, "keep_rows": rows, "format": "as-of/1"}
 
 
 def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
-    """Publish feature table `name`'s newest row per key; returns what was done."""
+    """Publish feature table `name`'s kept rows per key; returns what was done."""
     from . import lake
 
     if not full and (done := up_to_date(config, store, name)):
@@ -301,67 +478,94 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
     version = lake.version(spark, path, ref)
-    features = list(definition.features)
-    last = store.published(name)
+    last = store.marker(name)
     shape = _shape(definition)
     table = lake.read(spark, path, version, ref)
-    current = newest_rows(table, definition.keys, definition.event_time, features)
-    incremental = bool(last) and not full and last.get("shape") == shape and \
-        last.get("version", -1) < version
-    if incremental:
+
+    def values(df):
+        return kept_rows(df, definition.keys, definition.event_time, list(definition.features),
+                         shape["keep_seconds"], shape["keep_rows"])
+
+    current = values(table)
+    built = feature_definitions.definition_at(lake.commits(path, ref), version)
+    marker = {"table": name, "version": version, "definition": built.definition if built else None,
+              "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "shape": shape, "lookback": definition.lookback,
+              # requests' key values are checked against these types
+              "key_types": {c: table.schema[c].dataType.simpleString() for c in definition.keys}}
+    # Incremental only onto a generation that holds all its marker says (else: a new one).
+    if last and not full and last.get("shape") == shape and last.get("version", -1) < version \
+            and store.held(name) == last.get("rows"):
+        from pyspark.sql import functions as F
+
         try:
-            before = newest_rows(lake.read(spark, path, last["version"], ref), definition.keys,
-                                 definition.event_time, features)
-            changed = current.subtract(before)
+            before = values(lake.read(spark, path, last["version"], ref))
+            changed = current.subtract(before).join(before.select("key", F.lit(True).alias("existed")),
+                                                    "key", "left").collect()
             removed = [r.key for r in before.select("key").subtract(current.select("key")).collect()]
         except Exception:  # noqa: BLE001 - the published version is vacuumed away: publish it all
-            incremental = False
-    if not incremental:
-        store.clear(name)
-        changed, removed = current, []
+            changed = None
+        if changed is not None:
+            rows = last["rows"] + sum(1 for r in changed if not r.existed) - len(removed)
+            if write_incremental(store, name, [(r.key, r.value) for r in changed], removed,
+                                 {**marker, "generation": last["generation"], "rows": rows}):
+                return {"table": ref, "version": version, "mode": "incremental", "written": len(changed),
+                        "deleted": len(removed)}
+    written = write_full(store, name, ((r.key, r.value) for r in current.toLocalIterator()), marker)
+    return {"table": ref, "version": version, "mode": "full", "written": written, "deleted": 0}
+
+
+def write_full(store: Store, table: str, rows, marker: dict, batch_rows: int = 5000) -> int:
+    """Every (key, value) of `rows` into a new generation, then the marker switched to it."""
+    generation = store.begin(table)
     written = 0
-    batch: list[tuple[str, int | None, str]] = []
-    for row in changed.toLocalIterator():
-        batch.append((row.key, row.event_ms, row.features))
-        if len(batch) >= 5000:
-            store.put(name, batch)
+    batch: list[tuple[str, str]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            store.fill(generation, batch)
             written, batch = written + len(batch), []
     if batch:
-        store.put(name, batch)
+        store.fill(generation, batch)
         written += len(batch)
-    if removed:
-        store.delete(name, removed)
-    key_types = {c: table.schema[c].dataType.simpleString() for c in definition.keys}  # requests are coerced to them
-    built = feature_definitions.definition_at(lake.commits(path, ref), version)
-    info = {"version": version, "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "mode": "incremental" if incremental else "full", "written": written, "deleted": len(removed),
-            "shape": shape, "key_types": key_types,
-            "lookback": definition.lookback,
-            "definition": built.definition if built else None}  # what a served model is checked against
-    store.record(name, info)  # last: a publish cut short is redone from the version before
-    return {"table": ref, "version": version, "mode": info["mode"], "written": written,
-            "deleted": len(removed)}
+    store.switch(table, {**marker, "generation": generation, "rows": written, "mode": "full"})
+    return written
+
+
+def write_incremental(store: Store, table: str, upserts: list, deletes: list, marker: dict) -> bool:
+    """The changes and the marker in one transaction; False when the generation then holds
+    other than the rows its marker records (it was not what its old marker said: publish anew)."""
+    store.apply(table, upserts, deletes, {**marker, "mode": "incremental"})
+    return store.held(table) == marker["rows"]
 
 
 def online_status(store: Store, name: str, newest_version: int | None) -> dict | None:
-    """What `features show` says of the online copy: version, age, and whether it is behind."""
-    info = store.published(name)
+    """What `features show` says of the online copy: version, age, rows held, and whether it is
+    behind (an older version, or fewer rows held than its marker records)."""
+    info = store.marker(name)
     if info is None:
         return None
+    held = store.held(name)
     at = dt.datetime.fromisoformat(info["published_at"])
     return {"version": info["version"], "published_at": info["published_at"],
             "age_seconds": round((dt.datetime.now(dt.timezone.utc) - at).total_seconds()),
-            "behind": newest_version is not None and info["version"] < newest_version,
+            "rows": info.get("rows"), "rows_held": held,
+            "behind": (newest_version is not None and info["version"] < newest_version) or held != info.get("rows"),
             "store": shown_url(store.url)}
 
 
 def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
-    """Each table's publish record; a table never published is refused, naming the command."""
+    """Each table's marker; a table never published, or whose rows the store lost, is refused,
+    naming the command."""
     out = {}
     for table in tables:
-        info = store.published(table)
+        info = store.marker(table)
         if info is None:
             raise ConfigError(f"feature table {table} was never published to the online store "
                               f"{shown_url(store.url)}: publish it first (sparkml features publish {table})")
+        if (held := store.held(table)) != info.get("rows"):
+            raise ConfigError(f"the online store {shown_url(store.url)} holds {held or 0} rows of feature table "
+                              f"{table}, its marker records {info.get('rows')}: publish it again "
+                              f"(sparkml features publish {table})")
         out[table] = info
     return out

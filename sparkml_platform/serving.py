@@ -3,14 +3,21 @@
 (No `from __future__ import annotations` here: FastAPI reads the handlers' annotations.)
 
 A request carries entity rows (the model's lookup keys, passthrough columns, an optional
-event time); the server looks each row's features up in the online store through the
-model's own feature spec (the tables, keys, renames and lookbacks it was trained with),
-predicts with the registered model and answers prediction and probability (or value).
+event time), each value checked against the model's signature and the stored keys' types
+(`online_requests`: 400 or 413, never 500); the server looks each row's features up in the
+online store as of the row's event time, through the model's own feature spec (the tables,
+keys, renames and lookbacks it was trained with), predicts with the registered model and
+answers prediction and probability (or value).
+
+The store proves what it holds: every feature table's marker is checked at start, by `/ready`
+and at every poll (present, holding the rows it records, not older than what was served, of
+the definition the model was trained on). A table that fails is `degraded`: `/ready` answers
+503 with why, and every answer using it says so in its body and the X-Sparkml-Degraded header.
 
 Single-machine (scikit-learn) models are served; a Spark ML model would need a Spark
 session per request and is refused at start with what to do instead. An alias is checked
 again every `poll_seconds`: when it moves, the new version is loaded and swapped in without
-a restart. Requests and predictions are appended to a Delta table in batches.
+a restart. Requests and predictions are logged (`request_log`: nothing lost to a kill).
 """
 
 
@@ -18,20 +25,17 @@ import datetime as dt
 import json
 import logging
 import threading
-import time
 import uuid
 
 from . import feature_definitions, online, refs, registry
 from .errors import ConfigError
 from .estimators import DECISION_THRESHOLD
+from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, parse, rows_of
 from .pit import FeatureLookup
+from .request_log import RequestLog
 
 log = logging.getLogger(__name__)
-NUMERIC = {"double", "float", "long", "integer"}
-
-
-class BadRequest(ValueError):
-    """What the client sent is wrong: answered 400 with this message."""
+DEGRADED_HEADER = "X-Sparkml-Degraded"
 
 
 class ServedModel:
@@ -49,16 +53,13 @@ class ServedModel:
                 "need a Spark session per request. Score it in batch (sparkml score), or register a "
                 "scikit-learn model for online scoring")
         self.version, self.spec = mv, spec
+        self.name = f"{mv.name} version {mv.version}"
         self.classifier = spec.get("task", "classification") == "classification"
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
-        self.published = online.check_published(store, [lk.table for lk in self.lookups])
-        # The store's rows came from one table version each: the model must have been trained on
-        # its definition (publishes made before definitions were recorded are not checked).
-        feature_definitions.verify(
-            f"{mv.name} version {mv.version}", spec["lookups"],
-            [{"table": t, "version": p["version"], "definition": p.get("definition")}
-             for t, p in self.published.items() if p.get("definition")], lambda table: [],
-            feature_definitions.SERVING)
+        # The marker each table was served from (a newer publish of the same definition replaces it).
+        self.markers = online.check_published(store, [lk.table for lk in self.lookups])
+        for table, marker in self.markers.items():
+            self.mismatch(table, marker, raising=True)
         with tracker.bound():
             uri = f"models:/{mv.name}/{mv.version}"
             self.model = mlflow.sklearn.load_model(uri)
@@ -69,45 +70,78 @@ class ServedModel:
         self.key_columns = list(dict.fromkeys(c for lk in self.lookups for c in lk.key_map.values()))
         self.passthrough = [c for c in entity["passthrough"] if c in dict(self.inputs)]
         self.entity_keys = entity["keys"]
+        # What each request column must be: keys as the stored keys' types, the rest as the signature says.
+        kinds = {c: kind_of(k) for c, k in self.inputs if c in self.passthrough}
+        for lookup in self.lookups:
+            types = self.markers[lookup.table].get("key_types", {})
+            for key, column in lookup.key_map.items():
+                kinds.setdefault(column, kind_of(types.get(key)))
+        self.columns = {**kinds, **{c: "any" for c in self.entity_keys if c not in kinds},
+                        self.event_time: "time"}
+        self.required = self.key_columns + self.passthrough
+
+    def mismatch(self, table: str, marker: dict, raising: bool = False) -> str | None:
+        """Why `marker` (what the store serves of `table`) must not be served to this model, or
+        None. The store's rows came from one table version: the model must have been trained
+        on its definition (publishes made before definitions were recorded are not checked)."""
+        if not marker.get("definition"):
+            return None
+        try:
+            feature_definitions.verify(
+                self.name, self.spec["lookups"],
+                [{"table": table, "version": marker["version"], "definition": marker["definition"]}],
+                lambda _: [], feature_definitions.SERVING)
+        except ConfigError as exc:
+            if raising:
+                raise
+            return str(exc)
+        return None
 
     def describe(self) -> dict:
         mv = self.version
         return {"model": mv.name, "version": str(mv.version), "run_id": mv.run_id,
                 "environment_id": (mv.tags or {}).get("environment_id"),
                 "training_set": self.spec.get("training_set"),
-                "feature_tables": {t: {"published_version": p["version"], "published_at": p["published_at"]}
-                                   for t, p in self.published.items()},
+                "feature_tables": {t: {"published_version": p["version"], "published_at": p["published_at"],
+                                       "rows": p.get("rows"), "definition": p.get("definition")}
+                                   for t, p in self.markers.items()},
                 "request_columns": {"keys": self.key_columns, "passthrough": self.passthrough,
                                     "event_time": f"{self.event_time} (optional, default now)"}}
 
-    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], dict[str, int]]:
-        """Each row's prediction (with how many of its tables had no online row for it), and per
-        feature table the rows it had no online row for."""
+    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], dict[str, int], dict[str, str]]:
+        """Each checked row's prediction (with how many of its tables had no row for it), per
+        feature table the rows it had no row for, and the tables whose generation was not the
+        one verified (the store emptied or switched under the request), with why."""
         import pandas as pd
 
-        now_ms = int(time.time() * 1000)
-        at = [_millis(r.get(self.event_time), i, self.event_time) if r.get(self.event_time) is not None
-              else now_ms for i, r in enumerate(rows)]
+        now = (dt.datetime.now(dt.timezone.utc) - EPOCH) // dt.timedelta(microseconds=1)
+        at = [r[self.event_time] if r.get(self.event_time) is not None else now for r in rows]
         values: dict[str, list] = {c: [r.get(c) for r in rows] for c in self.passthrough}
         missing: dict[str, int] = {}
+        degraded: dict[str, str] = {}
         per_row = [0] * len(rows)
         for lookup in self.lookups:
-            types = self.published[lookup.table].get("key_types", {})
-            keys = [online.key_json(list(lookup.key_map), [_coerce(r[c], types.get(k), c, i)
-                                                           for k, c in lookup.key_map.items()])
-                    for i, r in enumerate(rows)]
-            found = store.get(lookup.table, keys)
-            limit = lookup.lookback_seconds * 1000 if lookup.lookback_seconds else None
-            absent = 0
+            keys = [online.key_json(list(lookup.key_map), [r[c] for c in lookup.key_map.values()]) for r in rows]
+            generation, found = store.lookup(lookup.table, keys)
+            if generation is None:
+                degraded[lookup.table] = NO_MARKER.format(table=lookup.table)
+            elif generation != self.markers[lookup.table].get("generation"):
+                # Published meanwhile: served when its marker passes the checks a poll makes.
+                marker = store.marker(lookup.table)
+                why = marker is None and NO_MARKER.format(table=lookup.table) or self.mismatch(lookup.table, marker)
+                if why:
+                    degraded[lookup.table] = why
+                else:
+                    self.markers[lookup.table] = marker
             for column, output in lookup.columns.items():
                 values[output] = []
-            for i, hit in enumerate(found):
-                if hit is not None and limit is not None and hit[0] is not None and at[i] - hit[0] > limit:
-                    hit = None  # older than the table's lookback: not served
-                absent += hit is None
-                per_row[i] += hit is None
+            absent = 0
+            for i, value in enumerate(found):
+                features, _ = online.as_of(value, at[i], lookup.lookback_seconds)
+                absent += features is None
+                per_row[i] += features is None
                 for column, output in lookup.columns.items():
-                    values[output].append(None if hit is None else hit[1].get(column))
+                    values[output].append(None if features is None else features.get(column))
             if absent:
                 missing[lookup.table] = absent
         frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
@@ -119,155 +153,110 @@ class ServedModel:
             out = [{"prediction": float(v), "value": float(v)} for v in self.model.predict(frame)]
         for answer, absent in zip(out, per_row):
             answer["tables_without_row"] = absent
-        return out, missing
+        return out, missing, degraded
+
+
+NO_MARKER = ("the online store holds no marker for feature table {table} (emptied, or restarted without "
+             "its data): its features are null; publish it again (sparkml features publish {table})")
 
 
 def _column(values: list, kind: str):
     import pandas as pd
 
-    if kind in ("double", "float") or (kind in NUMERIC | {"any"} and any(v is None for v in values)):
+    if kind in ("double", "float") or (kind in {"double", "float", "long", "integer", "any"}
+                                       and any(v is None for v in values)):
         return pd.Series([float("nan") if v is None else v for v in values], dtype="float64")
     return pd.Series(values)
-
-
-def _coerce(value, spark_type: str | None, column: str, index: int):
-    """A request's key value as the stored key's type (a JSON number for an integer key, ...)."""
-    if value is None:
-        return None
-    try:
-        if spark_type in ("int", "bigint", "smallint", "tinyint"):
-            return int(value)
-        if spark_type in ("double", "float"):
-            return float(value)
-        if spark_type == "string":
-            return str(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"row {index}: key column {column!r} is {value!r}, not a {spark_type}") from None
-    return value
-
-
-def _millis(value, index: int, column: str) -> int:
-    try:
-        at = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"row {index}: {column} {value!r} is not a time like 2013-12-31T08:00:00Z") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.timezone.utc)
-    return int(at.timestamp() * 1000)
-
-
-class RequestLog:
-    """Requests and predictions appended to a Delta table in batches (delta-rs: no JVM), every
-    `seconds` or `rows`, and once more at shutdown; a failed append is logged, the answers
-    were already given."""
-
-    def __init__(self, location, seconds: float = 5.0, rows: int = 1000):
-        self.location, self.seconds, self.rows = location, seconds, rows
-        self._pending: list[dict] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.written = 0
-        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
-        self._thread.start()
-
-    def add(self, records: list[dict]) -> None:
-        with self._lock:
-            self._pending.extend(records)
-            full = len(self._pending) >= self.rows
-        if full:
-            self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-        from deltalake import write_deltalake
-
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            write_deltalake(str(self.location), pa.Table.from_pylist(batch, schema=_log_schema()), mode="append",
-                            storage_options=self.location.store.delta_options() or None)
-            self.written += len(batch)
-        except Exception as exc:  # noqa: BLE001 - serving goes on; the loss is said
-            log.error("request log: %d rows not written to %s: %s", len(batch), self.location, exc)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.seconds + 1)
-        self.flush()
-
-
-def _log_schema():
-    """The request log's columns (pyarrow imported on first use)."""
-    import pyarrow as pa
-
-    return pa.schema([("request_id", pa.string()), ("received_at", pa.timestamp("us", tz="UTC")),
-                      ("model_name", pa.string()), ("model_version", pa.int64()), ("keys", pa.string()),
-                      ("event_time", pa.timestamp("us", tz="UTC")), ("prediction", pa.float64()),
-                      ("probability", pa.float64()), ("missing_features", pa.int64())])
 
 
 class Server:
     """The served model (swapped when its alias moves), the store, the log and the counters."""
 
     def __init__(self, tracker, ref: str, store: online.Store, request_log: RequestLog | None,
-                 poll_seconds: float = 30.0):
+                 poll_seconds: float = 30.0, limits=None):
+        from .config import ServingSettings
+
         self.tracker, self.ref, self.store, self.request_log = tracker, ref, store, request_log
+        self.limits = limits or ServingSettings()
         self.alias = refs.model(ref).alias
         self.model = ServedModel(tracker, ref, store)
         # The version the alias moved to that could not be loaded, and why (None: none).
         self.refused: dict | None = None
-        self.counts = {"requests": 0, "rows": 0, "rows_missing_features": 0, "store_unavailable": 0}
+        # Feature tables the store does not serve as the model needs (from the last check), and why.
+        self.degraded: dict[str, str] = {}
+        self.counts = {"requests": 0, "rows": 0, "rows_missing_features": 0, "store_unavailable": 0,
+                       "degraded_answers": 0, "refused_requests": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        if self.alias:
-            threading.Thread(target=self._follow_alias, args=(poll_seconds,), name="alias",
-                             daemon=True).start()
+        threading.Thread(target=self._poll, args=(poll_seconds,), name="poll", daemon=True).start()
 
-    def _follow_alias(self, seconds: float) -> None:
+    def check(self) -> dict[str, str]:
+        """Verify each feature table's marker against what the store holds and what the model
+        needs; remembers and returns the tables that are not served right, with why."""
+        model, reasons = self.model, {}
+        for table, loaded in list(model.markers.items()):
+            marker = self.store.marker(table)
+            if marker is None:
+                reasons[table] = NO_MARKER.format(table=table)
+                continue
+            held = self.store.held(table)
+            if held != marker.get("rows"):
+                reasons[table] = (f"the online store holds {held or 0} of the {marker.get('rows')} rows the marker "
+                                  f"of feature table {table} records: publish it again (sparkml features "
+                                  f"publish {table})")
+            elif marker["version"] < loaded["version"]:
+                reasons[table] = (f"the online store holds Delta version {marker['version']} of feature table "
+                                  f"{table}, older than version {loaded['version']} this server served: "
+                                  f"publish it again (sparkml features publish {table})")
+            elif why := model.mismatch(table, marker):
+                reasons[table] = why
+            else:
+                model.markers[table] = marker
+        if reasons != self.degraded:
+            for table, why in reasons.items():
+                log.error("serving %s degraded: %s", model.name, why)
+            if not reasons and self.degraded:
+                log.warning("serving %s: every feature table is served again", model.name)
+        self.degraded = reasons
+        return reasons
+
+    def _poll(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
             try:
-                mv = registry.resolve(self.tracker, self.ref)
-                if str(mv.version) == str(self.model.version.version):
-                    self.refused = None
-                else:  # tried at every poll: a table published meanwhile may make it servable
-                    try:
-                        self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
-                        self.refused = None
-                        log.warning("%s now version %s", self.ref, mv.version)
-                    except ConfigError as exc:  # e.g. trained on features the store does not hold
-                        refused = {"version": str(mv.version), "reason": str(exc)}
-                        if refused != self.refused:  # said once, not at every poll
-                            log.error("%s moved to version %s, which is not served: %s; still serving "
-                                      "version %s", self.ref, mv.version, exc, self.model.version.version)
-                        self.refused = refused
+                if self.alias:
+                    self._follow_alias()
+                self.check()
             except Exception as exc:  # noqa: BLE001 - keep serving the version loaded
                 log.error("checking %s failed, still serving version %s: %s", self.ref,
                           self.model.version.version, exc)
 
+    def _follow_alias(self) -> None:
+        mv = registry.resolve(self.tracker, self.ref)
+        if str(mv.version) == str(self.model.version.version):
+            self.refused = None
+            return
+        try:  # tried at every poll: a table published meanwhile may make it servable
+            self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
+            self.refused = None
+            log.warning("%s now version %s", self.ref, mv.version)
+        except ConfigError as exc:  # e.g. a Spark ML model, or features the store does not hold
+            refused = {"version": str(mv.version), "reason": str(exc)}
+            if refused != self.refused:  # said once, not at every poll
+                log.error("%s moved to version %s, which is not served: %s; still serving "
+                          "version %s", self.ref, mv.version, exc, self.model.version.version)
+            self.refused = refused
+
     def predict(self, body) -> dict:
-        rows = body.get("rows") if isinstance(body, dict) and "rows" in body else body
-        rows = [rows] if isinstance(rows, dict) else rows
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-            raise BadRequest('the body is one row ({"column": value, ...}), a list of rows, or '
-                             '{"rows": [...]}')
+        rows = rows_of(body, self.limits.max_rows)
         model = self.model  # one version for the whole request
-        for i, row in enumerate(rows):
-            # Missing, not null: a null key is scored with null features, as batch scoring does.
-            absent = [c for c in model.key_columns + model.passthrough if c not in row]
-            if absent:
-                raise BadRequest(f"row {i} lacks column {', '.join(absent)} (each row needs "
-                                 f"{', '.join(model.key_columns + model.passthrough)})")
-        answers, missing = model.answer(rows, self.store)
+        checked = [check_row(i, row, model.columns, model.required) for i, row in enumerate(rows)]
+        answers, missing, degraded = model.answer(checked, self.store)
+        degraded = {**self.degraded, **degraded}
         with self._lock:
             self.counts["requests"] += 1
             self.counts["rows"] += len(rows)
             self.counts["rows_missing_features"] += sum(missing.values())
+            self.counts["degraded_answers"] += bool(degraded)
         mv = model.version
         if self.request_log is not None:
             received = dt.datetime.now(dt.timezone.utc)
@@ -275,12 +264,12 @@ class Server:
                 "request_id": uuid.uuid4().hex, "received_at": received, "model_name": mv.name,
                 "model_version": int(mv.version),
                 "keys": json.dumps({c: r.get(c) for c in model.entity_keys + model.key_columns}, default=str),
-                "event_time": (dt.datetime.fromtimestamp(_millis(r[model.event_time], i, model.event_time) / 1000,
-                                                         dt.timezone.utc) if r.get(model.event_time) else received),
+                "event_time": (EPOCH + dt.timedelta(microseconds=r[model.event_time])
+                               if r.get(model.event_time) is not None else received),
                 "prediction": float(a["prediction"]), "probability": a.get("probability", a.get("value")),
-                "missing_features": a["tables_without_row"]} for i, (r, a) in enumerate(zip(rows, answers))])
+                "missing_features": a["tables_without_row"]} for r, a in zip(checked, answers)])
         return {"model": mv.name, "version": str(mv.version), "predictions": answers,
-                "rows_missing_features": missing}
+                "rows_missing_features": missing, **({"degraded": degraded} if degraded else {})}
 
     def close(self) -> None:
         self._stop.set()
@@ -308,34 +297,52 @@ def create_app(server: Server):
 
     @app.get("/ready")
     def ready():
+        model = server.model
         try:
             server.store.ping()
+            degraded = server.check()
         except online.StoreDown as exc:
             return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
-        return {"ready": True, "model": server.model.version.name, "version": str(server.model.version.version),
-                # the alias moved to a version this server refused to load: still the old one
-                **({"not_loaded": server.refused} if server.refused else {})}
+        shown = {"model": model.version.name, "version": str(model.version.version),
+                 # the alias moved to a version this server refused to load: still the old one
+                 **({"not_loaded": server.refused} if server.refused else {})}
+        if degraded:
+            return JSONResponse({"ready": False, "reason": "; ".join(degraded.values()), "degraded": degraded,
+                                 **shown}, status_code=503)
+        return {"ready": True, **shown}
 
     @app.get("/metadata")
     def metadata():
         return {**server.model.describe(), "alias": server.alias, "online_store": online.shown_url(server.store.url),
-                "counts": server.counts, **({"not_loaded": server.refused} if server.refused else {})}
+                "counts": server.counts, "degraded": server.degraded,
+                **({"not_loaded": server.refused} if server.refused else {})}
 
     @app.post("/predict")
     async def predict(request: Request):
+        limits = server.limits
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            return JSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
-        try:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > limits.max_request_bytes:  # refused unread
+                raise TooLarge(f"the body is {declared} bytes, more than the {limits.max_request_bytes} this "
+                               "server accepts (serving.max_request_bytes): send fewer rows per request")
+            raw = bytearray()
+            async for chunk in request.stream():  # a body without a length is cut at the limit too
+                raw += chunk
+                if len(raw) > limits.max_request_bytes:
+                    break
+            body = parse(bytes(raw), limits.max_request_bytes, limits.max_json_depth)
             # Off the event loop: lookups and the model run in worker threads, so requests
             # are answered side by side and /health answers during a long one.
-            return await run_in_threadpool(server.predict, body)
+            answer = await run_in_threadpool(server.predict, body)
         except BadRequest as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            server.counts["refused_requests"] += 1
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except online.StoreDown as exc:
             server.counts["store_unavailable"] += 1
             return JSONResponse({"error": str(exc)}, status_code=503)
+        if "degraded" in answer:
+            return JSONResponse(answer, headers={DEGRADED_HEADER: ",".join(sorted(answer["degraded"]))})
+        return answer
 
     return app
 
@@ -357,8 +364,11 @@ def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds:
     store.ping()
     name = refs.model(ref).name
     request_log = None
+    limits = ws.config.platform.serving
     if log_requests:
-        request_log = RequestLog(lake.table_path(ws.config.lake_root, request_log_table(name),
-                                                 zones=("predictions",)))
-    server = Server(ws.tracker, ref, store, request_log, poll_seconds)
+        table = request_log_table(name)
+        request_log = RequestLog(lake.table_path(ws.config.lake_root, table, zones=("predictions",)),
+                                 ws.config.path(".sparkml/request-log") / table.split(".", 1)[1],
+                                 compact_minutes=limits.compact_minutes)
+    server = Server(ws.tracker, ref, store, request_log, poll_seconds, limits)
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning")

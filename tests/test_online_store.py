@@ -1,0 +1,311 @@
+"""The online store's guarantees without a served model: as-of lookups equal to a brute-force
+point-in-time lookup, generations that a kill at any step leaves serving, incremental
+changes all or nothing, markers that say what a store really holds (SQLite and a real
+Redis), strict request checks, and a request log that a SIGKILL loses nothing of."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from servers import redis_server
+from sparkml_platform import online
+from sparkml_platform.online_requests import EPOCH, BadRequest, TooLarge, check_row, parse, rows_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference(rows: list[tuple[int, dict]], at: int, lookback: int | None):
+    """The newest row at or before `at`, no older than `lookback` seconds: by brute force."""
+    before = [r for r in rows if r[0] <= at]
+    if not before:
+        return None
+    event, features = max(before, key=lambda r: r[0])
+    if lookback is not None and at // 1_000_000 - event // 1_000_000 > lookback:
+        return None
+    return features
+
+
+@pytest.mark.parametrize("keep", [{"keep_seconds": 3600, "keep_rows": None}, {"keep_seconds": None, "keep_rows": 1},
+                                  {"keep_seconds": None, "keep_rows": 3}])
+def test_kept_rows_answer_every_time_in_the_kept_window_as_the_point_in_time_join_does(spark, keep):
+    """kept_rows (Spark) then as_of (the server) against a brute-force lookup over all rows."""
+    rng = random.Random(7)
+    base = dt.datetime(2015, 3, 1, tzinfo=dt.timezone.utc)
+    data = []
+    for key in ("AUS", "ORD", "SFO"):
+        seconds = sorted(rng.sample(range(0, 6 * 3600), 12))
+        data += [(key, base + dt.timedelta(seconds=s, microseconds=rng.randrange(1_000_000)), float(i), None)
+                 for i, s in enumerate(seconds)]
+    df = spark.createDataFrame(data, "origin string, observed_at timestamp, wind double, gust double")
+    stored = {json.loads(r.key)["origin"]: r.value for r in
+              online.kept_rows(df, ["origin"], "observed_at", ["wind", "gust"], **keep).collect()}
+    micros = {k: [((t - EPOCH) // dt.timedelta(microseconds=1), {"wind": w, "gust": g})
+                   for kk, t, w, g in data if kk == k] for k in stored}
+    for key, value in stored.items():
+        start, kept = json.loads(value)
+        newest = max(t for t, _ in micros[key])
+        if keep["keep_seconds"]:  # every row within the span, and the one before it
+            assert [t for t, _ in kept][1:] == [t for t, _ in micros[key] if t > newest - 3600 * 1_000_000]
+        else:
+            assert len(kept) == keep["keep_rows"]
+        assert start == kept[0][0]  # rows were dropped: earlier times are outside the window
+        for _ in range(300):
+            at = rng.randrange(start - 3600 * 1_000_000, newest + 3 * 3600 * 1_000_000)
+            for lookback in (None, 1800):
+                got, why = online.as_of(value, at, lookback)
+                if at < start:
+                    assert (got, why) == (None, online.BEFORE_KEPT)
+                else:
+                    assert got == reference(micros[key], at, lookback), (key, at, lookback)
+
+
+def test_as_of_without_dropped_rows_answers_no_row_before_the_first():
+    value = json.dumps([None, [[1_000_000, {"x": 1}], [5_000_000, {"x": 2}]]])
+    assert online.as_of(value, 999_999, None) == (None, online.NO_ROW)
+    assert online.as_of(value, 4_999_999, None) == ({"x": 1}, online.FOUND)
+    assert online.as_of(value, 5_000_000, 0) == ({"x": 2}, online.FOUND)
+    assert online.as_of(value, 7_999_999, 2) == ({"x": 2}, online.FOUND)  # whole seconds, as the batch join
+    assert online.as_of(value, 8_000_000, 2) == (None, online.TOO_OLD)
+    assert online.as_of(None, 8_000_000, None) == (None, online.NO_ROW)
+
+
+# --- the stores, SQLite and a real Redis ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, proc):
+        yield url
+
+
+def open_test_store(kind: str, url: str, tmp_path: Path) -> online.Store:
+    if kind == "sqlite":
+        return online.SqliteStore(tmp_path / "online.db", 0.5)
+    return online.RedisStore(url, 1.0, tmp_path.name)  # a namespace of this test's own
+
+
+ROWS = [(json.dumps({"k": i}), json.dumps([None, [[i, {"v": i}]]])) for i in range(2000)]
+MARKER = {"version": 3, "definition": "d" * 16, "shape": {}, "published_at": "2026-12-07T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kind, redis_url, tmp_path):
+    store = open_test_store(kind, redis_url, tmp_path)
+    online.write_full(store, "t", iter(ROWS[:1000]), MARKER, batch_rows=300)
+    keys = [k for k, _ in ROWS[:1000]]
+    # A child process publishes 2000 rows in batches of 300 and is killed (SIGKILL) after step
+    # N: 0 = the new generation created, 1..7 = batches written, 8 = the marker switched.
+    script = textwrap.dedent(f"""
+        import json, os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sparkml_platform import online
+        kind, url, where, step = sys.argv[1:5]
+        store = (online.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5) if kind == "sqlite"
+                 else online.RedisStore(url, 1.0, os.path.basename(where)))
+        steps = [0]
+        def counted(method):
+            def call(*args, **kwargs):
+                out = method(*args, **kwargs)
+                if steps[0] == int(step):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                steps[0] += 1
+                return out
+            return call
+        store.begin, store.fill, store.switch = counted(store.begin), counted(store.fill), counted(store.switch)
+        rows = [(json.dumps({{"k": i}}), json.dumps([None, [[i, {{"v": -i}}]]])) for i in range(2000)]
+        online.write_full(store, "t", iter(rows), {{"version": 4, "definition": "e" * 16, "shape": {{}},
+                                                   "published_at": "2026-12-07T01:00:00+00:00"}}, batch_rows=300)
+    """)
+    for step in range(9):
+        done = subprocess.run([sys.executable, "-c", script, kind, redis_url, str(tmp_path), str(step)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        generation, values = store.lookup("t", keys)
+        if step < 8:  # before the switch: the previous generation, all of it
+            assert store.marker("t")["version"] == 3 and store.held("t") == 1000
+            assert [json.loads(v)[1][0][1]["v"] for v in values] == list(range(1000))
+        else:  # switched, the old generation not yet dropped: the new one, all of it
+            assert store.marker("t")["version"] == 4 and store.held("t") == 2000
+            assert all(json.loads(v)[1][0][1]["v"] <= 0 for v in values)
+            online.write_full(store, "t", iter(ROWS[:1000]), MARKER)  # back to version 3 for the next step
+    # What a killed publish left beside the serving generation is dropped by the next one's start.
+    subprocess.run([sys.executable, "-c", script, kind, redis_url, str(tmp_path), "3"], timeout=60)
+    assert len(store._generations("t")) == 2
+    store.discard_unfinished("t")  # what a publish's begin() does first
+    assert store._generations("t") == [store.marker("t")["generation"]]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_readers_never_see_fewer_rows_during_a_full_or_incremental_publish(kind, redis_url, tmp_path):
+    store = open_test_store(kind, redis_url, tmp_path)
+    online.write_full(store, "t", iter(ROWS), MARKER)
+    keys = [k for k, _ in ROWS[::7]]
+    seen, stop = [], threading.Event()
+
+    def read():
+        reader = open_test_store(kind, redis_url, tmp_path)
+        while not stop.is_set():
+            generation, values = reader.lookup("t", keys)
+            seen.append((generation, sum(v is not None for v in values)))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for round_ in range(3):
+            online.write_full(store, "t", iter(ROWS), {**MARKER, "version": 4 + round_}, batch_rows=200)
+            changed = [(k, json.dumps([None, [[1, {"v": round_}]]])) for k, _ in ROWS[:500]]
+            assert online.write_incremental(store, "t", changed, [], {**store.marker("t"), "version": 10 + round_})
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) > 20 and {n for _, n in seen} == {len(keys)}
+    assert len({g for g, _ in seen}) >= 2  # readers did follow the switches
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_incremental_publish_is_all_or_nothing_and_the_marker_counts_what_is_held(kind, redis_url, tmp_path):
+    store = open_test_store(kind, redis_url, tmp_path)
+    online.write_full(store, "t", iter(ROWS[:10]), MARKER)
+    marker = store.marker("t")
+    upserts = [(ROWS[0][0], json.dumps([None, [[9, {"v": 99}]]])), ROWS[10]]
+    assert online.write_incremental(store, "t", upserts, [ROWS[1][0]], {**marker, "version": 5, "rows": 10})
+    assert store.held("t") == 10 and store.marker("t")["version"] == 5
+    if kind == "sqlite":  # a failing statement inside rolls all of it back
+        with pytest.raises(Exception):
+            store.apply("t", [(ROWS[2][0], "[null,[]]"), (ROWS[3][0], None)], [], {**marker, "version": 6})
+        assert json.loads(store.lookup("t", [ROWS[2][0]])[1][0]) == json.loads(ROWS[2][1])
+        assert store.marker("t")["version"] == 5
+    # A marker that claims other than what is held: write_incremental says so (publish anew).
+    assert not online.write_incremental(store, "t", [], [], {**store.marker("t"), "rows": 11})
+
+
+def test_a_redis_restarted_empty_has_no_marker_and_serving_refuses_or_degrades(tmp_path):
+    with redis_server(tmp_path) as (url, proc):
+        store = online.RedisStore(url, 1.0, "ns")
+        online.write_full(store, "t", iter(ROWS[:5]), MARKER)
+        assert online.check_published(store, ["t"])["t"]["rows"] == 5
+        store._redis.flushall()  # what a restart without persistence leaves
+        assert store.marker("t") is None and store.held("t") is None
+        assert store.lookup("t", [ROWS[0][0]]) == (None, [None])
+        with pytest.raises(online.ConfigError, match="was never published"):
+            online.check_published(store, ["t"])
+        online.write_full(store, "t", iter(ROWS[:5]), MARKER)
+        store._redis.hdel(store._redis.get(store._current("t")), ROWS[0][0])  # evicted
+        with pytest.raises(online.ConfigError, match="holds 4 rows of feature table t, its marker records 5"):
+            online.check_published(store, ["t"])
+
+
+# --- strict requests --------------------------------------------------------------------------
+
+COLUMNS = {"carrier": "string", "distance": "float", "dep_hour": "int", "at": "time", "flag": "bool", "x": "any"}
+GOOD = {"carrier": "UA", "distance": 719.0, "dep_hour": 9, "at": "2013-12-31T08:00:00Z", "flag": True, "x": 1}
+
+
+@pytest.mark.parametrize("raw, status, message", [
+    (b'{"rows": [', 400, "malformed JSON"),
+    (b'{"rows": [{"distance": Infinity}]}', 400, "Infinity is not a number JSON allows"),
+    (b'{"rows": [{"distance": NaN}]}', 400, "NaN is not a number JSON allows"),
+    (b'[' * 100_000 + b']' * 100_000, 400, "nests deeper than"),
+    (b'{"rows": [{"x": [[[[[[[[1]]]]]]]]}]}', 400, "nests deeper than 8 levels"),
+    (b'\xff\xfe{}', 400, "malformed JSON"),
+    (b'x' * 2_000_000, 413, "more than the 1048576 this server accepts"),
+])
+def test_hostile_bodies_are_refused_with_a_message(raw, status, message):
+    with pytest.raises(BadRequest, match=message) as refused:
+        parse(raw, 1_048_576, 8)
+    assert refused.value.status == status
+
+
+@pytest.mark.parametrize("column, given, message", [
+    ("distance", "abc", "column 'distance' is \"abc\", expected a number"),
+    ("distance", 10 ** 400, "expected a finite number"),
+    ("distance", True, "expected a number"),
+    ("dep_hour", 9.5, "expected an integer"),
+    ("dep_hour", 2 ** 70, "expected an integer within 64 bits"),
+    ("carrier", 7, "expected a string"),
+    ("carrier", ["UA"], "expected a single string, not a list"),
+    ("carrier", {"a": 1}, "expected a single string, not a object"),
+    ("carrier", "\ud800", "lone UTF-16 surrogate"),
+    ("at", "yesterday", "at 'yesterday' is not a time like 2013-12-31T08:00:00Z"),
+    ("at", 1386000000, "expected a time like"),
+    ("flag", "yes", "expected true or false"),
+    ("x", {"deep": 1}, "not a object"),
+])
+def test_each_wrong_value_is_refused_naming_row_column_and_expected_type(column, given, message):
+    with pytest.raises(BadRequest, match=None) as refused:
+        check_row(3, {**GOOD, column: given}, COLUMNS, ["carrier", "distance"])
+    assert message in str(refused.value) and str(refused.value).startswith("row 3")
+    assert refused.value.status == 400
+
+
+def test_good_rows_are_taken_as_the_model_takes_them_and_limits_hold():
+    checked = check_row(0, {**GOOD, "dep_hour": 9.0, "distance": 719}, COLUMNS, ["carrier"])
+    assert checked["dep_hour"] == 9 and isinstance(checked["dep_hour"], int)
+    assert checked["distance"] == 719.0 and isinstance(checked["distance"], float)
+    assert checked["at"] == 1388476800_000_000
+    assert check_row(0, {"carrier": None}, COLUMNS, ["carrier"])["distance"] is None  # null is a value
+    with pytest.raises(BadRequest, match="row 0 lacks column distance"):
+        check_row(0, {"carrier": "UA"}, COLUMNS, ["carrier", "distance"])
+    with pytest.raises(TooLarge, match="1001 rows in one request, more than the 1000"):
+        rows_of({"rows": [GOOD] * 1001}, 1000)
+    for body in (None, 3, [], [1], {"rows": "x"}):
+        with pytest.raises(BadRequest, match="the body is one row"):
+            rows_of(body, 1000)
+
+
+# --- the request log --------------------------------------------------------------------------
+
+
+def test_a_killed_server_loses_no_logged_request_and_none_is_written_twice(tmp_path):
+    from deltalake import DeltaTable
+
+    table, wal = tmp_path / "lake" / "online_m", tmp_path / "wal"
+    # A child logs 300 requests, flushing after each 100 of the first 200, and is SIGKILLed:
+    # the first right after its second Delta commit (before that segment's file is removed),
+    # the second with its last 100 rows not yet flushed.
+    script = textwrap.dedent(f"""
+        import datetime as dt, os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sparkml_platform.request_log import RequestLog
+        from sparkml_platform.storage import Location
+        from sparkml_platform.storage import Storage
+        log = RequestLog(Storage().location({str(table)!r}), __import__("pathlib").Path({str(wal)!r}),
+                         seconds=3600)
+        appended = log._append
+        def committed_then_killed(app, segment, rows):
+            appended(app, segment, rows)
+            if segment == 1 and sys.argv[2] == "commit":
+                os.kill(os.getpid(), signal.SIGKILL)
+        log._append = committed_then_killed
+        start = int(sys.argv[1])
+        for i in range(start, start + 300):
+            log.add([dict(request_id=str(i), received_at=dt.datetime.now(dt.timezone.utc), model_name="m",
+                          model_version=1, keys="{{}}", event_time=None, prediction=1.0, probability=0.5,
+                          missing_features=0)])
+            if i % 100 == 99 and i - start < 200:
+                log.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    for start, kill in ((0, "commit"), (1000, "end")):
+        done = subprocess.run([sys.executable, "-c", script, str(start), kill], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list(wal.iterdir())) == 1  # the second's start replayed what the first left
+
+    from sparkml_platform.request_log import RequestLog
+    from sparkml_platform.storage import Storage
+
+    RequestLog(Storage().location(str(table)), wal, seconds=3600).close()  # the next start replays
+    ids = [r["request_id"] for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()]
+    assert sorted(ids, key=int) == [str(i) for i in [*range(0, 200), *range(1000, 1300)]]
+    assert list(wal.iterdir()) == []
