@@ -108,16 +108,18 @@ class ServedModel:
                 "request_columns": {"keys": self.key_columns, "passthrough": self.passthrough,
                                     "event_time": f"{self.event_time} (optional, default now)"}}
 
-    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], dict[str, int], dict[str, str]]:
-        """Each checked row's prediction (with how many of its tables had no row for it), per
-        feature table the rows it had no row for, and the tables whose generation was not the
-        one verified (the store emptied or switched under the request), with why."""
+    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], dict[str, dict], dict[str, str]]:
+        """Each checked row's prediction (with how many of its tables had no row for it); per
+        feature table the rows it had no row for, and of those the rows older than what the
+        store keeps; and the tables the store does not serve as verified (emptied, or switched
+        to what the model cannot take), with why."""
         import pandas as pd
 
         now = (dt.datetime.now(dt.timezone.utc) - EPOCH) // dt.timedelta(microseconds=1)
         at = [r[self.event_time] if r.get(self.event_time) is not None else now for r in rows]
         values: dict[str, list] = {c: [r.get(c) for r in rows] for c in self.passthrough}
         missing: dict[str, int] = {}
+        before_kept: dict[str, int] = {}
         degraded: dict[str, str] = {}
         per_row = [0] * len(rows)
         for lookup in self.lookups:
@@ -135,15 +137,18 @@ class ServedModel:
                     self.markers[lookup.table] = marker
             for column, output in lookup.columns.items():
                 values[output] = []
-            absent = 0
+            absent = early = 0
             for i, value in enumerate(found):
-                features, _ = online.as_of(value, at[i], lookup.lookback_seconds)
+                features, why = online.as_of(value, at[i], lookup.lookback_seconds)
                 absent += features is None
+                early += why == online.BEFORE_KEPT
                 per_row[i] += features is None
                 for column, output in lookup.columns.items():
                     values[output].append(None if features is None else features.get(column))
             if absent:
                 missing[lookup.table] = absent
+            if early:  # older than what the store keeps: batch scoring may have found a row
+                before_kept[lookup.table] = early
         frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
                               for name, kind in self.inputs})
         if self.classifier:
@@ -153,7 +158,7 @@ class ServedModel:
             out = [{"prediction": float(v), "value": float(v)} for v in self.model.predict(frame)]
         for answer, absent in zip(out, per_row):
             answer["tables_without_row"] = absent
-        return out, missing, degraded
+        return out, {"rows_missing_features": missing, "rows_before_kept_window": before_kept}, degraded
 
 
 NO_MARKER = ("the online store holds no marker for feature table {table} (emptied, or restarted without "
@@ -250,7 +255,8 @@ class Server:
         rows = rows_of(body, self.limits.max_rows)
         model = self.model  # one version for the whole request
         checked = [check_row(i, row, model.columns, model.required) for i, row in enumerate(rows)]
-        answers, missing, degraded = model.answer(checked, self.store)
+        answers, counts, degraded = model.answer(checked, self.store)
+        missing = counts["rows_missing_features"]
         degraded = {**self.degraded, **degraded}
         with self._lock:
             self.counts["requests"] += 1
@@ -258,18 +264,22 @@ class Server:
             self.counts["rows_missing_features"] += sum(missing.values())
             self.counts["degraded_answers"] += bool(degraded)
         mv = model.version
-        if self.request_log is not None:
+        request_id = uuid.uuid4().hex
+        if self.request_log is not None:  # logged before answered: a kill after this loses nothing
             received = dt.datetime.now(dt.timezone.utc)
             self.request_log.add([{
-                "request_id": uuid.uuid4().hex, "received_at": received, "model_name": mv.name,
+                "request_id": f"{request_id}-{i}", "received_at": received, "model_name": mv.name,
                 "model_version": int(mv.version),
                 "keys": json.dumps({c: r.get(c) for c in model.entity_keys + model.key_columns}, default=str),
                 "event_time": (EPOCH + dt.timedelta(microseconds=r[model.event_time])
                                if r.get(model.event_time) is not None else received),
                 "prediction": float(a["prediction"]), "probability": a.get("probability", a.get("value")),
-                "missing_features": a["tables_without_row"]} for r, a in zip(checked, answers)])
-        return {"model": mv.name, "version": str(mv.version), "predictions": answers,
-                "rows_missing_features": missing, **({"degraded": degraded} if degraded else {})}
+                "missing_features": a["tables_without_row"]} for i, (r, a) in enumerate(zip(checked, answers))])
+        return {"model": mv.name, "version": str(mv.version), "request_id": request_id, "predictions": answers,
+                "rows_missing_features": missing,
+                **({"rows_before_kept_window": counts["rows_before_kept_window"]}
+                   if counts["rows_before_kept_window"] else {}),
+                **({"degraded": degraded} if degraded else {})}
 
     def close(self) -> None:
         self._stop.set()

@@ -24,7 +24,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check, what: str, timeout: float = 120.0, procs=()) -> None:
+def wait_for(check, what: str, timeout: float = 120.0, procs=(), interval: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
@@ -35,7 +35,7 @@ def wait_for(check, what: str, timeout: float = 120.0, procs=()) -> None:
                 return
         except OSError:
             pass
-        time.sleep(1)
+        time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env, run_main
+import prerequisites
 from servers import LOOPBACK, free_port, redis_server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -32,6 +33,13 @@ def online_project(flights_project, tmp_path_factory):
     shutil.copytree(flights_project[0].parent, root, symlinks=True)
     for left in (root / ".sparkml").glob("online.db*"):  # a reused project's earlier publishes
         left.unlink()
+    # The two per-flight counters keep a day of rows online, so requests are answered as of
+    # their time (not part of the definition: the models trained on them stay servable).
+    features_yml = root / "conf" / "base" / "features.yml"
+    text = features_yml.read_text()
+    for table in ("carrier_delay_stats", "route_delay_stats"):
+        text = text.replace(f"  {table}:\n", f"  {table}:\n    online: {{keep: 1d}}\n", 1)
+    features_yml.write_text(text)
     return root / "conf"
 
 
@@ -137,33 +145,42 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["written"], result["deleted"]) == (1, 1)
     store = ws.online_store
-    from sparkml_platform.online import key_json
+    from sparkml_platform.online import as_of, key_json
 
-    (millis, features), missing = store.get("carrier_delay_stats", [key_json(["carrier"], [changed]),
-                                                                    key_json(["carrier"], [gone])])
-    assert features["carrier_late_rate"] == 0.999 and missing is None
+    generation, (kept, missing) = store.lookup("carrier_delay_stats", [key_json(["carrier"], [changed]),
+                                                                       key_json(["carrier"], [gone])])
+    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate"] == 0.999 and missing is None
     shown = ws.features.show("carrier_delay_stats")["online"]
     assert shown["version"] == lake.version(spark, path) and not shown["behind"] and shown["age_seconds"] < 600
+    assert shown["rows"] == shown["rows_held"] == len(carriers) - 1
 
 
-def entity_rows(spark, conf: Path, count: int):
-    """`count` flights to score, their event time just after every feature row (so that the
-    batch scorer's point-in-time lookup finds each key's newest row: the online store's)."""
+def entity_rows(spark, conf: Path, count: int, seed: int):
+    """`count` flights to score, each at a random time between 3 hours before the newest weather
+    row and 30 minutes after the newest feature row: inside what the store keeps of the weather
+    (its 3-hour lookback) and of the counters (a day), so the online as-of lookup must find the
+    row the batch point-in-time join finds."""
     from pyspark.sql import functions as F
 
     lake_dir = conf.parent / ".sparkml" / "lake"
-    latest = max(spark.read.format("delta").load(str(lake_dir / "features" / t)).agg(
-        F.max({"origin_weather_hourly": "observed_at", "plane_attributes": "valid_from"}.get(t, "landed_at"))
-    ).collect()[0][0] for t in TABLES)
-    at = spark.createDataFrame([(1,)], "x int").select(
-        (F.lit(latest).cast("timestamp") + F.expr("INTERVAL 1 MINUTE")).alias("t")).collect()[0].t
+
+    def newest(table, column):
+        return spark.read.format("delta").load(str(lake_dir / "features" / table)).agg(F.max(column)).collect()[0][0]
+
+    weather = newest("origin_weather_hourly", "observed_at")
+    latest = max(weather, *(newest(t, "landed_at") for t in ("carrier_delay_stats", "route_delay_stats")))
+    start = weather - dt.timedelta(hours=3)
+    span = int((latest - start).total_seconds()) + 1800
     rows = (spark.read.format("delta").load(str(lake_dir / "entities" / "flights_to_score"))
-            .orderBy("flight_id").limit(count).withColumn("sched_dep_ts", F.lit(at)))
-    return rows, at
+            .orderBy("flight_id").limit(count)
+            .withColumn("sched_dep_ts", F.lit(start).cast("timestamp")
+                        + F.make_dt_interval(secs=(F.rand(seed) * span).cast("decimal(18,6)"))))
+    return rows.localCheckpoint()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_online_predictions_equal_batch_scoring_on_the_same_rows(spark, online_project, redis_url, backend):
+def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, online_project, redis_url,
+                                                                          backend):
     from conftest import utc
     from sparkml_platform import lake
     from sparkml_platform.config import load_config
@@ -172,27 +189,28 @@ def test_online_predictions_equal_batch_scoring_on_the_same_rows(spark, online_p
     store = redis_url if backend == "redis" else None
     publish(conf, store)
     version = sklearn_version(conf)
-    rows, at = entity_rows(spark, conf, 300)
-    lake.write(rows, lake.table_path(load_config(conf, "test").lake_root, "entities.online_check"))
-    done = run_main(conf, "score", f"flight_delays/{version}", "--input", "entities.online_check",
-                    "--output", "predictions.online_check", "--run-date", "2013-12-31")
+    rows = entity_rows(spark, conf, 300, seed=11 if backend == "redis" else 5)
+    lake.write(rows, lake.table_path(load_config(conf, "test").lake_root, f"entities.online_check_{backend}"))
+    done = run_main(conf, "score", f"flight_delays/{version}", "--input", f"entities.online_check_{backend}",
+                    "--output", f"predictions.online_check_{backend}", "--run-date", "2013-12-31")
     assert done.returncode == 0, done.stderr[-3000:]
     batch = {r.flight_id: r.probability for r in spark.read.format("delta").load(
-        str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_check")).collect()}
-    when = utc(at).isoformat() + "Z"
-    requests = [{**r.asDict(), "sched_dep_ts": when} for r in rows.collect()]
+        str(conf.parent / ".sparkml" / "lake" / "predictions" / f"online_check_{backend}")).collect()}
+    requests = [{**r.asDict(), "sched_dep_ts": utc(r.sched_dep_ts).isoformat() + "Z"} for r in rows.collect()]
     served = Served(conf, f"flight_delays/{version}", store)
     try:
-        online = {}
+        online, outside = {}, 0
         for start in range(0, len(requests), 100):
             status, body = served.predict({"rows": requests[start:start + 100]})
-            assert status == 200, body
+            assert status == 200 and "degraded" not in body, body
             assert body["version"] == version
+            outside += sum(body.get("rows_before_kept_window", {}).values())
             online.update((r["flight_id"], p["probability"]) for r, p in
                           zip(requests[start:start + 100], body["predictions"]))
     finally:
         served.stop()
-    assert len(online) == len(batch) == 300
+    assert len(online) == len(batch) == 300 and outside == 0
+    assert len({r["sched_dep_ts"] for r in requests}) == 300  # 300 different request times
     worst = max(abs(online[f] - batch[f]) for f in batch)
     assert worst < 1e-9
 
@@ -232,6 +250,29 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             assert status == 400 and body["error"].startswith("malformed JSON")
             status, body = served.predict({"rows": [row, {k: v for k, v in row.items() if k != "origin"}]})
             assert status == 400 and "row 1 lacks column origin" in body["error"]
+            # What a client sends wrong is 400 or 413 with a message, never 500.
+            hostile = [(b'{"distance": Infinity}', 400, "Infinity is not a number JSON allows"),
+                       (json.dumps({**row, "distance": "abc"}).encode(), 400,
+                        "row 0: column 'distance' is \"abc\", expected a number"),
+                       (json.dumps([row, {**row, "carrier": ["UA"]}]).encode(), 400,
+                        "row 1: column 'carrier' is [\"UA\"], expected a single string, not a list"),
+                       (json.dumps({**row, "origin": {"a": 1}}).encode(), 400, "not a object"),
+                       (json.dumps({**row, "tailnum": "\ud800"}).encode(), 400, "lone UTF-16 surrogate"),
+                       (b"[" * 50_000 + b"]" * 50_000, 400, "nests deeper than"),
+                       (json.dumps({"rows": [row] * 1001}).encode(), 413, "1001 rows in one request")]
+            for raw, code, message in hostile:
+                status, body = post(served.url + "/predict", None, raw=raw)
+                assert (status, message in body.get("error", "")) == (code, True), (raw[:80], status, body)
+            # A body announced larger than the limit is refused before it is read.
+            import http.client
+
+            connection = http.client.HTTPConnection(LOOPBACK, served.port, timeout=10)
+            connection.putrequest("POST", "/predict")
+            connection.putheader("Content-Length", "50000000")
+            connection.endheaders()
+            refused = connection.getresponse()
+            assert refused.status == 413 and "more than the 1048576" in json.loads(refused.read())["error"]
+            connection.close()
             # A key with no online row: null features, scored (as batch scoring does) and counted.
             status, body = served.predict([{**row, "tailnum": "NO-SUCH-PLANE", "carrier": "ZZ"}])
             assert status == 200 and body["rows_missing_features"] == {"plane_attributes": 1,
@@ -270,9 +311,34 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             assert ready["not_loaded"]["version"] == str(gbt) and "is a Spark ML model" in ready["not_loaded"]["reason"]
             assert get(served.url + "/metadata")[1]["not_loaded"] == ready["not_loaded"]
 
-            # The store goes down: 503 within a second, and the server stays up.
+            # Redis restarts empty (no persistence): /ready says so at once, and answers say which
+            # tables they were scored without (body and header) instead of a silent 200.
+            port = url.rsplit(":", 1)[1].split("/")[0]
             redis_proc.terminate()
             redis_proc.wait(timeout=30)
+            empty = subprocess.Popen([prerequisites.find("redis-server"), "--port", port, "--bind", LOOPBACK,
+                                      "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: "degraded" in get(served.url + "/ready")[1], "ready flips", timeout=30)
+                status, ready = get(served.url + "/ready")
+                assert ready["degraded"].keys() == set(TABLES) and "holds no marker" in ready["reason"]
+                answer = urllib.request.urlopen(urllib.request.Request(
+                    served.url + "/predict", data=json.dumps(row).encode(),
+                    headers={"Content-Type": "application/json"}), timeout=10)
+                body = json.loads(answer.read())
+                assert answer.status == 200 and set(body["degraded"]) == set(TABLES)
+                assert sorted(answer.headers["X-Sparkml-Degraded"].split(",")) == sorted(TABLES)
+                assert body["predictions"][0]["tables_without_row"] == 4
+                answered.append(4)
+                publish(conf, url)  # published again: served again within a poll
+                wait_for(lambda: get(served.url + "/ready")[0] == 200, "ready again", timeout=30)
+                assert "degraded" not in served.predict(row)[1]
+                answered.append(answered[0])
+            finally:
+                empty.terminate()
+                empty.wait(timeout=30)
+            # The store goes down: 503 within a second, and the server stays up.
             started = time.monotonic()
             status, body = served.predict(row)
             assert status == 503 and "does not answer" in body["error"]
@@ -283,8 +349,100 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
     log = DeltaTable(str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_flight_delays"))
     logged = [r for r in log.to_pyarrow_table().to_pylist() if r["received_at"] >= began]
     # Every answered row (the refused requests answered none), written at shutdown.
-    assert [r["model_version"] for r in logged].count(int(second)) == 1 and len(logged) == 5
+    assert [r["model_version"] for r in logged].count(int(second)) == 3 and len(logged) == 7
     assert sorted(r["missing_features"] for r in logged) == sorted(answered)
+
+
+def test_a_publish_under_load_and_a_killed_one_never_serve_fewer_rows_and_a_killed_server_logs_all(
+        spark, online_project):
+    """Requests from 4 clients during a full publish and during one killed (SIGKILL) once its new
+    generation is half written: never a table missing that was there before. Then the server
+    itself is SIGKILLed under load, and the next start writes every answered request to the log."""
+    import sqlite3
+    import threading
+
+    from deltalake import DeltaTable
+
+    conf = online_project
+    publish(conf)
+    db = conf.parent / ".sparkml" / "online.db"
+
+    def generations() -> list[str]:
+        with sqlite3.connect(db) as con:
+            return [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                              "AND name LIKE 'gen:origin_weather_hourly:%'")]
+
+    began = dt.datetime.now(dt.timezone.utc)
+    weather = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "features" /
+                                                  "origin_weather_hourly"))
+    from conftest import utc
+
+    newest = weather.where("origin = 'EWR'").agg({"observed_at": "max"}).collect()[0][0]
+    row = {"flight_id": "f1", "carrier": "UA", "origin": "EWR", "dest": "ORD", "tailnum": "N12345",
+           "distance": 719.0, "dep_hour": 9, "dep_weekday": 3,
+           "sched_dep_ts": (utc(newest) + dt.timedelta(minutes=1)).isoformat() + "Z"}
+    served = Served(conf, f"flight_delays/{sklearn_version(conf)}")
+    answers, stop = [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            answers.append(served.predict(row))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        assert run_main(conf, "features", "publish", "origin_weather_hourly", "--full").returncode == 0
+        killed = subprocess.Popen([str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
+                                   "features", "publish", "origin_weather_hourly", "--full"], env=cli_env(),
+                                  cwd=conf.parent, start_new_session=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_for(lambda: len(generations()) == 2, "a new generation", procs=[killed], timeout=300, interval=0.05)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+    assert len(answers) > 50 and {status for status, _ in answers} == {200}
+    assert not [b for _, b in answers if "origin_weather_hourly" in b["rows_missing_features"] or "degraded" in b]
+    shown = json.loads(run_main(conf, "features", "show", "origin_weather_hourly").stdout)["online"]
+    assert not shown["behind"] and shown["rows"] == shown["rows_held"]
+    again = run_main(conf, "features", "publish", "origin_weather_hourly")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["mode"] == "up to date"
+    assert len(generations()) == 1  # what the killed publish left is dropped
+
+    # The server killed under load: what it answered is in the log once the next one starts.
+    logged_answers = []
+    stop.clear()
+
+    def logged_client():
+        while not stop.is_set():
+            try:
+                status, body = served.predict(row)
+            except OSError:  # the server is killed under this request
+                return
+            if status == 200:
+                logged_answers.append(body)
+
+    clients = [threading.Thread(target=logged_client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(3)
+    served.proc.send_signal(signal.SIGKILL)
+    served.proc.wait(timeout=30)
+    stop.set()
+    for thread in clients:
+        thread.join()
+    Served(conf, f"flight_delays/{sklearn_version(conf)}").stop()  # replays what the killed one left
+    log = DeltaTable(str(conf.parent / ".sparkml" / "lake" / "predictions" / "online_flight_delays"))
+    logged = [r for r in log.to_pyarrow_table().to_pylist() if r["received_at"] >= began]
+    ids = [r["request_id"] for r in logged]
+    assert len(set(ids)) == len(ids)  # none written twice
+    # Every answered request is logged (a request cut by the kill may be logged unanswered).
+    answered = {b["request_id"] + "-0" for _, b in answers} | {b["request_id"] + "-0" for b in logged_answers}
+    assert len(logged_answers) > 20 and answered <= set(ids) and len(ids) - len(answered) <= 4
 
 
 def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
@@ -319,10 +477,10 @@ def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
     with sqlite3.connect(conf.parent / ".sparkml" / "online.db") as source, sqlite3.connect(other) as copy:
         source.backup(copy)
     with sqlite3.connect(other) as copy:
-        info = json.loads(copy.execute("SELECT info FROM sparkml_published WHERE name = ?",
+        info = json.loads(copy.execute("SELECT marker FROM sparkml_markers WHERE name = ?",
                                        ("origin_weather_hourly",)).fetchone()[0])
         trained = info["definition"]  # this slice's models were trained on the published version
-        copy.execute("UPDATE sparkml_published SET info = ? WHERE name = ?",
+        copy.execute("UPDATE sparkml_markers SET marker = ? WHERE name = ?",
                      (json.dumps({**info, "definition": "0123456789abcdef"}), "origin_weather_hourly"))
     done = serve(f"flight_delays/{sklearn_version(conf)}", f"sqlite:///{other}")
     assert done.returncode == 2, done.stderr

@@ -251,6 +251,7 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     from sparkml_platform import Workspace, online, registry, training_sets
     from sparkml_platform.config import load_config
     from sparkml_platform.errors import ConfigError
+    from sparkml_platform.online_requests import check_row
     from sparkml_platform.serving import ServedModel
 
     conf = stock_project
@@ -359,15 +360,18 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     assert [o["table"] for o in published["older_versions"]] == ["features.price_stats"]
     store = online.open_store(config)
     key = online.key_json(["symbol"], ["AAA"])
-    (_, old_online), (_, new_online) = store.get("price_stats", [key])[0], store.get("price_stats@2", [key])[0]
+    far = 1 << 62  # as of a time after every row: each key's newest
+    old_online, _ = online.as_of(store.lookup("price_stats", [key])[1][0], far, None)
+    new_online, _ = online.as_of(store.lookup("price_stats@2", [key])[1][0], far, None)
     assert (old_online["mean_5d"], new_online["mean_5d"]) == pytest.approx((old_rows[-1].mean_5d, new_rows[-1].mean_5d))
     served = ServedModel(ws.tracker, f"next_close/{ridge.version}", store)
     # The entity row at the time of the newest feature row (the store holds each key's newest).
     last = entity_rows.where(F.col("symbol") == "AAA").where(F.col("at") == old_rows[-1].at)
     assert last.count() == 1
     row = last.collect()[0]
-    answer, _ = served.answer([{"symbol": "AAA", "close": row.close, "volume": row.volume,
-                                "at": row.at.isoformat()}], store)
+    request = {"symbol": "AAA", "close": row.close, "volume": row.volume, "at": row.at.isoformat()}
+    answer, _, degraded = served.answer([check_row(0, request, served.columns, served.required)], store)
+    assert degraded == {}
     batch = ws.score_batch(f"next_close/{ridge.version}", last).collect()[0]
     assert answer[0]["tables_without_row"] == 0
     assert answer[0]["value"] == pytest.approx(batch["value"], rel=1e-9)
