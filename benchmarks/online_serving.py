@@ -3,7 +3,10 @@
 - publish time of the reference feature tables: full (every key), then incremental after a
   windowed rebuild of one table (a new Delta version to diff against the published one);
 - `sparkml serve` latency for one-row requests (p50, p99) and rows per second for 100-row
-  requests, each server a process of its own, over real HTTP on 127.0.0.1.
+  requests, each server a process of its own, over real HTTP on 127.0.0.1;
+- a concurrency sweep: 1, 8 and 32 clients (threads with a kept-alive connection each)
+  sending one-row requests at once, p50/p99 and requests per second per store. On two cores
+  the clients share the machine with the server, as they would on a busy host.
 
     .venv/bin/python benchmarks/online_serving.py [--conf conf] [--env ENV] [--requests 400]
 
@@ -15,7 +18,9 @@ are this script's own (under .sparkml/bench/), so the project's store is untouch
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import threading
 import os
 import shutil
 import signal
@@ -125,11 +130,46 @@ def measure(url: str, rows: list[dict], requests: int) -> tuple[float, float, fl
     return statistics.median(single) * 1000, single[int(len(single) * 0.99) - 1] * 1000, rate
 
 
+def sweep(url: str, rows: list[dict], clients: int, seconds: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, requests/s) of one-row requests from `clients` threads at once."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    def client(n: int) -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        mine, i = [], n
+        while time.perf_counter() < stop:
+            body = json.dumps({"rows": [rows[i % len(rows)]]})
+            started = time.perf_counter()
+            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            answer.read()
+            mine.append(time.perf_counter() - started)
+            if answer.status != 200:
+                sys.exit(f"/predict answered {answer.status}")
+            i += clients
+        connection.close()
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return (statistics.median(latencies) * 1000, latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+            len(latencies) / elapsed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conf", default=str(ROOT / "conf"))
     parser.add_argument("--env", default=None)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--sweep-seconds", type=float, default=10.0, help="each step of the concurrency sweep")
     parser.add_argument("--rebuild-day", default="2013-12-05",
                         help="the day of route_delay_stats rebuilt before the incremental publish")
     args = parser.parse_args()
@@ -166,12 +206,14 @@ def main() -> None:
         ref = sklearn_model(conf, args.env)
         rows = rows_for(conf, args.env, 1000)
         print(f"serve {ref}: {args.requests} one-row requests, then 100-row requests")
-        results = {}
+        results, swept = {}, {}
         for name in ("sqlite", "redis", "sqlite", "redis"):  # alternate: neither has the warmer machine
             proc, url = serve(conf, args.env, ref, stores[name])
             try:
                 post(url + "/predict", {"rows": rows[:100]})  # warm-up
                 results.setdefault(name, []).append(measure(url, rows, args.requests))
+                for clients in (1, 8, 32):
+                    swept.setdefault((name, clients), []).append(sweep(url, rows, clients, args.sweep_seconds))
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
@@ -179,6 +221,11 @@ def main() -> None:
         for name, runs in results.items():
             p50, p99, rate = (statistics.median(r[i] for r in runs) for i in range(3))
             print(f"  {name:<7} {p50:9.1f} {p99:9.1f} {rate:17.0f}")
+        print(f"concurrency sweep: one-row requests, {args.sweep_seconds:.0f} s per step (median of 2 runs)")
+        print(f"  {'store':<7} {'clients':>7} {'p50 (ms)':>9} {'p99 (ms)':>9} {'requests/s':>11}")
+        for (name, clients), runs in swept.items():
+            p50, p99, rate = (statistics.median(r[i] for r in runs) for i in range(3))
+            print(f"  {name:<7} {clients:7d} {p50:9.1f} {p99:9.1f} {rate:11.0f}")
     finally:
         redis.terminate()
         redis.wait(timeout=30)
