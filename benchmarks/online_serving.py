@@ -18,6 +18,7 @@ are this script's own (under .sparkml/bench/), so the project's store is untouch
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import json
 import threading
@@ -110,8 +111,13 @@ def rows_for(conf: Path, env: str | None, count: int) -> list[dict]:
     ws = Workspace(conf, env)
     table = DeltaTable(str(ws.config.lake_root / "entities" / "flights_to_score")).to_pyarrow_table()
     rows = table.slice(0, count).to_pylist()
+    # As of a minute after the newest weather row: inside its 3-hour lookback and after every
+    # key's kept rows, so requests find features as they would when serving live.
+    weather = DeltaTable(str(ws.config.lake_root / "features" / "origin_weather_hourly")).to_pyarrow_table(
+        columns=["observed_at"])
+    at = (max(weather.column("observed_at").to_pylist()) + dt.timedelta(minutes=1)).isoformat()
     for row in rows:
-        row["sched_dep_ts"] = row["sched_dep_ts"].isoformat()
+        row["sched_dep_ts"] = at
     return rows
 
 

@@ -47,6 +47,7 @@ class RequestLog:
         self._pending: list[dict] = []
         self._unwritten: list[tuple[int, list[dict]]] = []  # segments whose Delta write failed
         self._stop = threading.Event()
+        self._due = threading.Event()
         wal_root.mkdir(parents=True, exist_ok=True)
         self._replay_orphans(wal_root)
         self.wal = wal_root / uuid.uuid4().hex
@@ -69,12 +70,13 @@ class RequestLog:
             self._file.write(text)
             self._file.flush()  # in the OS's hands: a killed process loses nothing
             self._pending.extend(records)
-            full = len(self._pending) >= self.rows
-        if full:
-            self.flush()
+            if len(self._pending) >= self.rows:
+                self._due.set()  # written by the log's thread: the caller may be an event loop
 
     def _run(self) -> None:
-        while not self._stop.wait(self.seconds):
+        while not self._stop.is_set():
+            self._due.wait(self.seconds)
+            self._due.clear()
             self.flush()
             if self.compact_seconds and time.monotonic() - self._compacted > self.compact_seconds:
                 self.compact()
@@ -149,6 +151,7 @@ class RequestLog:
 
     def close(self) -> None:
         self._stop.set()
+        self._due.set()
         self._thread.join(timeout=self.seconds + 1)
         self.flush()
         with self._lock:

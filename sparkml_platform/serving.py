@@ -24,8 +24,11 @@ a restart. Requests and predictions are logged (`request_log`: nothing lost to a
 import datetime as dt
 import json
 import logging
+import queue
 import threading
 import uuid
+from collections import Counter
+from concurrent.futures import Future
 
 from . import feature_definitions, online, refs, registry
 from .errors import ConfigError
@@ -108,20 +111,18 @@ class ServedModel:
                 "request_columns": {"keys": self.key_columns, "passthrough": self.passthrough,
                                     "event_time": f"{self.event_time} (optional, default now)"}}
 
-    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], dict[str, dict], dict[str, str]]:
+    def answer(self, rows: list[dict], store: online.Store) -> tuple[list[dict], list[dict], dict[str, str]]:
         """Each checked row's prediction (with how many of its tables had no row for it); per
-        feature table the rows it had no row for, and of those the rows older than what the
-        store keeps; and the tables the store does not serve as verified (emptied, or switched
-        to what the model cannot take), with why."""
+        row the tables it had no row for (`missing`) and of those the ones whose kept rows
+        start after its time (`early`); and the tables the store does not serve as verified
+        (emptied, or switched to what the model cannot take), with why."""
         import pandas as pd
 
         now = (dt.datetime.now(dt.timezone.utc) - EPOCH) // dt.timedelta(microseconds=1)
         at = [r[self.event_time] if r.get(self.event_time) is not None else now for r in rows]
         values: dict[str, list] = {c: [r.get(c) for r in rows] for c in self.passthrough}
-        missing: dict[str, int] = {}
-        before_kept: dict[str, int] = {}
+        detail: list[dict] = [{"missing": [], "early": []} for _ in rows]
         degraded: dict[str, str] = {}
-        per_row = [0] * len(rows)
         for lookup in self.lookups:
             keys = [online.key_json(list(lookup.key_map), [r[c] for c in lookup.key_map.values()]) for r in rows]
             generation, found = store.lookup(lookup.table, keys)
@@ -137,18 +138,14 @@ class ServedModel:
                     self.markers[lookup.table] = marker
             for column, output in lookup.columns.items():
                 values[output] = []
-            absent = early = 0
             for i, value in enumerate(found):
                 features, why = online.as_of(value, at[i], lookup.lookback_seconds)
-                absent += features is None
-                early += why == online.BEFORE_KEPT
-                per_row[i] += features is None
+                if features is None:
+                    detail[i]["missing"].append(lookup.table)
+                    if why == online.BEFORE_KEPT:  # batch scoring may have found an older row
+                        detail[i]["early"].append(lookup.table)
                 for column, output in lookup.columns.items():
                     values[output].append(None if features is None else features.get(column))
-            if absent:
-                missing[lookup.table] = absent
-            if early:  # older than what the store keeps: batch scoring may have found a row
-                before_kept[lookup.table] = early
         frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
                               for name, kind in self.inputs})
         if self.classifier:
@@ -156,9 +153,67 @@ class ServedModel:
             out = [{"prediction": int(s >= DECISION_THRESHOLD), "probability": float(s)} for s in scores]
         else:
             out = [{"prediction": float(v), "value": float(v)} for v in self.model.predict(frame)]
-        for answer, absent in zip(out, per_row):
-            answer["tables_without_row"] = absent
-        return out, {"rows_missing_features": missing, "rows_before_kept_window": before_kept}, degraded
+        for answer, row in zip(out, detail):
+            answer["tables_without_row"] = len(row["missing"])
+        return out, detail, degraded
+
+
+def _settle() -> None:
+    """Move what is loaded (the model, MLflow, pandas: millions of objects) out of the garbage
+    collector's sight: a full collection over them pauses every request for ~200 ms."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+class Batcher:
+    """One thread scores what the request threads hand it. A model call costs about the same
+    for one row as for a hundred (pandas and scikit-learn's checks, ~10 ms), and concurrent
+    calls only contend for the interpreter and oversubscribe the model's own threads; so every
+    request waiting when a batch starts goes into one lookup per table and one model call."""
+
+    def __init__(self, store: online.Store, max_rows: int):
+        self.store, self.max_rows = store, max_rows
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="scorer", daemon=True).start()
+
+    def submit(self, model: "ServedModel", rows: list[dict]) -> Future:
+        """What `model.answer(rows)` returns, once the scorer has come to it."""
+        done: Future = Future()
+        self._queue.put((model, rows, done))
+        return done
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch, size = [first], len(first[1])
+            while size < self.max_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+                size += len(item[1])
+            for model in {id(m): m for m, _, _ in batch}.values():  # one version per request throughout
+                self._answer(model, [(rows, done) for m, rows, done in batch if m is model])
+
+    def _answer(self, model: "ServedModel", requests: list) -> None:
+        try:
+            out, detail, degraded = model.answer([r for rows, _ in requests for r in rows], self.store)
+        except BaseException as exc:  # noqa: BLE001 - each request is answered with it
+            for _, done in requests:
+                done.set_exception(exc)
+            return
+        start = 0
+        for rows, done in requests:
+            done.set_result((out[start:start + len(rows)], detail[start:start + len(rows)], degraded))
+            start += len(rows)
 
 
 NO_MARKER = ("the online store holds no marker for feature table {table} (emptied, or restarted without "
@@ -166,11 +221,18 @@ NO_MARKER = ("the online store holds no marker for feature table {table} (emptie
 
 
 def _column(values: list, kind: str):
+    """A model input column, typed as pandas would infer it from the values (numpy arrays
+    where that is plain: a Series per column costs more than the lookups)."""
+    import numpy as np
     import pandas as pd
 
     if kind in ("double", "float") or (kind in {"double", "float", "long", "integer", "any"}
                                        and any(v is None for v in values)):
-        return pd.Series([float("nan") if v is None else v for v in values], dtype="float64")
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    if all(isinstance(v, str) for v in values):
+        return np.array(values, dtype=object)
+    if all(type(v) is int and -(1 << 63) <= v < (1 << 63) for v in values):
+        return np.array(values, dtype="int64")
     return pd.Series(values)
 
 
@@ -185,6 +247,8 @@ class Server:
         self.limits = limits or ServingSettings()
         self.alias = refs.model(ref).alias
         self.model = ServedModel(tracker, ref, store)
+        _settle()
+        self.batcher = Batcher(store, max(self.limits.max_rows, 1000))
         # The version the alias moved to that could not be loaded, and why (None: none).
         self.refused: dict | None = None
         # Feature tables the store does not serve as the model needs (from the last check), and why.
@@ -242,6 +306,7 @@ class Server:
             return
         try:  # tried at every poll: a table published meanwhile may make it servable
             self.model = ServedModel(self.tracker, self.ref, self.store)  # one assignment: atomic
+            _settle()
             self.refused = None
             log.warning("%s now version %s", self.ref, mv.version)
         except ConfigError as exc:  # e.g. a Spark ML model, or features the store does not hold
@@ -252,15 +317,25 @@ class Server:
             self.refused = refused
 
     def predict(self, body) -> dict:
+        """A request's answer, scored in this thread's turn (the app awaits the same steps)."""
+        model, checked = self.accept(body)
+        return self.finish(model, checked, self.batcher.submit(model, checked).result())
+
+    def accept(self, body) -> tuple[ServedModel, list[dict]]:
+        """The version that answers the request (one throughout), and its rows checked."""
         rows = rows_of(body, self.limits.max_rows)
-        model = self.model  # one version for the whole request
-        checked = [check_row(i, row, model.columns, model.required) for i, row in enumerate(rows)]
-        answers, counts, degraded = model.answer(checked, self.store)
-        missing = counts["rows_missing_features"]
+        model = self.model
+        return model, [check_row(i, row, model.columns, model.required) for i, row in enumerate(rows)]
+
+    def finish(self, model: ServedModel, checked: list[dict], scored: tuple) -> dict:
+        """The answer to a scored request, counted and logged."""
+        answers, detail, degraded = scored
+        missing = dict(Counter(t for row in detail for t in row["missing"]))
+        early = dict(Counter(t for row in detail for t in row["early"]))
         degraded = {**self.degraded, **degraded}
         with self._lock:
             self.counts["requests"] += 1
-            self.counts["rows"] += len(rows)
+            self.counts["rows"] += len(checked)
             self.counts["rows_missing_features"] += sum(missing.values())
             self.counts["degraded_answers"] += bool(degraded)
         mv = model.version
@@ -277,22 +352,22 @@ class Server:
                 "missing_features": a["tables_without_row"]} for i, (r, a) in enumerate(zip(checked, answers))])
         return {"model": mv.name, "version": str(mv.version), "request_id": request_id, "predictions": answers,
                 "rows_missing_features": missing,
-                **({"rows_before_kept_window": counts["rows_before_kept_window"]}
-                   if counts["rows_before_kept_window"] else {}),
+                **({"rows_before_kept_window": early} if early else {}),
                 **({"degraded": degraded} if degraded else {})}
 
     def close(self) -> None:
         self._stop.set()
+        self.batcher.close()
         if self.request_log is not None:
             self.request_log.close()
 
 
 def create_app(server: Server):
+    import asyncio
     import contextlib
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse, Response
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -341,18 +416,21 @@ def create_app(server: Server):
                 if len(raw) > limits.max_request_bytes:
                     break
             body = parse(bytes(raw), limits.max_request_bytes, limits.max_json_depth)
-            # Off the event loop: lookups and the model run in worker threads, so requests
-            # are answered side by side and /health answers during a long one.
-            answer = await run_in_threadpool(server.predict, body)
+            model, checked = server.accept(body)
+            # Lookups and the model run in the scorer's thread, off the event loop: /health
+            # answers during a long batch, and no worker thread waits for it.
+            scored = await asyncio.wrap_future(server.batcher.submit(model, checked))
+            answer = server.finish(model, checked, scored)
         except BadRequest as exc:
             server.counts["refused_requests"] += 1
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except online.StoreDown as exc:
             server.counts["store_unavailable"] += 1
             return JSONResponse({"error": str(exc)}, status_code=503)
-        if "degraded" in answer:
-            return JSONResponse(answer, headers={DEGRADED_HEADER: ",".join(sorted(answer["degraded"]))})
-        return answer
+        # Rendered here: the answer is plain JSON already, FastAPI's encoder would walk it again.
+        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json",
+                        headers={DEGRADED_HEADER: ",".join(sorted(answer["degraded"]))} if "degraded" in answer
+                        else None)
 
     return app
 
