@@ -276,7 +276,7 @@ class SqliteStore(Store):
             return
         with self._answering():
             current = (self.marker(table) or {}).get("generation")
-            for name in self._generations(table):
+            for name in self._generations(table) + [f"features:{table}"]:  # and a store's before markers
                 if name != current:
                     self._db().execute(f'DROP TABLE IF EXISTS "{name}"')
 
@@ -562,7 +562,8 @@ def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
         info = store.marker(table)
         if info is None:
             raise ConfigError(f"feature table {table} was never published to the online store "
-                              f"{shown_url(store.url)}: publish it first (sparkml features publish {table})")
+                              f"{shown_url(store.url)} (or only by a platform version before markers): "
+                              f"publish it first (sparkml features publish {table})")
         if (held := store.held(table)) != info.get("rows"):
             raise ConfigError(f"the online store {shown_url(store.url)} holds {held or 0} rows of feature table "
                               f"{table}, its marker records {info.get('rows')}: publish it again "

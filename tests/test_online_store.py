@@ -309,3 +309,26 @@ def test_a_killed_server_loses_no_logged_request_and_none_is_written_twice(tmp_p
     ids = [r["request_id"] for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()]
     assert sorted(ids, key=int) == [str(i) for i in [*range(0, 200), *range(1000, 1300)]]
     assert list(wal.iterdir()) == []
+
+
+def test_the_request_log_compacts_its_small_files_keeping_every_row(tmp_path):
+    import datetime as dt
+
+    from deltalake import DeltaTable
+
+    from sparkml_platform.request_log import RequestLog
+    from sparkml_platform.storage import Storage
+
+    table = tmp_path / "online_m"
+    log = RequestLog(Storage().location(str(table)), tmp_path / "wal", seconds=3600)
+    for i in range(6):  # six flushes: six small files
+        log.add([dict(request_id=str(i), received_at=dt.datetime.now(dt.timezone.utc), model_name="m",
+                      model_version=1, keys="{}", event_time=None, prediction=1.0, probability=0.5,
+                      missing_features=0)])
+        log.flush()
+    assert len(DeltaTable(str(table)).file_uris()) == 6
+    log.compact()
+    log.close()
+    compacted = DeltaTable(str(table))
+    assert len(compacted.file_uris()) == 1
+    assert sorted(r["request_id"] for r in compacted.to_pyarrow_table().to_pylist()) == [str(i) for i in range(6)]
