@@ -125,10 +125,13 @@ class Store:
     def marker(self, table: str) -> dict | None:
         raise NotImplementedError
 
-    def held(self, table: str) -> int | None:
-        """The rows the generation the marker names really holds (None: no marker, or its
-        generation is gone)."""
+    def state(self, table: str) -> tuple[dict | None, int | None]:
+        """The marker, and the rows the generation it names really holds (None: no marker, or
+        its generation is gone), read together."""
         raise NotImplementedError
+
+    def held(self, table: str) -> int | None:
+        return self.state(table)[1]
 
     def lookup(self, table: str, keys: list[str]) -> tuple[str | None, list[str | None]]:
         raise NotImplementedError
@@ -164,11 +167,13 @@ class SqliteStore(Store):
         self.url = f"sqlite:///{path}"
         self._local = threading.local()
         self._markers: dict[str, dict] = {}  # the marker text's parse, by text
+        self._counts: dict[str, int] = {}  # the rows of the generation a marker names, by its text
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Readers never wait (WAL); a publisher waits this long for another publisher.
             db = sqlite3.connect(self.path, timeout=max(self.timeout, 5.0), isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -180,8 +185,8 @@ class SqliteStore(Store):
     def _answering(self):
         try:
             yield
-        except sqlite3.Error as exc:
-            raise StoreDown(f"the online store {self.url} does not answer: {exc}") from None
+        except (sqlite3.Error, OSError, ValueError, KeyError) as exc:  # KeyError, ValueError: a marker not ours
+            raise StoreDown(f"the online store {self.url} does not answer: {type(exc).__name__}: {exc}") from None
 
     def _parsed(self, text: str | None) -> dict | None:
         if text is None:
@@ -198,42 +203,50 @@ class SqliteStore(Store):
             return None  # nothing published yet; asking creates nothing
         with self._answering():
             row = self._db().execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
-        return self._parsed(row[0]) if row else None
+            return self._parsed(row[0]) if row else None
 
-    def held(self, table):
+    def state(self, table):
         if not self.path.exists():
-            return None
-        db = self._db()
-        with self._answering(), _reading(db):
-            row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
-            if not row:
-                return None
-            try:
-                return db.execute(f'SELECT COUNT(*) FROM "{self._parsed(row[0])["generation"]}"').fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    return None
-                raise
+            return None, None
+        with self._answering():
+            db = self._db()
+            with _reading(db):
+                row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+                if not row:
+                    return None, None
+                marker = self._parsed(row[0])
+                generation = marker["generation"]
+                if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                  (generation,)).fetchone():
+                    return marker, None
+                # Counted once per marker (a scan of the whole key index): only a publish,
+                # which writes a new marker, changes a generation's rows.
+                if row[0] not in self._counts:
+                    if len(self._counts) > 256:
+                        self._counts.clear()
+                    self._counts[row[0]] = db.execute(f'SELECT COUNT(*) FROM "{generation}"').fetchone()[0]
+                return marker, self._counts[row[0]]
 
     def lookup(self, table, keys):
         if not self.path.exists():
             raise StoreDown(f"the online store {self.url} does not exist (nothing was published to it)")
-        db = self._db()
-        with self._answering(), _reading(db):  # marker and rows from one snapshot
-            row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
-            if not row:
-                return None, [None] * len(keys)
-            generation = self._parsed(row[0])["generation"]
-            found = {}
-            try:
-                for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
-                    part = keys[start:start + 500]
-                    found.update(db.execute(f'SELECT key, value FROM "{generation}" WHERE key IN '
-                                            f"({','.join('?' * len(part))})", part))
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
+        with self._answering():
+            db = self._db()
+            with _reading(db):  # marker and rows from one snapshot
+                row = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+                if not row:
                     return None, [None] * len(keys)
-                raise
+                generation = self._parsed(row[0])["generation"]
+                found = {}
+                try:
+                    for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
+                        part = keys[start:start + 500]
+                        found.update(db.execute(f'SELECT key, value FROM "{generation}" WHERE key IN '
+                                                f"({','.join('?' * len(part))})", part))
+                except sqlite3.OperationalError as exc:
+                    if "no such table" in str(exc):
+                        return None, [None] * len(keys)
+                    raise
         return generation, [found.get(k) for k in keys]
 
     def _generations(self, table: str) -> list[str]:
@@ -249,27 +262,33 @@ class SqliteStore(Store):
         return generation
 
     def fill(self, generation, rows):
-        db = self._db()
-        with self._answering(), _transaction(db):
-            db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', rows)
+        with self._answering():
+            db = self._db()
+            with _transaction(db):
+                db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', rows)
 
     def switch(self, table, marker):
-        db = self._db()
         with self._answering():
+            db = self._db()
             with _transaction(db):
                 db.execute("INSERT OR REPLACE INTO sparkml_markers VALUES (?, ?)",
                            (table, json.dumps(marker, default=str)))
             self.discard_unfinished(table)
 
     def apply(self, table, upserts, deletes, marker):
-        db = self._db()
         generation = marker["generation"]
-        with self._answering(), _transaction(db):
-            db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', upserts)
-            db.executemany(f'DELETE FROM "{generation}" WHERE key = ?', [(k,) for k in deletes])
-            rows = db.execute(f'SELECT COUNT(*) FROM "{generation}"').fetchone()[0]
-            db.execute("INSERT OR REPLACE INTO sparkml_markers VALUES (?, ?)",
-                       (table, json.dumps({**marker, "rows": rows}, default=str)))
+        with self._answering():
+            db = self._db()
+            with _transaction(db):
+                current = db.execute("SELECT marker FROM sparkml_markers WHERE name = ?", (table,)).fetchone()
+                if not current or self._parsed(current[0]).get("generation") != generation:
+                    raise StoreDown(f"feature table {table}'s generation in {self.url} changed under this "
+                                    "publish (another publish ran): publish again")
+                db.executemany(f'INSERT OR REPLACE INTO "{generation}" VALUES (?, ?)', upserts)
+                db.executemany(f'DELETE FROM "{generation}" WHERE key = ?', [(k,) for k in deletes])
+                rows = db.execute(f'SELECT COUNT(*) FROM "{generation}"').fetchone()[0]
+                db.execute("INSERT OR REPLACE INTO sparkml_markers VALUES (?, ?)",
+                           (table, json.dumps({**marker, "rows": rows}, default=str)))
 
     def discard_unfinished(self, table):
         if not self.path.exists():
@@ -291,23 +310,32 @@ def _generation_prefix(table: str) -> str:
 
 @contextlib.contextmanager
 def _transaction(db):
+    if db.in_transaction:
+        db.execute("ROLLBACK")
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
 
 @contextlib.contextmanager
 def _reading(db):
-    """A read transaction: every SELECT in it sees one snapshot (WAL)."""
+    """A read transaction: every SELECT in it sees one snapshot (WAL). Ended whatever happens
+    in it, so the connection is never left inside a transaction."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
     db.execute("BEGIN")
     try:
         yield
-    finally:
-        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 # Marker and rows in one round trip, from one moment: Redis runs a script atomically.
@@ -316,6 +344,14 @@ local generation = redis.call('GET', KEYS[1])
 if not generation then return {false, {}} end
 return {generation, redis.call('HMGET', generation, unpack(ARGV))}
 """
+# The marker and the rows of the generation it names, together (both are set in one MULTI).
+_STATE = """
+local marker = redis.call('GET', KEYS[2])
+local generation = redis.call('GET', KEYS[1])
+if not generation then return {marker or false, false} end
+return {marker or false, redis.call('HLEN', generation)}
+"""
+
 
 
 class RedisStore(Store):
@@ -329,8 +365,9 @@ class RedisStore(Store):
         self.url = url
         self.prefix = f"sparkml:{namespace}"
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._errors = (redis.exceptions.RedisError, ValueError, KeyError)  # the last two: a value not ours
         self._lookup = self._redis.register_script(_LOOKUP)
+        self._state = self._redis.register_script(_STATE)
 
     @contextlib.contextmanager
     def _answering(self):
@@ -350,24 +387,30 @@ class RedisStore(Store):
             value = self._redis.get(self._marker(table))
         return json.loads(value) if value else None
 
-    def held(self, table):
+    def state(self, table):
         with self._answering():
-            generation = self._redis.get(self._current(table))
-            return self._redis.hlen(generation) if generation else None  # an empty generation is no key
+            marker, held = self._state(keys=[self._current(table), self._marker(table)])
+            return (json.loads(marker) if marker else None), held  # an empty generation is no key: 0
 
     def lookup(self, table, keys):
         if not keys:
             return None, []
-        values: list = []
-        generation = None
         with self._answering():
-            for start in range(0, len(keys), 1000):  # a script's arguments are few thousand at most
-                got, part = self._lookup(keys=[self._current(table)], args=keys[start:start + 1000])
-                if not got or (generation is not None and got.decode() != generation):
-                    return None, [None] * len(keys)  # emptied, or switched between two parts
-                generation = got.decode()
-                values += [v.decode() if v is not None else None for v in part]
-        return generation, values
+            for _ in range(3):  # a switch between two parts: the whole lookup again
+                values: list = []
+                generation = None
+                for start in range(0, len(keys), 1000):  # a script's arguments are a few thousand at most
+                    got, part = self._lookup(keys=[self._current(table)], args=keys[start:start + 1000])
+                    if not got:
+                        return None, [None] * len(keys)  # emptied
+                    if generation is not None and got.decode() != generation:
+                        break
+                    generation = got.decode()
+                    values += [v.decode() if v is not None else None for v in part]
+                else:
+                    return generation, values
+        raise StoreDown(f"the online store {shown_url(self.url)} switched feature table {table} three times "
+                        "during one lookup")
 
     def _generations(self, table: str) -> list[str]:
         return [k.decode() for k in self._redis.scan_iter(match=f"{self.prefix}:gen:{table}:*", count=1000)]
@@ -389,15 +432,26 @@ class RedisStore(Store):
         self.discard_unfinished(table)
 
     def apply(self, table, upserts, deletes, marker):
+        import redis
+
         with self._answering():
             with self._redis.pipeline(transaction=True) as tx:  # queued here, run at once by EXEC
                 generation = marker["generation"]
+                tx.watch(self._current(table))  # another publish switching it aborts this one
+                if (tx.get(self._current(table)) or b"").decode() != generation:
+                    raise StoreDown(f"feature table {table}'s generation in {shown_url(self.url)} changed under "
+                                    "this publish (another publish ran): publish again")
+                tx.multi()
                 for start in range(0, len(upserts), 5000):
                     tx.hset(generation, mapping=dict(upserts[start:start + 5000]))
                 for start in range(0, len(deletes), 5000):
                     tx.hdel(generation, *deletes[start:start + 5000])
                 tx.set(self._marker(table), json.dumps(marker, default=str))
-                tx.execute()
+                try:
+                    tx.execute()
+                except redis.exceptions.WatchError:
+                    raise StoreDown(f"feature table {table}'s generation in {shown_url(self.url)} changed "
+                                    "under this publish (another publish ran): publish again") from None
 
     def discard_unfinished(self, table):
         with self._answering():
@@ -440,9 +494,9 @@ def up_to_date(config, store: Store, name: str) -> dict | None:
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
-    last = store.marker(name)
+    last, held = store.state(name)
     if last and last.get("version") == version and last.get("shape") == _shape(definition) \
-            and store.held(name) == last.get("rows"):
+            and held == last.get("rows"):
         store.discard_unfinished(name)  # what a publish cut short left beside it
         return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
     return None
@@ -478,7 +532,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
     version = lake.version(spark, path, ref)
-    last = store.marker(name)
+    last, held = store.state(name)
     shape = _shape(definition)
     table = lake.read(spark, path, version, ref)
 
@@ -495,7 +549,7 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
               "key_types": {c: table.schema[c].dataType.simpleString() for c in definition.keys}}
     # Incremental only onto a generation that holds all its marker says (else: a new one).
     if last and not full and last.get("shape") == shape and last.get("version", -1) < version \
-            and store.held(name) == last.get("rows"):
+            and held == last.get("rows"):
         from pyspark.sql import functions as F
 
         try:
@@ -542,10 +596,9 @@ def write_incremental(store: Store, table: str, upserts: list, deletes: list, ma
 def online_status(store: Store, name: str, newest_version: int | None) -> dict | None:
     """What `features show` says of the online copy: version, age, rows held, and whether it is
     behind (an older version, or fewer rows held than its marker records)."""
-    info = store.marker(name)
+    info, held = store.state(name)
     if info is None:
         return None
-    held = store.held(name)
     at = dt.datetime.fromisoformat(info["published_at"])
     return {"version": info["version"], "published_at": info["published_at"],
             "age_seconds": round((dt.datetime.now(dt.timezone.utc) - at).total_seconds()),
@@ -559,12 +612,12 @@ def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
     naming the command."""
     out = {}
     for table in tables:
-        info = store.marker(table)
+        info, held = store.state(table)
         if info is None:
             raise ConfigError(f"feature table {table} was never published to the online store "
                               f"{shown_url(store.url)} (or only by a platform version before markers): "
                               f"publish it first (sparkml features publish {table})")
-        if (held := store.held(table)) != info.get("rows"):
+        if held != info.get("rows"):
             raise ConfigError(f"the online store {shown_url(store.url)} holds {held or 0} rows of feature table "
                               f"{table}, its marker records {info.get('rows')}: publish it again "
                               f"(sparkml features publish {table})")

@@ -162,4 +162,19 @@ def micros(text: str, index: int, column: str) -> int:
         raise BadRequest(f"row {index}: {column} {text[:60]!r} is not a time like 2013-12-31T08:00:00Z") from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.timezone.utc)
+    try:
+        at = at.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise BadRequest(f"row {index}: {column} {text[:60]!r} falls outside the years 1 to 9999 in UTC") from None
     return (at - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def spark_key(value, spark_type: str | None):
+    """A checked key value as Spark's to_json writes it in a stored key: a timestamp (held
+    here in microseconds) as ISO text in UTC to the millisecond, a date as its day."""
+    if value is None or spark_type not in ("timestamp", "date"):
+        return value
+    at = EPOCH + dt.timedelta(microseconds=value)
+    if spark_type == "date":
+        return at.date().isoformat()
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"

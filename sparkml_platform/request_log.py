@@ -48,12 +48,15 @@ class RequestLog:
         self._unwritten: list[tuple[int, list[dict]]] = []  # segments whose Delta write failed
         self._stop = threading.Event()
         self._due = threading.Event()
+        self._writing = threading.Lock()  # one flush at a time: segments reach Delta in order
         wal_root.mkdir(parents=True, exist_ok=True)
-        self._replay_orphans(wal_root)
-        self.wal = wal_root / uuid.uuid4().hex
-        self.wal.mkdir()
-        self._held = open(self.wal / "lock", "w")  # held while this server lives: not an orphan
+        # Made under a hidden name and locked before it is named: never taken for an orphan.
+        making = wal_root / f".{uuid.uuid4().hex}"
+        making.mkdir()
+        self._held = open(making / "lock", "w")  # held while this server lives
         fcntl.flock(self._held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.wal = making.rename(wal_root / making.name[1:])
+        self._replay_orphans(wal_root)
         self._segment = 0
         self._file = open(self._path(0), "a", encoding="utf-8")
         self._compacted = time.monotonic()
@@ -65,10 +68,14 @@ class RequestLog:
 
     def add(self, records: list[dict]) -> None:
         """Rows of one answered request: in the write-ahead file before this returns."""
-        text = "".join(json.dumps(_stored(r), separators=(",", ":")) + "\n" for r in records)
+        text = "".join(json.dumps(_stored(r), separators=(",", ":"), default=str) + "\n" for r in records)
         with self._lock:
-            self._file.write(text)
-            self._file.flush()  # in the OS's hands: a killed process loses nothing
+            try:
+                self._file.write(text)
+                self._file.flush()  # in the OS's hands: a killed process loses nothing
+            except OSError as exc:  # e.g. a full disk: the answer is given, the rows wait in memory
+                log.error("request log: %d rows not in the write-ahead file %s: %s", len(records),
+                          self._file.name, exc)
             self._pending.extend(records)
             if len(self._pending) >= self.rows:
                 self._due.set()  # written by the log's thread: the caller may be an event loop
@@ -77,38 +84,54 @@ class RequestLog:
         while not self._stop.is_set():
             self._due.wait(self.seconds)
             self._due.clear()
-            self.flush()
-            if self.compact_seconds and time.monotonic() - self._compacted > self.compact_seconds:
-                self.compact()
+            try:
+                self.flush()
+                if self.compact_seconds and time.monotonic() - self._compacted > self.compact_seconds:
+                    self.compact()
+            except Exception as exc:  # noqa: BLE001 - the log's thread must outlive any failure
+                log.error("request log: %s", exc)
 
     def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            if batch:
-                self._file.close()
-                self._unwritten.append((self._segment, batch))
-                self._segment += 1
-                self._file = open(self._path(self._segment), "a", encoding="utf-8")
-            todo, self._unwritten = self._unwritten, []
-        for segment, rows in todo:
-            try:
-                self._append(self.wal.name, segment, rows)
+        """Cut the write-ahead file into a segment and write every unwritten segment to Delta,
+        oldest first, stopping at the first failure (a later segment committed first would
+        make Delta's transaction version skip the earlier one)."""
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if batch:
+                    try:
+                        following = open(self._path(self._segment + 1), "a", encoding="utf-8")
+                    except OSError as exc:  # no new segment: these rows stay in this one, and wait
+                        log.error("request log: no new write-ahead segment in %s: %s", self.wal, exc)
+                        self._pending = batch + self._pending
+                        return
+                    self._file.close()
+                    self._unwritten.append((self._segment, batch))
+                    self._segment += 1
+                    self._file = following
+                todo = list(self._unwritten)
+            for segment, rows in todo:
+                try:
+                    self._append(self.wal.name, segment, rows)
+                except Exception as exc:  # noqa: BLE001 - serving goes on; retried at the next flush
+                    log.error("request log: %d rows not yet written to %s (kept in %s, retried): %s",
+                              len(rows), self.location, self._path(segment), exc)
+                    return
                 self._path(segment).unlink(missing_ok=True)
                 self.written += len(rows)
-            except Exception as exc:  # noqa: BLE001 - serving goes on; retried at the next flush
-                log.error("request log: %d rows not yet written to %s (kept in %s, retried): %s",
-                          len(rows), self.location, self._path(segment), exc)
                 with self._lock:
-                    self._unwritten.append((segment, rows))
+                    self._unwritten.pop(0)
 
     def _append(self, app: str, segment: int, rows: list[dict]) -> None:
         import pyarrow as pa
         from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+        from deltalake.exceptions import TableNotFoundError
+
         options = self.location.store.delta_options() or None
         try:
             done = DeltaTable(str(self.location), storage_options=options).transaction_version(app)
-        except Exception:  # noqa: BLE001 - no table yet: nothing of this log is in it
+        except TableNotFoundError:  # nothing of this log is in it yet
             done = None
         if done is not None and done >= segment:
             return  # committed before the segment file could be removed
@@ -118,24 +141,25 @@ class RequestLog:
 
     def _replay_orphans(self, root: Path) -> None:
         """Write what servers killed before their last flush left, then remove it."""
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                             and p != self.wal):
             with open(folder / "lock", "a") as held:
                 try:
                     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     continue  # a running server's
                 try:
-                    for path in sorted(folder.glob("*.jsonl")):
-                        rows = [_loaded(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()
-                                if line.strip().endswith("}")]  # a line cut by the kill is no row
+                    for path in sorted(folder.glob("*.jsonl")):  # in order: see flush
+                        rows = _rows(path)
                         if rows:
                             self._append(folder.name, int(path.stem), rows)
                         log.warning("request log: %d rows a stopped server left in %s written to %s",
                                     len(rows), path, self.location)
+                        path.unlink()
                 except Exception as exc:  # noqa: BLE001 - left for the next start
                     log.error("request log: replaying %s failed (left for the next start): %s", folder, exc)
                     continue
-            shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)  # still locked: no other start takes it
 
     def compact(self) -> None:
         """OPTIMIZE the table's small files and checkpoint its log."""
@@ -152,14 +176,25 @@ class RequestLog:
     def close(self) -> None:
         self._stop.set()
         self._due.set()
-        self._thread.join(timeout=self.seconds + 1)
-        self.flush()
+        self._thread.join(timeout=60)
+        self.flush()  # after the thread's: flushes take turns
         with self._lock:
             self._file.close()
-            left = self._unwritten
+            left = self._unwritten or self._pending
         if not left:
             shutil.rmtree(self.wal, ignore_errors=True)
         self._held.close()  # what is left is replayed by the next start
+
+
+def _rows(path: Path) -> list[dict]:
+    """A segment's rows; a line the kill cut short is no row."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(_loaded(json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return rows
 
 
 def _stored(record: dict) -> dict:

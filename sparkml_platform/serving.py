@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from . import feature_definitions, online, refs, registry
 from .errors import ConfigError
 from .estimators import DECISION_THRESHOLD
-from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, parse, rows_of
+from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, parse, rows_of, spark_key
 from .pit import FeatureLookup
 from .request_log import RequestLog
 
@@ -100,6 +100,21 @@ class ServedModel:
             return str(exc)
         return None
 
+    def refusal(self, table: str, marker: dict | None, held: int | None = None, counted: bool = False) -> str | None:
+        """Why the store's `marker` of `table` (and the rows its generation holds, when
+        `counted`) must not serve this model, or None."""
+        if marker is None:
+            return NO_MARKER.format(table=table)
+        if counted and held != marker.get("rows"):
+            return (f"the online store holds {held or 0} of the {marker.get('rows')} rows the marker of feature "
+                    f"table {table} records: publish it again (sparkml features publish {table})")
+        served = self.markers[table]["version"]
+        if marker["version"] < served:
+            return (f"the online store holds Delta version {marker['version']} of feature table {table}, older "
+                    f"than version {served} this server served: publish it again (sparkml features publish "
+                    f"{table})")
+        return self.mismatch(table, marker)
+
     def describe(self) -> dict:
         mv = self.version
         return {"model": mv.name, "version": str(mv.version), "run_id": mv.run_id,
@@ -124,14 +139,16 @@ class ServedModel:
         detail: list[dict] = [{"missing": [], "early": []} for _ in rows]
         degraded: dict[str, str] = {}
         for lookup in self.lookups:
-            keys = [online.key_json(list(lookup.key_map), [r[c] for c in lookup.key_map.values()]) for r in rows]
+            types = self.markers[lookup.table].get("key_types", {})
+            keys = [online.key_json(list(lookup.key_map), [spark_key(r[c], types.get(k)) for k, c in
+                                                           lookup.key_map.items()]) for r in rows]
             generation, found = store.lookup(lookup.table, keys)
             if generation is None:
                 degraded[lookup.table] = NO_MARKER.format(table=lookup.table)
             elif generation != self.markers[lookup.table].get("generation"):
                 # Published meanwhile: served when its marker passes the checks a poll makes.
                 marker = store.marker(lookup.table)
-                why = marker is None and NO_MARKER.format(table=lookup.table) or self.mismatch(lookup.table, marker)
+                why = self.refusal(lookup.table, marker)
                 if why:
                     degraded[lookup.table] = why
                 else:
@@ -146,16 +163,27 @@ class ServedModel:
                         detail[i]["early"].append(lookup.table)
                 for column, output in lookup.columns.items():
                     values[output].append(None if features is None else features.get(column))
-        frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
-                              for name, kind in self.inputs})
-        if self.classifier:
-            scores = self.model.predict_proba(frame)[:, 1]
-            out = [{"prediction": int(s >= DECISION_THRESHOLD), "probability": float(s)} for s in scores]
-        else:
-            out = [{"prediction": float(v), "value": float(v)} for v in self.model.predict(frame)]
+        try:
+            frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
+                                  for name, kind in self.inputs})
+            if self.classifier:
+                scores = self.model.predict_proba(frame)[:, 1]
+                out = [{"prediction": int(s >= DECISION_THRESHOLD), "probability": float(s)} for s in scores]
+            else:
+                out = [{"prediction": float(v), "value": float(v)} for v in self.model.predict(frame)]
+        except Exception as exc:  # noqa: BLE001 - the rows' values, as far as the server can tell
+            raise ModelRefused(
+                f"{self.name} could not score these rows (a value its signature does not type, e.g. text "
+                f"in a numeric column?): {type(exc).__name__}: {str(exc)[:300]}") from exc
         for answer, row in zip(out, detail):
             answer["tables_without_row"] = len(row["missing"])
         return out, detail, degraded
+
+
+class ModelRefused(BadRequest):
+    """Rows of the right shape that the model raised on: answered 422 with its error."""
+
+    status = 422
 
 
 def _settle() -> None:
@@ -163,6 +191,7 @@ def _settle() -> None:
     collector's sight: a full collection over them pauses every request for ~200 ms."""
     import gc
 
+    gc.unfreeze()  # what a swapped-out model left is collected too
     gc.collect()
     gc.freeze()
 
@@ -200,13 +229,29 @@ class Batcher:
                     break
                 batch.append(item)
                 size += len(item[1])
+            # A request whose waiter gave up (cancelled) is not scored.
+            batch = [(m, rows, done) for m, rows, done in batch if done.set_running_or_notify_cancel()]
             for model in {id(m): m for m, _, _ in batch}.values():  # one version per request throughout
-                self._answer(model, [(rows, done) for m, rows, done in batch if m is model])
+                try:
+                    self._answer(model, [(rows, done) for m, rows, done in batch if m is model])
+                except Exception as exc:  # noqa: BLE001 - the scorer must outlive anything
+                    log.error("scoring a batch failed: %s", exc)
+                    for m, _, done in batch:
+                        if m is model and not done.done():
+                            done.set_exception(exc)
 
     def _answer(self, model: "ServedModel", requests: list) -> None:
         try:
             out, detail, degraded = model.answer([r for rows, _ in requests for r in rows], self.store)
-        except BaseException as exc:  # noqa: BLE001 - each request is answered with it
+        except ModelRefused as exc:
+            if len(requests) > 1:  # one request's values must not fail the others batched with it
+                for request in requests:
+                    self._answer(model, [request])
+                return
+            log.warning("%s", exc)
+            requests[0][1].set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. the store down: every request is answered with it
             for _, done in requests:
                 done.set_exception(exc)
             return
@@ -263,21 +308,10 @@ class Server:
         """Verify each feature table's marker against what the store holds and what the model
         needs; remembers and returns the tables that are not served right, with why."""
         model, reasons = self.model, {}
-        for table, loaded in list(model.markers.items()):
-            marker = self.store.marker(table)
-            if marker is None:
-                reasons[table] = NO_MARKER.format(table=table)
-                continue
-            held = self.store.held(table)
-            if held != marker.get("rows"):
-                reasons[table] = (f"the online store holds {held or 0} of the {marker.get('rows')} rows the marker "
-                                  f"of feature table {table} records: publish it again (sparkml features "
-                                  f"publish {table})")
-            elif marker["version"] < loaded["version"]:
-                reasons[table] = (f"the online store holds Delta version {marker['version']} of feature table "
-                                  f"{table}, older than version {loaded['version']} this server served: "
-                                  f"publish it again (sparkml features publish {table})")
-            elif why := model.mismatch(table, marker):
+        for table in list(model.markers):
+            marker, held = self.store.state(table)
+            why = model.refusal(table, marker, held, counted=True)
+            if why:
                 reasons[table] = why
             else:
                 model.markers[table] = marker
@@ -319,7 +353,7 @@ class Server:
     def predict(self, body) -> dict:
         """A request's answer, scored in this thread's turn (the app awaits the same steps)."""
         model, checked = self.accept(body)
-        return self.finish(model, checked, self.batcher.submit(model, checked).result())
+        return self.finish(model, checked, self.batcher.submit(model, checked).result(timeout=300))
 
     def accept(self, body) -> tuple[ServedModel, list[dict]]:
         """The version that answers the request (one throughout), and its rows checked."""
@@ -427,6 +461,9 @@ def create_app(server: Server):
         except online.StoreDown as exc:
             server.counts["store_unavailable"] += 1
             return JSONResponse({"error": str(exc)}, status_code=503)
+        except Exception as exc:  # noqa: BLE001 - the server's fault: said, and the server stays up
+            log.exception("answering a request failed")
+            return JSONResponse({"error": f"the server failed: {type(exc).__name__}: {exc}"}, status_code=500)
         # Rendered here: the answer is plain JSON already, FastAPI's encoder would walk it again.
         return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json",
                         headers={DEGRADED_HEADER: ",".join(sorted(answer["degraded"]))} if "degraded" in answer

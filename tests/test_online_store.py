@@ -332,3 +332,21 @@ def test_the_request_log_compacts_its_small_files_keeping_every_row(tmp_path):
     compacted = DeltaTable(str(table))
     assert len(compacted.file_uris()) == 1
     assert sorted(r["request_id"] for r in compacted.to_pyarrow_table().to_pylist()) == [str(i) for i in range(6)]
+
+
+def test_time_and_date_keys_are_looked_up_as_spark_stores_them(spark):
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from sparkml_platform.online_requests import micros, spark_key
+
+    at = "2013-06-01T08:30:15.123456+02:00"
+    instant = dt.datetime(2013, 6, 1, 6, 30, 15, 123456, tzinfo=dt.timezone.utc)
+    df = spark.createDataFrame([(instant, dt.date(2013, 6, 1))], "ts timestamp, day date")
+    stored = df.select(F.to_json(F.struct("ts")).alias("ts"), F.to_json(F.struct("day")).alias("day")).first()
+    held = micros(at, 0, "ts")
+    assert online.key_json(["ts"], [spark_key(held, "timestamp")]) == stored.ts
+    assert online.key_json(["day"], [spark_key(held, "date")]) == stored.day
+    with pytest.raises(BadRequest, match="outside the years 1 to 9999"):
+        micros("9999-12-31T23:59:59-05:00", 0, "ts")
