@@ -146,6 +146,45 @@ def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kin
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_incremental_publish_killed_inside_its_transaction_changes_nothing(kind, redis_url, tmp_path):
+    store = open_test_store(kind, redis_url, tmp_path)
+    online.write_full(store, "t", iter(ROWS[:1000]), MARKER)
+    # A child applies 500 changed rows and 100 deletions and is SIGKILLed inside the
+    # transaction: on SQLite when the deletions start (the upserts done), on Redis as it
+    # sends the queued transaction.
+    script = textwrap.dedent(f"""
+        import json, os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from sparkml_platform import online
+        kind, url, where = sys.argv[1:4]
+        def die(*_):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "sqlite":
+            store = online.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5)
+            store._db().set_trace_callback(lambda sql: sql.startswith("DELETE") and die())
+        else:
+            import redis.client
+            store = online.RedisStore(url, 1.0, os.path.basename(where))
+            redis.client.Pipeline.execute = die
+        marker = store.marker("t")
+        changed = [(json.dumps({{"k": i}}), json.dumps([None, [[i, {{"v": -1}}]]])) for i in range(500)]
+        online.write_incremental(store, "t", changed, [json.dumps({{"k": i}}) for i in range(900, 1000)],
+                                 {{**marker, "version": 9, "rows": 900}})
+    """)
+    done = subprocess.run([sys.executable, "-c", script, kind, redis_url, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    generation, values = store.lookup("t", [k for k, _ in ROWS[:1000]])
+    assert store.state("t") == (store.marker("t"), 1000) and store.marker("t")["version"] == 3
+    assert [json.loads(v)[1][0][1]["v"] for v in values] == list(range(1000))
+    # The next publish does the work.
+    changed = [(k, json.dumps([None, [[1, {"v": -1}]]])) for k, _ in ROWS[:500]]
+    assert online.write_incremental(store, "t", changed, [k for k, _ in ROWS[900:1000]],
+                                    {**store.marker("t"), "version": 9, "rows": 900})
+    assert store.state("t")[1] == 900 and store.marker("t")["version"] == 9
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_readers_never_see_fewer_rows_during_a_full_or_incremental_publish(kind, redis_url, tmp_path):
     store = open_test_store(kind, redis_url, tmp_path)
     online.write_full(store, "t", iter(ROWS), MARKER)
