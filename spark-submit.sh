@@ -17,9 +17,12 @@ usage: spark-submit.sh [--master MASTER] [--deploy-mode client|cluster] [--conf-
   JOB      one of: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')
   --archives  a packed environment (sparkml env pack) for the executors, used as
               ./environment/bin/python on YARN and standalone
-  --lock      no overlapping runs: a lock NAME in the lake (run id, host, start time) is
-              taken first; a run finding it held exits 4 and does nothing. A lock older
-              than --lock-stale-after (default 21600 s) was left by a killed run: taken over.
+  --lock      no overlapping runs: a lock NAME in the lake (run id, host, start time, the
+              runner's and the job's process ids) is taken first; a run finding it held
+              exits 4 and does nothing. It is held while the runner or its job lives (a
+              stop signal to the runner is handed to the job, and the lock released when
+              the job has ended); one older than --lock-stale-after (default 21600 s) was
+              left by a killed run on another machine: taken over.
   --status-output  for Oozie's <capture-output/>: the job's output goes to stderr, stdout
               gets status=EXIT_CODE, and exit codes 0 and 3 (a gate said no) exit 0
 
@@ -85,8 +88,19 @@ SUBMIT="$VENV/bin/spark-submit"
 # (and a cluster-mode driver). A fresh directory per run, so that overlapping runs (cron)
 # never ship each other's files.
 mkdir -p "$ROOT/.sparkml"
+# What runs killed with SIGKILL left (their runner and their job both gone) is removed.
+for left in "$ROOT"/.sparkml/submit.*; do
+  [[ -d "$left" && -f "$left/pids" ]] || continue
+  alive=""
+  read -r runner group < "$left/pids" || true
+  kill -0 "$runner" 2>/dev/null && alive=1
+  [[ -n "${group:-}" ]] && kill -0 -- -"$group" 2>/dev/null && alive=1
+  [[ -z "$alive" ]] && rm -rf "$left"
+done
 STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
+echo "$$" > "$STAGE/pids"
 LOCK_RUN=""
+CHILD=""
 cleanup() {
   [[ -n "$LOCK_RUN" ]] && "$PY" -m sparkml_platform.locking release "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN"
   rm -rf "$STAGE"
@@ -207,12 +221,40 @@ if [[ ${#ARCHIVES[@]} -gt 0 ]]; then
 fi
 
 # Not exec: the staging directory is removed and the lock released when the job ends (trap).
-status=0
+# The job runs in a process group of its own (spark-submit's JVM and the Python driver it
+# starts), which this script waits for and hands every stop signal to: a SIGTERM (timeout,
+# an Oozie kill) stops the job, and the lock is released only once the whole group has
+# ended. The lock names the group too, so a runner killed with SIGKILL leaves it held for as
+# long as its job still runs.
+set -m  # background jobs get their own process group
 if [[ -n "$STATUS_OUTPUT" ]]; then
-  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" >&2 || status=$?
+  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" >&2 &
+else
+  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" &
+fi
+CHILD=$!
+set +m
+echo "$$ $CHILD" > "$STAGE/pids"
+trap 'kill -TERM -- -"$CHILD" 2>/dev/null || true' TERM INT HUP
+if [[ -n "$LOCK_RUN" ]]; then
+  "$PY" -m sparkml_platform.locking hand_over "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN" "$CHILD" ||
+    echo "spark-submit.sh: the lock $LOCK does not name the job's processes ($CHILD): a SIGKILL of this script would free it" >&2
+fi
+status=0
+while :; do
+  wait "$CHILD" && status=0 || status=$?
+  # Ended (reaped): $status is its own. Alive, or a zombie the interrupted wait did not reap:
+  # a signal woke the wait, which waits again.
+  kill -0 "$CHILD" 2>/dev/null || break
+done
+# What the job started and left behind (a Python driver outliving its JVM) ends with it.
+if kill -0 -- -"$CHILD" 2>/dev/null; then
+  kill -TERM -- -"$CHILD" 2>/dev/null || true
+  for _ in $(seq 30); do kill -0 -- -"$CHILD" 2>/dev/null || break; sleep 1; done
+  kill -KILL -- -"$CHILD" 2>/dev/null || true
+fi
+if [[ -n "$STATUS_OUTPUT" ]]; then
   echo "status=$status"
   [[ "$status" -eq 3 ]] && status=0
-else
-  "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" || status=$?
 fi
 exit "$status"

@@ -40,21 +40,32 @@ class Holder:
     pid: int
     started_at: str  # ISO 8601, UTC
     took_over_from: str | None = None
+    # The job's own process group (spark-submit's JVM and the Python driver it starts), which
+    # outlives its runner when the runner is killed with SIGKILL: held while either lives.
+    job_group: int | None = None
 
     def age_seconds(self, now: dt.datetime) -> float:
         return (now - dt.datetime.fromisoformat(self.started_at)).total_seconds()
 
     def is_dead_here(self) -> bool:
-        """Started on this machine by a process that no longer exists: surely not running."""
+        """Started on this machine by processes that no longer exist: surely not running."""
         if self.host != socket.gethostname():
             return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+        return not _alive(os.kill, self.pid) and not (self.job_group and _alive(os.killpg, self.job_group))
+
+    def shown(self) -> str:
+        return f"pid {self.pid}" + (f", job process group {self.job_group}" if self.job_group else "")
+
+
+def _alive(probe, pid: int) -> bool:
+    """Whether the process (os.kill) or process group (os.killpg) exists."""
+    try:
+        probe(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobLock:
@@ -93,11 +104,11 @@ class JobLock:
             age = held.age_seconds(now)
             if not held.is_dead_here() and age < self.stale_after:
                 raise JobLocked(
-                    f"job {self.job} is still running: run {held.run_id} on {held.host} (pid "
-                    f"{held.pid}) since {held.started_at}; this run does nothing. A lock older "
+                    f"job {self.job} is still running: run {held.run_id} on {held.host} "
+                    f"({held.shown()}) since {held.started_at}; this run does nothing. A lock older "
                     f"than {self.stale_after} s is taken over (lock_stale_after); remove "
                     f"{self.location} if you know that run is dead")
-            why = "its process is gone" if held.is_dead_here() else \
+            why = "its processes are gone" if held.is_dead_here() else \
                 f"it is {age:.0f} s old, more than lock_stale_after ({self.stale_after} s)"
             log.warning("job %s: taking over the lock of run %s on %s started %s: %s",
                         self.job, held.run_id, held.host, held.started_at, why)
@@ -107,6 +118,14 @@ class JobLock:
                 self.location.unlink()
         raise JobLocked(f"job {self.job}: could not take its lock {self.location} (other runs "
                         "took it at the same time)")
+
+    def hand_over(self, run_id: str, job_group: int) -> bool:
+        """Record the job's process group in `run_id`'s lock (False: no longer its lock)."""
+        held = self.holder()
+        if held is None or held.run_id != run_id:
+            return False
+        self.location.write_text(json.dumps(asdict(Holder(**{**asdict(held), "job_group": job_group}))))
+        return True
 
     def release(self, run_id: str) -> bool:
         """Remove the lock if `run_id` still holds it (a run whose lock was taken over leaves
@@ -122,7 +141,8 @@ class JobLock:
 
 def main(argv: list[str] | None = None) -> int:
     """For spark-submit.sh: `acquire CONF ENV JOB PID STALE_SECONDS` prints the run id;
-    `release CONF ENV JOB RUN_ID`. Exit codes as the CLI's (4: the job is still running)."""
+    `hand_over CONF ENV JOB RUN_ID JOB_GROUP`; `release CONF ENV JOB RUN_ID`. Exit codes as the
+    CLI's (4: the job is still running)."""
     import sys
 
     from .config import load_config
@@ -136,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if action == "acquire":
             held = JobLock(config.lake_root, job, int(args[5])).acquire(pid=int(value))
             print(held.run_id)
+        elif action == "hand_over":
+            JobLock(config.lake_root, job, 0).hand_over(value, int(args[5]))
         else:
             JobLock(config.lake_root, job, 0).release(value)
     except SparkmlError as exc:

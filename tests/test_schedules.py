@@ -256,6 +256,79 @@ def test_spark_submit_with_a_held_lock_exits_4_before_starting_spark(project, co
         lock.release(held.run_id)
 
 
+def test_a_runner_killed_leaves_the_lock_to_its_running_job_and_a_stopped_one_stops_its_job(
+        project, config, tmp_path):
+    """SIGKILL of spark-submit.sh while its job runs: the lock names the job's process group, so
+    a second run exits 4 until the job itself has ended. SIGTERM: handed to the job, and the lock
+    released only once the job is gone. The job is a sleep run by a real spark-submit, from a
+    copy of the script whose jobs/ folder holds it."""
+    import shutil
+    import signal
+    import sys
+
+    from sparkml_platform.locking import JobLock
+
+    root = tmp_path / "runner"
+    (root / "jobs").mkdir(parents=True)
+    shutil.copy(REPO / "spark-submit.sh", root / "spark-submit.sh")
+    for shared in ("sparkml_platform", "log4j2.properties"):
+        (root / shared).symlink_to(REPO / shared)
+    (root / "jobs" / "slow.py").write_text("import time\ntime.sleep(600)\n")
+    env = cli_env(SPARKML_VENV=str(Path(sys.executable).parent.parent))
+    lock = JobLock(config.lake_root, "test_sched.killed", stale_after=3600)
+
+    def run(wait: bool):
+        cmd = [str(root / "spark-submit.sh"), "--conf-dir", str(project), "--env", "test", "--lock",
+               "test_sched.killed", "slow"]
+        if wait:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def group_alive(group: int) -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def job_group(runner) -> int:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            held = lock.holder()
+            if held and held.job_group:
+                return held.job_group
+            assert runner.poll() is None, "the runner ended before its job started"
+            time.sleep(0.2)
+        raise TimeoutError("the lock never named the job")
+
+    # SIGKILL of the runner: the job goes on, and holds the lock.
+    runner = run(wait=False)
+    group = job_group(runner)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=30)
+    assert group_alive(group)
+    second = run(wait=True)
+    assert second.returncode == 4, second.stderr
+    assert f"job process group {group}" in second.stderr
+    os.killpg(group, signal.SIGKILL)  # the job ends
+    deadline = time.monotonic() + 30
+    while group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    held = lock.acquire()
+    assert held.took_over_from  # its processes are gone: taken over at once
+    lock.release(held.run_id)
+
+    # SIGTERM of the runner: handed to the job, then the lock released.
+    runner = run(wait=False)
+    group = job_group(runner)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) != 0
+    assert not group_alive(group) and lock.holder() is None
+    # What the killed runner's staging left is removed by the next run (its processes are gone).
+    assert [p.name for p in (root / ".sparkml").glob("submit.*")] == []
+
+
 def test_the_reference_schedules_validate_and_chain_retraining_on_monitorings_gate():
     from sparkml_platform.config import SchedulesFile
 
