@@ -24,9 +24,16 @@ TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there i
 
 
 def train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool = True) -> dict:
-    """Tune (unless told not to), fit, evaluate on validation and test, register, gate."""
-    with tracker.bound(), quiet_schema_hints():
-        return _train(spark, config, tracker, model_name, tune)
+    """Tune (unless told not to), fit, evaluate on validation and test, register, gate. The
+    training-set version read is leased for the whole run: retention keeps it meanwhile."""
+    from . import leases
+
+    name = config.model(model_name).training_set
+    version = training_sets.manifest(config, name)["version"]
+    with leases.held(config, f"training {model_name}", {f"training_set:{name}": [version]}):
+        manifest = training_sets.manifest(config, f"{name}@{version}")  # leased: still there
+        with tracker.bound(), quiet_schema_hints():
+            return _train(spark, config, tracker, model_name, tune, manifest)
 
 
 @contextlib.contextmanager
@@ -38,13 +45,12 @@ def quiet_schema_hints():
         yield
 
 
-def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool) -> dict:
+def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool, manifest: dict) -> dict:
     import mlflow
 
     spec = config.model(model_name)
     where = f"models.yml: models.{model_name}"
     registered = spec.registered_model or model_name
-    manifest = training_sets.manifest(config, spec.training_set)
     data = training_sets.read_version(spark, config, manifest)
     feature_columns = manifest["feature_columns"]
     if spec.label not in data.columns:

@@ -589,6 +589,12 @@ def delete(config: Config, tracker, ref: str) -> dict:
     if not published and not (valid and _deletion(config, name, version)):
         manifest(config, f"{name}@{version}")  # NotFoundError naming the versions there are
     if published:
+        from . import leases
+
+        running = leases.leased(config, f"training_set:{name}").get(version, [])
+        if running:
+            raise ConfigError(f"training set {name}@{version} is not deleted: it is being read by "
+                              f"{'; '.join(running)} (delete it once that run has ended)")
         users = registry.trained_on(tracker, name).get(version, [])
         if users:
             raise ConfigError(f"training set {name}@{version} is not deleted: registered model "
@@ -646,10 +652,13 @@ def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
     versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
     if not versions and not unfinished_deletes(config, name):
         config.training_set(name)  # neither defined nor saved: NotFoundError
+    from . import leases
+
     count, source = retention_for(config, name, keep)
     users = registry.trained_on(tracker, name)
+    running = leases.leased(config, f"training_set:{name}")  # read by a training under way
     newest = versions[-count:]
-    doomed = [v for v in versions if v not in newest and v not in users]
+    doomed = [v for v in versions if v not in newest and v not in users and v not in running]
     deleted = [_remove(config, name, v, f"retention: keep {count} ({source})")["deleted"]
                for v in doomed]
     # A delete that stopped before removing the manifest is finished only if no model
@@ -660,7 +669,9 @@ def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
             "finished_interrupted_deletes": finished,
             "kept": [f"{name}@{v}" for v in versions if v not in doomed and v not in unfinished],
             "kept_for_models": {f"{name}@{v}": users[v] for v in versions
-                                if v in users and v not in newest}}
+                                if v in users and v not in newest},
+            "kept_for_running": {f"{name}@{v}": running[v] for v in versions
+                                 if v in running and v not in newest and v not in users}}
 
 
 def after_build(config: Config, tracker, name: str) -> dict | None:

@@ -43,6 +43,8 @@ def proj(tmp_path_factory, spark):
         "training_sets.yml": {"training_sets": {
             "rt_del": _set("rt_a"), "rt_pin": _set("rt_a"),
             "rt_keep": _set("rt_a", retention={"keep": 2}), "rt_vac": _set("rt_v")}},
+        "models.yml": {"models": {"rt_spec": {"training_set": "rt_pin", "label": "label",
+                                              "estimator": {"type": "gbt_classifier"}}}},
     })
     config = load_config(conf, "test")
     labels = spark.createDataFrame([(i, ["a", "b", "c"][i % 3], T0 + dt.timedelta(hours=10 + i), i % 2)
@@ -162,6 +164,66 @@ def test_retention_keeps_the_newest_and_every_version_a_model_uses(proj, ws):
         ws.prune_training_sets("no_such_set", keep=1)
     with pytest.raises(ConfigError, match="keep=0"):
         ws.prune_training_sets("rt_keep", keep=0)
+
+
+def test_a_version_a_running_training_reads_is_kept_until_its_reader_ends(proj, ws, caplog):
+    """A reader in another process leases a version (as `train` does for its whole run):
+    prune keeps it and delete refuses it, naming the reader; once the reader is killed, its
+    lease is stale and the version goes."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, cli_env
+
+    built = [ws.build_training_set("rt_del") for _ in range(2)]
+    leased = built[0].version
+    reader = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from sparkml_platform import leases
+from sparkml_platform.config import load_config
+with leases.held(load_config({str(proj)!r}, "test"), "training rt_model", {{"training_set:rt_del": [{leased}]}}):
+    print("leased", flush=True)
+    time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        assert reader.stdout.readline().strip() == "leased"
+        pruned = ws.prune_training_sets("rt_del", keep=1)
+        assert f"rt_del@{leased}" not in pruned["deleted"]
+        assert list(pruned["kept_for_running"]) == [f"rt_del@{leased}"]
+        assert f"training rt_model (pid {reader.pid}" in pruned["kept_for_running"][f"rt_del@{leased}"][0]
+        refused = run_main(proj, "trainset", "delete", f"rt_del@{leased}")
+        assert refused.returncode == 2 and f"it is being read by training rt_model (pid {reader.pid}" in refused.stderr
+    finally:
+        reader.send_signal(signal.SIGKILL)
+        reader.wait(timeout=30)
+    time.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="sparkml_platform.leases"):
+        pruned = ws.prune_training_sets("rt_del", keep=1)
+    assert f"rt_del@{leased}" in pruned["deleted"] and "is stale: removed" in caplog.text
+    assert not (ws.config.lake_root / "_leases").names()
+
+
+def test_training_leases_the_version_it_reads_for_its_whole_run(proj, ws, monkeypatch):
+    """What `train` holds while it runs (its inner steps replaced by a look at the leases)."""
+    from sparkml_platform import leases, training
+
+    version = ws.build_training_set("rt_pin").version
+    seen = {}
+
+    def inner(spark, config, tracker, model_name, tune, manifest):
+        seen["leased"] = leases.leased(config, "training_set:rt_pin")
+        seen["manifest"] = manifest["version"]
+        return {}
+
+    monkeypatch.setattr(training, "_train", inner)
+    training.train(ws.spark, ws.config, ws.tracker, "rt_spec")
+    assert seen["manifest"] == version and list(seen["leased"]) == [version]
+    assert "training rt_spec" in seen["leased"][version][0]
+    assert leases.leased(ws.config, "training_set:rt_pin") == {}  # released at the end
 
 
 def test_retention_config_rejects_a_bad_keep(tmp_path):
