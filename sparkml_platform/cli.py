@@ -381,8 +381,6 @@ def score(state, model, input_table, output_table, run_date):
 def serve(state, model, host, port, poll_seconds, no_request_log):
     """Serve MODEL[@ALIAS|/VERSION] over HTTP: POST /predict with entity rows; features come from
     the online store (sparkml features publish)."""
-    click.echo(f"serving {model} on http://{host}:{port} (POST /predict, GET /health /ready /metadata)",
-               err=True)
     state.ws.serve(model, host=host, port=port, poll_seconds=poll_seconds, log_requests=not no_request_log)
 
 

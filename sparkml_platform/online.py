@@ -300,6 +300,8 @@ class SqliteStore(Store):
                     self._db().execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def ping(self):
+        if not self.path.exists():
+            return  # nothing published yet: asking creates nothing
         with self._answering():
             self._db().execute("SELECT 1").fetchone()
 
@@ -610,16 +612,21 @@ def online_status(store: Store, name: str, newest_version: int | None) -> dict |
 def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
     """Each table's marker; a table never published, or whose rows the store lost, is refused,
     naming the command."""
-    out = {}
+    out, unpublished, short = {}, [], []
     for table in tables:
         info, held = store.state(table)
         if info is None:
-            raise ConfigError(f"feature table {table} was never published to the online store "
-                              f"{shown_url(store.url)} (or only by a platform version before markers): "
-                              f"publish it first (sparkml features publish {table})")
-        if held != info.get("rows"):
-            raise ConfigError(f"the online store {shown_url(store.url)} holds {held or 0} rows of feature table "
-                              f"{table}, its marker records {info.get('rows')}: publish it again "
-                              f"(sparkml features publish {table})")
-        out[table] = info
+            unpublished.append(table)
+        elif held != info.get("rows"):
+            short.append(f"{held or 0} rows of feature table {table}, its marker records {info.get('rows')}")
+        else:
+            out[table] = info
+    if unpublished:  # every one named, with the commands that fix it
+        raise ConfigError(f"feature table{'s' if len(unpublished) > 1 else ''} {', '.join(unpublished)} "
+                          f"{'were' if len(unpublished) > 1 else 'was'} never published to the online store "
+                          f"{shown_url(store.url)} (or only by a platform version before markers): publish "
+                          f"first: {'; '.join(f'sparkml features publish {t}' for t in unpublished)}")
+    if short:
+        raise ConfigError(f"the online store {shown_url(store.url)} holds {'; '.join(short)}: publish "
+                          f"again: {'; '.join(f'sparkml features publish {t}' for t in tables if t not in out)}")
     return out

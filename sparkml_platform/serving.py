@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -488,12 +489,13 @@ def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds:
     store = online.open_store(ws.config)
     store.ping()
     name = refs.model(ref).name
-    request_log = None
     limits = ws.config.platform.serving
+    server = Server(ws.tracker, ref, store, None, poll_seconds, limits)  # refused: nothing written
     if log_requests:
         table = request_log_table(name)
-        request_log = RequestLog(lake.table_path(ws.config.lake_root, table, zones=("predictions",)),
-                                 ws.config.path(".sparkml/request-log") / table.split(".", 1)[1],
-                                 compact_minutes=limits.compact_minutes)
-    server = Server(ws.tracker, ref, store, request_log, poll_seconds, limits)
+        server.request_log = RequestLog(lake.table_path(ws.config.lake_root, table, zones=("predictions",)),
+                                        ws.config.path(".sparkml/request-log") / table.split(".", 1)[1],
+                                        compact_minutes=limits.compact_minutes)
+    print(f"serving {ref} (version {server.model.version.version}) on http://{host}:{port} "
+          "(POST /predict, GET /health /ready /metadata)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
