@@ -17,6 +17,7 @@ scoring, registry, ...) do the work.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -577,19 +578,40 @@ class Features:
             shown["online"] = {"unknown": str(exc)}
         return shown
 
-    def read(self, name: str, version: int | None = None, as_of: str | None = None):
-        """The table's rows: its current version, a Delta `version`, or as of a time."""
+    def read(self, name: str, version: int | None = None, as_of=None, commit_time=None):
+        """The table's rows. `as_of` (a time, or text like 2013-06-01 or 2013-06-01 08:00, UTC)
+        is event time: each key's newest row at or before it, the feature values as they were
+        known then (what a point-in-time lookup at that time finds, before any lookback).
+        `version` (a Delta version) and `commit_time` (the newest version committed at or
+        before it) travel in the table's history; either combines with `as_of`."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
         from . import features, lake
+        from .config import parse_instant
 
         table = features.resolve(self._ws.config, name)
         ref, path = table.ref, table.path(self._ws.config)
         if not lake.exists(path):
             raise ConfigError(f"feature table {name} has not been built yet (features.build({name!r}))")
-        if version is not None and as_of is not None:
-            raise ConfigError("read: give version or as_of, not both")
-        if as_of is not None:
-            version = lake.version_at(path, as_of, ref)
-        return lake.read(self._ws.spark, path, version, ref)
+        if version is not None and commit_time is not None:
+            raise ConfigError("read: give version or commit_time, not both")
+        if commit_time is not None:
+            version = lake.version_at(path, commit_time, ref)
+        rows = lake.read(self._ws.spark, path, version, ref)
+        if as_of is None:
+            return rows
+        try:
+            at = as_of if isinstance(as_of, dt.datetime) else parse_instant(str(as_of))
+        except ValueError as exc:
+            raise ConfigError(f"read: as_of: {exc}") from None
+        if at.tzinfo is not None:
+            at = at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        definition = table.definition
+        event = F.col(definition.event_time)
+        newest = Window.partitionBy(*definition.keys).orderBy(event.desc())
+        return (rows.where(event.cast("timestamp") <= F.lit(at.isoformat(sep=" ")).cast("timestamp"))
+                .withColumn("__n", F.row_number().over(newest)).where("__n = 1").drop("__n"))
 
     def publish(self, name: str, full: bool = False) -> Published:
         """Each key's newest row of the table into the online store (only what changed since

@@ -122,26 +122,39 @@ def test_a_running_delta_session_is_joined_without_the_jar_cache(spark, tmp_path
     assert Workspace(conf, "test", spark=spark).spark is spark
 
 
-def test_features_read_by_version_and_as_of_a_time(ws, config, spark):
+def test_features_read_as_of_an_event_time_and_by_version_or_commit_time(ws, config, spark):
+    """`as_of` is event time (each key's newest row at or before it: the README's example,
+    as_of="2013-06-01"); `version` and `commit_time` travel in the table's history."""
     import datetime as dt
     import time
 
     name = "ws_read"
     path = lake.table_path(config.lake_root, f"features.{name}")
-    lake.write(spark.createDataFrame([(1, "a")], "k int, v string"), path)
+    day = lambda text: dt.datetime.fromisoformat(text + "+00:00")  # noqa: E731
+    lake.write(spark.createDataFrame([(1, day("2013-05-30T00:00"), "a")], "k int, t timestamp, v string"), path)
     first_written = dt.datetime.now(dt.timezone.utc)
     time.sleep(1.1)
-    lake.write(spark.createDataFrame([(1, "a"), (2, "b")], "k int, v string"), path)
+    lake.write(spark.createDataFrame([(1, day("2013-05-30T00:00"), "a"), (1, day("2013-06-02T00:00"), "b"),
+                                      (2, day("2013-06-01T00:00"), "c"), (3, day("2013-06-05T00:00"), "d")],
+                                     "k int, t timestamp, v string"), path)
     from sparkml_platform.config import Feature, FeatureTable
 
     config.features.feature_tables[name] = FeatureTable(
-        description="read test", owner="tests", keys=["k"], event_time="k", sources={"s": "raw.x"},
+        description="read test", owner="tests", keys=["k"], event_time="t", sources={"s": "raw.x"},
         transformation="x.y", features={"v": Feature(type="string")})
     try:
-        assert ws.features.read(name).count() == 2
+        assert ws.features.read(name).count() == 4
+        known = ws.features.read(name, as_of="2013-06-01")
+        assert sorted((r.k, r.v) for r in known.collect()) == [(1, "a"), (2, "c")]
+        assert sorted(r.v for r in ws.features.read(name, as_of="2013-06-03 12:00").collect()) == ["b", "c"]
         assert ws.features.read(name, version=0).count() == 1
-        assert ws.features.read(name, as_of=first_written.replace(tzinfo=None)).count() == 1
+        assert ws.features.read(name, commit_time=first_written.replace(tzinfo=None)).count() == 1
+        assert [r.v for r in ws.features.read(name, version=0, as_of="2013-06-01").collect()] == ["a"]
         with pytest.raises(NotFoundError, match=r"has no version at or before 2000-01-01"):
-            ws.features.read(name, as_of="2000-01-01")
+            ws.features.read(name, commit_time="2000-01-01")
+        with pytest.raises(ConfigError, match="give version or commit_time, not both"):
+            ws.features.read(name, version=0, commit_time="2013-06-01")
+        with pytest.raises(ConfigError, match="read: as_of: 'June' is not a date or time"):
+            ws.features.read(name, as_of="June")
     finally:
         config.features.feature_tables.pop(name)
