@@ -127,6 +127,7 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
                                    split=definition.split, lookups=lookups,
                                    where=Where(where, label.table))
     if pinned is None:  # a new version (a rebuild recomputes one that passed)
+        check_unique_keys(entities, label.keys, f"{where}.label.keys", label.table)
         check_cut_offs(entities, name, definition, label.event_time)
     tables = read_feature_tables(spark, config, lookups, pinned)
     joined, flags = join_features(entities, label.event_time, tables)
@@ -214,6 +215,18 @@ def _instant_literal(text: str):
     from pyspark.sql import functions as F
 
     return F.lit(parse_instant(text).isoformat(sep=" ")).cast("timestamp")
+
+
+def check_unique_keys(entities, keys: list[str], key: str, labels: str) -> None:
+    """The label keys identify one label row each (a row's features and split follow from
+    them): keys shared by several rows are refused, with a few of them, before anything is
+    written."""
+    shared = entities.groupBy(*keys).count().where("count > 1").orderBy(*keys).limit(3).collect()
+    if shared:
+        shown = "; ".join(", ".join(f"{k}={row[k]!r}" for k in keys) + f" ({row['count']} rows)" for row in shared)
+        raise ConfigError(f"{key}: {', '.join(keys)} do not identify one label row each in {labels}: "
+                          f"{shown}{' ...' if len(shared) == 3 else ''}. Give keys that do (the event "
+                          "time is often one of them), or filter the labels")
 
 
 def check_cut_offs(entities, name: str, definition: TrainingSet, event_time: str) -> None:
@@ -512,6 +525,8 @@ def from_frame(spark, config: Config, labels, lookups: list, *, label: str | Non
     entities, columns = label_rows(labels, keys=keys, event_time=event_time,
                                    label=f"`{label}`" if label else None, passthrough=passthrough,
                                    split=split, lookups=resolved, where=where, split_keys=split_keys)
+    if split_keys is None:  # keys given: each names one label row
+        check_unique_keys(entities, keys, "create_training_set: keys", "labels_df")
     tables = read_feature_tables(spark, config, resolved)
     joined, flags = join_features(entities, event_time, tables)
     definition = {"source": "dataframe", "label": {"keys": keys, "event_time": event_time,

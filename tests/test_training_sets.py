@@ -130,6 +130,16 @@ def test_empty_label_source_writes_nothing(spark, config, synthetic):
     assert training_sets.list_versions(config, "ts_set") == before
 
 
+def test_label_keys_shared_by_several_rows_are_refused_before_writing(spark, config, synthetic):
+    before = training_sets.list_versions(config, "ts_set")
+    config.training_sets.training_sets["ts_set"].label.keys = ["kk"]  # 10 label rows per kk
+    with pytest.raises(ConfigError, match=r"training_sets.ts_set.label.keys: kk do not identify one label row "
+                                          r"each in entities.ts_labels: kk='a' \(10 rows\); kk='b' \(10 rows\); "
+                                          r"kk='c' \(10 rows\) \.\.\."):
+        training_sets.build(spark, config, "ts_set")
+    assert training_sets.list_versions(config, "ts_set") == before
+
+
 def test_bad_sql_in_the_label_names_the_key(spark, config, synthetic):
     config.training_sets.training_sets["ts_set"].label.label = "no_such_column > 1"
     with pytest.raises(ConfigError, match="training_sets.ts_set.label.label: "):
