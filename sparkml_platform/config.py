@@ -564,7 +564,7 @@ class Schedule(Strict):
     description: str = ""
     cron: Annotated[str, AfterValidator(_cron)]
     timezone: str = "UTC"  # Oozie's coordinator; cron runs in the machine's own time zone
-    master: str = "local[*]"
+    master: str | None = None  # unset: platform.yml's spark.master
     deploy_mode: Literal["client", "cluster"] = "client"
     archive: str | None = None
     lock_stale_after: Duration = "6h"  # a lock older than this was left by a killed run

@@ -61,7 +61,7 @@ def command(config: Config, schedule_name: str, schedule: Schedule, job_name: st
     job = schedule.jobs[job_name]
     root = platform_root(config)
     archive = job.archive or schedule.archive
-    argv = [str(root / "spark-submit.sh"), "--master", schedule.master]
+    argv = [str(root / "spark-submit.sh"), "--master", schedule.master or config.platform.spark.master]
     if schedule.deploy_mode != "client":
         argv += ["--deploy-mode", schedule.deploy_mode]
     argv += ["--conf-dir", str(config.conf_dir.resolve())]

@@ -159,6 +159,12 @@ class ScoreResult(Record):
     environment_id: str
     environment_mismatch: list[str]
 
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if out["predicted_positive"] is None:  # a regression: no positives to count
+            del out["predicted_positive"]
+        return out
+
 
 @dataclass(frozen=True)
 class RegisteredModel(Record):

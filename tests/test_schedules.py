@@ -137,6 +137,17 @@ def test_rendered_crontab_lines_and_runner_scripts(tmp_path):
     assert "export HADOOP_CONF_DIR=/etc/hadoop/conf" in text
 
 
+def test_a_schedule_without_a_master_of_its_own_runs_on_platform_ymls(tmp_path):
+    from sparkml_platform.config import load_config
+    from sparkml_platform.schedule import command
+
+    schedules = {"schedules": {"plain": {"cron": "0 4 * * *", "jobs": {"f": {"job": "features_build"}}}}}
+    conf = make_project(tmp_path / "p", {"schedules.yml": schedules, "platform.yml": {"spark": {"master": "local[2]"}}})
+    config = load_config(conf, "test")
+    argv = command(config, "plain", config.schedules.schedules["plain"], "f")
+    assert argv[argv.index("--master") + 1] == "local[2]"
+
+
 def test_schedule_list_gives_each_jobs_next_run(tmp_path, config):
     from croniter import croniter
 
