@@ -354,7 +354,8 @@ class Workspace:
         """The next version of training set NAME as training_sets.yml defines it."""
         from . import training_sets
 
-        self.config.training_set(name)
+        # What the configuration already shows is said before a session starts.
+        training_sets.resolve_lookups(self.config, name, self.config.training_set(name))
         man = training_sets.build(self.spark, self.config, name)
         built = self.training_set(name, man["version"])
         built.pruned = training_sets.after_build(self.config, self.tracker, name)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run_main
+from conftest import make_project, run_cli, run_main
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yml").read_text())
@@ -95,7 +95,14 @@ def test_bad_input(case_project, request, spark):
         done = run_main(conf, *step)
         assert done.returncode == 0, done.stderr[-3000:]
     before = _snapshot(root)
-    result = run_main(conf, *expected["args"], **expected.get("environment", {}))
+    environment = dict(expected.get("environment", {}))
+    if expected.get("before_jvm"):
+        # Said from the configuration alone: a process of its own, where a session could not
+        # even start (no jar cache), so the message cannot come from after one.
+        environment["SPARKML_JARS_DIR"] = str(root / "no-jar-cache")
+        result = run_cli(conf, *expected["args"], timeout=120, **environment)
+    else:
+        result = run_main(conf, *expected["args"], **environment)
     said = result.stderr + result.stdout
     assert result.returncode == expected["exit"], said[-3000:]
     assert expected["message"] in said, said[-3000:]
