@@ -68,12 +68,16 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     if scored is None:
         raise NotFoundError(f"model {mv.name} version {mv.version} has no predictions"
                             f"{' of run date ' + day if day else ''} to monitor (score with it first)")
-    keys = entity["keys"] + ([entity["event_time"]] if entity["event_time"] in outcomes.columns else [])
-    joined = _with_period(scored, by, entity["event_time"]).join(outcomes, on=keys, how="inner")
+    # The event time is often one of the keys (sparkml init's example): each column once.
+    keys = list(dict.fromkeys(entity["keys"] + ([entity["event_time"]] if entity["event_time"] in outcomes.columns
+                                                 else [])))
+    periods = _with_period(scored, by, entity["event_time"])
+    joined = periods.join(outcomes, on=keys, how="inner")
     measured = _metrics(joined, model.classifier)
+    scored_rows = {r["__period"]: r["count"] for r in periods.groupBy("__period").count().collect()}
     drift = _drift(spark, config, runs, model, man, scored, by, day)
     task = "classification" if model.classifier else "regression"
-    rows, breaches = _judge(mv, by, measured, drift, settings, task)
+    rows, breaches = _judge(mv, by, measured, drift, settings, task, scored_rows)
     _write(spark, config, mv, by, rows)
     run_id = _log_run(tracker, mv, outcomes_ref, by, rows, breaches)
     result = {"model": mv.name, "version": mv.version, "outcomes": outcomes_ref, "by": by,
@@ -107,7 +111,7 @@ def _outcomes(spark, config, outcomes_ref: str, man: dict, entity: dict):
                           f"model's entity (keys: {', '.join(entity['keys'])}; it has {', '.join(df.columns)})")
     label = (man.get("definition") or {}).get("label", {}).get("label") or "label"
     try:
-        labelled = df.select(*[c for c in [*entity["keys"], entity["event_time"]] if c in df.columns],
+        labelled = df.select(*[c for c in dict.fromkeys([*entity["keys"], entity["event_time"]]) if c in df.columns],
                              F.expr(label).cast("double").alias("__label"))
     except AnalysisException as exc:
         raise ConfigError(f"outcomes table {outcomes_ref} lacks the label: the model's training set "
@@ -136,20 +140,28 @@ def _predictions(spark, config, runs: list[dict], model, predictions_ref: str | 
             continue
         df = lake.read(spark, path, ref=ref).where(
             (F.col("model_name") == mv.name) & (F.col("model_version") == int(mv.version)))
-        frames.append(df.select(*entity["keys"], entity["event_time"], F.col("run_date").cast("string"),
+        frames.append(df.select(*dict.fromkeys([*entity["keys"], entity["event_time"]]),
+                                F.col("run_date").cast("string"),
                                 F.col("prediction").cast("double"), F.col(score).cast("double").alias("__score")))
     online = lake.table_path(config.lake_root, request_log_table(mv.name))
     if not predictions_ref and lake.exists(online):
         keys = F.from_json("keys", "map<string,string>")
         df = lake.read(spark, online).where(F.col("model_version") == int(mv.version))
-        frames.append(df.select(*[keys[k].alias(k) for k in entity["keys"]],
+        frames.append(df.select(*[keys[k].alias(k) for k in entity["keys"] if k != entity["event_time"]],
                                 F.col("event_time").alias(entity["event_time"]),
                                 F.to_date("received_at").cast("string").alias("run_date"),
                                 F.col("prediction").cast("double"), F.col("probability").alias("__score")))
     if not frames:
         return None
     scored = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
-    return scored.where(F.col("run_date") == day) if day else scored
+    if day:
+        scored = scored.where(F.col("run_date") == day)
+    # A row scored on several run dates counts once: its newest scoring.
+    from pyspark.sql import Window
+
+    rows = list(dict.fromkeys([*entity["keys"], entity["event_time"]]))
+    newest = Window.partitionBy(*rows).orderBy(F.col("run_date").desc_nulls_last())
+    return scored.withColumn("__n", F.row_number().over(newest)).where("__n = 1").drop("__n")
 
 
 def _score_runs(tracker, mv) -> list[dict]:
@@ -206,7 +218,7 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     from .pit import join_features
 
     entity = model.spec["entity"]
-    keys = [*entity["keys"], entity["event_time"]]
+    keys = list(dict.fromkeys([*entity["keys"], entity["event_time"]]))
     inputs = {(p["input_table"], p["input_version"]) for p in runs
               if "input_table" in p and (day is None or p.get("run_date") == day)}
     frames = [lake.read(spark, lake.table_path(config.lake_root, ref), int(version), ref).select(*model.needed)
@@ -323,9 +335,11 @@ def _ks(expected: dict[str, float], actual: dict[str, float], bins: int) -> floa
 # --- verdict and records ------------------------------------------------------------------
 
 
-def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str) -> tuple[list[dict], list[dict]]:
+def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,
+           scored_rows: dict | None = None) -> tuple[list[dict], list[dict]]:
     """The table's rows, each measure with its threshold and whether it was breached; a period
-    with fewer than `min_rows` outcomes is recorded, not judged."""
+    with fewer than `min_rows` outcomes (metrics) or scored rows (drift) is recorded, not
+    judged."""
     from .evaluation import LOWER_IS_BETTER
 
     floors = settings.floors if settings else {}
@@ -355,7 +369,7 @@ def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str) -> tup
                 add(period, "metric", metric, "value", values[metric], floors.get(metric),
                     (lambda v, t: v > t) if higher_worse else (lambda v, t: v < t), values["rows"])
     for period, features in drift.items():
-        count = measured.get(period, {}).get("rows", min_rows)
+        count = (scored_rows or {}).get(period, 0)  # drift is of the scored rows, outcomes or not
         for feature, values in features.items():
             for measure in ("psi", "ks"):
                 add(period, "drift", feature, measure, values[measure], ceilings.get(measure),

@@ -180,6 +180,35 @@ def test_regression_pipeline_of_a_users_project_end_to_end(spark, stock_project)
     assert {"rmse", "mae", "r2"} <= set(shown["metrics"]) and "roc_auc" not in shown["metrics"]
 
     check_models_load_on_the_training_sets_own_rows(spark, conf)
+    check_monitoring_with_the_event_time_among_the_keys(spark, conf)
+
+
+def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> None:
+    """`sparkml init`'s example keys its labels by (symbol, at), `at` the event time: monitoring
+    joins on each column once, counts a row scored on two run dates once, and records for a
+    month without outcomes the rows scored in it."""
+    from pyspark.sql import functions as F
+
+    from sparkml_platform import Workspace, lake
+
+    ws = Workspace(str(conf), "local")
+    days = lake.table_path(ws.config.lake_root, "entities.price_days")
+    for run_date in ("2009-07-01", "2009-07-03"):  # the champion scores the same rows twice
+        ws.score("next_close@champion", "entities.price_days", "predictions.next_close_twice", run_date)
+    # Outcomes known up to April only: May and June are scored without them.
+    lake.write(lake.read(spark, days).where("at < TIMESTAMP '2009-05-01 00:00:00'"),
+               lake.table_path(ws.config.lake_root, "entities.price_outcomes"))
+    result = ws.monitor("next_close@champion", "entities.price_outcomes", by="month",
+                        predictions="predictions.next_close_twice")
+    month = F.date_format("at", "yyyy-MM")
+    rows = lake.read(spark, days)
+    known = {r[0]: r[1] for r in rows.where("next_close IS NOT NULL AND at < TIMESTAMP '2009-05-01 00:00:00'")
+             .groupBy(month).count().collect()}
+    assert {p: v["rows"] for p, v in result["periods"].items()} == known
+    scored = {r[0]: r[1] for r in rows.groupBy(month).count().collect()}
+    recorded = {(r.period, r.rows) for r in spark.read.format("delta").load(
+        str(lake.table_path(ws.config.lake_root, result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
+    assert {p: n for p, n in recorded if p >= "2009-05"} == {p: n for p, n in scored.items() if p >= "2009-05"}
 
 
 def check_no_secret_is_recorded(conf: Path, *outputs) -> None:
