@@ -211,7 +211,8 @@ def up_to_date(config: Config, tracker: tracking.Tracker, model_name: str, tune:
 
 
 def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, echo=print) -> dict:
-    """Features (incrementally) and a new training-set version as of now, then `train`.
+    """Features (incrementally) and a new training-set version as of now (unless the newest
+    was made from the same inputs), then `train`.
 
     The decision (promoted, or not and why) is recorded on the new version either way; a
     candidate that is not promoted exits 3 like `train`.
@@ -227,6 +228,12 @@ def retrain(spark, config: Config, tracker: tracking.Tracker, model_name: str, e
     for lookup in config.training_set(spec.training_set).features:
         built = features.build(spark, config, lookup.table, users=users)
         echo(json.dumps({k: built.get(k) for k in ("table", "version", "mode", "window", "rows")}, default=str))
+    # The same inputs make the same rows: the newest version is trained on again, so the
+    # other candidates of the training set see no new version to retrain on.
+    if (man := training_sets.up_to_date(config, spec.training_set)) is not None:
+        echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"],
+                         "mode": "up to date"}))
+        return train(spark, config, tracker, model_name)
     man = training_sets.build(spark, config, spec.training_set)
     echo(json.dumps({"training_set": f"{man['name']}@{man['version']}", "rows": man["rows"]}))
     if (pruned := training_sets.after_build(config, tracker, spec.training_set)) is not None:

@@ -158,6 +158,12 @@ def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_
                              "when": "gate_failed"}}}}}))
     client, mv = champion(monitored)
     versions = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
+    from sparkml_platform import training_sets
+    from sparkml_platform.config import load_config
+
+    config = load_config(monitored, "test")
+    fresh = training_sets.up_to_date(config, "flight_delays")
+    sets = training_sets.list_versions(config, "flight_delays")
     rendered = run_main(monitored, "schedule", "render", "--target", "cron", "--schedule", "drill",
                         "--output", str(monitored.parent / "schedules"))
     assert rendered.returncode == 0, rendered.stderr
@@ -175,4 +181,6 @@ def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_
     assert len(job_logs) == 2 and sum("job drill.monitor is still running: run" in t for t in job_logs) == 1
     after = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
     assert len(after - versions) == 1  # re-trained and registered
+    # Nothing new since the newest training-set version: the re-training trained on it again.
+    assert fresh and training_sets.list_versions(config, "flight_delays") == sets
     assert not list((monitored.parent / ".sparkml" / "lake" / "_locks").glob("*.json"))  # all released
