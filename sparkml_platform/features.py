@@ -172,6 +172,14 @@ def definition_hashes(definition: FeatureTable, transform, config: Config) -> di
             "config_hash": config_hash, "code_hash": code_hash}
 
 
+def expectations_hash(config: Config, table) -> str | None:
+    """The hash of the expectation suite the table's rows are validated against (None: none).
+    Not part of the definition (a suite changes no row), but of what "up to date" means: rows
+    validated against another suite are built again, whole, and validated against this one."""
+    suite = config.suite(table.definition.expectations, f"{table.where}.expectations")
+    return None if suite is None else definition_hash(suite.model_dump(mode="json"))
+
+
 def conform(df, definition: FeatureTable, where: str):
     """Check the output against the definition and keep only its declared columns."""
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
@@ -210,6 +218,9 @@ def up_to_date(config: Config, name: str) -> dict | None:
     meta = last["metadata"]
     if meta.get("mode") not in ("full", "incremental") \
             or meta.get("definition_hash") != definition_hashes(definition, transform, config)["definition_hash"]:
+        return None
+    # Builds recorded before suites were: their suite is taken as the current one.
+    if meta.get("expectations_hash", expectations_hash(config, table)) != expectations_hash(config, table):
         return None
     versions = {}
     for ref in map(config.source_ref, definition.sources.values()):
@@ -275,6 +286,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     computed, source_versions, hashes = compute(spark, config, table)
     run_id = provenance.run_id()
     base = {"kind": "feature_table", "name": name, **hashes,
+            "expectations_hash": expectations_hash(config, table),
             "definition": definition.model_dump(mode="json"),
             "sources": source_versions, "code": config.project.code_version(), "run_id": run_id,
             "spark_app_id": spark.sparkContext.applicationId,
@@ -418,6 +430,9 @@ def _incremental_window(spark, path, definition: FeatureTable, base: dict, full:
     if last.get("definition_hash") != base["definition_hash"]:
         # Earlier rows were computed by another definition: they are stale too.
         return "full", None, _why_changed(last, base)
+    if last.get("expectations_hash", base["expectations_hash"]) != base["expectations_hash"]:
+        return "full", None, (f"the expectation suite changed (hash {last.get('expectations_hash')} -> "
+                              f"{base['expectations_hash']}): every row is validated against it")
     newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
     if newest in (None, "None"):
         # Days as text in the session's time zone (UTC), never collected timestamps (local time).

@@ -142,6 +142,28 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         lake.write(raw_weather, raw)
 
 
+def test_a_stricter_suite_makes_the_table_stale_and_its_rows_validated_again(spark, config, raw_weather, validated):
+    """Rows validated against another suite are not up to date: the next build validates every
+    row against the new one (a full build; the definition itself did not change)."""
+    from sparkml_platform.errors import GateFailed
+
+    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    features.build(spark, config, "origin_weather_hourly", full=True)
+    assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
+    version = lake.commits(path)[-1]["version"]
+    suite = config.expectations["origin_weather_hourly"]
+    original = list(suite.expectations)
+    suite.expectations.append({"expect_column_values_to_be_between": {"column": "temp", "max_value": -100}})
+    try:
+        assert features.up_to_date(config, "origin_weather_hourly") is None
+        with pytest.raises(GateFailed, match="'max_value': -100"):
+            features.build(spark, config, "origin_weather_hourly")
+        assert lake.commits(path)[-1]["version"] == version  # nothing written
+    finally:
+        suite.expectations[:] = original
+    assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
+
+
 @pytest.fixture(params=["driver-copy", "spark"])
 def engine(request, monkeypatch):
     """A small window is checked on a driver copy; with no bytes allowed on the driver, every
