@@ -99,8 +99,15 @@ class Tracker:
         """How to open the MLflow UI on what the platform wrote."""
         if self.uri.startswith("http"):
             return f"open {self.shown_uri}"
-        return (f".venv/bin/mlflow ui --backend-store-uri {self.uri} "
-                f"--default-artifact-root {self.artifact_root} --host 127.0.0.1 --port 5000")
+        import shlex
+        import sys
+        from pathlib import Path
+
+        # This interpreter's mlflow, by its full path: the command works from any directory
+        # (a user's project is not the framework's checkout).
+        mlflow = Path(sys.executable).parent / "mlflow"
+        return (f"{shlex.quote(str(mlflow))} ui --backend-store-uri {shlex.quote(self.uri)} "
+                f"--default-artifact-root {shlex.quote(self.artifact_root)} --host 127.0.0.1 --port 5000")
 
 
 def _s3_artifact_endpoint(config: Config) -> str | None:

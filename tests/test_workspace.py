@@ -158,3 +158,14 @@ def test_features_read_as_of_an_event_time_and_by_version_or_commit_time(ws, con
             ws.features.read(name, as_of="June")
     finally:
         config.features.feature_tables.pop(name)
+
+
+def test_the_mlflow_ui_hint_runs_from_any_directory(ws):
+    import shlex
+    import sys
+    from pathlib import Path
+
+    command = shlex.split(ws.tracker.ui_command())
+    assert Path(command[0]).is_absolute() and Path(command[0]).parent == Path(sys.executable).parent
+    assert Path(command[0]).exists() and command[1] == "ui"
+    assert command[command.index("--backend-store-uri") + 1] == ws.config.tracking_uri
