@@ -22,6 +22,7 @@ from .config import Config
 
 PLOTS = (("roc_curve.png", "ROC curve"), ("pr_curve.png", "Precision-recall curve"),
          ("confusion_matrix.png", "Confusion matrix"), ("feature_importance.png", "Feature importance"))
+CLASSIFIER_PLOTS = {"roc_curve.png", "pr_curve.png", "confusion_matrix.png"}  # a regression has none
 
 
 def number(value) -> str:
@@ -282,7 +283,9 @@ def _pictures(d: dict) -> str:
                            f"<figcaption>{e(caption)}</figcaption></figure>")
     body = ("<div class=\"figures\">" + "".join(figures) + "</div>") if figures else \
         "<p class=\"muted\">No plots were recorded for this version.</p>"
-    missing = [c for n, c in PLOTS if n not in d["plots"]]
+    expected = [(n, c) for n, c in PLOTS if d.get("task", "classification") == "classification"
+                or n not in CLASSIFIER_PLOTS]
+    missing = [c for n, c in expected if n not in d["plots"]]
     if figures and missing:
         body += f"<p class=\"muted\">Not recorded for this version: {e(', '.join(missing))}.</p>"
     return f"<section id=\"plots\"><h2>Evaluation on the test split</h2>{body}</section>"

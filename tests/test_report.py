@@ -72,6 +72,14 @@ def test_monitoring_section_highlights_breaches_and_charts_metrics():
     assert "No monitoring yet" in report._monitoring({"monitoring": [], "model": "m"})
 
 
+def test_a_regressors_page_does_not_miss_the_classifiers_plots():
+    png = b"\x89PNG\r\n\x1a\n"
+    regressor = report._pictures({"task": "regression", "plots": {"feature_importance.png": png}})
+    assert "Feature importance" in regressor and "Not recorded" not in regressor
+    classifier = report._pictures({"task": "classification", "plots": {"feature_importance.png": png}})
+    assert "Not recorded for this version: ROC curve, Precision-recall curve, Confusion matrix." in classifier
+
+
 # --- the slice project's champion, in a browser ------------------------------------------
 
 
