@@ -450,8 +450,14 @@ class Monitoring(Strict):
 
     floors: dict[str, float] = {}  # metric -> the lowest acceptable (highest for error metrics)
     drift_ceilings: dict[Literal["psi", "ks"], float] = {}
+    # One feature's own ceilings, over drift_ceilings (a feature constant within a month, or
+    # one known to move with the season, drifts by construction).
+    feature_drift_ceilings: dict[str, dict[Literal["psi", "ks"], float]] = {}
+    drift_exclude: list[str] = []  # features whose drift is recorded, never judged
     retrain_on_drift: bool = False
     min_rows: int = Field(100, ge=1)  # periods with fewer outcomes are reported, not judged
+    # Periods with fewer scored rows have their drift reported, not judged (unset: min_rows).
+    drift_min_rows: int | None = Field(None, ge=1)
 
 
 class ModelSpec(Strict):

@@ -62,6 +62,12 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     spec_name = (mv.tags or {}).get("model_spec", mv.name)
     settings = config.models.models[spec_name].monitoring if spec_name in config.models.models else None
     man = training_sets.manifest(config, f"{mv.tags['training_set']}@{mv.tags['training_set_version']}")
+    if settings is not None:
+        named = [*settings.drift_exclude, *settings.feature_drift_ceilings]
+        unknown = [f for f in named if f not in man["feature_columns"]]
+        if unknown:
+            raise ConfigError(f"models.yml: models.{spec_name}.monitoring: {', '.join(unknown)} is not a feature of "
+                              f"training set {man['name']} (features: {', '.join(man['feature_columns'])})")
     outcomes = _outcomes(spark, config, outcomes_ref, man, entity)
     runs = _score_runs(tracker, mv)
     scored = _predictions(spark, config, runs, model, predictions_ref, day)
@@ -348,8 +354,8 @@ def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,
     now = dt.datetime.now(dt.timezone.utc)
     rows, breaches = [], []
 
-    def add(period, kind, name, measure, value, threshold, worse, count):
-        judged = value is not None and threshold is not None and count >= min_rows and value == value
+    def add(period, kind, name, measure, value, threshold, worse, count, least=min_rows):
+        judged = value is not None and threshold is not None and count >= least and value == value
         breached = bool(judged and worse(value, threshold))
         rows.append({"model_version": int(mv.version), "by": by, "period": period, "kind": kind,
                      "name": name, "measure": measure, "value": None if value is None else float(value),
@@ -368,12 +374,16 @@ def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,
                 higher_worse = metric in LOWER_IS_BETTER
                 add(period, "metric", metric, "value", values[metric], floors.get(metric),
                     (lambda v, t: v > t) if higher_worse else (lambda v, t: v < t), values["rows"])
+    own = settings.feature_drift_ceilings if settings else {}
+    excluded = set(settings.drift_exclude) if settings else set()
+    drift_min = (settings.drift_min_rows or settings.min_rows) if settings else 1
     for period, features in drift.items():
         count = (scored_rows or {}).get(period, 0)  # drift is of the scored rows, outcomes or not
         for feature, values in features.items():
             for measure in ("psi", "ks"):
-                add(period, "drift", feature, measure, values[measure], ceilings.get(measure),
-                    lambda v, t: v > t, count)
+                ceiling = None if feature in excluded else own.get(feature, {}).get(measure, ceilings.get(measure))
+                add(period, "drift", feature, measure, values[measure], ceiling,
+                    lambda v, t: v > t, count, drift_min)
     return rows, breaches
 
 

@@ -55,3 +55,23 @@ def test_top_categories_and_bins_match_pandas(spark):
             want[key] = want.get(key, 0) + 1
     assert got == want
     assert got[("carrier", "__other__")] == sum(carriers.count(c) for c in set(carriers) - set(top["carrier"]))
+
+
+def test_drift_is_judged_per_feature_and_only_on_periods_with_enough_scored_rows():
+    """The pure core that judges: a feature's own ceiling over the model's, excluded features
+    recorded and never judged, and drift of a period with fewer scored rows than drift_min_rows
+    recorded with its count, not judged."""
+    from types import SimpleNamespace
+
+    from sparkml_platform.config import Monitoring
+
+    settings = Monitoring(drift_ceilings={"psi": 0.2}, feature_drift_ceilings={"temp": {"psi": 1.0}},
+                          drift_exclude=["month_no"], drift_min_rows=50, min_rows=10)
+    drift = {p: {f: {"psi": 0.5, "ks": 0.1} for f in ("temp", "humid", "month_no")} for p in ("2013-10", "2013-11")}
+    rows, breaches = monitoring._judge(SimpleNamespace(version="3"), "month", {}, drift, settings, "classification",
+                                       {"2013-10": 400, "2013-11": 5})
+    psi = {(r["period"], r["name"]): r for r in rows if r["measure"] == "psi"}
+    assert [(b["period"], b["name"]) for b in breaches] == [("2013-10", "humid")]
+    assert psi[("2013-10", "temp")]["threshold"] == 1.0 and not psi[("2013-10", "temp")]["breached"]
+    assert psi[("2013-10", "month_no")]["threshold"] is None  # recorded, never judged
+    assert not psi[("2013-11", "humid")]["breached"] and psi[("2013-11", "humid")]["rows"] == 5  # too few rows
