@@ -103,27 +103,38 @@ def check_log(path: Location, ref: str | None = None) -> int:
 
     A damaged log is refused with one line naming the table, instead of Delta silently
     reading an older version or failing with a parser's trace."""
-    log, name = path / "_delta_log", ref or str(path)
+    name = ref or str(path)
+    said = _missing_commit(path, name)
+    if said:
+        raise JobFailed(said)
+    return _delta_table(path, name).version()
+
+
+def _missing_commit(path: Location, name: str) -> str | None:
+    """Why the log is not whole (a commit missing), or None."""
+    log = path / "_delta_log"
     names = log.names()
     versions = sorted(int(n[:20]) for n in names if COMMIT_FILE.match(n))
     checkpoint = _checkpoint(log, names)
     head = _read_head(path)
-    if not versions and head is None:
+    # A commit's checksum file outlives its removed commit file: that version was written.
+    checksums = [int(n[:20]) for n in names if CHECKSUM_FILE.match(n)]
+    if not versions and head is None and not checksums:
         raise NotFoundError(f"Delta table {name} has no commits (looked in {log})")
     # Commits folded into a checkpoint may have been cleaned up: only later ones must be there.
     first = max(checkpoint + 1, versions[0]) if versions else 0
     missing = sorted(set(range(first, versions[-1] + 1)) - set(versions)) if versions else []
-    if head is not None and head > (versions or [-1])[-1]:
-        missing.append(head)
-    if missing:
-        held = f"it holds {versions[0]}..{versions[-1]}" if versions else "it holds none"
-        raise JobFailed(f"Delta table {name}: commit {missing[0]} is missing from its log {log} "
-                        f"({held}); the table cannot be read as written: restore the file from "
-                        "a backup, or rebuild the table")
-    return _delta_table(path, name).version()
+    newest = (versions or [-1])[-1]
+    missing += [v for v in {head, max(checksums, default=None)} if v is not None and v > newest]
+    if not missing:
+        return None
+    held = f"it holds {versions[0]}..{versions[-1]}" if versions else "it holds none"
+    return (f"Delta table {name}: commit {min(missing)} is missing from its log {log} ({held}); the "
+            "table cannot be read as written: restore the file from a backup, or rebuild the table")
 
 
 COMMIT_FILE = re.compile(r"^\d{20}\.json$")
+CHECKSUM_FILE = re.compile(r"^\d{20}\.crc$")
 
 
 def _delta_table(path: Location, name: str, version: int | None = None):
@@ -137,6 +148,12 @@ def _delta_table(path: Location, name: str, version: int | None = None):
     except Exception as exc:  # noqa: BLE001 - delta-rs raises its own DeltaError and OSError
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log = path / "_delta_log"
+        try:
+            said = _missing_commit(path, name)  # e.g. delta-rs's "newer than log segment"
+        except Exception:  # noqa: BLE001 - the log cannot even be listed: the error as it is
+            said = None
+        if said:
+            raise JobFailed(said) from None
         damaged = _damaged_commit(log) if "json" in text.lower() else None
         if damaged:
             raise JobFailed(f"Delta table {name}: its commit file {damaged[0]} is damaged (line "

@@ -599,6 +599,18 @@ def test_a_damaged_log_is_refused_with_the_file_not_read_as_an_older_version(spa
         newest.unlink()  # removed: Delta alone would read the version before, silently
         with pytest.raises(JobFailed, match=f"commit {built['version']} is missing from its log"):
             weather_rows(spark, config)
+        # The platform's own record of its newest commit gone too: the commit's checksum file
+        # still says it was written (delta-rs alone fails with a kernel error about it).
+        head = (path / lake.HEAD).local
+        recorded = head.read_bytes()
+        head.unlink()
+        try:
+            with pytest.raises(JobFailed, match=f"commit {built['version']} is missing from its log"):
+                lake.version(None, path, "features.origin_weather_hourly")
+            with pytest.raises(JobFailed, match=f"commit {built['version']} is missing from its log"):
+                features.build(spark, config, "origin_weather_hourly")
+        finally:
+            head.write_bytes(recorded)
     finally:
         newest.write_bytes(saved)
     assert weather_rows(spark, config).count() == 12
