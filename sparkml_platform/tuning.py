@@ -87,9 +87,22 @@ def tune(spark, spec: ModelSpec, name: str, estimator, train, validation, log: T
     progress = Progress(name, settings.metric, settings.max_evals, timeout)
     space = search_space.to_hyperopt(spec.search_space)
     if estimator.flavor == "sklearn":
-        _spark_trials(spark, spec, estimator, train, validation, space, log, progress, timeout)
+        # SparkTrials' own summary counts Spark tasks that ended, trials that failed among them
+        # ("6 succeeded" before "all 6 trials failed"): this line counts trials instead.
+        import logging
+
+        hyperopt_log = logging.getLogger("hyperopt-spark")
+        level = hyperopt_log.level
+        hyperopt_log.setLevel(logging.WARNING)
+        try:
+            _spark_trials(spark, spec, estimator, train, validation, space, log, progress, timeout)
+        finally:
+            hyperopt_log.setLevel(level)
     else:
         _threaded_trials(spark, spec, estimator, train, validation, space, log, progress, timeout)
+    ok = sum(1 for r in log.results if r.get("status") == "ok")
+    print(f"tuning {name}: {len(log.results)} trials, {ok} finished, {len(log.results) - ok} failed",
+          file=progress.stream, flush=True)
     best = log.best()
     if best is None:
         from .errors import JobFailed

@@ -447,7 +447,7 @@ def test_a_transformation_that_raises_names_the_table_and_the_function(spark, st
             "ValueError: no prices for this market") in result.stderr
 
 
-def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark, stock_project):
+def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark, stock_project, capfd):
     from sparkml_platform import training
     from sparkml_platform.config import load_config
     from sparkml_platform.errors import JobFailed
@@ -463,6 +463,8 @@ def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark
         training.train(spark, config, Tracker(config), "close_ridge")
     message = str(err.value)
     assert "tuning close_ridge: all 2 trials failed; the first with parameters {'alpha': " in message
+    said = capfd.readouterr().err  # the trials counted as trials, not as Spark tasks that ended
+    assert "tuning close_ridge: 2 trials, 0 finished, 2 failed" in said and " succeeded, " not in said
     assert "TypeError" in message and "estimators.py" in message  # the user's line, in the traceback
     client = mlflow_client(conf)
     trials = client.search_runs([client.get_experiment_by_name("stock-prices").experiment_id],
