@@ -63,6 +63,21 @@ def sql_from_config(where: str):
         raise ConfigError(f"{where}: {first}") from None
 
 
+def raised_where(exc: BaseException, function) -> str:
+    """Where in the user's code `exc` was raised: the innermost frame in the module that
+    defines `function` (else the innermost frame outside this package and Spark), as
+    ` (at FILE:LINE in NAME)`; empty when none is found."""
+    import traceback
+
+    module_file = getattr(getattr(function, "__code__", None), "co_filename", None)
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if module_file and f.filename == module_file]
+    theirs = [f for f in frames if "/sparkml_platform/" not in f.filename and "/pyspark/" not in f.filename
+              and "/py4j/" not in f.filename]
+    frame = (own or theirs or [None])[-1]
+    return f" (at {frame.filename}:{frame.lineno} in {frame.name})" if frame else ""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (a Spark error runs to pages), or its repr."""
     text = str(exc).strip()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from . import lake, notebook, statistics, validation
 from .config import Config, FeatureTable, split_version, versioned
-from .errors import ConfigError, GateFailed, JobFailed, NotFoundError, SparkmlError, first_line
+from .errors import ConfigError, GateFailed, JobFailed, NotFoundError, SparkmlError, first_line, raised_where
 from . import provenance
 from .project import function_fingerprint
 from .provenance import definition_hash, import_function
@@ -140,7 +140,7 @@ def compute(spark, config: Config, table: TableVersion) -> tuple[object, dict[st
         df = transform(**inputs)
     except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
         raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
-                        f"raised {type(exc).__name__}: {first_line(exc)}") from exc
+                        f"raised {type(exc).__name__}: {first_line(exc)}{raised_where(exc, transform)}") from exc
     return conform(df, definition, where), versions, definition_hashes(definition, transform, config)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import lake
 from .config import Config, EntityTable, Source
-from .errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_config
+from .errors import ConfigError, JobFailed, NotFoundError, first_line, raised_where, sql_from_config
 from .project import function_fingerprint
 from .provenance import definition_hash, import_function
 
@@ -149,7 +149,7 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
         df = transform(source)
     except Exception as exc:  # noqa: BLE001 - the user's code: say whose it is
         raise JobFailed(f"entity table {name}: its transform {spec.transform} raised "
-                        f"{type(exc).__name__}: {first_line(exc)}") from exc
+                        f"{type(exc).__name__}: {first_line(exc)}{raised_where(exc, transform)}") from exc
     if spec.filter:
         with sql_from_config(f"sources.yml: entity_tables.{name}.filter"):
             df = df.where(spec.filter)

@@ -444,7 +444,8 @@ def test_a_transformation_that_raises_names_the_table_and_the_function(spark, st
     result = run_main(conf, "features", "build", "broken_stats", env="broken")
     assert result.returncode == 1
     assert (f"feature table broken_stats: its transformation {PACKAGE}.broken.stats raised "
-            "ValueError: no prices for this market") in result.stderr
+            "ValueError: no prices for this market (at "
+            f"{conf.parent / PACKAGE / 'broken.py'}:2 in stats)") in result.stderr
 
 
 def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark, stock_project, capfd):
