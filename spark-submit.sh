@@ -88,17 +88,22 @@ SUBMIT="$VENV/bin/spark-submit"
 # (and a cluster-mode driver). A fresh directory per run, so that overlapping runs (cron)
 # never ship each other's files.
 mkdir -p "$ROOT/.sparkml"
-# What runs killed with SIGKILL left (their runner and their job both gone) is removed.
+# What runs on this machine killed with SIGKILL left (their runner and their job both gone)
+# is removed; a run's `pids` file is written whole (renamed into place), and one that cannot
+# be read is taken for a live run's.
+HOST="$(hostname)"
 for left in "$ROOT"/.sparkml/submit.*; do
   [[ -d "$left" && -f "$left/pids" ]] || continue
-  alive=""
-  read -r runner group < "$left/pids" || true
-  kill -0 "$runner" 2>/dev/null && alive=1
-  [[ -n "${group:-}" ]] && kill -0 -- -"$group" 2>/dev/null && alive=1
-  [[ -z "$alive" ]] && rm -rf "$left"
+  host="" runner="" group=""
+  read -r host runner group < "$left/pids" || true
+  [[ "$host" == "$HOST" && "$runner" =~ ^[0-9]+$ ]] || continue
+  kill -0 "$runner" 2>/dev/null && continue
+  [[ "$group" =~ ^[0-9]+$ ]] && kill -0 -- -"$group" 2>/dev/null && continue
+  rm -rf "$left"
 done
 STAGE="$(mktemp -d "$ROOT/.sparkml/submit.XXXXXX")"
-echo "$$" > "$STAGE/pids"
+record_pids() { echo "$HOST $*" > "$STAGE/pids.new" && mv "$STAGE/pids.new" "$STAGE/pids"; }
+record_pids "$$"
 LOCK_RUN=""
 CHILD=""
 cleanup() {
@@ -226,6 +231,8 @@ fi
 # an Oozie kill) stops the job, and the lock is released only once the whole group has
 # ended. The lock names the group too, so a runner killed with SIGKILL leaves it held for as
 # long as its job still runs.
+# Set before the job starts: a stop signal in between ends the run before it starts one.
+trap 'if [[ -n "$CHILD" ]]; then kill -TERM -- -"$CHILD" 2>/dev/null || true; else exit 143; fi' TERM INT HUP
 set -m  # background jobs get their own process group
 if [[ -n "$STATUS_OUTPUT" ]]; then
   "$SUBMIT" "${ARGS[@]}" "${EXTRA_CONF[@]}" "$JOB_FILE" "$@" >&2 &
@@ -234,8 +241,7 @@ else
 fi
 CHILD=$!
 set +m
-echo "$$ $CHILD" > "$STAGE/pids"
-trap 'kill -TERM -- -"$CHILD" 2>/dev/null || true' TERM INT HUP
+record_pids "$$" "$CHILD"
 if [[ -n "$LOCK_RUN" ]]; then
   "$PY" -m sparkml_platform.locking hand_over "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN" "$CHILD" ||
     echo "spark-submit.sh: the lock $LOCK does not name the job's processes ($CHILD): a SIGKILL of this script would free it" >&2
@@ -247,6 +253,11 @@ while :; do
   # a signal woke the wait, which waits again.
   kill -0 "$CHILD" 2>/dev/null || break
 done
+if (( status > 128 )); then
+  # A signal may have cut the last wait short as the job ended: its own code, if bash kept it.
+  wait "$CHILD" 2>/dev/null && own=0 || own=$?
+  (( own != 127 )) && status=$own
+fi
 # What the job started and left behind (a Python driver outliving its JVM) ends with it.
 if kill -0 -- -"$CHILD" 2>/dev/null; then
   kill -TERM -- -"$CHILD" 2>/dev/null || true

@@ -302,8 +302,9 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         base["reason"] = reason
 
     chunks = _chunks(window, chunk_days) if window else [None]
+    # A backfill resumes after its suite was fixed (the suite is no part of what it computes).
     backfill = definition_hash({**base, "run_id": None, "spark_app_id": None, "code": None,
-                                "reason": None,
+                                "reason": None, "expectations_hash": None,
                                 "window": [str(d) for d in window] if window else None,
                                 "chunk_days": chunk_days}) if len(chunks) > 1 else None
     done = _committed_chunks(path, backfill, chunks) if backfill else set()

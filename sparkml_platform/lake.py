@@ -125,7 +125,8 @@ def _missing_commit(path: Location, name: str) -> str | None:
     first = max(checkpoint + 1, versions[0]) if versions else 0
     missing = sorted(set(range(first, versions[-1] + 1)) - set(versions)) if versions else []
     newest = (versions or [-1])[-1]
-    missing += [v for v in {head, max(checksums, default=None)} if v is not None and v > newest]
+    missing += [v for v in {head, max(checksums, default=None)} if v is not None and v > newest
+                and not (log / f"{v:020d}.json").exists()]  # listed between a writer's two files
     if not missing:
         return None
     held = f"it holds {versions[0]}..{versions[-1]}" if versions else "it holds none"

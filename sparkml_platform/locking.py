@@ -102,11 +102,13 @@ class JobLock:
                 raise JobLocked(f"job {self.job}: its lock {self.location} cannot be read; remove "
                                 "it if no run of the job is going on")
             age = held.age_seconds(now)
-            if not held.is_dead_here() and age < self.stale_after:
+            # On this machine the holder's processes say whether it runs, whatever its age.
+            alive_here = held.host == socket.gethostname() and not held.is_dead_here()
+            if alive_here or (not held.is_dead_here() and age < self.stale_after):
                 raise JobLocked(
                     f"job {self.job} is still running: run {held.run_id} on {held.host} "
-                    f"({held.shown()}) since {held.started_at}; this run does nothing. A lock older "
-                    f"than {self.stale_after} s is taken over (lock_stale_after); remove "
+                    f"({held.shown()}) since {held.started_at}; this run does nothing. A lock taken on another "
+                    f"machine and older than {self.stale_after} s is taken over (lock_stale_after); remove "
                     f"{self.location} if you know that run is dead")
             why = "its processes are gone" if held.is_dead_here() else \
                 f"it is {age:.0f} s old, more than lock_stale_after ({self.stale_after} s)"
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             held = JobLock(config.lake_root, job, int(args[5])).acquire(pid=int(value))
             print(held.run_id)
         elif action == "hand_over":
-            JobLock(config.lake_root, job, 0).hand_over(value, int(args[5]))
+            if not JobLock(config.lake_root, job, 0).hand_over(value, int(args[5])):
+                print(f"error: the lock of job {job} is no longer run {value}'s", file=sys.stderr)
+                return 1
         else:
             JobLock(config.lake_root, job, 0).release(value)
     except SparkmlError as exc:

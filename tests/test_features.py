@@ -408,20 +408,20 @@ def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_c
         assert not [c for c in lake.commits(path) if c["metadata"] and c["metadata"].get("backfill")]
         temp_range["max_value"] = 150  # the fix: the same command again resumes
         result = features.build(spark, config, *window, chunk_days=1)
-    finally:
-        temp_range["max_value"] = 130
-        spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.checkpointInterval', "
-                  "'delta.logRetentionDuration', 'delta.deletedFileRetentionDuration')")
-    assert [c.get("skipped") is not None for c in result["chunks"]] == [True, True, False]
-    assert weather_rows(spark, config).where("temp = 140").count() == 4  # day 3, written now
-    # An incremental build after the clean-up: from the newest day built, nothing duplicated.
-    day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
-        "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
-    try:
+        assert [c.get("skipped") is not None for c in result["chunks"]] == [True, True, False]
+        assert weather_rows(spark, config).where("temp = 140").count() == 4  # day 3, written now
+        # An incremental build after the clean-up (under the suite the backfill ended with: a
+        # changed suite would rebuild the table whole): from the newest day built, nothing
+        # duplicated.
+        day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
+            "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
         lake.write(raw_weather.unionByName(day4), raw)
         built = features.build(spark, config, "origin_weather_hourly")
     finally:
+        temp_range["max_value"] = 130
         lake.write(raw_weather, raw)
+        spark.sql(f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('delta.checkpointInterval', "
+                  "'delta.logRetentionDuration', 'delta.deletedFileRetentionDuration')")
     assert (built["mode"], built["window"]) == ("incremental", ["2013-01-03", "2013-01-04"])
     rows = weather_rows(spark, config)
     assert rows.count() == 16 and rows.groupBy("origin", "observed_at").count().where("count > 1").count() == 0

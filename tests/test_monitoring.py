@@ -181,6 +181,8 @@ def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_
     assert len(job_logs) == 2 and sum("job drill.monitor is still running: run" in t for t in job_logs) == 1
     after = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
     assert len(after - versions) == 1  # re-trained and registered
-    # Nothing new since the newest training-set version: the re-training trained on it again.
-    assert fresh and training_sets.list_versions(config, "flight_delays") == sets
+    # The re-training trains on the newest training-set version again when nothing changed since
+    # (earlier tests may have changed an input: then it builds exactly one new version).
+    now = training_sets.list_versions(config, "flight_delays")
+    assert now == sets if fresh else len(now) == len(sets) + 1, (fresh, sets, now)
     assert not list((monitored.parent / ".sparkml" / "lake" / "_locks").glob("*.json"))  # all released

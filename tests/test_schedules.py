@@ -248,6 +248,15 @@ def test_a_stale_lock_is_taken_over_and_the_take_over_logged(config, caplog):
     assert held.took_over_from == "dead2"
     lock.release(held.run_id)
 
+    # On this machine a holder whose process lives keeps the lock, however old (a long job).
+    from sparkml_platform.errors import JobLocked
+
+    lock.location.write_text(json.dumps({"job": "test_sched.stale", "run_id": "long3", "host": os.uname().nodename,
+                                         "pid": os.getpid(), "started_at": old.isoformat(timespec="seconds")}))
+    with pytest.raises(JobLocked, match="job test_sched.stale is still running: run long3"):
+        lock.acquire()
+    lock.release("long3")
+
 
 def test_spark_submit_with_a_held_lock_exits_4_before_starting_spark(project, config):
     from sparkml_platform.locking import JobLock
