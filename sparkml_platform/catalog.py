@@ -53,9 +53,10 @@ def search(config: Config, text: str) -> list[dict]:
 def show_feature_table(spark, config: Config, name: str, users: list[dict] = ()) -> dict:
     """NAME (the declared version) or NAME@N: definition, rows, builds, statistics, and every
     version of the table in the lake with the model versions under an alias using each
-    (`users`: registry.feature_users)."""
-    from pyspark.sql import functions as F
-
+    (`users`: registry.feature_users). From the Delta log and the statistics records; a
+    version's statistics not recorded yet are computed once, in this process for a table of
+    at most `local_read_max_mb` (`spark`, a callable giving a session, is called only for a
+    larger one)."""
     from .features import lake_versions, resolve
 
     resolved = resolve(config, name)
@@ -81,19 +82,16 @@ def show_feature_table(spark, config: Config, name: str, users: list[dict] = ())
         "built": lake.exists(path),
     }
     if info["built"]:
-        df = lake.read(spark, path, ref=resolved.ref)
-        row = df.agg(F.count("*").alias("rows"), F.min(table.event_time).alias("first"),
-                     F.max(table.event_time).alias("last")).collect()[0]
-        info["rows"] = row["rows"]
-        info["event_time_range"] = [str(row["first"]), str(row["last"])]
+        stats = statistics.for_version(spark, path, lake.version(None, path, resolved.ref), table.feature_types,
+                                       table.event_time, config.local_read_max_bytes)
+        info["rows"] = stats["rows"]
+        info["event_time_range"] = stats["event_time_range"]
         info["history"] = lake.history(path)
         builds = [c for c in lake.commits(path) if (c["metadata"] or {}).get("kind") == "feature_table"]
         info["last_build"] = _build_summary(builds[-1]) if builds else None
         full = [c for c in builds if c["metadata"].get("mode") == "full"]
         info["last_full_build"] = _build_summary(full[-1]) if full else None
-        info["latest_statistics"] = statistics.for_version(
-            spark, path, lake.version(spark, path), table.feature_types, table.event_time) \
-            or statistics.latest(path)
+        info["latest_statistics"] = stats
         info["used_by"] = used_by(config, name)
     return info
 
@@ -127,7 +125,8 @@ def compare_versions(spark, config: Config, name: str, old: int, new: int) -> di
     resolved = resolve(config, name)
     table, name = resolved.definition, resolved.name
     path = resolved.path(config)
-    loaded = {v: statistics.for_version(spark, path, v, table.feature_types, table.event_time)
+    loaded = {v: statistics.for_version(spark, path, v, table.feature_types, table.event_time,
+                                        config.local_read_max_bytes)
               for v in (old, new)}
     missing = [str(v) for v, s in loaded.items() if s is None]
     if missing:
@@ -179,16 +178,17 @@ def scored_into(config: Config, table: str, commits=None) -> list[str]:
     return out
 
 
-def all_manifests(config: Config) -> list[dict]:
-    """Every training-set version's manifest; a damaged one is left out here (`trainsets`
-    lists it with its reason, and using it is refused)."""
+def all_manifests(config: Config, damaged: list[str] | None = None) -> list[dict]:
+    """Every training-set version's manifest; a damaged one is left out here, its reason
+    appended to `damaged` (`trainsets` lists it with its reason, and using it is refused)."""
     out = []
     for name in training_sets.names(config):
         for version in training_sets.list_versions(config, name):
             try:
                 out.append(training_sets.manifest(config, f"{name}@{version}"))
-            except JobFailed:
-                continue
+            except JobFailed as exc:
+                if damaged is not None:
+                    damaged.append(str(exc))
     return out
 
 

@@ -536,6 +536,8 @@ def lineage(state, ref, fmt, as_json):
     if as_json and fmt not in (None, "json"):
         raise click.UsageError(f"--json and --format {fmt} disagree: give one of them")
     found = state.ws.lineage(ref)
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
     fmt = "json" if as_json else fmt or "text"
     if fmt == "json":
         click.echo(json.dumps(found.to_dict(), indent=2, default=str))

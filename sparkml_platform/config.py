@@ -136,6 +136,10 @@ class PlatformSettings(Strict):
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     serving: ServingSettings = ServingSettings()
     lake_root: str = ".sparkml/lake"
+    # A table whose data files hold at most this many MiB is read by the command's own process
+    # (delta-rs, no JVM) where nothing is computed on it: `features show` statistics, `features
+    # publish`. Larger ones start Spark. 0: always Spark.
+    local_read_max_mb: int = Field(64, ge=0)
     environments_dir: str = ".sparkml/environments"
     mlflow: MlflowSettings = MlflowSettings()
     spark: SparkSettings = SparkSettings()
@@ -719,6 +723,10 @@ class Config:
         from .storage import Storage
 
         return Storage(self.platform.spark.conf)
+
+    @property
+    def local_read_max_bytes(self) -> int:
+        return self.platform.local_read_max_mb * 1024 * 1024
 
     @property
     def lake_root(self):

@@ -294,7 +294,8 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     if lake.exists(path) and statistics.load(path, newest := lake.version(spark, path)) is None:
         # A build killed between its commit and its statistics: record them now (the
         # incremental window starts from the newest event time they hold).
-        statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time)
+        statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time,
+                               config.local_read_max_bytes)
     mode, reason = "window", None
     if window is None:
         mode, window, reason = _incremental_window(spark, path, definition, base, full)

@@ -62,6 +62,25 @@ def read(spark, path: Location, version: int | None = None, ref: str | None = No
     return reader.load(str(path))
 
 
+def read_arrow(path: Location, version: int | None = None, ref: str | None = None,
+               columns: list[str] | None = None):
+    """The rows of the newest version (or `version`) as an Arrow table, read by this process
+    through delta-rs: for tables small enough to need no Spark job (`local_reads`)."""
+    if not exists(path):
+        raise NotFoundError(f"Delta table {ref or path} does not exist (looked in {path})")
+    check_log(path, ref)
+    return _delta_table(path, ref or str(path), version).to_pyarrow_dataset().to_table(columns=columns)
+
+
+def local_reads(path: Location, max_bytes: int, version: int | None = None, ref: str | None = None) -> bool:
+    """Whether the version's data files hold at most `max_bytes` (platform.yml
+    `local_read_max_mb`): then a command that only reads it does so without a JVM."""
+    import pyarrow.compute as pc
+
+    return max_bytes > 0 and int(pc.sum(_add_actions(path, version, ref).column("size_bytes")).as_py() or 0) \
+        <= max_bytes
+
+
 def version_at(path: Location, when, ref: str | None = None) -> int:
     """The newest version committed at or before `when` (a datetime, or text like
     2013-08-01 or 2013-08-01 12:00:00, UTC): read from Delta's log, no Spark job."""

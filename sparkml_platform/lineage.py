@@ -54,6 +54,8 @@ class Graph:
     nodes: tuple[Node, ...]
     edges: tuple[tuple[str, str], ...]
     root: str
+    # Records that could not be read (a damaged manifest): the graph may lack what they link.
+    warnings: tuple[str, ...] = ()
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -71,13 +73,13 @@ class Graph:
 
     def to_dict(self) -> dict:
         return {"root": self.root, "nodes": [n.to_dict() for n in self.nodes],
-                "edges": [list(e) for e in self.edges]}
+                "edges": [list(e) for e in self.edges], "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Graph":
         return cls(tuple(Node(n["id"], n["kind"], n["label"], n.get("version"), dict(n.get("detail") or {}))
                          for n in data["nodes"]),
-                   tuple((a, b) for a, b in data["edges"]), data["root"])
+                   tuple((a, b) for a, b in data["edges"]), data["root"], tuple(data.get("warnings", ())))
 
     def to_text(self) -> str:
         """REF, then what it was made from (a tree going up) and what was made from it (a
@@ -121,6 +123,8 @@ def _line(node: Node) -> str:
     version = f" v{node.version}" if node.version is not None else ""
     note = "" if node.label in node.id else f"  {node.label}"
     missing = "  (not built)" if node.detail.get("exists") is False else ""
+    if node.detail.get("missing"):
+        missing = "  (UNREADABLE: what it was made from is unknown; see the warning)"
     return f"{node.id}  [{what}{version}]{note}{missing}"
 
 
@@ -137,7 +141,9 @@ def graph(config: Config, tracker, ref: str) -> Graph:
     walk.add(root)
     walk.up(root)
     walk.down(root)
-    return Graph(tuple(walk.nodes.values()), tuple(walk.edges), root)
+    unreadable = [f"{n.label}: {n.detail['missing']}" for n in walk.nodes.values() if n.detail.get("missing")]
+    return Graph(tuple(walk.nodes.values()), tuple(walk.edges), root,
+                 tuple(dict.fromkeys(unreadable + walk.damaged)))
 
 
 class _Walk:
@@ -152,6 +158,7 @@ class _Walk:
         self._down_done: set[str] = set()
         self._commits: dict[str, list[dict]] = {}
         self._manifests: list[dict] | None = None
+        self.damaged: list[str] = []  # manifests that could not be read while looking downstream
         self._model_versions: list | None = None
         self._runs: list[dict] | None = None
         self._mvs: dict[str, object] = {}
@@ -396,7 +403,7 @@ class _Walk:
 
     def manifests(self) -> list[dict]:
         if self._manifests is None:
-            self._manifests = catalog.all_manifests(self.config)
+            self._manifests = catalog.all_manifests(self.config, self.damaged)
         return self._manifests
 
     def model_versions(self) -> list:

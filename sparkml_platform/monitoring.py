@@ -52,7 +52,7 @@ def monitor(spark, config: Config, tracker, model_ref: str, outcomes_ref: str, r
 
 
 def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, predictions_ref) -> dict:
-    from . import registry, scoring, training_sets
+    from . import scoring, training_sets
 
     if by not in PERIODS:
         raise ConfigError(f"by {by!r}: one of {', '.join(PERIODS)}")

@@ -113,6 +113,92 @@ def _plain(df, column: str):
     return F.col(column)
 
 
+# Key types whose JSON text this process writes exactly as Spark's to_json does (a double's
+# text differs: Java writes 1.0E10); a table keyed otherwise is published through Spark.
+LOCAL_KEY_TYPES = ("string", "int", "bigint", "smallint", "tinyint", "boolean", "timestamp", "date")
+
+
+def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str], keep_seconds: int | None,
+                    keep_rows: int | None) -> dict[str, str]:
+    """`kept_rows` in this process, for a table small enough to read whole (an Arrow table
+    from delta-rs): {key: value} with the same keys, and values that parse to the same rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .online_requests import spark_key
+
+    def as_micros(column):
+        if pa.types.is_date(column.type):
+            column = pc.cast(column, pa.timestamp("us"))
+        if not pa.types.is_timestamp(column.type):
+            raise TypeError(f"{column.type} is not an instant")
+        return pc.cast(pc.cast(column, pa.timestamp("us", column.type.tz)), pa.int64()).to_pylist()
+
+    def plain(table, name):
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            return [None if t is None else _iso_micros(t) for t in as_micros(column)]
+        return column.to_pylist()  # a float widened to the double it holds, as Spark casts it
+
+    times = as_micros(table.column(event_time))
+    key_values = []
+    for name in keys:
+        column = table.column(name)
+        kind = lake_type(column.type)
+        if kind not in LOCAL_KEY_TYPES:
+            raise TypeError(f"key {name} of type {kind}")
+        values = as_micros(column) if kind in ("timestamp", "date") else column.to_pylist()
+        key_values.append([spark_key(v, kind) for v in values])
+    per_key: dict[tuple, list[int]] = {}
+    for row, (at, *values) in enumerate(zip(times, *key_values)):
+        if at is not None:
+            per_key.setdefault(tuple(values), []).append(row)
+    chosen: list[tuple[str, int | None, list[int]]] = []
+    for values, rows in per_key.items():
+        # to_json leaves a null key field out, as Spark's does by default
+        key = json.dumps({k: v for k, v in zip(keys, values) if v is not None}, separators=(",", ":"),
+                         ensure_ascii=False)
+        rows.sort(key=times.__getitem__)  # one row per key and time: the order is total
+        if keep_rows is not None:
+            limit = keep_rows
+        else:  # every row within the span of the newest, and the one before it
+            newest = times[rows[-1]]
+            limit = sum(1 for r in rows if times[r] > newest - keep_seconds * 1_000_000) + 1
+        chosen.append((key, times[rows[-limit]] if len(rows) > limit else None, rows[-limit:]))
+    # Only the kept rows' features become Python values.
+    taken = table.select(features).take([r for _, _, rows in chosen for r in rows])
+    columns = {name: plain(taken, name) for name in features}
+    kept, at = {}, 0
+    for key, start, rows in chosen:
+        listed = [[times[r], {name: columns[name][at + i] for name in features}] for i, r in enumerate(rows)]
+        at += len(rows)
+        kept[key] = json.dumps([start, listed], separators=(",", ":"), ensure_ascii=False)
+    return kept
+
+
+def _iso_micros(at_us: int) -> str:
+    """An instant as `_plain` writes it: ISO text in UTC to the microsecond."""
+    from .online_requests import EPOCH
+
+    return (EPOCH + dt.timedelta(microseconds=at_us)).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def lake_type(kind) -> str:
+    """An Arrow type by its Spark SQL name (as a stored key's type is recorded)."""
+    import pyarrow as pa
+
+    for test, name in ((pa.types.is_string, "string"), (pa.types.is_large_string, "string"),
+                       (pa.types.is_int64, "bigint"), (pa.types.is_int32, "int"), (pa.types.is_int16, "smallint"),
+                       (pa.types.is_int8, "tinyint"), (pa.types.is_boolean, "boolean"),
+                       (pa.types.is_float64, "double"), (pa.types.is_float32, "float"),
+                       (pa.types.is_date32, "date")):
+        if test(kind):
+            return name
+    if pa.types.is_timestamp(kind):
+        return "timestamp" if kind.tz else "timestamp_ntz"
+    return str(kind)
+
+
 # --- the stores -------------------------------------------------------------------------------
 
 
@@ -526,49 +612,100 @@ def _shape(definition) -> dict:
 
 
 def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
-    """Publish feature table `name`'s kept rows per key; returns what was done."""
+    """Publish feature table `name`'s kept rows per key; returns what was done. A table of at
+    most `local_read_max_mb` is read and reduced in this process (delta-rs, no JVM); a larger
+    one by Spark (`spark`: a session, or a callable giving one, called only then)."""
     from . import lake
 
     if not full and (done := up_to_date(config, store, name)):
         return done
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
-    version = lake.version(spark, path, ref)
+    version = lake.version(None, path, ref)
     last, held = store.state(name)
     shape = _shape(definition)
-    table = lake.read(spark, path, version, ref)
-
-    def values(df):
-        return kept_rows(df, definition.keys, definition.event_time, list(definition.features),
-                         shape["keep_seconds"], shape["keep_rows"])
-
-    current = values(table)
     built = feature_definitions.definition_at(lake.commits(path, ref), version)
     marker = {"table": name, "version": version, "definition": built.definition if built else None,
               "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "shape": shape, "lookback": definition.lookback,
               # requests' key values are checked against these types
-              "key_types": {c: table.schema[c].dataType.simpleString() for c in definition.keys}}
+              "key_types": {c["name"]: c["type"] for c in lake.schema(path, ref) if c["name"] in definition.keys}}
     # Incremental only onto a generation that holds all its marker says (else: a new one).
-    if last and not full and last.get("shape") == shape and last.get("version", -1) < version \
-            and held == last.get("rows"):
-        from pyspark.sql import functions as F
-
+    since = last["version"] if last and not full and last.get("shape") == shape \
+        and last.get("version", -1) < version and held == last.get("rows") else None
+    kept = _LocalKept if lake.local_reads(path, config.local_read_max_bytes, version, ref) else _SparkKept
+    try:
+        reader = kept(spark, path, ref, definition, shape)
+        current = reader.rows(version)
+    except TypeError:  # a type this process does not write as Spark does
+        reader = _SparkKept(spark, path, ref, definition, shape)
+        current = reader.rows(version)
+    if since is not None:
         try:
-            before = values(lake.read(spark, path, last["version"], ref))
-            changed = current.subtract(before).join(before.select("key", F.lit(True).alias("existed")),
-                                                    "key", "left").collect()
-            removed = [r.key for r in before.select("key").subtract(current.select("key")).collect()]
+            changed, removed = reader.changes(current, reader.rows(since))
         except Exception:  # noqa: BLE001 - the published version is vacuumed away: publish it all
             changed = None
         if changed is not None:
-            rows = last["rows"] + sum(1 for r in changed if not r.existed) - len(removed)
-            if write_incremental(store, name, [(r.key, r.value) for r in changed], removed,
+            rows = last["rows"] + sum(1 for _, _, existed in changed if not existed) - len(removed)
+            if write_incremental(store, name, [(k, v) for k, v, _ in changed], removed,
                                  {**marker, "generation": last["generation"], "rows": rows}):
                 return {"table": ref, "version": version, "mode": "incremental", "written": len(changed),
                         "deleted": len(removed)}
-    written = write_full(store, name, ((r.key, r.value) for r in current.toLocalIterator()), marker)
+    written = write_full(store, name, reader.pairs(current), marker)
     return {"table": ref, "version": version, "mode": "full", "written": written, "deleted": 0}
+
+
+class _SparkKept:
+    """The kept rows of a version of the table, and what changed between two, by Spark."""
+
+    def __init__(self, spark, path, ref, definition, shape):
+        self.spark = spark() if callable(spark) else spark
+        self.path, self.ref, self.definition, self.shape = path, ref, definition, shape
+
+    def rows(self, version: int):
+        from . import lake
+
+        return kept_rows(lake.read(self.spark, self.path, version, self.ref), self.definition.keys,
+                         self.definition.event_time, list(self.definition.features),
+                         self.shape["keep_seconds"], self.shape["keep_rows"])
+
+    @staticmethod
+    def changes(current, before) -> tuple[list, list]:
+        """([(key, value, existed before)], [keys removed])."""
+        from pyspark.sql import functions as F
+
+        changed = current.subtract(before).join(before.select("key", F.lit(True).alias("existed")),
+                                                "key", "left").collect()
+        removed = [r.key for r in before.select("key").subtract(current.select("key")).collect()]
+        return [(r.key, r.value, bool(r.existed)) for r in changed], removed
+
+    @staticmethod
+    def pairs(current):
+        return ((r.key, r.value) for r in current.toLocalIterator())
+
+
+class _LocalKept(_SparkKept):
+    """The same, in this process: a version read whole through delta-rs."""
+
+    def __init__(self, spark, path, ref, definition, shape):
+        self.path, self.ref, self.definition, self.shape = path, ref, definition, shape
+
+    def rows(self, version: int) -> dict[str, str]:
+        from . import lake
+
+        columns = list(dict.fromkeys([*self.definition.keys, self.definition.event_time, *self.definition.features]))
+        return kept_rows_arrow(lake.read_arrow(self.path, version, self.ref, columns), self.definition.keys,
+                               self.definition.event_time, list(self.definition.features),
+                               self.shape["keep_seconds"], self.shape["keep_rows"])
+
+    @staticmethod
+    def changes(current, before) -> tuple[list, list]:
+        return ([(k, v, k in before) for k, v in current.items() if before.get(k) != v],
+                [k for k in before if k not in current])
+
+    @staticmethod
+    def pairs(current):
+        return iter(current.items())
 
 
 def write_full(store: Store, table: str, rows, marker: dict, batch_rows: int = 5000) -> int:

@@ -254,7 +254,6 @@ def oozie_cron(expression: str) -> str:
 
 
 def coordinator_xml(config: Config, name: str, schedule: Schedule) -> str:
-    oozie = config.schedules.oozie
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <!-- Schedule {escape(name)} ({escape(schedule.cron)}), rendered by sparkml schedule render (target oozie). -->
 <coordinator-app xmlns="{COORDINATOR_NS}" name={quoteattr(f"sparkml-{name}")}

@@ -59,6 +59,28 @@ def check_jars(config: Config) -> list[str]:
     return [str(p) for p in check(config.jars_dir, config.storage_schemes)]
 
 
+# Spark's own ERROR logs that only repeat, as a Java trace, a failure the platform reports
+# itself in one line (a row failing in a task; an MLlib step failing: MLflow tries to save a
+# model straight to an s3:// artifact root, which Hadoop cannot, then saves it another way),
+# or that Spark recovers from (Janino's "Code grows beyond 64 KB": the plan runs interpreted).
+QUIET_LOGGERS = ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager",
+                 "org.apache.spark.ml.util.Instrumentation",
+                 "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator",
+                 "org.apache.spark.sql.execution.WholeStageCodegenExec")
+
+
+def quiet_spark_errors(spark) -> None:
+    """Silence QUIET_LOGGERS in a session the platform started, unless -v asked for more."""
+    import logging
+
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    jvm = spark.sparkContext._jvm
+    off = jvm.org.apache.logging.log4j.Level.OFF
+    for name in QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)
+
+
 def get_spark(config: Config, spark=None, small_inputs: bool = False):
     """Build (or join) the session configured from platform.yml, with Delta on.
 
@@ -104,6 +126,7 @@ def get_spark(config: Config, spark=None, small_inputs: bool = False):
     spark = builder.getOrCreate()
     _check_compatible(spark, conf)
     spark.sparkContext.setLogLevel("ERROR")
+    quiet_spark_errors(spark)
     if submitted:
         check_packed_environment(spark)
     else:  # spark-submit.sh ships the project with --py-files

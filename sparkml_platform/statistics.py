@@ -53,6 +53,49 @@ def aggregates(features: dict[str, str], event_time: str) -> list:
     return [F.expr(agg) for agg in aggs]
 
 
+def summarize_arrow(table, features: dict[str, str], event_time: str) -> dict:
+    """What `summarize` computes, from an Arrow table in this process (a small table read
+    through delta-rs): the distinct counts are exact, which Spark's approximate ones estimate."""
+    import pyarrow.compute as pc
+
+    row = {"__rows": table.num_rows}
+    times = _instants(table.column(event_time)) if table.num_rows else None
+    span = pc.min_max(times).as_py() if times is not None else {"min": None, "max": None}
+    row["__first"], row["__last"] = (_second(span["min"]), _second(span["max"]))
+    for name, kind in features.items():
+        column = table.column(name)
+        row[f"{name}__count"] = len(column) - column.null_count
+        row[f"{name}__distinct"] = pc.count_distinct(column, mode="only_valid").as_py()
+        if kind in NUMERIC:
+            values = pc.cast(column, "float64")
+            found = pc.min_max(values).as_py()
+            row[f"{name}__min"], row[f"{name}__max"] = found["min"], found["max"]
+            row[f"{name}__mean"] = pc.mean(values).as_py()
+            if pc.any(pc.is_nan(values)).as_py():  # Spark orders NaN above every number
+                row[f"{name}__max"] = row[f"{name}__mean"] = float("nan")
+                row[f"{name}__min"] = float("nan") if found["min"] is None else found["min"]
+    return from_aggregates(row, features)
+
+
+def _instants(column):
+    """An event-time column as UTC timestamps (a date is its midnight), or a TypeError for a
+    type Spark would have to parse."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        return column
+    if pa.types.is_date(kind):
+        return pc.cast(column, pa.timestamp("us"))
+    raise TypeError(f"event time of type {kind}")
+
+
+def _second(at) -> str | None:
+    """An instant as `aggregates` writes it (UTC, to the second); a missing one as Spark's None."""
+    return at.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") if at is not None else None
+
+
 def from_aggregates(row: dict, features: dict[str, str]) -> dict:
     """The statistics from the values of `aggregates` (a dict by alias)."""
     rows = row["__rows"]
@@ -89,18 +132,28 @@ def record(table_path: Location, version: int, written: dict, whole_table: bool)
 
 
 def for_version(spark, table_path: Location, version: int, features: dict[str, str],
-                event_time: str) -> dict | None:
+                event_time: str, local_max_bytes: int = 0) -> dict | None:
     """A version's table statistics, computing (and keeping) them if the build did not: a
     window build, or one killed between its commit and recording them. None for a version
-    the table does not have."""
+    the table does not have. `spark` is a session or a callable giving one: a version of at
+    most `local_max_bytes` is summarized in this process (no JVM), a larger one by Spark."""
     stats = load(table_path, version)
     if stats is not None and stats.get("features") is not None:
         return stats
     if stats is None:
-        if not lake.exists(table_path) or not 0 <= version <= lake.version(spark, table_path):
+        if not lake.exists(table_path) or not 0 <= version <= lake.version(None, table_path):
             return None
         stats = {"version": version, "written": None}
-    table = summarize(lake.read(spark, table_path, version), features, event_time)
+    table = None
+    if lake.local_reads(table_path, local_max_bytes, version):
+        try:
+            table = summarize_arrow(lake.read_arrow(table_path, version, columns=[event_time, *features]),
+                                    features, event_time)
+        except TypeError:  # an event time held as text: Spark parses it
+            table = None
+    if table is None:
+        session = spark() if callable(spark) else spark
+        table = summarize(lake.read(session, table_path, version), features, event_time)
     stats.update(rows=table["rows"], features=table["features"], event_time_range=table["event_time_range"])
     save(table_path, stats)
     return stats

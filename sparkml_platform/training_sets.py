@@ -453,7 +453,16 @@ def manifest(config: Config, ref: str) -> dict:
         described = f"{man.get('name')}@{man.get('version')}" if isinstance(man, dict) else repr(man)
         raise JobFailed(f"training set {name}@{version}: its manifest {path} describes "
                         f"{described}, not this version (edited or copied), {unusable}")
+    lacking = [k for k, kind in MANIFEST_KEYS.items() if not isinstance(man.get(k), kind)]
+    if lacking:
+        raise JobFailed(f"training set {name}@{version}: its manifest {path} is damaged (no valid "
+                        f"{', '.join(lacking)}: cut short or edited), {unusable}")
     return man
+
+
+# What every manifest holds (built or saved from a DataFrame), and what lineage, training and
+# rebuilds read from it.
+MANIFEST_KEYS = {"label_source": dict, "lookups": list, "feature_columns": list, "digest": str, "rows": dict}
 
 
 def version_path(config: Config, name: str, version: int) -> Location:

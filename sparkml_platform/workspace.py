@@ -567,7 +567,7 @@ class Features:
 
         name = features.resolve(self._ws.config, name).exact
         if compare:
-            return catalog.compare_versions(self._ws.spark, self._ws.config, name, *compare)
+            return catalog.compare_versions(lambda: self._ws.spark, self._ws.config, name, *compare)
         try:
             with self._ws.tracker.bound():
                 users = registry.feature_users(self._ws.tracker)
@@ -577,7 +577,7 @@ class Features:
             logging.getLogger(__name__).warning("features show: the registry did not answer (%s): "
                                                 "the versions are shown without the models using them", exc)
             users = []
-        shown = catalog.show_feature_table(self._ws.spark, self._ws.config, name, users)
+        shown = catalog.show_feature_table(lambda: self._ws.spark, self._ws.config, name, users)
         try:
             newest = (shown.get("history") or [{}])[0].get("version")
             shown["online"] = online.online_status(self._ws.online_store, shown["name"], newest)
@@ -643,7 +643,7 @@ class Features:
 
         if not full and (done := online.up_to_date(self._ws.config, self._ws.online_store, name)):
             return done  # before the session: nothing to publish needs none
-        return online.publish(self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
+        return online.publish(lambda: self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
 
     def _used_older(self, table) -> list[int]:
         """The versions of `table` older than it that the lake holds and a model version

@@ -114,13 +114,28 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
             "from sparkml_platform.session import get_spark; "
             "spark = get_spark(load_config(sys.argv[1], 'test'), small_inputs=True); "
             "spark.range(3).write.format('delta').save(sys.argv[2]); "
-            "print(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())")
+            "print(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()); "
+            # A row failing in a task, and an MLlib pipeline saved where Hadoop has no file
+            # system: each raised here, neither logged by Spark as a Java trace.
+            "from pyspark.sql import functions as F; "
+            "bad = F.udf(lambda x: 1 // (x - 1), 'int'); "
+            "from pyspark.ml import Pipeline; from pyspark.ml.feature import SQLTransformer; "
+            "model = Pipeline(stages=[SQLTransformer(statement='SELECT * FROM __THIS__')]).fit(spark.range(2)); "
+            "failed = []\n"
+            "for step in (lambda: spark.range(3).select(bad('id')).collect(), "
+            "             lambda: model.write().save('s3://no-bucket/model')):\n"
+            "    try: step()\n"
+            "    except Exception as exc: failed.append(type(exc).__name__)\n"
+            "print('failed:', failed)")
     done = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path / "t")], capture_output=True,
                           text=True, timeout=600,
                           env=cli_env(SPARK_SUBMIT_OPTS=f"{SHORT_JVM_OPTS} -Xlog:class+load=info:file={log}"))
     assert done.returncode == 0, submitted(done)
     # The client JIT for small inputs (spark.driver_jit: auto).
     assert "-XX:TieredStopAtLevel=1" in done.stdout
+    assert "failed: ['PythonException', 'Py4JJavaError']" in done.stdout
+    for noise in ("Exception in task", "Instrumentation", "\tat org.apache", "aborting job"):
+        assert noise not in done.stderr, done.stderr[-3000:]
     assert_from_archive(log)
 
     # A job through spark-submit.sh (a cron's): its driver maps the archive too, takes

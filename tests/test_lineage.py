@@ -184,6 +184,30 @@ def test_lineage_refuses_json_and_another_format_at_once(tiny):
     assert done.returncode == 2 and "--json and --format dot disagree" in done.stderr
 
 
+@pytest.mark.parametrize("damage", ["cut short", "lookups removed"])
+def test_a_damaged_manifest_is_named_in_the_lineage_never_silently_left_out(tiny, damage):
+    """Its training set is missing downstream of what it read: a warning names the file; its
+    own lineage is refused, naming it."""
+    from sparkml_platform import lake
+
+    conf, ws, saved = tiny
+    manifest = lake.table_path(ws.config.lake_root, f"trainsets.{saved.name}") / f"v{saved.version:04d}.json"
+    whole = manifest.read_text()
+    try:
+        manifest.local.write_text(whole[: len(whole) // 2] if damage == "cut short" else
+                                  json.dumps({k: v for k, v in json.loads(whole).items() if k != "lookups"}))
+        done = run_main(conf, "lineage", "raw.weather")
+        assert done.returncode == 0, done.stderr
+        assert f"warning: training set {saved.ref}: its manifest {manifest} is damaged" in done.stderr
+        assert "trainset:" not in done.stdout
+        refused = run_main(conf, "lineage", saved.ref)
+        assert refused.returncode == 1 and f"its manifest {manifest} is damaged" in refused.stderr
+        assert ("no valid lookups" in refused.stderr) == (damage == "lookups removed")
+    finally:
+        manifest.local.write_text(whole)
+    assert "warning" not in run_main(conf, "lineage", "raw.weather").stderr
+
+
 # --- on the slice: models and their predictions -------------------------------------------------
 
 

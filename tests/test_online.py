@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, run_main
+from conftest import cli_env, run_cli, run_main
 import prerequisites
 from servers import LOOPBACK, free_port, redis_server, wait_for
 
@@ -153,6 +153,50 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
     shown = ws.features.show("carrier_delay_stats")["online"]
     assert shown["version"] == lake.version(spark, path) and not shown["behind"] and shown["age_seconds"] < 600
     assert shown["rows"] == shown["rows_held"] == len(carriers) - 1
+
+    # A table larger than local_read_max_mb is reduced by Spark: the same incremental publish.
+    third = carriers[2]
+    newest = rows.where(F.col("carrier") == third).agg(F.max("landed_at")).collect()[0][0]
+    lake.write(moved.withColumn("carrier_late_rate", F.when((F.col("carrier") == third) & (F.col("landed_at") == newest),
+                                                            F.lit(0.5)).otherwise(F.col("carrier_late_rate")))
+               .localCheckpoint(), path)
+    ws.config.platform.local_read_max_mb = 0
+    by_spark = ws.features.publish("carrier_delay_stats").to_dict()
+    assert (by_spark["mode"], by_spark["written"], by_spark["deleted"]) == ("incremental", 1, 0)
+    generation, (kept,) = store.lookup("carrier_delay_stats", [key_json(["carrier"], [third])])
+    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate"] == 0.5
+
+
+def test_commands_that_compute_nothing_start_no_jvm(online_project):
+    """Each in a process where a JVM cannot start (JAVA_HOME leads nowhere): shown, listed and
+    published from Delta logs, statistics records and delta-rs reads."""
+    from sparkml_platform import lake, statistics
+    from sparkml_platform.config import load_config
+
+    conf = online_project
+    config = load_config(conf, "test")
+    weather = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    statistics.stats_path(weather, lake.version(None, weather)).unlink(missing_ok=True)  # computed when shown
+    model = f"flight_delays/{sklearn_version(conf)}"
+    report = conf.parent / "no-jvm-report.html"
+    no_jvm = {"JAVA_HOME": str(conf.parent / "no-jvm")}
+    for args in (["features", "show", "origin_weather_hourly", "--json"], ["features", "publish", "plane_attributes", "--full"],
+                 ["trainset", "show", "flight_delays"], ["trainset", "list"], ["models", "list"],
+                 ["models", "show", model], ["lineage", model], ["sources", "show", "weather"],
+                 ["report", model, "--output", str(report)]):
+        done = run_cli(conf, *args, timeout=300, **no_jvm)
+        assert done.returncode == 0, (args, done.stderr[-3000:])
+        if args[:2] == ["features", "show"]:
+            shown = json.loads(done.stdout)
+            assert shown["latest_statistics"]["rows"] == shown["rows"] > 0 and shown["latest_statistics"]["features"]
+        if args[:2] == ["features", "publish"]:
+            assert json.loads(done.stdout.strip().splitlines()[-1])["mode"] == "full"
+    assert statistics.load(weather, lake.version(None, weather))["features"]
+    assert report.stat().st_size > 10_000
+    newest = lake.version(None, weather)
+    compared = run_cli(conf, "features", "show", "origin_weather_hourly", "--compare", "0", str(newest), "--json",
+                       timeout=300, **no_jvm)
+    assert compared.returncode == 0 and "temp" in json.loads(compared.stdout)["features"], compared.stderr[-3000:]
 
 
 def entity_rows(spark, conf: Path, count: int, seed: int):

@@ -389,3 +389,62 @@ def test_time_and_date_keys_are_looked_up_as_spark_stores_them(spark):
     assert online.key_json(["day"], [spark_key(held, "date")]) == stored.day
     with pytest.raises(BadRequest, match="outside the years 1 to 9999"):
         micros("9999-12-31T23:59:59-05:00", 0, "ts")
+
+
+def test_kept_rows_and_statistics_in_this_process_equal_sparks(spark, tmp_path):
+    """A small table is published and summarized without a JVM (delta-rs and Arrow): the same
+    keys and parsed values as Spark's kept_rows, and the same statistics (distinct counts
+    exact), over every key and feature type a feature table holds, with nulls and NaN."""
+    import datetime as dt
+
+    from sparkml_platform import lake, statistics
+    from sparkml_platform.storage import Storage
+
+    rng = random.Random(11)
+    base = dt.datetime(2015, 3, 1, tzinfo=dt.timezone.utc)
+    rows = []
+    for i in range(400):
+        at = base + dt.timedelta(seconds=rng.randrange(0, 30 * 86400), microseconds=rng.randrange(1_000_000))
+        rows.append((rng.choice(["AUS", "ORD", "Zürich \"N\""]), rng.randrange(3), base.date() + dt.timedelta(days=rng.randrange(3)),
+                     base + dt.timedelta(hours=rng.randrange(2)), at if i % 50 else None,
+                     rng.choice([None, float("nan"), rng.uniform(-1e12, 1e12), 1e-7]), rng.uniform(0, 1),
+                     rng.choice([None, 1, -(2 ** 40)]), rng.choice([None, 7]), rng.choice([None, True, False]),
+                     rng.choice([None, "a", "ü\n\\"]), rng.choice([None, at])))
+    schema = ("name string, n int, day date, hour timestamp, at timestamp, x double, y float, big bigint, "
+              "small int, flag boolean, text string, seen timestamp")
+    df = spark.createDataFrame(rows, schema).dropDuplicates(["name", "n", "day", "hour", "at"])
+    path = Storage().location(str(tmp_path / "table"))
+    df.write.format("delta").save(str(path))
+    keys, features = ["name", "n", "day", "hour"], ["x", "y", "big", "small", "flag", "text", "seen"]
+    table = lake.read_arrow(path)
+    for keep in ({"keep_seconds": 7 * 86400, "keep_rows": None}, {"keep_seconds": None, "keep_rows": 2}):
+        by_spark = {r.key: r.value for r in online.kept_rows(lake.read(spark, path), keys, "at", features,
+                                                                **keep).collect()}
+        here = online.kept_rows_arrow(table, keys, "at", features, **keep)
+        assert sorted(here) == sorted(by_spark) and len(here) > 20
+        for key, value in by_spark.items():
+            assert _same(json.loads(here[key]), json.loads(value)), (key, here[key], value)
+    kinds = {"x": "double", "y": "float", "big": "bigint", "small": "int", "flag": "boolean", "text": "string"}
+    spark_stats = statistics.summarize(lake.read(spark, path), kinds, "at")
+    local = statistics.summarize_arrow(table, kinds, "at")
+    assert (local["rows"], local["event_time_range"]) == (spark_stats["rows"], spark_stats["event_time_range"])
+    for name, measures in spark_stats["features"].items():
+        for measure, value in measures.items():
+            got = local["features"][name][measure]
+            if measure == "distinct_approx":  # Spark estimates, within its 5 % error
+                assert abs(got - value) <= max(1, 0.05 * got), (name, got, value)
+            else:
+                assert _same(got, value), (name, measure, got, value)
+
+
+def _same(a, b) -> bool:
+    """Equal, NaN equal to NaN and to Spark's "NaN", floats to 1e-12 relative."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and (a != a):
+        return b in ("NaN",) or (isinstance(b, float) and b != b)
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
+    return a == b
