@@ -691,6 +691,16 @@ class Config:
         self.pipelines: PipelinesFile = parts["pipelines.yml"]  # type: ignore[assignment]
         self.schedules: SchedulesFile = parts["schedules.yml"]  # type: ignore[assignment]
         self.expectations: dict[str, ExpectationSuiteFile] = parts.get("expectations", {})  # type: ignore[assignment]
+        self.layers: dict[str, list[tuple[Path, dict]]] = {}  # per file: (path, its YAML), base first
+
+    def where(self, text: str) -> str:
+        """`FILE: dotted.key` (how messages name a setting) with FILE the one that sets the key:
+        conf/ENV/FILE when the overlay does, else conf/base/FILE."""
+        file, sep, key = text.partition(": ")
+        layers = self.layers.get(file)
+        if not sep or not layers:
+            return text
+        return f"{_file_defining(key.split(' ')[0].split('.'), layers)}: {key}"
 
     @functools.cached_property
     def project(self):
@@ -812,7 +822,7 @@ class Config:
 
     def expectation_suite(self, table: str) -> ExpectationSuiteFile | None:
         return self.suite(self.feature_table(table).expectations,
-                          f"features.yml: feature_tables.{split_version(table)[0]}.expectations")
+                          self.where(f"features.yml: feature_tables.{split_version(table)[0]}.expectations"))
 
     def suite(self, suite: str | None, where: str) -> ExpectationSuiteFile | None:
         """Expectation suite `suite` (None: none), named by `where` when it does not exist."""
@@ -830,8 +840,8 @@ class Config:
         """Training set `name`'s retention and the key it comes from (its own, else the file's)."""
         own = self.training_sets.training_sets.get(name)
         if own is not None and own.retention is not None:
-            return own.retention, f"training_sets.yml: training_sets.{name}.retention"
-        return self.training_sets.retention, "training_sets.yml: retention"
+            return own.retention, self.where(f"training_sets.yml: training_sets.{name}.retention")
+        return self.training_sets.retention, self.where("training_sets.yml: retention")
 
     def model(self, name: str) -> ModelSpec:
         return _lookup(self.models.models, name, "model", "models.yml")
@@ -866,10 +876,12 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
         if layer is not None:
             _refuse_unknown_files(layer)
     parts: dict[str, Strict] = {}
+    layers_of = {}
     for filename, model in FILES.items():
         layers = [(base / filename, _read_yaml(base / filename))]
         if overlay is not None:
             layers.append((overlay / filename, _read_yaml(overlay / filename)))
+        layers_of[filename] = layers
         merged: dict = {}
         for _, data in layers:
             merged = _deep_merge(merged, data)
@@ -881,6 +893,7 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
             raise ConfigError(_describe(exc, layers)) from None
     parts["expectations"] = _load_suites(base, overlay)  # type: ignore[assignment]
     config = Config(conf, env, parts)
+    config.layers = layers_of
     _refuse_imports_not_allowed(config)
     _check_storage(config, [base / "platform.yml"] + ([overlay / "platform.yml"] if overlay else []))
     config.project.activate()  # the project's packages import without PYTHONPATH
@@ -893,11 +906,11 @@ def _refuse_imports_not_allowed(config: Config) -> None:
     allowed = config.platform.project.allowed_imports
     if allowed is None:
         return
-    named = [(f"sources.yml: entity_tables.{n}.transform", t.transform)
+    named = [(config.where(f"sources.yml: entity_tables.{n}.transform"), t.transform)
              for n, t in config.sources.entity_tables.items()]
-    named += [(f"features.yml: feature_tables.{n}.transformation", t.transformation)
+    named += [(config.where(f"features.yml: feature_tables.{n}.transformation"), t.transformation)
               for n, t in config.features.feature_tables.items()]
-    named += [(f"models.yml: models.{n}.estimator.class", m.estimator.class_)
+    named += [(config.where(f"models.yml: models.{n}.estimator.class"), m.estimator.class_)
               for n, m in config.models.models.items() if m.estimator.class_]
     for where, dotted in named:
         if not any(dotted == prefix or dotted.startswith(prefix + ".") for prefix in allowed):

@@ -14,7 +14,7 @@ def validate(config: Config, name: str) -> None:
     from . import lake, refs
     from .errors import NotFoundError
 
-    where = f"pipelines.yml: pipelines.{name}.steps"
+    where = config.where(f"pipelines.yml: pipelines.{name}.steps")
     known = {
         "load_sources": config.sources.sources,
         "build_entities": config.sources.entity_tables,

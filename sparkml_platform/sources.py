@@ -16,7 +16,7 @@ from .provenance import definition_hash, import_function
 def resolve_source_path(source: Source, name: str, config: Config) -> str:
     """`package:PKG/rel/path` -> the file inside the installed package, a relative path -> under
     the project root, a URI (hdfs://, s3a://) as it is; zips are extracted."""
-    where = f"sources.yml: sources.{name}.path"
+    where = config.where(f"sources.yml: sources.{name}.path")
     if "://" in source.path:
         try:
             location = config.storage.location(source.path)
@@ -39,9 +39,18 @@ def resolve_source_path(source: Source, name: str, config: Config) -> str:
     return str(path)
 
 
+def check_source(config: Config, name: str) -> None:
+    """The source's files exist where its path says (on a store: the store answers too)."""
+    source = _source(config, name)
+    if "://" in source.path:
+        resolve_source_path(source, name, config)
+    else:
+        _local_path(source, name, config)
+
+
 def _local_path(source: Source, name: str, config: Config) -> Path:
     """A source on the local disk: the file or folder its `path` names."""
-    where = f"sources.yml: sources.{name}.path"
+    where = config.where(f"sources.yml: sources.{name}.path")
     if source.path.startswith("package:"):
         package, _, rel = source.path[len("package:"):].partition("/")
         spec = importlib.util.find_spec(package)
@@ -102,7 +111,7 @@ def load_source(spark, config: Config, name: str) -> dict:
     options.update(source.options)
     df = spark.read.format(source.format).options(**options).load(path)
     if source.filter:
-        with sql_from_config(f"sources.yml: sources.{name}.filter"):
+        with sql_from_config(config.where(f"sources.yml: sources.{name}.filter")):
             df = df.where(source.filter)
     target = lake.table_path(config.lake_root, f"raw.{name}")
     version = lake.write(df, target, metadata={
@@ -118,7 +127,7 @@ def _entity_definition(config: Config, name: str) -> tuple[EntityTable, object, 
         raise NotFoundError(f"no entity table named {name!r} in conf/*/sources.yml "
                             f"(known: {', '.join(sorted(tables)) or 'none'})")
     spec: EntityTable = tables[name]
-    transform = import_function(spec.transform, f"sources.yml: entity_tables.{name}.transform")
+    transform = import_function(spec.transform, config.where(f"sources.yml: entity_tables.{name}.transform"))
     return spec, transform, definition_hash({"definition": definition_hash(spec),
                                              "code": function_fingerprint(transform)})
 
@@ -151,7 +160,7 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
         raise JobFailed(f"entity table {name}: its transform {spec.transform} raised "
                         f"{type(exc).__name__}: {first_line(exc)}{raised_where(exc, transform)}") from exc
     if spec.filter:
-        with sql_from_config(f"sources.yml: entity_tables.{name}.filter"):
+        with sql_from_config(config.where(f"sources.yml: entity_tables.{name}.filter")):
             df = df.where(spec.filter)
     target = lake.table_path(config.lake_root, f"entities.{name}")
     version = lake.write(df, target, metadata={

@@ -49,7 +49,7 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
     import mlflow
 
     spec = config.model(model_name)
-    where = f"models.yml: models.{model_name}"
+    where = config.where(f"models.yml: models.{model_name}")
     registered = spec.registered_model or model_name
     data = training_sets.read_version(spark, config, manifest)
     feature_columns = manifest["feature_columns"]

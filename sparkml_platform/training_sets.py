@@ -30,7 +30,7 @@ DELETED_FILE = re.compile(r"^v(\d{4,})\.deleted\.json$")
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
     """The definition's lookups with the feature tables' keys, event times and lookbacks."""
-    return lookups_for(config, definition.features, f"training_sets.yml: training_sets.{name}.features")
+    return lookups_for(config, definition.features, config.where(f"training_sets.yml: training_sets.{name}.features"))
 
 
 def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[FeatureLookup]:
@@ -112,7 +112,7 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
     in it are read at their current version.
     """
     label = definition.label
-    where = f"training_sets.yml: training_sets.{name}"
+    where = config.where(f"training_sets.yml: training_sets.{name}")
     label_path = lake.table_path(config.lake_root, label.table)
     if not lake.exists(label_path):
         raise JobFailed(f"{where}.label.table: table {label.table} does not exist yet")
@@ -243,7 +243,7 @@ def check_cut_offs(entities, name: str, definition: TrainingSet, event_time: str
     if first is None:
         return  # no label rows: refused by the caller with its own message
     first, last = parse_instant(first), parse_instant(last)
-    where = f"training_sets.yml: training_sets.{name}.split"
+    where = config.where(f"training_sets.yml: training_sets.{name}.split")
     for key in ("validation_start", "test_start"):
         value = getattr(split, key)
         if value is None:

@@ -285,6 +285,9 @@ class Workspace:
             from .session import get_spark
 
             given = self._given if self._given is not None and _alive(self._given) else None
+            if given is None and self._spark is None:
+                # The lake answers (its S3 bucket exists, its HDFS is up) before a JVM starts.
+                self.config.lake_root.exists()
             # checked: Delta on, or refused
             self._spark = get_spark(self.config, given, small_inputs=self._small_inputs)
         return self._spark
@@ -324,6 +327,8 @@ class Workspace:
         if missing:  # checked before the first load, so nothing is written
             raise NotFoundError(f"no source named {', '.join(map(repr, missing))} in conf/*/sources.yml "
                                 f"(known: {', '.join(sorted(known))})")
+        for name in names or list(known):  # every source's files found, before a JVM starts
+            sources.check_source(self.config, name)
         return [sources.load_source(self.spark, self.config, n) for n in names or list(known)]
 
     def build_entities(self, names: list[str]) -> list[dict]:

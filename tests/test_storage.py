@@ -131,6 +131,21 @@ def test_a_missing_bucket_is_one_clear_error(s3, aws_env):
         (lake / "features").exists()
 
 
+def test_a_lake_in_a_missing_bucket_is_refused_before_a_jvm_starts(s3, tmp_path):
+    """`sources load` on a lake whose bucket does not exist: said from the store itself, in a
+    process where a JVM cannot start (JAVA_HOME leads nowhere), with nothing written."""
+    from conftest import make_project, run_cli
+
+    conf = make_project(tmp_path, {"platform.yml": {
+        "lake_root": "s3a://no-such-bucket/lake",
+        "spark": {"conf": {"spark.hadoop.fs.s3a.endpoint": s3, "spark.hadoop.fs.s3a.path.style.access": "true"}}}})
+    done = run_cli(conf, "sources", "load", "planes", timeout=120, JAVA_HOME=str(tmp_path / "no-jvm"),
+                   **S3_CREDENTIALS)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"S3 bucket no-such-bucket at {s3}: the bucket does not exist" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / ".sparkml" / "lake").exists()
+
+
 def test_missing_credentials_are_named(s3, monkeypatch, tmp_path):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
