@@ -447,6 +447,12 @@ def _search_space(space: dict[str, dict[str, list]]) -> dict[str, dict[str, list
     return space
 
 
+class DriftWindow(Strict):
+    """The training set's rows whose event time is within `last` of its newest."""
+
+    last: Duration
+
+
 class Monitoring(Strict):
     """What `sparkml monitor` judges: metric floors (a model below one exits 3, so a schedule
     can chain a re-training) and drift ceilings per feature (flagged; exit 3 too when
@@ -462,6 +468,13 @@ class Monitoring(Strict):
     min_rows: int = Field(100, ge=1)  # periods with fewer outcomes are reported, not judged
     # Periods with fewer scored rows have their drift reported, not judged (unset: min_rows).
     drift_min_rows: int | None = Field(None, ge=1)
+    # What each period's inputs are compared with: `training_set` (every row of the version the
+    # model was trained on), one split of it (`train`, `validation`, `test`: the newest rows of
+    # a time split), `{last: 90d}` (its rows within 90 days of its newest), or
+    # `previous_period` (the period before, over the training set's bins; the first period
+    # against the training set).
+    drift_reference: Literal["training_set", "train", "validation", "test", "previous_period"] | DriftWindow = \
+        "training_set"
 
 
 class ModelSpec(Strict):

@@ -9,7 +9,7 @@ import re
 
 from . import lake
 from .config import Config
-from .errors import ConfigError, GateFailed, NotFoundError
+from .errors import ConfigError, GateFailed, JobFailed, NotFoundError
 from .evaluation import METRICS as METRICS_OF
 from .statistics import sql_name
 
@@ -63,11 +63,7 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     settings = config.models.models[spec_name].monitoring if spec_name in config.models.models else None
     man = training_sets.manifest(config, f"{mv.tags['training_set']}@{mv.tags['training_set_version']}")
     if settings is not None:
-        named = [*settings.drift_exclude, *settings.feature_drift_ceilings]
-        unknown = [f for f in named if f not in man["feature_columns"]]
-        if unknown:
-            raise ConfigError(f"models.yml: models.{spec_name}.monitoring: {', '.join(unknown)} is not a feature of "
-                              f"training set {man['name']} (features: {', '.join(man['feature_columns'])})")
+        check_features_named(settings, man, config.where(f"models.yml: models.{spec_name}.monitoring"))
     outcomes = _outcomes(spark, config, outcomes_ref, man, entity)
     runs = _score_runs(tracker, mv)
     scored = _predictions(spark, config, runs, model, predictions_ref, day)
@@ -81,7 +77,8 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     joined = periods.join(outcomes, on=keys, how="inner")
     measured = _metrics(joined, model.classifier)
     scored_rows = {r["__period"]: r["count"] for r in periods.groupBy("__period").count().collect()}
-    drift = _drift(spark, config, runs, model, man, scored, by, day)
+    drift = _drift(spark, config, runs, model, man, scored, by, day,
+                   settings.drift_reference if settings is not None else "training_set")
     task = "classification" if model.classifier else "regression"
     rows, breaches = _judge(mv, by, measured, drift, settings, task, scored_rows)
     _write(spark, config, mv, by, rows)
@@ -210,11 +207,13 @@ def _metrics(joined, classifier: bool) -> dict[str, dict]:
 # --- drift --------------------------------------------------------------------------------
 
 
-def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, day: str | None) -> dict:
-    """Per period and feature: PSI over the training set's deciles (missing values a bin of
+def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, day: str | None,
+           reference="training_set") -> dict:
+    """Per period and feature: PSI over the reference's deciles (missing values a bin of
     their own) and the Kolmogorov-Smirnov statistic on a 2 % quantile grid (numeric features).
     The scored inputs are the rows the scoring runs read, at the versions they read, with their
-    features looked up again as of each row's event time."""
+    features looked up again as of each row's event time. `reference`: see
+    config.Monitoring.drift_reference."""
     from functools import reduce
 
     from pyspark.sql import functions as F
@@ -236,7 +235,7 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
                      on=keys)
     tables = training_sets.read_feature_tables(spark, config, model.lookups)
     looked_up, flags = join_features(rows, entity["event_time"], tables)
-    train = training_sets.read_version(spark, config, man)
+    train = _reference_rows(training_sets.read_version(spark, config, man), man, reference)
     names = [c for c in man["feature_columns"] if c in looked_up.columns and c in train.columns]
     numeric = [c for c in names if isinstance(train.schema[c].dataType, NumericType)]
     categorical = [c for c in names if c not in numeric]
@@ -249,7 +248,42 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     top = _top_categories(train, categorical)
     counted = _bin_counts(train.withColumn("__period", F.lit(TRAIN)), edges, top).unionByName(
         _bin_counts(looked_up, edges, top)).toPandas()
-    return _distances(counted, edges, deciles)
+    periods = sorted(str(p) for p in set(counted["__period"]) if p != TRAIN)
+    return _distances(counted, edges, deciles, reference_periods(periods, reference))
+
+
+def reference_periods(periods: list[str], reference) -> dict[str, str]:
+    """What each period is compared with: the training set's rows (TRAIN), or with
+    `previous_period` the period before it (the first: TRAIN)."""
+    if reference != "previous_period":
+        return {p: TRAIN for p in periods}
+    ordered = sorted(periods)
+    return {p: ordered[i - 1] if i else TRAIN for i, p in enumerate(ordered)}
+
+
+def _reference_rows(train, man: dict, reference):
+    """The training set's rows the reference holds (all of them for `training_set` and
+    `previous_period`, whose bins are the training set's)."""
+    from pyspark.sql import functions as F
+
+    from .training_sets import SPLIT
+
+    where = f"drift_reference {reference!r}"
+    if reference in ("train", "validation", "test"):
+        rows = train.where(F.col(SPLIT) == reference)
+    elif isinstance(reference, str):
+        return train
+    else:
+        from .config import parse_duration
+
+        micros = F.unix_micros(F.col(sql_name(man["entity"]["event_time"])).cast("timestamp"))
+        span = parse_duration(reference.last) * 1_000_000
+        rows = (train.crossJoin(train.agg(F.max(micros).alias("__newest")))
+                .where(micros > F.col("__newest") - F.lit(span)).drop("__newest"))
+        where = f"drift_reference last {reference.last}"
+    if not rows.limit(1).count():
+        raise JobFailed(f"{where}: training set {man['name']}@{man['version']} has no such rows to compare with")
+    return rows
 
 
 def _top_categories(train, categorical: list[str]) -> dict[str, list[str]]:
@@ -290,7 +324,10 @@ def _bin_counts(df, edges: dict[str, list[float]], top: dict[str, list]):
     return df.select("__period", pairs.alias("cell")).groupBy("__period", "cell.feature", "cell.bin").count()
 
 
-def _distances(counted, edges: dict, deciles: dict) -> dict[str, dict[str, dict]]:
+def _distances(counted, edges: dict, deciles: dict, reference_of: dict[str, str] | None = None
+               ) -> dict[str, dict[str, dict]]:
+    """PSI and KS per period and feature against the period `reference_of` names (TRAIN,
+    the training set's rows, by default)."""
     import math
 
     def shares(frame):
@@ -298,9 +335,10 @@ def _distances(counted, edges: dict, deciles: dict) -> dict[str, dict[str, dict]
         return {b: n / total for b, n in zip(frame["bin"], frame["count"])} if total else {}
 
     out: dict[str, dict[str, dict]] = {}
-    train = counted[counted["__period"] == TRAIN]
     for (period, feature), frame in counted[counted["__period"] != TRAIN].groupby(["__period", "feature"]):
-        expected = shares(train[train["feature"] == feature])
+        against = (reference_of or {}).get(str(period), TRAIN)
+        reference = counted[(counted["__period"].astype(str) == against) & (counted["feature"] == feature)]
+        expected = shares(reference)
         actual = shares(frame)
         ks = None
         if feature in edges:
@@ -339,6 +377,16 @@ def _ks(expected: dict[str, float], actual: dict[str, float], bins: int) -> floa
 
 
 # --- verdict and records ------------------------------------------------------------------
+
+
+def check_features_named(settings, man: dict, where: str) -> None:
+    """Every feature the monitoring settings name is one of the training set's."""
+    named = [*settings.drift_exclude, *settings.feature_drift_ceilings]
+    unknown = [f for f in dict.fromkeys(named) if f not in man["feature_columns"]]
+    if unknown:
+        raise ConfigError(f"{where}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+                          f"a feature of training set {man['name']}@{man['version']} (features: "
+                          f"{', '.join(man['feature_columns'])})")
 
 
 def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,

@@ -209,6 +209,15 @@ def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> No
     recorded = {(r.period, r.rows) for r in spark.read.format("delta").load(
         str(lake.table_path(ws.config.lake_root, result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
     assert {p: n for p, n in recorded if p >= "2009-05"} == {p: n for p, n in scored.items() if p >= "2009-05"}
+    # Against the training set's last 30 days instead of all of it: other distances, same periods.
+    from sparkml_platform.config import DriftWindow
+
+    spec = ws.config.models.models[ws.models.show("next_close@champion").tags["model_spec"]]
+    spec.monitoring.drift_reference = DriftWindow(last="30d")
+    recent = ws.monitor("next_close@champion", "entities.price_outcomes", by="month",
+                        predictions="predictions.next_close_twice")
+    assert recent["drift"].keys() == result["drift"].keys() and recent["drift"] != result["drift"]
+    spec.monitoring.drift_reference = "training_set"
 
 
 def check_no_secret_is_recorded(conf: Path, *outputs) -> None:
