@@ -23,15 +23,24 @@ def table_ref(model_name: str) -> str:
 def history(spark, config: Config, model_name: str, version: int | None = None) -> list[dict]:
     """Every monitoring row kept for `model_name` (one version's, when given), oldest period
     first: model_version, by, period, kind ('metric' or 'drift'), name (a metric, or a
-    feature), measure ('value', 'psi' or 'ks'), value, threshold, breached, rows, monitored_at."""
+    feature), measure ('value', 'psi' or 'ks'), value, threshold, breached, rows, monitored_at.
+    A table of at most `local_read_max_mb` is read through delta-rs; `spark` (a session, or a
+    callable giving one) only for a larger one."""
     path = lake.table_path(config.lake_root, table_ref(model_name))
     if not lake.exists(path):
         return []
-    df = lake.read(spark, path)
+    order = ("period", "kind", "name", "measure")
+    if lake.local_reads(path, config.local_read_max_bytes):  # read here: no JVM for a report
+        import pyarrow.compute as pc
+
+        table = lake.read_arrow(path)
+        if version is not None:
+            table = table.filter(pc.equal(table.column("model_version"), int(version)))
+        return table.sort_by([(c, "ascending") for c in order]).to_pylist()
+    df = lake.read(spark() if callable(spark) else spark, path)
     if version is not None:
         df = df.where(df.model_version == int(version))
-    rows = [r.asDict() for r in df.orderBy("period", "kind", "name", "measure").collect()]
-    return rows
+    return [r.asDict() for r in df.orderBy(*order).collect()]
 
 
 PERIODS = {"run_date": None, "day": "yyyy-MM-dd", "week": "yyyy-MM-dd", "month": "yyyy-MM"}

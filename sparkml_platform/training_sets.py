@@ -128,7 +128,7 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
                                    where=Where(where, label.table))
     if pinned is None:  # a new version (a rebuild recomputes one that passed)
         check_unique_keys(entities, label.keys, f"{where}.label.keys", label.table)
-        check_cut_offs(entities, name, definition, label.event_time)
+        check_cut_offs(config, entities, name, definition, label.event_time)
     tables = read_feature_tables(spark, config, lookups, pinned)
     joined, flags = join_features(entities, label.event_time, tables)
     return joined, facts(tables, {"table": label.table, "version": label_version}, definition,
@@ -229,7 +229,7 @@ def check_unique_keys(entities, keys: list[str], key: str, labels: str) -> None:
                           "time is often one of them), or filter the labels")
 
 
-def check_cut_offs(entities, name: str, definition: TrainingSet, event_time: str) -> None:
+def check_cut_offs(config: Config, entities, name: str, definition: TrainingSet, event_time: str) -> None:
     """A time split's cut-offs must fall inside the label rows' event times, else a split is
     empty: refused (naming the key and the range) before anything is written."""
     from pyspark.sql import functions as F

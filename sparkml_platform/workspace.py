@@ -499,12 +499,10 @@ class Workspace:
         return ReportFile(str(target), data["model"], data["version"])
 
     def _monitoring_history(self, model_name: str, version: int) -> list[dict]:
-        """A version's monitoring rows; the session is started only when the table exists."""
-        from . import lake, monitoring
+        """A version's monitoring rows (through delta-rs for a small table: no session)."""
+        from . import monitoring
 
-        if not lake.exists(lake.table_path(self.config.lake_root, monitoring.table_ref(model_name))):
-            return []
-        return monitoring.history(self.spark, self.config, model_name, version)
+        return monitoring.history(lambda: self.spark, self.config, model_name, version)
 
     def monitor(self, model_ref: str, outcomes: str, run_date: str | None = None, by: str = "run_date",
                 predictions: str | None = None) -> dict:
