@@ -713,7 +713,12 @@ class Config:
         layers = self.layers.get(file)
         if not sep or not layers:
             return text
-        return f"{_file_defining(key.split(' ')[0].split('.'), layers)}: {key}"
+        file = _file_defining(key.split(" ")[0].split("."), layers)
+        try:  # as the user sees it from the project root
+            file = file.resolve().relative_to(self.root)
+        except ValueError:
+            pass
+        return f"{file}: {key}"
 
     @functools.cached_property
     def project(self):

@@ -81,6 +81,16 @@ def local_reads(path: Location, max_bytes: int, version: int | None = None, ref:
         <= max_bytes
 
 
+def current_versions(lake_root: Location, refs: list[str]) -> dict[str, int]:
+    """{ref: newest version} of each table in `refs` that exists (from the Delta logs)."""
+    out = {}
+    for ref in dict.fromkeys(refs):
+        path = table_path(lake_root, ref)
+        if exists(path):
+            out[ref] = version(None, path, ref)
+    return out
+
+
 def version_at(path: Location, when, ref: str | None = None) -> int:
     """The newest version committed at or before `when` (a datetime, or text like
     2013-08-01 or 2013-08-01 12:00:00, UTC): read from Delta's log, no Spark job."""

@@ -1,7 +1,9 @@
 """Leases: a running reader's claim on versions that retention must not delete.
 
 A training reads its training-set version for its whole run (tuning, fitting, logging); a
-`trainset prune` or `delete` meanwhile would pull the rows from under it. So a reader writes
+`trainset prune` or `delete` meanwhile would pull the rows from under it. A scoring or a
+training-set build reads lake tables at the versions they had when it started
+(`table:REF`); a `features vacuum` meanwhile could delete their files. So a reader writes
 `LAKE_ROOT/_leases/ID.json` (what it reads, who it is: host, process id, start time) before it
 reads, and removes it when it ends, however it ends. Retention keeps every leased version.
 

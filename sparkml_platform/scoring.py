@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
-from . import feature_definitions, lake, registry, tracking
+from . import feature_definitions, lake, leases, registry, tracking
 from .config import Config
 from .errors import ConfigError, JobFailed
 from .estimators import DECISION_THRESHOLD, spark_score
@@ -61,10 +62,11 @@ class ScoringModel:
     def missing(self, columns: list[str]) -> list[str]:
         return [c for c in self.needed if c not in columns]
 
-    def read_features(self, spark, config: Config) -> list[tuple[FeatureLookup, object]]:
-        """The model's feature tables as they are now, refused (nothing scored) when one holds
-        another definition than the model was trained on."""
-        tables = read_feature_tables(spark, config, self.lookups)
+    def read_features(self, spark, config: Config, pinned: dict[str, int] | None = None
+                      ) -> list[tuple[FeatureLookup, object]]:
+        """The model's feature tables as they are now (or at the `pinned` versions), refused
+        (nothing scored) when one holds another definition than the model was trained on."""
+        tables = read_feature_tables(spark, config, self.lookups, pinned)
         mv = self.version
         feature_definitions.verify(
             f"{mv.name} version {mv.version}", self.spec["lookups"], [lk.to_dict() for lk, _ in tables],
@@ -117,12 +119,12 @@ def score_batch(spark, config: Config, tracker, model_ref: str, df, where: str =
 def score(spark, config: Config, tracker, model_ref: str, input_ref: str, output_ref: str,
           run_date: str | None = None) -> dict:
     """Score `input_ref` with `model_ref` into partition `run_date` of `output_ref`, in one commit."""
-    with tracker.bound():
-        return _score(spark, config, tracker, model_ref, input_ref, output_ref, run_date)
+    with tracker.bound(), contextlib.ExitStack() as leased:
+        return _score(spark, config, tracker, model_ref, input_ref, output_ref, run_date, leased)
 
 
 def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, output_ref: str,
-           run_date: str | None) -> dict:
+           run_date: str | None, leased: contextlib.ExitStack) -> dict:
     import mlflow
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -133,7 +135,12 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     model = resolve(tracker, model_ref)
     mv, entity = model.version, model.spec["entity"]
     tracker.close_abandoned_runs()
-    input_version = lake.version(spark, input_path) if lake.exists(input_path) else None
+    # The input and feature tables at the versions they have now, leased until the scoring
+    # ends: a VACUUM meanwhile keeps their files.
+    pinned = lake.current_versions(config.lake_root, [input_ref, *[f"features.{lk.table}" for lk in model.lookups]])
+    leased.enter_context(leases.held(config, f"scoring {mv.name}/{mv.version} into {output_ref}",
+                                     {f"table:{r}": [v] for r, v in pinned.items()}))
+    input_version = pinned.get(input_ref)
     entities = lake.read(spark, input_path, input_version, input_ref)
     missing = model.missing(entities.columns)
     if missing:
@@ -148,7 +155,7 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     # rows are observed after the point-in-time join, which keeps every row once (an
     # observation before it would never report: the join's scan runs its inputs as RDDs).
     seen, written = Observation("entity rows"), Observation("predictions")
-    tables = model.read_features(spark, config)
+    tables = model.read_features(spark, config, pinned)
     scored_at = dt.datetime.now(dt.timezone.utc)
     scored = score_frame(spark, model, entities.select(*model.needed), tables).observe(
         seen, *[F.sum(F.col(f"`{c}`").isNull().cast("int")).alias(c) for c in key_columns])

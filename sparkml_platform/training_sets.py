@@ -15,7 +15,7 @@ import re
 
 from dataclasses import dataclass
 
-from . import feature_definitions, lake, refs
+from . import feature_definitions, lake, leases, refs
 from .config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant, split_version
 from .errors import ConfigError, JobFailed, NotFoundError, sql_from_config
 from .pit import FeatureLookup, content_digest, join_features
@@ -105,11 +105,12 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
 
 
 def assemble(spark, config: Config, name: str, definition: TrainingSet,
-             lookups: list[FeatureLookup], pinned: dict[str, int] | None = None):
+             lookups: list[FeatureLookup], pinned: dict[str, int] | None = None, new: bool = True):
     """The training set's rows and the facts the manifest records.
 
-    `pinned` maps table references to Delta versions (a rebuild from a manifest); tables not
-    in it are read at their current version.
+    `pinned` maps table references to Delta versions (what a build leased, or a rebuild's
+    manifest); tables not in it are read at their current version. `new`: a new version,
+    whose label rows are checked (a rebuild recomputes one that passed).
     """
     label = definition.label
     where = config.where(f"training_sets.yml: training_sets.{name}")
@@ -126,7 +127,7 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
                                    label=label.label, passthrough=label.passthrough,
                                    split=definition.split, lookups=lookups,
                                    where=Where(where, label.table))
-    if pinned is None:  # a new version (a rebuild recomputes one that passed)
+    if new:
         check_unique_keys(entities, label.keys, f"{where}.label.keys", label.table)
         check_cut_offs(config, entities, name, definition, label.event_time)
     tables = read_feature_tables(spark, config, lookups, pinned)
@@ -260,11 +261,15 @@ def build(spark, config: Config, name: str) -> dict:
     """Write the next version of training set NAME and its manifest."""
     definition = config.training_set(name)
     lookups = resolve_lookups(config, name, definition)
-    joined, facts = assemble(spark, config, name, definition, lookups)
-    if not joined.limit(1).count():
-        raise JobFailed(f"training set {name}: the label source {facts['label_source']['table']} "
-                        "gave no rows (check its filter); nothing written")
-    return write_version(spark, config, name, joined, facts)
+    # The tables at the versions they have now, leased while they are read: a VACUUM meanwhile
+    # keeps their files.
+    pinned = lake.current_versions(config.lake_root, [definition.label.table, *[f"features.{lk.table}" for lk in lookups]])
+    with leases.held(config, f"training-set build {name}", {f"table:{r}": [v] for r, v in pinned.items()}):
+        joined, facts = assemble(spark, config, name, definition, lookups, pinned)
+        if not joined.limit(1).count():
+            raise JobFailed(f"training set {name}: the label source {facts['label_source']['table']} "
+                            "gave no rows (check its filter); nothing written")
+        return write_version(spark, config, name, joined, facts)
 
 
 def up_to_date(config: Config, name: str) -> dict | None:
@@ -304,7 +309,7 @@ def rebuild(spark, config: Config, ref: str) -> dict:
     lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in man["lookups"]]
     pinned = {man["label_source"]["table"]: man["label_source"]["version"]}
     pinned.update({f"features.{lk['table']}": lk["version"] for lk in man["lookups"]})
-    joined, facts = assemble(spark, config, man["name"], definition, lookups, pinned)
+    joined, facts = assemble(spark, config, man["name"], definition, lookups, pinned, new=False)
     digest = content_digest(joined.drop(*facts["flags"]))
     return {"ref": f"{man['name']}@{man['version']}", "digest": digest,
             "matches": digest == man["digest"]}
@@ -613,8 +618,6 @@ def delete(config: Config, tracker, ref: str) -> dict:
     if not published and not (valid and _deletion(config, name, version)):
         manifest(config, f"{name}@{version}")  # NotFoundError naming the versions there are
     if published:
-        from . import leases
-
         running = leases.leased(config, f"training_set:{name}").get(version, [])
         if running:
             raise ConfigError(f"training set {name}@{version} is not deleted: it is being read by "
@@ -722,9 +725,10 @@ def after_build(config: Config, tracker, name: str) -> dict | None:
 def pins(config: Config, ref: str, users: list[dict] = ()) -> list[tuple[str, int]]:
     """(who, Delta version of `ref` it needs) for every training-set version `rebuild` can
     recompute (it reads `ref` at that version, so its files must stay; a version made from a
-    DataFrame cannot be recomputed and pins nothing), and for every model version under an
-    alias (`users`, registry.feature_users) trained on `ref`: the gate re-scores a champion
-    on its own features by reading that version."""
+    DataFrame cannot be recomputed and pins nothing), for every model version under an
+    alias (`users`, registry.feature_users) trained on `ref` (the gate re-scores a champion
+    on its own features by reading that version), and for every running reader that leased
+    it (a scoring, a training-set build)."""
     out = [(f"model {u['model']}/{u['version']} ({', '.join(u['aliases'])})", int(u["tables"][table]))
            for u in users for table in u["tables"]
            if f"features.{table}" == ref and u["tables"][table] is not None]
@@ -740,6 +744,9 @@ def pins(config: Config, ref: str, users: list[dict] = ()) -> list[tuple[str, in
                     **{f"features.{lk['table']}": lk["version"] for lk in man["lookups"]}}
             if read.get(ref) is not None:
                 out.append((f"training set {name}@{version}", int(read[ref])))
+    # A scoring or a build under way reads `ref` at the version it leased.
+    out += [(holder, version) for version, holders in leases.leased(config, f"table:{ref}").items()
+            for holder in holders]
     return out
 
 

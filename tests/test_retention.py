@@ -151,7 +151,7 @@ def test_retention_keeps_the_newest_and_every_version_a_model_uses(proj, ws):
     last = built[-1].pruned
     assert last["deleted"] == [f"rt_keep@{built[0].version}"]
     assert last["kept_for_models"] == {f"rt_keep@{first.version}": [used]}
-    assert last["keep"] == 2 and last["keep_from"] == "training_sets.yml: training_sets.rt_keep.retention"
+    assert last["keep"] == 2 and last["keep_from"] == "conf/test/training_sets.yml: training_sets.rt_keep.retention"
     # prune with another number, through the CLI: keeps the newest one and the model's.
     result = run_main(proj, "trainset", "prune", "rt_keep", "--keep", "1")
     assert result.returncode == 0, result.stderr
@@ -226,6 +226,25 @@ def test_training_leases_the_version_it_reads_for_its_whole_run(proj, ws, monkey
     assert leases.leased(ws.config, "training_set:rt_pin") == {}  # released at the end
 
 
+def test_a_training_set_build_leases_the_table_versions_it_reads(proj, ws, monkeypatch):
+    from sparkml_platform import lake, leases, training_sets
+
+    written = training_sets.write_version
+    seen = {}
+
+    def looking(spark, config, name, joined, facts):
+        seen["leases"] = [lease["reads"] for lease in leases.active(config)]
+        seen["read"] = {facts["label_source"]["table"]: facts["label_source"]["version"],
+                        **{f"features.{lk['table']}": lk["version"] for lk in facts["lookups"]}}
+        return written(spark, config, name, joined, facts)
+
+    monkeypatch.setattr(training_sets, "write_version", looking)
+    ws.build_training_set("rt_pin")
+    assert seen["leases"] == [{f"table:{ref}": [version] for ref, version in seen["read"].items()}]
+    assert len(seen["read"]) >= 2 and not leases.active(ws.config)
+    assert all(lake.version(None, lake.table_path(ws.config.lake_root, ref)) == v for ref, v in seen["read"].items())
+
+
 def test_retention_config_rejects_a_bad_keep(tmp_path):
     from sparkml_platform.config import load_config
 
@@ -260,6 +279,14 @@ def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
     assert ws.rebuild_training_set(f"rt_vac@{pinned.version}")["matches"]
     default = ws.features.vacuum("rt_v")
     assert default["retain_hours"] == 168 and default["retain_hours_given"] is None
+
+    # A scoring under way leases the version it reads: vacuum keeps it as it keeps a pinned one.
+    from sparkml_platform import leases
+
+    with leases.held(ws.config, "scoring m/1 into predictions.p", {"table:features.rt_v": [0]}):
+        refused = run_main(proj, "features", "vacuum", "rt_v", "--retain-hours", "1")
+        assert refused.returncode == 2 and "scoring m/1 into predictions.p (pid" in refused.stderr, refused.stderr
+        assert "reads features.rt_v version 0" in refused.stderr
 
     # Once the pinned version is deleted, nothing holds the files back but the one-hour floor
     # (files a writer is adding are not in the log yet): removed seconds ago, they stay.
