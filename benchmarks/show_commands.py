@@ -32,8 +32,8 @@ TABLE, SMALL_TABLE, TRAINSET, MODEL, SOURCE = ("origin_weather_hourly", "plane_a
                                                "flight_delays@champion", "weather")
 
 
-def commands(out: Path) -> list[list[str]]:
-    return [["features", "show", TABLE], ["features", "show", TABLE, "--compare", "0", "1"],
+def commands(out: Path, newest: int) -> list[list[str]]:
+    return [["features", "show", TABLE], ["features", "show", TABLE, "--compare", "0", str(newest)],
             ["features", "publish", SMALL_TABLE, "--full"], ["trainset", "show", TRAINSET],
             ["models", "list"], ["models", "show", MODEL], ["lineage", MODEL], ["sources", "show", SOURCE],
             ["report", MODEL, "--output", str(out / "report.html")]]
@@ -48,6 +48,13 @@ def timed(cmd: list[str], cwd: Path, code: Path | None) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({'before' if code else 'now'}):\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+def newest_version(project: Path) -> int:
+    from sparkml_platform import lake
+    from sparkml_platform.config import load_config
+
+    return lake.version(None, lake.table_path(load_config(project / "conf").lake_root, f"features.{TABLE}"))
 
 
 def forget_statistics(project: Path) -> None:
@@ -78,7 +85,7 @@ def main() -> None:
         try:
             print(f"median of {args.runs} runs, interleaved; before = {args.before}, now = the checkout")
             print(f"  {'command':<52} {'before':>8} {'now':>8} {'ratio':>7}")
-            for cmd in commands(Path(work)):
+            for cmd in commands(Path(work), newest_version(project)):
                 times: dict[str, list[float]] = {"before": [], "now": []}
                 for _ in range(args.runs):
                     for label, code in (("before", before), ("now", None)):
