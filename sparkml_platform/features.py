@@ -121,9 +121,11 @@ def lake_versions(config: Config, base: str) -> list[int]:
     return sorted(found)
 
 
-def compute(spark, config: Config, table: TableVersion) -> tuple[object, dict[str, int], dict[str, str]]:
-    """The feature table's rows as a DataFrame, the Delta versions of the sources read, and
-    the definition's hashes (its YAML and its transformation's code)."""
+def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None = None
+            ) -> tuple[object, dict[str, int], dict[str, str]]:
+    """The feature table's rows as a DataFrame, the Delta versions of the sources read (those
+    of `sources_at`, what the caller leased, else the newest), and the definition's hashes
+    (its YAML and its transformation's code)."""
     definition, where, name = table.definition, table.where, table.name
     transform = import_function(definition.transformation, f"{where}.transformation")
     _check_arguments(transform, definition, where)
@@ -134,7 +136,7 @@ def compute(spark, config: Config, table: TableVersion) -> tuple[object, dict[st
         if not lake.exists(path):
             raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet: load or "
                             "build it first")
-        versions[ref] = lake.version(spark, path, ref)
+        versions[ref] = (sources_at or {}).get(ref, lake.version(spark, path, ref))
         inputs[arg] = lake.read(spark, path, versions[ref], ref)
     try:
         df = transform(**inputs)
@@ -258,7 +260,8 @@ def small_inputs(config: Config, name: str) -> bool:
 
 def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
           *, chunk_days: int | None = None, full: bool = False, force: bool = False,
-          users=lambda: [], retire: bool = False, checked: tuple | None = None) -> dict:
+          users=lambda: [], retire: bool = False, checked: tuple | None = None,
+          sources_at: dict[str, int] | None = None) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
 
     `name` is NAME (the version features.yml declares) or NAME@N (an older version, built
@@ -283,7 +286,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     table, retired = checked or check_change(config, name, users, retire)
     definition, name = table.definition, table.name
     path = table.path(config)
-    computed, source_versions, hashes = compute(spark, config, table)
+    computed, source_versions, hashes = compute(spark, config, table, sources_at)
     run_id = provenance.run_id()
     base = {"kind": "feature_table", "name": name, **hashes,
             "expectations_hash": expectations_hash(config, table),

@@ -705,7 +705,7 @@ class Features:
         return BuiltTable.of(built)
 
     def _build_one(self, name: str, start=None, end=None, **options) -> dict:
-        from . import features, registry
+        from . import features, lake, leases, registry
 
         window = features.parse_window(start, end)
         if not (window or options["full"] or options["force"]) and (done := features.up_to_date(self._ws.config, name)):
@@ -728,10 +728,15 @@ class Features:
         if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
             self._ws._small_inputs = features.small_inputs(self._ws.config, name)
 
-        # force: the check above is done (and build would repeat it)
-        return features.build(self._ws.spark, self._ws.config, name, start, end,
-                              chunk_days=options.get("chunk_days"), full=options["full"], force=True,
-                              users=users, retire=options.get("retire", False), checked=checked)
+        # The sources at the versions they have now, leased while the build reads them.
+        config = self._ws.config
+        sources_at = lake.current_versions(config.lake_root, [config.source_ref(r) for r in table.definition.sources.values()])
+        with leases.held(config, f"feature build {table.name}", {f"table:{r}": [v] for r, v in sources_at.items()}):
+            # force: the check above is done (and build would repeat it)
+            return features.build(self._ws.spark, config, name, start, end,
+                                  chunk_days=options.get("chunk_days"), full=options["full"], force=True,
+                                  users=users, retire=options.get("retire", False), checked=checked,
+                                  sources_at=sources_at)
 
     def _build_older(self, table) -> list[dict]:
         """The older versions of `table` that a model under an alias uses, each built

@@ -217,6 +217,25 @@ def weather_twice(weather):
     return once.unionByName(once)
 
 
+def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather, monkeypatch):
+    """While it reads them: a `features vacuum` of a source meanwhile keeps their files."""
+    from sparkml_platform import leases
+    from sparkml_platform.workspace import Workspace
+
+    computed, seen = features.compute, {}
+
+    def looking(spark, config, table, sources_at=None):
+        seen["leases"] = [lease["reads"] for lease in leases.active(config)]
+        seen["sources_at"] = sources_at
+        return computed(spark, config, table, sources_at)
+
+    monkeypatch.setattr(features, "compute", looking)
+    built = Workspace.from_config(config, spark).features.build("origin_weather_hourly", full=True).to_dict()
+    raw = lake.version(None, lake.table_path(config.lake_root, "raw.weather"))
+    assert seen == {"leases": [{"table:raw.weather": [raw]}], "sources_at": {"raw.weather": raw}}
+    assert built["mode"] == "full" and not leases.active(config)
+
+
 def test_statistics_per_version_and_their_shift(spark, config, raw_weather, capsys):
     from pyspark.sql import functions as F
 
