@@ -176,7 +176,8 @@ def test_commands_that_compute_nothing_start_no_jvm(online_project):
     conf = online_project
     config = load_config(conf, "test")
     weather = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    statistics.stats_path(weather, lake.version(None, weather)).unlink(missing_ok=True)  # computed when shown
+    if (recorded := statistics.stats_path(weather, lake.version(None, weather))).exists():
+        recorded.unlink()  # computed when shown
     model = f"flight_delays/{sklearn_version(conf)}"
     report = conf.parent / "no-jvm-report.html"
     no_jvm = {"JAVA_HOME": str(conf.parent / "no-jvm")}
@@ -439,7 +440,17 @@ def test_a_publish_under_load_and_a_killed_one_never_serve_fewer_rows_and_a_kill
         thread.start()
     try:
         assert run_main(conf, "features", "publish", "origin_weather_hourly", "--full").returncode == 0
-        killed = subprocess.Popen([str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
+        # A publish of a table this small takes a fraction of a second: this one waits after
+        # each batch of 50 rows it writes into its new generation, so it is killed before it switches.
+        slowed = ("import sys, time\n"
+                  "from sparkml_platform import online\n"
+                  "fill = online.SqliteStore.fill\n"
+                  "online.SqliteStore.fill = lambda self, g, rows: (fill(self, g, rows), time.sleep(2))[0]\n"
+                  "write_full = online.write_full\n"
+                  "online.write_full = lambda store, table, rows, marker: write_full(store, table, rows, marker, 50)\n"
+                  "from sparkml_platform.cli import main\n"
+                  "sys.exit(main(sys.argv[1:]))\n")
+        killed = subprocess.Popen([sys.executable, "-c", slowed, "--conf", str(conf), "--env", "test",
                                    "features", "publish", "origin_weather_hourly", "--full"], env=cli_env(),
                                   cwd=conf.parent, start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
