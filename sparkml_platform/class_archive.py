@@ -119,11 +119,12 @@ def train(jars_dir: Path, part: Path) -> None:
     conf = spark_conf(SparkSettings(shuffle_partitions=2, driver_memory="1g"),
                       [str(p) for p in check(jars_dir)])
     conf["spark.driver.extraJavaOptions"] = f"-XX:ArchiveClassesAtExit={part} {QUIET}"
-    builder = SparkSession.builder.master("local[2]").appName("sparkml-class-archive")
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
     with tempfile.TemporaryDirectory() as tmp:
+        conf["spark.sql.warehouse.dir"] = f"{tmp}/warehouse"  # not in the folder set-up ran from
+        builder = SparkSession.builder.master("local[2]").appName("sparkml-class-archive")
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
         path = f"{tmp}/t"
         rows = spark.range(2000).select(F.col("id"), (F.col("id") % 13).alias("k"),
                                         (F.lit(1_700_000_000) + F.col("id") * 60).cast("timestamp").alias("ts"),
@@ -149,7 +150,7 @@ def train(jars_dir: Path, part: Path) -> None:
         lookup = FeatureLookup("t", {"k": "k"}, "ts", {"x": "x_feature"}, lookback_seconds=3600)
         joined, _ = join_features(labels, "ts", [(lookup, table)])
         joined.toPandas()
-    spark.stop()
+        spark.stop()
 
 
 def main(argv: list[str]) -> int:

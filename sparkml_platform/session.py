@@ -101,6 +101,10 @@ def get_spark(config: Config, spark=None, small_inputs: bool = False):
 
     jars = check_jars(config)
     conf = spark_conf(settings, jars)
+    if config.platform.metastore.database is None and "spark.sql.warehouse.dir" not in settings.conf:
+        # No catalog is used: Spark's warehouse folder, made when SQL first runs, goes in the
+        # project's .sparkml/ rather than in whatever folder the command ran from.
+        conf["spark.sql.warehouse.dir"] = str(config.path(".sparkml/spark-warehouse"))
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
             conf.pop(key)

@@ -31,6 +31,37 @@ from sparkml_platform.delta_jars import default_dir  # noqa: E402
 from sparkml_platform.session import JIT_OPTIONS  # noqa: E402
 
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
+
+# Hypothesis keeps no example database, and its other files (a cache of constants) in a
+# temporary folder: none in the folder the tests run from.
+import tempfile  # noqa: E402
+
+from hypothesis import configuration as _hypothesis_home  # noqa: E402
+from hypothesis import settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("sparkml", database=None)
+_hypothesis.load_profile("sparkml")
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="sparkml-hypothesis-")
+_hypothesis_home.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+# What the repository's root holds when the run starts: a test, or a command it runs, that
+# leaves something else there (a stray mlflow.db, spark-warehouse/, metastore_db/) ran
+# without its project's settings, and fails the run (pytest_sessionfinish).
+_ROOT_BEFORE: set[str] = set()
+
+
+def pytest_sessionstart(session):
+    _ROOT_BEFORE.update(p.name for p in REPO.iterdir())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
+    left = sorted(p.name for p in REPO.iterdir() if p.name not in _ROOT_BEFORE and p.name != ".sparkml")
+    if left:
+        print(f"\nerror: the run wrote into the repository's root: {', '.join(left)} (a command ran "
+              "without its project's settings; everything belongs in a project or a temporary folder)",
+              file=sys.stderr)
+        session.exitstatus = 1
 # Every test JVM's Spark: no web UI (nobody looks, and it costs each JVM a Jetty server).
 TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 # JVMs that live for one command, job or notebook use the client JIT only: C2's compiles do
