@@ -43,8 +43,10 @@ SLICE_CACHE := .sparkml/test-slice
 
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
 # it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
-# little; the slow run's report follows the other's, each listing its slowest tests.
+# little; the slow run's report follows the other's, each listing its slowest tests. First the
+# docs site, built --strict: a broken link or a page missing from mkdocs.yml fails the target.
 test: setup
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .sparkml/site
 	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
 	$(VENV)/bin/pytest -q -ra --durations=12 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
 	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
