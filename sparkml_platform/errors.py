@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 
 class SparkmlError(Exception):
-    """Base class. `exit_code` is what the CLI exits with (see README, "Exit codes")."""
+    """Base class. `exit_code` is what the CLI exits with (see docs/reference/exit-codes.md)."""
 
     exit_code = 1
 
