@@ -715,7 +715,7 @@ class Config:
             return text
         file = _file_defining(key.split(" ")[0].split("."), layers)
         try:  # as the user sees it from the project root
-            file = file.resolve().relative_to(self.root)
+            file = file.relative_to(self.root)
         except ValueError:
             pass
         return f"{file}: {key}"
@@ -899,7 +899,7 @@ def load_config(conf_dir: str | os.PathLike | None = None, env: str | None = Non
         layers = [(base / filename, _read_yaml(base / filename))]
         if overlay is not None:
             layers.append((overlay / filename, _read_yaml(overlay / filename)))
-        layers_of[filename] = layers
+        layers_of[filename] = [(path.resolve(), data) for path, data in layers]  # whatever the cwd later
         merged: dict = {}
         for _, data in layers:
             merged = _deep_merge(merged, data)

@@ -75,10 +75,23 @@ def read_arrow(path: Location, version: int | None = None, ref: str | None = Non
 def local_reads(path: Location, max_bytes: int, version: int | None = None, ref: str | None = None) -> bool:
     """Whether the version's data files hold at most `max_bytes` (platform.yml
     `local_read_max_mb`): then a command that only reads it does so without a JVM."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return max_bytes > 0 and int(pc.sum(_add_actions(path, version, ref).column("size_bytes")).as_py() or 0) \
-        <= max_bytes
+    if max_bytes <= 0:
+        return False
+    table = _delta_table(path, ref or str(path), version)
+    protocol = table.protocol()
+    # What delta-rs reads as Arrow as Spark does: no column mapping (reader version 2, or the
+    # feature), no deletion vectors, no other reader feature; else Spark reads it.
+    if protocol.min_reader_version == 2 or (protocol.min_reader_version >= 3 and not set(
+            protocol.reader_features or ()) <= LOCAL_READER_FEATURES) or protocol.min_reader_version > 3:
+        return False
+    sizes = pa.table(table.get_add_actions(flatten=True)).column("size_bytes")
+    return int(pc.sum(sizes).as_py() or 0) <= max_bytes
+
+
+LOCAL_READER_FEATURES = {"timestampNtz"}
 
 
 def current_versions(lake_root: Location, refs: list[str]) -> dict[str, int]:

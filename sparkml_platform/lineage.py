@@ -125,6 +125,8 @@ def _line(node: Node) -> str:
     missing = "  (not built)" if node.detail.get("exists") is False else ""
     if node.detail.get("missing"):
         missing = "  (UNREADABLE: what it was made from is unknown; see the warning)"
+    elif node.detail.get("deleted"):
+        missing = "  (deleted)"
     return f"{node.id}  [{what}{version}]{note}{missing}"
 
 
@@ -141,7 +143,8 @@ def graph(config: Config, tracker, ref: str) -> Graph:
     walk.add(root)
     walk.up(root)
     walk.down(root)
-    unreadable = [f"{n.label}: {n.detail['missing']}" for n in walk.nodes.values() if n.detail.get("missing")]
+    # Each damaged manifest once: as a node's reason, else as found while looking downstream.
+    unreadable = [n.detail["missing"] for n in walk.nodes.values() if n.detail.get("missing")]
     return Graph(tuple(walk.nodes.values()), tuple(walk.edges), root,
                  tuple(dict.fromkeys(unreadable + walk.damaged)))
 
@@ -287,7 +290,9 @@ class _Walk:
         name, version = node_id[len("trainset:"):].rsplit("@", 1)
         try:
             man = training_sets.manifest(self.config, f"{name}@{version}")
-        except (NotFoundError, JobFailed) as exc:  # a model's training set deleted or damaged: said
+        except NotFoundError as exc:  # a model's training set deleted (retention): said
+            return Node(node_id, "training_set", f"{name}@{version}", version, {"deleted": str(exc)})
+        except JobFailed as exc:  # damaged: said, and warned of
             return Node(node_id, "training_set", f"{name}@{version}", version, {"missing": str(exc)})
         detail = {k: man.get(k) for k in ("digest", "created_at", "rows", "definition_hash")}
         if "dataframe" in man["label_source"]:
@@ -324,7 +329,7 @@ class _Walk:
                 return [(f"trainset:{tags['training_set']}@{tags['training_set_version']}", None)]
             return []
         if node.kind == "training_set":
-            if "missing" in node.detail:
+            if "missing" in node.detail or "deleted" in node.detail:
                 return []
             man = training_sets.manifest(self.config, node_id[len("trainset:"):])
             out = [] if "dataframe" in man["label_source"] else [

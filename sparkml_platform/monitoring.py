@@ -87,7 +87,8 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     measured = _metrics(joined, model.classifier)
     scored_rows = {r["__period"]: r["count"] for r in periods.groupBy("__period").count().collect()}
     drift = _drift(spark, config, runs, model, man, scored, by, day,
-                   settings.drift_reference if settings is not None else "training_set")
+                   settings.drift_reference if settings is not None else "training_set",
+                   (settings.drift_min_rows or settings.min_rows) if settings is not None else 1)
     task = "classification" if model.classifier else "regression"
     rows, breaches = _judge(mv, by, measured, drift, settings, task, scored_rows)
     _write(spark, config, mv, by, rows)
@@ -217,7 +218,7 @@ def _metrics(joined, classifier: bool) -> dict[str, dict]:
 
 
 def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, day: str | None,
-           reference="training_set") -> dict:
+           reference="training_set", least: int = 1) -> dict:
     """Per period and feature: PSI over the reference's deciles (missing values a bin of
     their own) and the Kolmogorov-Smirnov statistic on a 2 % quantile grid (numeric features).
     The scored inputs are the rows the scoring runs read, at the versions they read, with their
@@ -257,17 +258,23 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     top = _top_categories(train, categorical)
     counted = _bin_counts(train.withColumn("__period", F.lit(TRAIN)), edges, top).unionByName(
         _bin_counts(looked_up, edges, top)).toPandas()
-    periods = sorted(str(p) for p in set(counted["__period"]) if p != TRAIN)
-    return _distances(counted, edges, deciles, reference_periods(periods, reference))
+    scored_rows = counted[counted["__period"] != TRAIN].groupby(["__period", "feature"])["count"].sum()
+    sizes = {str(p): int(n) for p, n in scored_rows.groupby(level=0).max().items()}
+    return _distances(counted, edges, deciles, reference_periods(sizes, reference, least))
 
 
-def reference_periods(periods: list[str], reference) -> dict[str, str]:
-    """What each period is compared with: the training set's rows (TRAIN), or with
-    `previous_period` the period before it (the first: TRAIN)."""
+def reference_periods(sizes: dict[str, int], reference, least: int = 1) -> dict[str, str]:
+    """What each period (its scored rows in `sizes`) is compared with: the training set's
+    rows (TRAIN), or with `previous_period` the newest earlier period holding at least
+    `least` rows (one too small to judge is no reference either), else TRAIN."""
     if reference != "previous_period":
-        return {p: TRAIN for p in periods}
-    ordered = sorted(periods)
-    return {p: ordered[i - 1] if i else TRAIN for i, p in enumerate(ordered)}
+        return {p: TRAIN for p in sizes}
+    out, last = {}, TRAIN
+    for period in sorted(sizes):
+        out[period] = last
+        if sizes[period] >= least:
+            last = period
+    return out
 
 
 def _reference_rows(train, man: dict, reference):

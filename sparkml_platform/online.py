@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import sqlite3
 import threading
 import uuid
@@ -115,6 +116,7 @@ def _plain(df, column: str):
 
 # Key types whose JSON text this process writes exactly as Spark's to_json does (a double's
 # text differs: Java writes 1.0E10); a table keyed otherwise is published through Spark.
+CONTROL = re.compile("[\x00-\x1f]")  # escaped by Jackson in upper-case hex, by json.dumps in lower
 LOCAL_KEY_TYPES = ("string", "int", "bigint", "smallint", "tinyint", "boolean", "timestamp", "date")
 
 
@@ -148,6 +150,8 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
         if kind not in LOCAL_KEY_TYPES:
             raise TypeError(f"key {name} of type {kind}")
         values = as_micros(column) if kind in ("timestamp", "date") else column.to_pylist()
+        if kind == "string" and any(v is not None and CONTROL.search(v) for v in values):
+            raise TypeError(f"key {name} holds control characters")  # escaped otherwise by Spark
         key_values.append([spark_key(v, kind) for v in values])
     per_key: dict[tuple, list[int]] = {}
     for row, (at, *values) in enumerate(zip(times, *key_values)):
@@ -166,7 +170,9 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
             limit = sum(1 for r in rows if times[r] > newest - keep_seconds * 1_000_000) + 1
         chosen.append((key, times[rows[-limit]] if len(rows) > limit else None, rows[-limit:]))
     # Only the kept rows' features become Python values.
-    taken = table.select(features).take([r for _, _, rows in chosen for r in rows])
+    if not chosen:  # no row with an event time
+        return {}
+    taken = table.select(features).take(pa.array([r for _, _, rows in chosen for r in rows], pa.int64()))
     columns = {name: plain(taken, name) for name in features}
     kept, at = {}, 0
     for key, start, rows in chosen:

@@ -104,7 +104,7 @@ def get_spark(config: Config, spark=None, small_inputs: bool = False):
     if config.platform.metastore.database is None and "spark.sql.warehouse.dir" not in settings.conf:
         # No catalog is used: Spark's warehouse folder, made when SQL first runs, goes in the
         # project's .sparkml/ rather than in whatever folder the command ran from.
-        conf["spark.sql.warehouse.dir"] = str(config.path(".sparkml/spark-warehouse"))
+        conf["spark.sql.warehouse.dir"] = config.path(".sparkml/spark-warehouse").resolve().as_uri()
     if submitted:
         for key in ("spark.jars", "spark.driver.memory"):  # fixed at JVM launch
             conf.pop(key)

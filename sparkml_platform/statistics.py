@@ -56,6 +56,7 @@ def aggregates(features: dict[str, str], event_time: str) -> list:
 def summarize_arrow(table, features: dict[str, str], event_time: str) -> dict:
     """What `summarize` computes, from an Arrow table in this process (a small table read
     through delta-rs): the distinct counts are exact, which Spark's approximate ones estimate."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     row = {"__rows": table.num_rows}
@@ -67,11 +68,14 @@ def summarize_arrow(table, features: dict[str, str], event_time: str) -> dict:
         row[f"{name}__count"] = len(column) - column.null_count
         row[f"{name}__distinct"] = pc.count_distinct(column, mode="only_valid").as_py()
         if kind in NUMERIC:
-            values = pc.cast(column, "float64")
-            found = pc.min_max(values).as_py()
+            # On the column as it is (a bigint beyond 2^53 has no exact double), then as Spark's
+            # CAST(... AS DOUBLE) gives them.
+            found = {k: None if v is None else float(v) for k, v in pc.min_max(column).as_py().items()}
             row[f"{name}__min"], row[f"{name}__max"] = found["min"], found["max"]
-            row[f"{name}__mean"] = pc.mean(values).as_py()
-            if pc.any(pc.is_nan(values)).as_py():  # Spark orders NaN above every number
+            mean = pc.mean(column).as_py()
+            row[f"{name}__mean"] = None if mean is None else float(mean)
+            if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+                # Spark orders NaN above every number
                 row[f"{name}__max"] = row[f"{name}__mean"] = float("nan")
                 row[f"{name}__min"] = float("nan") if found["min"] is None else found["min"]
     return from_aggregates(row, features)

@@ -86,10 +86,15 @@ def test_each_period_is_compared_with_the_chosen_reference():
 
     from sparkml_platform.config import Monitoring
 
-    periods = ["2013-11", "2013-10", "2013-12"]
-    assert monitoring.reference_periods(periods, "training_set") == {p: monitoring.TRAIN for p in periods}
-    assert monitoring.reference_periods(periods, "previous_period") == {
+    sizes = {"2013-11": 40, "2013-10": 30, "2013-12": 20}
+    assert monitoring.reference_periods(sizes, "training_set") == {p: monitoring.TRAIN for p in sizes}
+    assert monitoring.reference_periods(sizes, "previous_period") == {
         "2013-10": monitoring.TRAIN, "2013-11": "2013-10", "2013-12": "2013-11"}
+    # A period too small to judge is no reference: the one before it (or the training set) is.
+    assert monitoring.reference_periods({**sizes, "2013-11": 3}, "previous_period", least=10) == {
+        "2013-10": monitoring.TRAIN, "2013-11": "2013-10", "2013-12": "2013-10"}
+    assert monitoring.reference_periods({"2013-10": 3, "2013-11": 40}, "previous_period", least=10) == {
+        "2013-10": monitoring.TRAIN, "2013-11": monitoring.TRAIN}
     # A feature constant within each month, another month each time: against the training set
     # every month drifts; against the month before, a month like it does not.
     train = [(monitoring.TRAIN, "x", "0", 50), (monitoring.TRAIN, "x", "1", 50)]
@@ -97,7 +102,7 @@ def test_each_period_is_compared_with_the_chosen_reference():
     counted = pd.DataFrame(train + months, columns=["__period", "feature", "bin", "count"])
     whole = monitoring._distances(counted, {}, {})
     stepwise = monitoring._distances(counted, {}, {}, monitoring.reference_periods(
-        ["2013-10", "2013-11", "2013-12"], "previous_period"))
+        {"2013-10": 30, "2013-11": 40, "2013-12": 20}, "previous_period"))
     assert whole["2013-11"]["x"]["psi"] == whole["2013-10"]["x"]["psi"] > 2
     assert stepwise["2013-10"] == whole["2013-10"] and stepwise["2013-11"]["x"]["psi"] == 0
     assert stepwise["2013-12"]["x"]["psi"] > 2 * whole["2013-12"]["x"]["psi"]  # from all 0 to all 1

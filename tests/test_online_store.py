@@ -397,6 +397,8 @@ def test_kept_rows_and_statistics_in_this_process_equal_sparks(spark, tmp_path):
     exact), over every key and feature type a feature table holds, with nulls and NaN."""
     import datetime as dt
 
+    import pyarrow as pa
+
     from sparkml_platform import lake, statistics
     from sparkml_platform.storage import Storage
 
@@ -435,6 +437,20 @@ def test_kept_rows_and_statistics_in_this_process_equal_sparks(spark, tmp_path):
                 assert abs(got - value) <= max(1, 0.05 * got), (name, got, value)
             else:
                 assert _same(got, value), (name, measure, got, value)
+
+    # A bigint beyond 2^53 (no exact double), and a table with no row holding an event time.
+    odd = spark.createDataFrame([("a", None, 2 ** 60), ("b", None, -(2 ** 62))], "k string, at timestamp, big bigint")
+    odd_path = Storage().location(str(tmp_path / "odd"))
+    odd.write.format("delta").save(str(odd_path))
+    odd_table = lake.read_arrow(odd_path)
+    assert online.kept_rows_arrow(odd_table, ["k"], "at", ["big"], None, 1) == {} == {
+        r.key: r.value for r in online.kept_rows(lake.read(spark, odd_path), ["k"], "at", ["big"], None, 1).collect()}
+    assert _same(statistics.summarize_arrow(odd_table, {"big": "bigint"}, "at"),
+                 statistics.summarize(lake.read(spark, odd_path), {"big": "bigint"}, "at"))
+    # A string key with a control character, which Spark escapes otherwise: left to Spark.
+    with pytest.raises(TypeError, match="control characters"):
+        online.kept_rows_arrow(pa.table({"k": ["a\x1fb"], "at": pa.array([0], pa.timestamp("us", "UTC")),
+                                         "x": [1.0]}), ["k"], "at", ["x"], None, 1)
 
 
 def _same(a, b) -> bool:
