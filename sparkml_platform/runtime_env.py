@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -42,8 +43,6 @@ def build(env: dict, out_dir: Path, work_dir: Path, conf_dir: Path, jars_dir: Pa
     jobs, configuration, the project's own `packages` beside it, and the Delta jars); unless
     `archive` is false, environment.tar.gz too. (Jobs get the project's packages from
     spark-submit.sh, so the archive leaves them out.)"""
-    import shutil
-
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "requirements.txt").write_text(
         f"# environment {env['id']}: every package as captured\n" + "\n".join(requirements(env)) + "\n")
@@ -105,11 +104,19 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
                    [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"])
         reqs = work_dir / f"{env['id']}.requirements.txt"
         reqs.write_text("\n".join(requirements(env)) + "\n")
-        for what, args in (("the pinned packages", ["-r", str(reqs)]), ("the platform", [str(PROJECT_ROOT)])):
+        # Built from a copy of its sources: a build leaves build/ and *.egg-info beside them.
+        source = work_dir / f"{env['id']}.source"
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.copytree(PROJECT_ROOT / "sparkml_platform", source / "sparkml_platform",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(PROJECT_ROOT / name, source / name)
+        for what, args in (("the pinned packages", ["-r", str(reqs)]), ("the platform", [str(source)])):
             result = subprocess.run(install + ["--no-deps", *args], capture_output=True, text=True)
             if result.returncode != 0:
                 raise JobFailed(f"building environment {env['id']} failed installing {what} "
                                 f"({'uv' if uv else 'pip'}): {result.stderr[-2000:]}")
+        shutil.rmtree(source, ignore_errors=True)
         (target / METADATA).write_text(json.dumps(_metadata(env), indent=2))
         (target / ".complete").touch()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +127,6 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
 
 def _uv() -> str | None:
     """uv, when it is installed beside this Python (as `make setup` does) or on the PATH."""
-    import shutil
     import sys
 
     beside = Path(sys.executable).parent / "uv"
