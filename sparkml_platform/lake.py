@@ -427,6 +427,13 @@ def schema(path: Location, ref: str | None = None) -> list[dict]:
             for f in _delta_table(path, ref or str(path)).schema().fields]
 
 
+def arrow_type_names(schema) -> dict[str, str]:
+    """An Arrow schema's columns by their Spark SQL type names (as `schema` gives a table's)."""
+    from deltalake import Schema
+
+    return {f.name: _type_name(f.type) for f in Schema.from_arrow(schema).fields}
+
+
 def _type_name(kind) -> str:
     """A delta-rs type as Spark SQL writes it (bigint, array<string>, struct<a:int>, ...)."""
     if hasattr(kind, "element_type"):

@@ -47,6 +47,16 @@ def held(config, holder: str, reads: dict[str, list[int]]):
                         holder, exc)
 
 
+def reading_tables(config, holder: str, versions: dict[str, int]):
+    """A lease on lake tables at `versions` ({REF: Delta version}) while the block runs:
+    `features vacuum` keeps their files (training_sets.pins)."""
+    return held(config, holder, {table_key(ref): [version] for ref, version in versions.items()})
+
+
+def table_key(ref: str) -> str:
+    return f"table:{ref}"
+
+
 def active(config) -> list[dict]:
     """The leases of readers still running; stale ones are removed (and said)."""
     folder = _folder(config)

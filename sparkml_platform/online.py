@@ -142,11 +142,13 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
             return [None if t is None else _iso_micros(t) for t in as_micros(column)]
         return column.to_pylist()  # a float widened to the double it holds, as Spark casts it
 
+    from .lake import arrow_type_names
+
     times = as_micros(table.column(event_time))
+    kinds = arrow_type_names(table.select(keys).schema)
     key_values = []
     for name in keys:
-        column = table.column(name)
-        kind = lake_type(column.type)
+        column, kind = table.column(name), kinds[name]
         if kind not in LOCAL_KEY_TYPES:
             raise TypeError(f"key {name} of type {kind}")
         values = as_micros(column) if kind in ("timestamp", "date") else column.to_pylist()
@@ -187,22 +189,6 @@ def _iso_micros(at_us: int) -> str:
     from .online_requests import EPOCH
 
     return (EPOCH + dt.timedelta(microseconds=at_us)).replace(tzinfo=None).isoformat(timespec="microseconds")
-
-
-def lake_type(kind) -> str:
-    """An Arrow type by its Spark SQL name (as a stored key's type is recorded)."""
-    import pyarrow as pa
-
-    for test, name in ((pa.types.is_string, "string"), (pa.types.is_large_string, "string"),
-                       (pa.types.is_int64, "bigint"), (pa.types.is_int32, "int"), (pa.types.is_int16, "smallint"),
-                       (pa.types.is_int8, "tinyint"), (pa.types.is_boolean, "boolean"),
-                       (pa.types.is_float64, "double"), (pa.types.is_float32, "float"),
-                       (pa.types.is_date32, "date")):
-        if test(kind):
-            return name
-    if pa.types.is_timestamp(kind):
-        return "timestamp" if kind.tz else "timestamp_ntz"
-    return str(kind)
 
 
 # --- the stores -------------------------------------------------------------------------------
@@ -639,11 +625,14 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     # Incremental only onto a generation that holds all its marker says (else: a new one).
     since = last["version"] if last and not full and last.get("shape") == shape \
         and last.get("version", -1) < version and held == last.get("rows") else None
-    kept = _LocalKept if lake.local_reads(path, config.local_read_max_bytes, version, ref) else _SparkKept
-    try:
-        reader = kept(spark, path, ref, definition, shape)
-        current = reader.rows(version)
-    except TypeError:  # a type this process does not write as Spark does
+    reader = current = None
+    if lake.local_reads(path, config.local_read_max_bytes, version, ref):
+        reader = _LocalKept(path, ref, definition, shape)
+        try:
+            current = reader.rows(version)
+        except TypeError:  # a type this process does not write as Spark does
+            reader = None
+    if reader is None:
         reader = _SparkKept(spark, path, ref, definition, shape)
         current = reader.rows(version)
     if since is not None:
@@ -690,10 +679,10 @@ class _SparkKept:
         return ((r.key, r.value) for r in current.toLocalIterator())
 
 
-class _LocalKept(_SparkKept):
+class _LocalKept:
     """The same, in this process: a version read whole through delta-rs."""
 
-    def __init__(self, spark, path, ref, definition, shape):
+    def __init__(self, path, ref, definition, shape):
         self.path, self.ref, self.definition, self.shape = path, ref, definition, shape
 
     def rows(self, version: int) -> dict[str, str]:

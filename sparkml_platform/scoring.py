@@ -138,8 +138,7 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     # The input and feature tables at the versions they have now, leased until the scoring
     # ends: a VACUUM meanwhile keeps their files.
     pinned = lake.current_versions(config.lake_root, [input_ref, *[f"features.{lk.table}" for lk in model.lookups]])
-    leased.enter_context(leases.held(config, f"scoring {mv.name}/{mv.version} into {output_ref}",
-                                     {f"table:{r}": [v] for r, v in pinned.items()}))
+    leased.enter_context(leases.reading_tables(config, f"scoring {mv.name}/{mv.version} into {output_ref}", pinned))
     input_version = pinned.get(input_ref)
     entities = lake.read(spark, input_path, input_version, input_ref)
     missing = model.missing(entities.columns)

@@ -264,7 +264,7 @@ def build(spark, config: Config, name: str) -> dict:
     # The tables at the versions they have now, leased while they are read: a VACUUM meanwhile
     # keeps their files.
     pinned = lake.current_versions(config.lake_root, [definition.label.table, *[f"features.{lk.table}" for lk in lookups]])
-    with leases.held(config, f"training-set build {name}", {f"table:{r}": [v] for r, v in pinned.items()}):
+    with leases.reading_tables(config, f"training-set build {name}", pinned):
         joined, facts = assemble(spark, config, name, definition, lookups, pinned)
         if not joined.limit(1).count():
             raise JobFailed(f"training set {name}: the label source {facts['label_source']['table']} "
@@ -745,7 +745,7 @@ def pins(config: Config, ref: str, users: list[dict] = ()) -> list[tuple[str, in
             if read.get(ref) is not None:
                 out.append((f"training set {name}@{version}", int(read[ref])))
     # A scoring or a build under way reads `ref` at the version it leased.
-    out += [(holder, version) for version, holders in leases.leased(config, f"table:{ref}").items()
+    out += [(holder, version) for version, holders in leases.leased(config, leases.table_key(ref)).items()
             for holder in holders]
     return out
 

@@ -731,7 +731,7 @@ class Features:
         # The sources at the versions they have now, leased while the build reads them.
         config = self._ws.config
         sources_at = lake.current_versions(config.lake_root, [config.source_ref(r) for r in table.definition.sources.values()])
-        with leases.held(config, f"feature build {table.name}", {f"table:{r}": [v] for r, v in sources_at.items()}):
+        with leases.reading_tables(config, f"feature build {table.name}", sources_at):
             # force: the check above is done (and build would repeat it)
             return features.build(self._ws.spark, config, name, start, end,
                                   chunk_days=options.get("chunk_days"), full=options["full"], force=True,
