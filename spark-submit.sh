@@ -107,13 +107,13 @@ record_pids "$$"
 LOCK_RUN=""
 CHILD=""
 cleanup() {
-  [[ -n "$LOCK_RUN" ]] && "$PY" -m sparkml_platform.locking release "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN"
+  [[ -n "$LOCK_RUN" ]] && "$PY" -m sparkml_platform.storage.locking release "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN"
   rm -rf "$STAGE"
 }
 trap cleanup EXIT
 if [[ -n "$LOCK" ]]; then
   # Before anything else: a run that finds the job still running starts no JVM.
-  LOCK_RUN="$("$PY" -m sparkml_platform.locking acquire "$CONF_DIR" "$ENV_NAME" "$LOCK" $$ "$LOCK_STALE")"
+  LOCK_RUN="$("$PY" -m sparkml_platform.storage.locking acquire "$CONF_DIR" "$ENV_NAME" "$LOCK" $$ "$LOCK_STALE")"
   echo "spark-submit.sh: lock $LOCK taken by run $LOCK_RUN" >&2
 fi
 # The jars (Delta's, and S3's for s3a:// places: checked and located by the same code the
@@ -121,15 +121,15 @@ fi
 "$PY" - "$CONF_DIR" "$ENV_NAME" "$STAGE" "$MASTER" "$DEPLOY_MODE" "$ROOT" <<'EOF'
 import base64, json, sys
 from pathlib import Path
-from sparkml_platform.config import load_config
-from sparkml_platform.delta_jars import check
-from sparkml_platform.errors import SparkmlError
-from sparkml_platform.session import driver_java_options
+from sparkml_platform.core.errors import SparkmlError
+from sparkml_platform.runtime.delta_jars import check, jars_dir
+from sparkml_platform.runtime.project import open_project, project_of
+from sparkml_platform.runtime.session import driver_java_options
 stage, master, deploy_mode = Path(sys.argv[3]), sys.argv[4], sys.argv[5]
 try:
-    config = load_config(sys.argv[1], sys.argv[2] or None)
-    zipped = config.project.zip(stage)
-    jars = check(config.jars_dir, config.storage_schemes)
+    config = open_project(sys.argv[1], sys.argv[2] or None)
+    zipped = project_of(config).zip(stage)
+    jars = check(jars_dir(config), config.storage_schemes)
 except SparkmlError as exc:
     print(f"error: {exc}", file=sys.stderr); sys.exit(exc.exit_code)
 (stage / "jars").write_text(",".join(str(p) for p in jars))
@@ -142,7 +142,7 @@ options = (f'-Dlog4j.configurationFile="{log4j}" {driver_java_options(config, ow
            if deploy_mode == "client" else "-Dlog4j.configurationFile=log4j2.properties")
 (stage / "driver_options").write_text(options.strip())
 (stage / "project_zip").write_text(str(zipped or ""))
-code = json.dumps(config.project.code_version(), sort_keys=True).encode()
+code = json.dumps(project_of(config).code_version(), sort_keys=True).encode()
 (stage / "code_version").write_text(base64.b64encode(code).decode())  # quotes die in YARN's launcher
 EOF
 JARS="$(cat "$STAGE/jars")"
@@ -178,8 +178,8 @@ if [[ -n "$ARCHIVE" ]]; then
   PACKED="$("$PY" - "$ARCHIVE" <<'EOF'
 import sys
 from pathlib import Path
-from sparkml_platform.errors import SparkmlError
-from sparkml_platform.runtime_env import archive_metadata
+from sparkml_platform.core.errors import SparkmlError
+from sparkml_platform.runtime.packing import archive_metadata
 try:
     meta = archive_metadata(Path(sys.argv[1]))
 except SparkmlError as exc:
@@ -243,7 +243,7 @@ CHILD=$!
 set +m
 record_pids "$$" "$CHILD"
 if [[ -n "$LOCK_RUN" ]]; then
-  "$PY" -m sparkml_platform.locking hand_over "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN" "$CHILD" ||
+  "$PY" -m sparkml_platform.storage.locking hand_over "$CONF_DIR" "$ENV_NAME" "$LOCK" "$LOCK_RUN" "$CHILD" ||
     echo "spark-submit.sh: the lock $LOCK does not name the job's processes ($CHILD): a SIGKILL of this script would free it" >&2
 fi
 status=0

@@ -11,10 +11,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def session(shuffle_partitions: int | None = None, driver_jit: str | None = None):
-    from sparkml_platform.config import load_config
-    from sparkml_platform.session import get_spark
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.runtime.session import get_spark
 
-    config = load_config(ROOT / "conf")
+    config = open_project(ROOT / "conf")
     if shuffle_partitions:
         config.platform.spark.shuffle_partitions = shuffle_partitions
     if driver_jit:

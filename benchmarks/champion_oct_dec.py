@@ -13,7 +13,7 @@ from _common import ROOT
 
 def main() -> None:
     from sparkml_platform import Workspace
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
     ws = Workspace(str(ROOT / "conf"))
     try:

@@ -19,6 +19,7 @@ import statistics
 import time
 
 from _common import ROOT, session
+from sparkml_platform.storage import places
 
 INPUT = "entities.flights"
 OUTPUT = "predictions.bench_definitions"
@@ -27,12 +28,13 @@ TARGET = 0.02
 
 def checks(ws, model) -> None:
     """The work the definition checks add to one scoring run (see the module doc)."""
-    from sparkml_platform import feature_definitions, lake
-    from sparkml_platform.training_sets import feature_commits
+    from sparkml_platform.storage import feature_definitions
+    from sparkml_platform.storage import lake
+    from sparkml_platform.trainsets.build import feature_commits
 
     read = []
     for lk in model.lookups:
-        path = lake.table_path(ws.config.lake_root, f"features.{lk.table}")
+        path = lake.table_path(places.lake_root(ws.config), f"features.{lk.table}")
         version = lake.version(None, path)
         built = feature_definitions.definition_at(lake.commits(path, f"features.{lk.table}"), version)
         read.append({"table": lk.table, "version": version, "definition": built.definition if built else None})
@@ -47,7 +49,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from sparkml_platform import Workspace, scoring
+    from sparkml_platform import Workspace
+    from sparkml_platform.serving import scoring
 
     spark = session()
     ws = Workspace(ROOT / "conf", spark=spark)

@@ -21,6 +21,7 @@ import statistics
 from functools import partial
 
 from _common import ROOT, session, timed
+from sparkml_platform.storage import places
 
 BENCH = ROOT / ".sparkml" / "bench"
 HAND_WRITTEN = BENCH / "features_handwritten"
@@ -36,21 +37,21 @@ JOBS = {
 
 
 def bench_config():
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
-    config = load_config(ROOT / "conf")
+    config = open_project(ROOT / "conf")
     config.platform.lake_root = str(BENCH / "features_lake")
     return config
 
 
 def ensure_raw(spark, config) -> None:
-    from sparkml_platform import lake
-    from sparkml_platform.sources import load_source
+    from sparkml_platform.storage import lake
+    from sparkml_platform.features.sources import load_source
 
     for name in sorted({source for source, _, _ in JOBS.values()}):
-        if not lake.exists(lake.table_path(config.lake_root, f"raw.{name}")):
+        if not lake.exists(lake.table_path(places.lake_root(config), f"raw.{name}")):
             loaded = load_source(spark, config, name)
-            print(f"loaded {loaded['table']} ({loaded['rows']:,} rows) into {config.lake_root}")
+            print(f"loaded {loaded['table']} ({loaded['rows']:,} rows) into {places.lake_root(config)}")
 
 
 def window(column: str, start: str, end: str) -> str:
@@ -60,17 +61,17 @@ def window(column: str, start: str, end: str) -> str:
 
 
 def framework(spark, config, table: str, start: str, end: str) -> None:
-    from sparkml_platform import features
+    from sparkml_platform.features import build as features
 
     features.build(spark, config, table, start, end)
 
 
 def hand_written(spark, config, table: str, start: str, end: str) -> None:
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
     from sparkml_platform.reference import flights
 
     source, function, event_time = JOBS[table]
-    raw = spark.read.format("delta").load(str(lake.table_path(config.lake_root, f"raw.{source}")))
+    raw = spark.read.format("delta").load(str(lake.table_path(places.lake_root(config), f"raw.{source}")))
     predicate = window(event_time, start, end)
     rows = getattr(flights, function)(raw).where(predicate)
     target = HAND_WRITTEN / table
@@ -81,9 +82,9 @@ def hand_written(spark, config, table: str, start: str, end: str) -> None:
 
 
 def lake_path(config, table: str):
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
 
-    return lake.table_path(config.lake_root, f"features.{table}")
+    return lake.table_path(places.lake_root(config), f"features.{table}")
 
 
 def window_rows(spark, path, table: str, start: str, end: str) -> int:
@@ -98,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    from sparkml_platform.errors import ConfigError
+    from sparkml_platform.core.errors import ConfigError
 
     spark = session()
     config = bench_config()

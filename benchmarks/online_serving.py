@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from _common import ROOT
+from sparkml_platform.storage import places
 
 TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
 
@@ -90,7 +91,8 @@ def serve(conf: Path, env: str | None, ref: str, store: str) -> tuple[subprocess
 
 def sklearn_model(conf: Path, env: str | None) -> str:
     """The newest registered scikit-learn version (the online server serves those)."""
-    from sparkml_platform import Workspace, registry
+    from sparkml_platform import Workspace
+    from sparkml_platform.tracking import registry
 
     ws = Workspace(conf, env)
     client = ws.tracker.client
@@ -109,11 +111,11 @@ def rows_for(conf: Path, env: str | None, count: int) -> list[dict]:
     from sparkml_platform import Workspace
 
     ws = Workspace(conf, env)
-    table = DeltaTable(str(ws.config.lake_root / "entities" / "flights_to_score")).to_pyarrow_table()
+    table = DeltaTable(str(places.lake_root(ws.config) / "entities" / "flights_to_score")).to_pyarrow_table()
     rows = table.slice(0, count).to_pylist()
     # As of a minute after the newest weather row: inside its 3-hour lookback and after every
     # key's kept rows, so requests find features as they would when serving live.
-    weather = DeltaTable(str(ws.config.lake_root / "features" / "origin_weather_hourly")).to_pyarrow_table(
+    weather = DeltaTable(str(places.lake_root(ws.config) / "features" / "origin_weather_hourly")).to_pyarrow_table(
         columns=["observed_at"])
     at = (max(weather.column("observed_at").to_pylist()) + dt.timedelta(minutes=1)).isoformat()
     for row in rows:

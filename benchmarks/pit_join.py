@@ -48,7 +48,7 @@ def load(spark, data: str):
 
 
 def framework(labels, tables):
-    from sparkml_platform.pit import FeatureLookup, join_features
+    from sparkml_platform.storage.pit import FeatureLookup, join_features
 
     lookups = [(FeatureLookup(f"t{i}", {"key": "key"}, "ts",
                               {c: c for c in t.columns if c not in ("key", "ts")}), t)
@@ -59,7 +59,7 @@ def framework(labels, tables):
 
 def framework_window(labels, tables):
     """The framework's join as a session without the platform's jar runs it (a window)."""
-    from sparkml_platform import pit
+    from sparkml_platform.storage import pit
 
     scan, pit._merge_scan = pit._merge_scan, lambda spark: None
     try:
@@ -113,7 +113,7 @@ def main() -> None:
     spark = session(driver_jit=args.driver_jit)
     cases = [(s, 0.0) for s in scales] + ([(max(scales), args.skew)] if args.skew else [])
     inputs = {case: load(spark, dataset(spark, args.data, *case, args)) for case in cases}
-    from sparkml_platform import pit
+    from sparkml_platform.storage import pit
 
     if pit._merge_scan(spark) is None:
         print("note: this session lacks the platform's jar (make setup): the framework runs its window join")

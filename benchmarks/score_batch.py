@@ -28,6 +28,7 @@ import statistics
 from functools import partial
 
 from _common import ROOT, session, timed
+from sparkml_platform.storage import places
 
 SOURCE = "entities.flights"
 INPUT = "entities.bench_score_input"
@@ -49,8 +50,8 @@ def bench_workspace(spark):
 
 
 def resolve_model(ws, wanted: str):
-    from sparkml_platform import registry
-    from sparkml_platform.errors import NotFoundError
+    from sparkml_platform.tracking import registry
+    from sparkml_platform.core.errors import NotFoundError
 
     try:
         return wanted, registry.resolve(ws.tracker, wanted)
@@ -66,12 +67,12 @@ def ensure_input(spark, config, rows: int) -> None:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
 
-    path = lake.table_path(config.lake_root, INPUT)
+    path = lake.table_path(places.lake_root(config), INPUT)
     if lake.exists(path) and lake.read(spark, path).count() == rows:
         return
-    source = lake.read(spark, lake.table_path(config.lake_root, SOURCE), ref=SOURCE)
+    source = lake.read(spark, lake.table_path(places.lake_root(config), SOURCE), ref=SOURCE)
     n = source.count()
     copies = math.ceil(rows / n)
     # Whole copies, then the first flights of the last one by flight_id: the same rows every build.
@@ -99,9 +100,9 @@ def hand_written(spark, config, mv, sklearn_inputs) -> None:
     import mlflow
     from pyspark.sql import functions as F
 
-    from sparkml_platform.pit import FeatureLookup, join_features
+    from sparkml_platform.storage.pit import FeatureLookup, join_features
 
-    lake_root = config.lake_root
+    lake_root = places.lake_root(config)
     spec_file = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="feature_spec.json")
     with open(spec_file) as handle:
         spec = json.load(handle)
@@ -153,7 +154,7 @@ def sklearn_signature(ws, mv) -> list[tuple[str, str]] | None:
     """The (column, Spark type) pairs a hand-written job would hard-code for a scikit-learn model."""
     from mlflow.models import get_model_info
 
-    from sparkml_platform import registry
+    from sparkml_platform.tracking import registry
 
     if registry.load_feature_spec(ws.tracker, mv.run_id).get("flavor", "spark") == "spark":
         return None
@@ -167,10 +168,10 @@ def check_outputs(spark, config, rows: int) -> None:
     """Same row count in the run date's partition, same predictions on a sample of flights."""
     from pyspark.sql import functions as F
 
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
 
     def partition(ref):
-        return lake.read(spark, lake.table_path(config.lake_root, ref), ref=ref).where(
+        return lake.read(spark, lake.table_path(places.lake_root(config), ref), ref=ref).where(
             F.col("run_date") == F.lit(dt.date.fromisoformat(RUN_DATE)))
 
     fw, hw = partition(FRAMEWORK_OUT), partition(HANDWRITTEN_OUT)

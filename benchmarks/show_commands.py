@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from sparkml_platform.storage import places
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,18 +52,19 @@ def timed(cmd: list[str], cwd: Path, code: Path | None) -> float:
 
 
 def newest_version(project: Path) -> int:
-    from sparkml_platform import lake
-    from sparkml_platform.config import load_config
+    from sparkml_platform.storage import lake
+    from sparkml_platform.runtime.project import open_project
 
-    return lake.version(None, lake.table_path(load_config(project / "conf").lake_root, f"features.{TABLE}"))
+    return lake.version(None, lake.table_path(places.lake_root(open_project(project / "conf")), f"features.{TABLE}"))
 
 
 def forget_statistics(project: Path) -> None:
-    from sparkml_platform import lake, statistics as stats
-    from sparkml_platform.config import load_config
+    from sparkml_platform.storage import lake
+    from sparkml_platform.storage import statistics as stats
+    from sparkml_platform.runtime.project import open_project
 
-    config = load_config(project / "conf")
-    path = lake.table_path(config.lake_root, f"features.{TABLE}")
+    config = open_project(project / "conf")
+    path = lake.table_path(places.lake_root(config), f"features.{TABLE}")
     for version in stats.kept_versions(path):
         if version == lake.version(None, path):
             stats.stats_path(path, version).unlink()

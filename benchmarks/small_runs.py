@@ -44,7 +44,7 @@ def sparkml(code: Path, project: Path, *args: str, timeout: int = 3600,
     """`sparkml --conf conf --env test ARGS` of checkout `code`, in a fresh process: (seconds, result)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKML_")}
     env.update(PYTHONPATH=str(code), PYSPARK_PYTHON=sys.executable)
-    from sparkml_platform.delta_jars import default_dir
+    from sparkml_platform.runtime.delta_jars import default_dir
 
     env["SPARKML_JARS_DIR"] = os.environ.get("SPARKML_JARS_DIR") or str(default_dir())
     cmd = [sys.executable, "-m", "sparkml_platform.cli", "--conf", "conf", "--env", "test", *args]

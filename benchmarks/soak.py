@@ -36,8 +36,8 @@ from _common import ROOT
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import SLICE, cli_env, make_project  # noqa: E402  the tests' slice project
 
-from sparkml_platform import lake  # noqa: E402
-from sparkml_platform.storage import Storage  # noqa: E402
+from sparkml_platform.storage import lake  # noqa: E402
+from sparkml_platform.storage.files import Storage  # noqa: E402
 
 PIPELINE = ["run", "flights"]
 

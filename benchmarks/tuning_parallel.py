@@ -53,7 +53,8 @@ def main() -> None:
 
     from mlflow import MlflowClient
 
-    from sparkml_platform import estimators, tuning
+    from sparkml_platform.modeling import estimators
+    from sparkml_platform.training import tuning
 
     spark = session()
     train, valid = (df.cache() for df in data(spark, args.rows))

@@ -27,8 +27,8 @@ def utc(value):
     return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 REPO = Path(__file__).resolve().parent.parent
-from sparkml_platform.delta_jars import default_dir  # noqa: E402
-from sparkml_platform.session import JIT_OPTIONS  # noqa: E402
+from sparkml_platform.runtime.delta_jars import default_dir  # noqa: E402
+from sparkml_platform.runtime.session import JIT_OPTIONS  # noqa: E402
 
 JARS_DIR = Path(os.environ.get("SPARKML_JARS_DIR") or default_dir())
 
@@ -190,15 +190,15 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def config(project):
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
-    return load_config(project, "test")
+    return open_project(project, "test")
 
 
 @pytest.fixture(scope="session")
 def spark(config):
     """The one session of the test run; tests never stop it."""
-    from sparkml_platform.session import get_spark
+    from sparkml_platform.runtime.session import get_spark
 
     return get_spark(config)
 
@@ -206,7 +206,7 @@ def spark(config):
 @pytest.fixture(scope="session")
 def tracker(config):
     """The in-process project's MLflow client, bound to its store."""
-    from sparkml_platform.tracking import Tracker
+    from sparkml_platform.tracking.tracker import Tracker
 
     return Tracker(config)
 

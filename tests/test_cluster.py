@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, SLICE, cli_env, make_project, run_cli, slice_key, submitted
 from servers import spark_standalone
+from sparkml_platform.runtime.project import project_of
 
 pytestmark = pytest.mark.cluster
 
@@ -105,8 +106,8 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
     """A feature build with the driver in the application master (cluster mode) and a scoring
     job with the driver here (client mode), on a single-node YARN, with the lake on HDFS (as
     on a real cluster: the container shares no disk with this process)."""
-    from sparkml_platform import lake
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage import lake
+    from sparkml_platform.storage.files import Storage
     from yarn import yarn_minicluster
 
     conf, lake_root, result = hdfs_project
@@ -134,9 +135,9 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
     last = lake.commits(table)[-1]["metadata"]
     assert last["window"] == ["2013-03-01", "2013-03-31"] and last["spark_app_id"] == apps[0]
     # ... and the project's code version, handed to that driver by spark-submit.sh.
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
-    assert last["code"] == load_config(conf, "test").project.code_version()
+    assert last["code"] == project_of(open_project(conf, "test")).code_version()
     assert spark.read.format("delta").load(str(table)).count() == before
     predictions = spark.read.format("delta").load(f"{lake_root}/predictions/yarn_check")
     expected = spark.read.format("delta").load(f"{lake_root}/entities/flights_to_score").count()

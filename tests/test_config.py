@@ -11,8 +11,11 @@ import yaml
 
 from conftest import make_project
 from sparkml_platform.cli import main
-from sparkml_platform.config import load_config, parse_duration
-from sparkml_platform.errors import ConfigError
+from sparkml_platform.config import parse_duration
+from sparkml_platform.runtime.project import open_project
+from sparkml_platform.core.errors import ConfigError
+from sparkml_platform.storage import places
+from sparkml_platform.runtime.delta_jars import jars_dir
 
 
 def write(path: Path, data: dict) -> None:
@@ -22,8 +25,8 @@ def write(path: Path, data: dict) -> None:
 
 def test_base_configuration_loads_with_embedded_defaults(tmp_path):
     conf = make_project(tmp_path)
-    config = load_config(conf)
-    assert config.lake_root.local == tmp_path / ".sparkml" / "lake"
+    config = open_project(conf)
+    assert places.lake_root(config).local == tmp_path / ".sparkml" / "lake"
     assert config.tracking_uri == f"sqlite:///{tmp_path}/.sparkml/mlflow.db"
     assert config.artifact_root == (tmp_path / ".sparkml" / "mlartifacts").as_uri()
     assert "origin_weather_hourly" in config.features.feature_tables
@@ -32,7 +35,7 @@ def test_base_configuration_loads_with_embedded_defaults(tmp_path):
 
 def test_env_overlay_merges_over_base(tmp_path):
     conf = make_project(tmp_path, {"platform.yml": {"spark": {"shuffle_partitions": 3}}}, env="dev")
-    config = load_config(conf, "dev")
+    config = open_project(conf, "dev")
     assert config.platform.spark.shuffle_partitions == 3
     assert config.platform.spark.master == "local[*]"  # untouched keys keep the base value
 
@@ -41,9 +44,9 @@ def test_sparkml_variables_override_yaml(tmp_path, monkeypatch):
     conf = make_project(tmp_path)
     monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     monkeypatch.setenv("SPARKML_LAKE_ROOT", str(tmp_path / "elsewhere"))
-    config = load_config(conf)
+    config = open_project(conf)
     assert config.tracking_uri == "http://127.0.0.1:5999"
-    assert config.lake_root.local == tmp_path / "elsewhere"
+    assert places.lake_root(config).local == tmp_path / "elsewhere"
 
 
 @pytest.mark.parametrize("filename, data, key", [
@@ -60,7 +63,7 @@ def test_sparkml_variables_override_yaml(tmp_path, monkeypatch):
 def test_unknown_key_names_file_and_key(tmp_path, filename, data, key):
     conf = make_project(tmp_path, {filename: data}, env="dev")
     with pytest.raises(ConfigError) as err:
-        load_config(conf, "dev")
+        open_project(conf, "dev")
     message = str(err.value)
     assert str(conf / "dev" / filename) in message
     assert f"{key}: unknown key" in message
@@ -78,7 +81,7 @@ def test_unknown_key_names_file_and_key(tmp_path, filename, data, key):
 def test_wrong_type_names_file_and_key(tmp_path, filename, data, key):
     conf = make_project(tmp_path, {filename: data}, env="dev")
     with pytest.raises(ConfigError) as err:
-        load_config(conf, "dev")
+        open_project(conf, "dev")
     assert str(conf / "dev" / filename) in str(err.value)
     assert key in str(err.value)
 
@@ -88,14 +91,14 @@ def test_error_in_base_file_names_the_base_file(tmp_path):
     text = (conf / "base" / "models.yml").read_text().replace("training_set:", "trainingset:")
     (conf / "base" / "models.yml").write_text(text)
     with pytest.raises(ConfigError, match=r"base/models.yml: models.flight_delay_gbt.trainingset: unknown key"):
-        load_config(conf)
+        open_project(conf)
 
 
 def test_invalid_yaml_names_the_file(tmp_path):
     conf = make_project(tmp_path)
     (conf / "base" / "features.yml").write_text("feature_tables: [unclosed\n")
     with pytest.raises(ConfigError, match="features.yml: not valid YAML"):
-        load_config(conf)
+        open_project(conf)
 
 
 def test_cli_exits_2_on_bad_config_and_writes_nothing(tmp_path, capsys):
@@ -176,14 +179,14 @@ def test_expectation_item_must_be_one_expectation(tmp_path):
     conf = make_project(tmp_path, {"expectations/plane_attributes.yml": {
         "expectations": [{"column": {"name": "seats"}}]}}, env="dev")
     with pytest.raises(ConfigError, match=r"expectations/plane_attributes.yml: expectations: .*one `expect_"):
-        load_config(conf, "dev")
+        open_project(conf, "dev")
 
 
 def test_unknown_suite_named_by_a_feature_table(tmp_path):
     conf = make_project(tmp_path, {"features.yml": {"feature_tables": {
         "plane_attributes": {"expectations": "no_such_suite"}}}}, env="dev")
     with pytest.raises(ConfigError, match="feature_tables.plane_attributes.expectations: no suite 'no_such_suite'"):
-        load_config(conf, "dev").expectation_suite("plane_attributes")
+        open_project(conf, "dev").expectation_suite("plane_attributes")
 
 
 def test_table_name_outside_the_allowed_characters(tmp_path):
@@ -191,7 +194,7 @@ def test_table_name_outside_the_allowed_characters(tmp_path):
     text = (conf / "base" / "features.yml").read_text().replace("  plane_attributes:", "  plane-attributes:")
     (conf / "base" / "features.yml").write_text(text)
     with pytest.raises(ConfigError, match="feature_tables: .*table name 'plane-attributes' must be lower case"):
-        load_config(conf)
+        open_project(conf)
 
 
 @pytest.mark.parametrize("spec, key, message", [
@@ -209,7 +212,7 @@ def test_table_name_outside_the_allowed_characters(tmp_path):
 def test_bad_model_specs_name_the_file_and_key(tmp_path, spec, key, message):
     conf = make_project(tmp_path, {"models.yml": {"models": {"flight_delay_gbt": spec}}}, env="dev")
     with pytest.raises(ConfigError) as err:
-        load_config(conf, "dev")
+        open_project(conf, "dev")
     assert f"{conf / 'dev' / 'models.yml'}: {key}" in str(err.value)
     assert message in str(err.value)
 
@@ -217,7 +220,7 @@ def test_bad_model_specs_name_the_file_and_key(tmp_path, spec, key, message):
 def test_search_space_maps_to_hyperopt_with_the_declared_types():
     from hyperopt import pyll
 
-    from sparkml_platform import search_space
+    from sparkml_platform.modeling import search_space
 
     space = {"depth": {"quniform": [3, 8, 1]}, "rate": {"loguniform": [0.01, 0.3]},
              "frac": {"uniform": [0.5, 1.0]}, "kind": {"choice": ["gini", "entropy"]}}
@@ -250,15 +253,15 @@ def test_the_delta_jar_cache_is_the_users_unless_configured(tmp_path, monkeypatc
     monkeypatch.delenv("SPARKML_JARS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     conf = make_project(tmp_path / "one")
-    assert load_config(conf).jars_dir == tmp_path / "cache" / "sparkml" / "jars"
-    assert load_config(make_project(tmp_path / "two")).jars_dir == load_config(conf).jars_dir
+    assert jars_dir(open_project(conf)) == tmp_path / "cache" / "sparkml" / "jars"
+    assert jars_dir(open_project(make_project(tmp_path / "two"))) == jars_dir(open_project(conf))
     write(conf / "test" / "platform.yml", {"spark": {"jars_dir": "jars"}})
-    assert load_config(conf, "test").jars_dir == tmp_path / "one" / "jars"
+    assert jars_dir(open_project(conf, "test")) == tmp_path / "one" / "jars"
 
 
 def test_sessions_hold_openblas_to_a_thread_per_task_core_unless_the_user_says_otherwise():
     from sparkml_platform.config import SparkSettings
-    from sparkml_platform.session import BLAS_THREADS, spark_conf
+    from sparkml_platform.runtime.session import BLAS_THREADS, spark_conf
 
     key = f"spark.executorEnv.{BLAS_THREADS}"
     assert spark_conf(SparkSettings(), [])[key] == "1"

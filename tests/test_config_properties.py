@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from sparkml_platform.config import FILES, Config, load_config
-from sparkml_platform.errors import ConfigError
+from sparkml_platform.config import FILES, Config
+from sparkml_platform.core.errors import ConfigError
+from sparkml_platform.runtime.project import open_project
 
 BASE = {name: yaml.safe_load((REPO / "conf" / "base" / name).read_text()) or {} for name in FILES}
 
@@ -71,7 +72,7 @@ def _loads_or_refuses(conf: Path, filename: str, text: str | bytes) -> None:
     target = overlay / filename
     target.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     try:
-        config = load_config(conf, "test")
+        config = open_project(conf, "test")
     except ConfigError as exc:
         assert str(exc).strip(), "a configuration error must say what is wrong"
     else:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import JARS_DIR, REPO, SHORT_JVM_OPTS, cli_env, make_project, run_cli, submitted
-from sparkml_platform import class_archive, delta_jars
-from sparkml_platform.config import load_config
-from sparkml_platform.session import driver_java_options
-from sparkml_platform.errors import SetupError
+from sparkml_platform.runtime import class_archive
+from sparkml_platform.runtime import delta_jars
+from sparkml_platform.runtime.project import open_project
+from sparkml_platform.runtime.session import driver_java_options
+from sparkml_platform.core.errors import SetupError
 
 
 def test_the_project_cache_is_whole():
@@ -100,7 +101,7 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     conf = make_project(tmp_path)
     log = tmp_path / "classes.log"
     # The session's own JVM options: its archive and JIT, then the user's, which win.
-    config = load_config(conf, "test")
+    config = open_project(conf, "test")
     archived, client = class_archive.java_options(JARS_DIR), "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
     assert driver_java_options(config, "-Xss4m") == f"{archived} -Xss4m"  # auto: server for local work
     assert driver_java_options(config, None, small_inputs=True) == f"{archived} {client}"
@@ -110,9 +111,9 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     assert driver_java_options(config, None) == f"{archived} {client}"
     config.platform.spark.driver_jit = "server"
     assert driver_java_options(config, None, small_inputs=True) == archived
-    code = ("import sys; from sparkml_platform.config import load_config; "
-            "from sparkml_platform.session import get_spark; "
-            "spark = get_spark(load_config(sys.argv[1], 'test'), small_inputs=True); "
+    code = ("import sys; from sparkml_platform.runtime.project import open_project; "
+            "from sparkml_platform.runtime.session import get_spark; "
+            "spark = get_spark(open_project(sys.argv[1], 'test'), small_inputs=True); "
             "spark.range(3).write.format('delta').save(sys.argv[2]); "
             "print(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()); "
             # A row failing in a task, and an MLlib pipeline saved where Hadoop has no file

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sparkml_platform import monitoring
+from sparkml_platform.insight import monitoring
 
 
 def test_top_categories_and_bins_match_pandas(spark):
@@ -113,7 +113,7 @@ def test_each_period_is_compared_with_the_chosen_reference():
 
 def test_monitoring_settings_naming_a_feature_the_training_set_lacks_are_refused():
     from sparkml_platform.config import Monitoring
-    from sparkml_platform.errors import ConfigError
+    from sparkml_platform.core.errors import ConfigError
 
     man = {"name": "flight_delays", "version": 4, "feature_columns": ["temp", "humid"]}
     monitoring.check_features_named(Monitoring(drift_exclude=["temp"]), man, "models.yml: models.m.monitoring")

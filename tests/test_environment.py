@@ -12,9 +12,12 @@ import pytest
 import yaml
 
 from conftest import JARS_DIR, REPO, cli_env, make_project
-from sparkml_platform import delta_jars, environment, runtime_env
-from sparkml_platform.config import load_config
+from sparkml_platform.runtime import delta_jars
+from sparkml_platform.runtime import environments as environment
+from sparkml_platform.runtime import packing as runtime_env
+from sparkml_platform.runtime.project import open_project
 from sparkml_platform.cli import main
+from sparkml_platform.storage import places
 
 
 def test_capture_is_stable_and_the_same_with_or_without_a_session(spark):
@@ -64,7 +67,7 @@ def captured_project(tmp_path, **changes):
     conf = make_project(tmp_path)
     env = {**environment.capture(), **changes}
     env["id"] = environment.environment_id(env)
-    environment.save(env, load_config(conf, "test").environments_dir)
+    environment.save(env, places.environments_dir(open_project(conf, "test")))
     return conf, env
 
 

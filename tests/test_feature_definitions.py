@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sparkml_platform import feature_definitions as fd
-from sparkml_platform.errors import ConfigError
+from sparkml_platform.storage import feature_definitions as fd
+from sparkml_platform.core.errors import ConfigError
 
 
 def build(version: int, definition: str | None, at: int = 0, kind: str = "feature_table") -> dict:
@@ -87,7 +87,7 @@ def test_verify_refuses_with_every_mismatched_table_and_what_follows():
 
 
 def test_a_lookup_keeps_its_definition_and_reads_keys_a_later_version_adds():
-    from sparkml_platform.pit import FeatureLookup
+    from sparkml_platform.storage.pit import FeatureLookup
 
     recorded = {"table": "t", "key_map": {"k": "k"}, "event_time": "at", "columns": {"x": "x"},
                 "lookback_seconds": None, "version": 3, "definition": "A"}

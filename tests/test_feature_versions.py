@@ -10,9 +10,13 @@ import pyarrow as pa
 import pytest
 
 from conftest import make_project
-from sparkml_platform import catalog, features, lake
-from sparkml_platform.config import load_config, split_version, versioned
-from sparkml_platform.errors import ConfigError, NotFoundError
+from sparkml_platform.insight import catalog
+from sparkml_platform.features import build as features
+from sparkml_platform.storage import lake
+from sparkml_platform.config import split_version, versioned
+from sparkml_platform.runtime.project import open_project
+from sparkml_platform.core.errors import ConfigError, NotFoundError
+from sparkml_platform.storage import places
 
 TABLE = "origin_weather_hourly"
 
@@ -20,14 +24,14 @@ TABLE = "origin_weather_hourly"
 def config_with(tmp_path, version: int | None = None, **table):
     entry = {**({"version": version} if version is not None else {}), **table}
     overlay = {"features.yml": {"feature_tables": {TABLE: entry}}} if entry else None
-    return load_config(make_project(tmp_path, overlay), "test")
+    return open_project(make_project(tmp_path, overlay), "test")
 
 
 def write_build(config, name: str, meta: dict, properties: dict | None = None) -> None:
     """A commit as a platform build records it (delta-rs: no JVM)."""
     from deltalake import CommitProperties, write_deltalake
 
-    path = lake.table_path(config.lake_root, f"features.{name}")
+    path = lake.table_path(places.lake_root(config), f"features.{name}")
     rows = pa.table({"origin": ["EWR"], "time_hour": pa.array([0], pa.timestamp("us")), "temp": [1.5]})
     write_deltalake(str(path), rows, mode="append", description="hourly weather" if properties else None,
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(
@@ -39,7 +43,7 @@ def write_build(config, name: str, meta: dict, properties: dict | None = None) -
 
 
 def test_version_names_and_where_each_version_lives(tmp_path):
-    root = load_config(make_project(tmp_path), "test").lake_root
+    root = places.lake_root(open_project(make_project(tmp_path), "test"))
     assert lake.table_path(root, "features.price") == root / "features" / "price"
     assert lake.table_path(root, "features.price@1") == root / "features" / "price"
     assert lake.table_path(root, "features.price@2") == root / "features" / "price__v2"
@@ -70,7 +74,7 @@ def test_the_declared_version_is_what_a_plain_name_means(tmp_path):
 
 def test_a_name_like_a_version_folder_and_a_version_below_one_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="version: N instead"):
-        load_config(make_project(tmp_path / "a", {"features.yml": {"feature_tables": {
+        open_project(make_project(tmp_path / "a", {"features.yml": {"feature_tables": {
             "price__v2": {"description": "d", "owner": "o", "keys": ["k"], "event_time": "t",
                           "sources": {"s": "raw.s"}, "transformation": "m.f",
                           "features": {"x": {"type": "double"}}}}}}), "test")
@@ -153,7 +157,7 @@ def test_a_changed_definition_under_aliased_models_is_refused_unless_retired(tmp
 
 def test_a_champion_that_cannot_be_compared_follows_on_stale_champion():
     from sparkml_platform.config import Threshold
-    from sparkml_platform.evaluation import verdict
+    from sparkml_platform.modeling.evaluation import verdict
 
     thresholds = {"rmse": Threshold(max=5.0, vs_champion=0.0)}
     stale = {"version": 3, "skipped": "version 2 of features.price was vacuumed"}
@@ -165,7 +169,8 @@ def test_a_champion_that_cannot_be_compared_follows_on_stale_champion():
 
 
 def test_a_refused_build_names_the_aliased_model_from_the_registry_and_starts_no_jvm(tmp_path):
-    from sparkml_platform import Workspace, registry
+    from sparkml_platform import Workspace
+    from sparkml_platform.tracking import registry
 
     config = config_with(tmp_path)
     write_build(config, TABLE, {"definition_hash": "OLD", "code_hash": "c0", "config_hash": "y0"})
@@ -185,13 +190,13 @@ def test_a_refused_build_names_the_aliased_model_from_the_registry_and_starts_no
         ws.features.build(TABLE)
     assert "delays version 2" not in str(refused.value)
     assert not ws.spark_started
-    assert [c["version"] for c in lake.commits(lake.table_path(config.lake_root, f"features.{TABLE}"))] == [0]
+    assert [c["version"] for c in lake.commits(lake.table_path(places.lake_root(config), f"features.{TABLE}"))] == [0]
 
 
 def test_a_version_number_is_no_part_of_the_definition_but_a_source_version_is(tmp_path):
     """Hashes recorded before versions existed stay valid (nothing rebuilds on an upgrade), and
     a table reading another feature table changes definition when that source is bumped."""
-    from sparkml_platform.provenance import definition_hash
+    from sparkml_platform.core.provenance import definition_hash
 
     one, two = config_with(tmp_path / "one"), config_with(tmp_path / "two", version=2)
     assert "version" not in one.feature_table(TABLE).model_dump()
@@ -203,10 +208,10 @@ def test_a_version_number_is_no_part_of_the_definition_but_a_source_version_is(t
     def hashes(version):
         conf = make_project(tmp_path / f"r{version}", {"features.yml": {"feature_tables": {
             TABLE: {"version": version}, "reader": reader}}})
-        config = load_config(conf, "test")
+        config = open_project(conf, "test")
         return features.definition_hashes(config.feature_table("reader"), len, config)
 
     first, second = hashes(1), hashes(2)
     assert second["config_hash"] != first["config_hash"]
-    assert first["config_hash"] == definition_hash(load_config(make_project(
+    assert first["config_hash"] == definition_hash(open_project(make_project(
         tmp_path / "plain", {"features.yml": {"feature_tables": {"reader": reader}}}), "test").feature_table("reader"))

@@ -8,9 +8,13 @@ import json
 import pytest
 
 from conftest import make_project, utc
-from sparkml_platform import features, lake, statistics, validation
-from sparkml_platform.config import load_config
-from sparkml_platform.errors import ConfigError, JobFailed
+from sparkml_platform.features import build as features
+from sparkml_platform.storage import lake
+from sparkml_platform.storage import statistics
+from sparkml_platform.features import validation
+from sparkml_platform.runtime.project import open_project
+from sparkml_platform.core.errors import ConfigError, JobFailed
+from sparkml_platform.storage import places
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +28,12 @@ def raw_weather(spark, config):
     df = spark.createDataFrame(rows, "origin string, time_hour string, temp double, dewp double, "
                                "humid double, wind_speed double, wind_gust double, precip double, "
                                "pressure double, visib double")
-    lake.write(df, lake.table_path(config.lake_root, "raw.weather"))
+    lake.write(df, lake.table_path(places.lake_root(config), "raw.weather"))
     return df
 
 
 def weather_rows(spark, config):
-    return lake.read(spark, lake.table_path(config.lake_root, "features.origin_weather_hourly"))
+    return lake.read(spark, lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))
 
 
 def test_build_writes_the_declared_columns(spark, config, raw_weather):
@@ -38,7 +42,7 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
     assert result["rows"] == 12 == df.count()
     assert df.columns == ["origin", "observed_at", "temp", "dewp", "humid", "wind_speed",
                           "wind_gust", "precip", "pressure", "visib"]
-    meta = lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-1]["metadata"]
+    meta = lake.commits(lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))[-1]["metadata"]
     assert meta["sources"] == {"raw.weather": 0}
     assert meta["definition_hash"] and "git_commit" in meta["code"]
 
@@ -46,20 +50,20 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
 def test_small_inputs_are_judged_from_the_sources_delta_logs(config, raw_weather, monkeypatch, tmp_path):
     """What picks a feature build's JIT (session.driver_java_options): its sources' file
     sizes from their logs, no JVM; a missing source is not small."""
-    size = lake.size_bytes(lake.table_path(config.lake_root, "raw.weather"))
-    files = lake.table_path(config.lake_root, "raw.weather").local.glob("*.parquet")
+    size = lake.size_bytes(lake.table_path(places.lake_root(config), "raw.weather"))
+    files = lake.table_path(places.lake_root(config), "raw.weather").local.glob("*.parquet")
     assert size == sum(f.stat().st_size for f in files) > 0
     assert features.small_inputs(config, "origin_weather_hourly")
     monkeypatch.setattr(features, "SMALL_INPUT_BYTES", size - 1)
     assert not features.small_inputs(config, "origin_weather_hourly")
-    empty = load_config(make_project(tmp_path), "test")  # a lake without the source
+    empty = open_project(make_project(tmp_path), "test")  # a lake without the source
     assert not features.small_inputs(empty, "origin_weather_hourly")
 
 
 def test_window_build_replaces_only_that_window_and_never_duplicates(spark, config, raw_weather):
     from pyspark.sql import functions as F
 
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
     # The source moves on everywhere: only the rebuilt window may pick that up.
     lake.write(raw_weather.withColumn("dewp", F.col("dewp") + 100), raw)
@@ -75,14 +79,14 @@ def test_window_build_replaces_only_that_window_and_never_duplicates(spark, conf
                      for o in ("EWR", "JFK") for d in (1, 2, 3)}
     assert result["window"] == ["2013-01-02", "2013-01-02"]
     ops = [c["metadata"]["window"] for c in
-           lake.commits(lake.table_path(config.lake_root, "features.origin_weather_hourly"))[-2:]]
+           lake.commits(lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))[-2:]]
     assert ops == [["2013-01-02", "2013-01-02"]] * 2
 
 
 def test_definition_mismatch_fails_before_writing(spark, config, raw_weather):
     table = config.feature_table("origin_weather_hourly")
     original = table.features["temp"].type
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     table.features["temp"].type = "string"
@@ -114,10 +118,10 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
 
     from pyspark.sql import functions as F
 
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     lake.write(raw_weather.withColumn("temp", F.when(F.col("origin") == "JFK", 500.0)
@@ -130,7 +134,7 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
         assert "expect_column_values_to_be_between" in message and "'column': 'temp'" in message
         assert "6 of 12 rows" in message and "500.0" in message
         assert lake.commits(path)[-1]["version"] == version  # nothing written
-        kept = json.loads(sorted((config.validation_dir.local / "origin_weather_hourly").glob("*.json"))[-1]
+        kept = json.loads(sorted((places.validation_dir(config).local / "origin_weather_hourly").glob("*.json"))[-1]
                           .read_text())
         assert kept["success"] is False and kept["failed"][0]["unexpected_count"] == 6
 
@@ -145,9 +149,9 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
 def test_a_stricter_suite_makes_the_table_stale_and_its_rows_validated_again(spark, config, raw_weather, validated):
     """Rows validated against another suite are not up to date: the next build validates every
     row against the new one (a full build; the definition itself did not change)."""
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
     version = lake.commits(path)[-1]["version"]
@@ -176,7 +180,7 @@ def engine(request, monkeypatch):
 def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated, engine):
     result = features.build(spark, config, "origin_weather_hourly", force=True)  # a write, nothing new
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     meta = lake.commits(path)[-1]["metadata"]
     assert meta["validation"]["suite"] == "origin_weather_hourly"
     kept = json.loads(config.path(result["validation"]["results"]).read_text())  # project-relative
@@ -192,9 +196,9 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
 
 
 def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     table = config.feature_table("origin_weather_hourly")
@@ -219,8 +223,8 @@ def weather_twice(weather):
 
 def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather, monkeypatch):
     """While it reads them: a `features vacuum` of a source meanwhile keeps their files."""
-    from sparkml_platform import leases
-    from sparkml_platform.workspace import Workspace
+    from sparkml_platform.storage import leases
+    from sparkml_platform.api.workspace import Workspace
 
     computed, seen = features.compute, {}
 
@@ -231,7 +235,7 @@ def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather,
 
     monkeypatch.setattr(features, "compute", looking)
     built = Workspace.from_config(config, spark).features.build("origin_weather_hourly", full=True).to_dict()
-    raw = lake.version(None, lake.table_path(config.lake_root, "raw.weather"))
+    raw = lake.version(None, lake.table_path(places.lake_root(config), "raw.weather"))
     assert seen == {"leases": [{"table:raw.weather": [raw]}], "sources_at": {"raw.weather": raw}}
     assert built["mode"] == "full" and not leases.active(config)
 
@@ -239,10 +243,10 @@ def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather,
 def test_statistics_per_version_and_their_shift(spark, config, raw_weather, capsys):
     from pyspark.sql import functions as F
 
-    from sparkml_platform import catalog
+    from sparkml_platform.insight import catalog
     from sparkml_platform.cli import main
 
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     first = features.build(spark, config, "origin_weather_hourly")
     lake.write(raw_weather.withColumn("humid", F.col("humid") + 10), raw)
     try:
@@ -272,10 +276,10 @@ def test_incremental_build_adds_what_is_missing_and_describes_the_table(spark, c
                                                                          monkeypatch):
     from pyspark.sql import functions as F
 
-    from sparkml_platform import catalog
+    from sparkml_platform.insight import catalog
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     assert features.build(spark, config, "origin_weather_hourly", full=True)["mode"] == "full"
     day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
         "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
@@ -319,8 +323,8 @@ def last_job_id(spark) -> int:
 def test_a_build_with_nothing_new_writes_nothing_and_runs_no_spark_job(spark, config, raw_weather):
     from pyspark.sql import functions as F
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     log = sorted(p.name for p in path.local.joinpath("_delta_log").glob("*.json"))
     jobs = last_job_id(spark)
@@ -357,10 +361,10 @@ def test_a_build_with_nothing_new_writes_nothing_and_runs_no_spark_job(spark, co
 def test_chunked_backfill_resumes_after_the_chunks_already_committed(spark, config, raw_weather, validated):
     from pyspark.sql import functions as F
 
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     suite = config.expectations["origin_weather_hourly"].expectations
     temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
                       .get("column") == "temp")["expect_column_values_to_be_between"]
@@ -396,10 +400,10 @@ def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_c
 
     from pyspark.sql import functions as F
 
-    from sparkml_platform.errors import GateFailed
+    from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
-    raw = lake.table_path(config.lake_root, "raw.weather")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    raw = lake.table_path(places.lake_root(config), "raw.weather")
     suite = config.expectations["origin_weather_hourly"].expectations
     temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
                       .get("column") == "temp")["expect_column_values_to_be_between"]
@@ -447,7 +451,7 @@ def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_c
 
 
 def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weather, capsys):
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     version = lake.commits(path)[-1]["version"]
     code = cli(config, "features", "build", "origin_weather_hourly", "--start", "2020-01-01",
@@ -460,7 +464,7 @@ def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weath
 
 
 def test_transformation_that_does_not_import_changes_nothing(spark, config, raw_weather):
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     version = lake.commits(path)[-1]["version"]
     table = config.feature_table("origin_weather_hourly")
@@ -477,7 +481,7 @@ def test_transformation_that_does_not_import_changes_nothing(spark, config, raw_
 
 
 def test_tables_by_name_as_views_or_in_the_configured_metastore(spark, config, raw_weather):
-    from sparkml_platform import notebook
+    from sparkml_platform.api import notebook
 
     features.build(spark, config, "origin_weather_hourly", full=True)
     views = notebook.register_views(spark, str(config.conf_dir), "test")
@@ -496,7 +500,7 @@ def test_tables_by_name_as_views_or_in_the_configured_metastore(spark, config, r
 
 
 def test_search_finds_a_table_by_a_word_of_a_feature_description(config):
-    from sparkml_platform import catalog
+    from sparkml_platform.insight import catalog
 
     assert [t["name"] for t in catalog.search(config, "humidity")] == ["origin_weather_hourly"]
     assert [t["name"] for t in catalog.search(config, "SEATS")] == ["plane_attributes"]
@@ -520,7 +524,7 @@ def test_statistics_record_instants_in_utc_whatever_the_process_time_zone(spark,
     range (which incremental builds start from) must be the session's UTC instants."""
     import time
 
-    from sparkml_platform import statistics
+    from sparkml_platform.storage import statistics
 
     df = spark.sql("SELECT 'a' AS k, TIMESTAMP '2013-01-01 23:30:00' AS at, 1.0 AS x")
     monkeypatch.setenv("TZ", "Asia/Tokyo")
@@ -542,7 +546,7 @@ def test_a_first_build_is_one_commit_with_its_rows_and_description(spark, config
         result = features.build(spark, config, "weather_once")
     finally:
         config.features.feature_tables.pop("weather_once")
-    path = lake.table_path(config.lake_root, "features.weather_once")
+    path = lake.table_path(places.lake_root(config), "features.weather_once")
     commits = lake.commits(path)
     assert [c["version"] for c in commits] == [0] and result["version"] == 0
     assert commits[0]["metadata"]["kind"] == "feature_table" and result["rows"] == 12
@@ -561,7 +565,7 @@ def test_writers_of_one_table_at_once_retry_delta_conflicts(spark, config):
     the new snapshot, and every write succeeds with whole rows from one side or the other."""
     import threading
 
-    path = lake.table_path(config.lake_root, "entities.concurrent_writers")
+    path = lake.table_path(places.lake_root(config), "entities.concurrent_writers")
     frames = [spark.range(0, 200).selectExpr("id", f"{side} AS side") for side in (1, 2)]
     lake.write(frames[0], path)
     errors: list[BaseException] = []
@@ -585,9 +589,9 @@ def test_writers_of_one_table_at_once_retry_delta_conflicts(spark, config):
 
 
 def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config, raw_weather):
-    from sparkml_platform import catalog
+    from sparkml_platform.insight import catalog
 
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     kept = statistics.stats_path(path, built["version"])
     kept.unlink()  # killed between its commit and recording its statistics
@@ -615,7 +619,7 @@ def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config
 
 
 def test_a_damaged_log_is_refused_with_the_file_not_read_as_an_older_version(spark, config, raw_weather):
-    path = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     if (path.local / "_delta_log" / f"{built['version']:020d}.checkpoint.parquet").exists():
         # A commit a checkpoint already holds is not read again (Delta reads the checkpoint):

@@ -14,15 +14,16 @@ import time
 import pytest
 
 from conftest import make_project
-from sparkml_platform import registry, tracking
-from sparkml_platform.config import load_config
+from sparkml_platform.tracking import registry
+from sparkml_platform.tracking import tracker as tracking
+from sparkml_platform.runtime.project import open_project
 
 # A training's process, cut short: its run and a tuning trial's nested run are RUNNING when
 # it is killed (a real process, a real SIGKILL).
 KILLED_TRAINING = textwrap.dedent("""
     import sys, time
     from mlflow import MlflowClient
-    from sparkml_platform import tracking
+    from sparkml_platform.tracking import tracker as tracking
     client = MlflowClient(tracking_uri=sys.argv[1])
     experiment = client.create_experiment("killed")
     run = client.create_run(experiment, tags=tracking.owner_tags())
@@ -66,7 +67,7 @@ def test_a_version_registered_by_a_killed_training_gets_its_aliases_next_time(tm
 
     conf = make_project(tmp_path)
     monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracker = tracking.Tracker(load_config(conf, "test"))
+    tracker = tracking.Tracker(open_project(conf, "test"))
     client = tracker.client
     with tracker.bound(), mlflow.start_run(experiment_id=tracker.experiment_id):
         logged = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
@@ -99,7 +100,7 @@ def test_an_experiment_created_by_another_command_meanwhile_is_used(tmp_path, mo
     first; the other's create fails as existing, and it uses that one (was: exit 1)."""
     conf = make_project(tmp_path)
     monkeypatch.setenv("SPARKML_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    config = load_config(conf, "test")
+    config = open_project(conf, "test")
     first = tracking.Tracker(config).experiment_id
     other = tracking.Tracker(config)  # the other command
     client, looked = other.client, []
@@ -118,13 +119,12 @@ def test_a_store_whose_creation_was_killed_is_created_whole_next_time(tmp_path):
     """MLflow builds a new store's tables with some fifty migrations: killed among them, the
     store was left half-built and every later command failed (found by benchmarks/soak.py).
     It is built in a temporary file and moved into place once whole."""
-    import mlflow
 
     conf = make_project(tmp_path)
     store = tmp_path / ".sparkml" / "mlflow.db"
-    creating = [sys.executable, "-c", "import sys; from sparkml_platform import tracking; "
-                "from sparkml_platform.config import load_config; "
-                "tracking.Tracker(load_config(sys.argv[1], 'test')).experiment_id", str(conf)]
+    creating = [sys.executable, "-c", "import sys; from sparkml_platform.tracking import tracker as tracking; "
+                "from sparkml_platform.runtime.project import open_project; "
+                "tracking.Tracker(open_project(sys.argv[1], 'test')).experiment_id", str(conf)]
     proc = subprocess.Popen(creating, cwd=tmp_path)
     while proc.poll() is None and not list(store.parent.glob(".mlflow.db.creating-*")):
         time.sleep(0.02)
@@ -134,7 +134,7 @@ def test_a_store_whose_creation_was_killed_is_created_whole_next_time(tmp_path):
     proc.wait()
     assert not store.exists()  # nothing half-built in the store's place
 
-    tracker = tracking.Tracker(load_config(conf, "test"))
+    tracker = tracking.Tracker(open_project(conf, "test"))
     experiment = tracker.experiment_id
     assert store.exists() and not list(store.parent.glob(".mlflow.db.creating-*"))
     run = tracker.client.create_run(experiment)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import JARS_DIR, make_project, run_main
-from sparkml_platform.lineage import KIND_STYLE, Graph
+from sparkml_platform.insight.lineage import KIND_STYLE, Graph
+from sparkml_platform.storage import places
 
 TINY = {
     "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2, "driver_memory": "2g",
@@ -188,10 +189,10 @@ def test_lineage_refuses_json_and_another_format_at_once(tiny):
 def test_a_damaged_manifest_is_named_in_the_lineage_never_silently_left_out(tiny, damage):
     """Its training set is missing downstream of what it read: a warning names the file; its
     own lineage is refused, naming it."""
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
 
     conf, ws, saved = tiny
-    manifest = lake.table_path(ws.config.lake_root, f"trainsets.{saved.name}") / f"v{saved.version:04d}.json"
+    manifest = lake.table_path(places.lake_root(ws.config), f"trainsets.{saved.name}") / f"v{saved.version:04d}.json"
     whole = manifest.read_text()
     try:
         manifest.local.write_text(whole[: len(whole) // 2] if damage == "cut short" else

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 
-from sparkml_platform import estimators, lake
-from sparkml_platform.training import _dataset_input
+from sparkml_platform.modeling import estimators
+from sparkml_platform.storage import lake
+from sparkml_platform.training.train import _dataset_input
 
 
 def test_requirements_are_pinned_as_pip_can_install_them(monkeypatch):
@@ -20,7 +21,7 @@ def test_requirements_are_pinned_as_pip_can_install_them(monkeypatch):
 def test_the_training_set_input_survives_types_mlflow_cannot_name(spark, tmp_path):
     """A timestamp_ntz event time is allowed in training sets; MLflow's schema inference
     refuses it, which must not stop the training run: the input is logged without a schema."""
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage.files import Storage
 
     path = Storage().location(str(tmp_path / "v0001"))
     data = spark.sql("SELECT 1.5 AS x, TIMESTAMP_NTZ '2013-01-01 10:00:00' AS at, 1 AS label")

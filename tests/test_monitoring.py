@@ -5,7 +5,6 @@ second run started at the same time finds the job's lock and does nothing."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli_env, run_main
+from sparkml_platform.storage import training_sets as trainset_store
 
 pytestmark = pytest.mark.slow
 
@@ -158,12 +158,12 @@ def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_
                              "when": "gate_failed"}}}}}))
     client, mv = champion(monitored)
     versions = {v.version for v in client.search_model_versions("name = 'flight_delays'")}
-    from sparkml_platform import training_sets
-    from sparkml_platform.config import load_config
+    from sparkml_platform.trainsets import build as training_sets
+    from sparkml_platform.runtime.project import open_project
 
-    config = load_config(monitored, "test")
+    config = open_project(monitored, "test")
     fresh = training_sets.up_to_date(config, "flight_delays")
-    sets = training_sets.list_versions(config, "flight_delays")
+    sets = trainset_store.list_versions(config, "flight_delays")
     rendered = run_main(monitored, "schedule", "render", "--target", "cron", "--schedule", "drill",
                         "--output", str(monitored.parent / "schedules"))
     assert rendered.returncode == 0, rendered.stderr
@@ -183,6 +183,6 @@ def test_a_schedules_runner_started_twice_at_once_retrains_after_a_floor_breach_
     assert len(after - versions) == 1  # re-trained and registered
     # The re-training trains on the newest training-set version again when nothing changed since
     # (earlier tests may have changed an input: then it builds exactly one new version).
-    now = training_sets.list_versions(config, "flight_delays")
+    now = trainset_store.list_versions(config, "flight_delays")
     assert now == sets if fresh else len(now) == len(sets) + 1, (fresh, sets, now)
     assert not list((monitored.parent / ".sparkml" / "lake" / "_locks").glob("*.json"))  # all released

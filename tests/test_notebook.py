@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO, cli_env, run_main
-from sparkml_platform.errors import ConfigError, NotFoundError
+from sparkml_platform.core.errors import ConfigError, NotFoundError
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = REPO / "notebooks" / "flights_walkthrough.ipynb"

@@ -21,6 +21,7 @@ import pytest
 from conftest import cli_env, run_cli, run_main
 import prerequisites
 from servers import LOOPBACK, free_port, redis_server, wait_for
+from sparkml_platform.storage import places
 
 pytestmark = pytest.mark.slow
 TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
@@ -70,9 +71,9 @@ def publish(conf: Path, store: str | None = None, *args: str) -> list[dict]:
 def newest_keys(spark, conf: Path, table: str) -> int:
     from pyspark.sql import functions as F
 
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
-    definition = load_config(conf, "test").feature_table(table)
+    definition = open_project(conf, "test").feature_table(table)
     df = spark.read.format("delta").load(str(conf.parent / ".sparkml" / "lake" / "features" / table))
     return df.where(F.col(definition.event_time).isNotNull()).select(*definition.keys).distinct().count()
 
@@ -121,7 +122,8 @@ def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
 def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, online_project):
     from pyspark.sql import functions as F
 
-    from sparkml_platform import Workspace, lake
+    from sparkml_platform import Workspace
+    from sparkml_platform.storage import lake
 
     conf = online_project
     first = publish(conf)
@@ -131,7 +133,7 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
 
     # The table moves on: one carrier's newest row changes, another carrier disappears.
     ws = Workspace(conf, "test", spark=spark)
-    path = lake.table_path(ws.config.lake_root, "features.carrier_delay_stats")
+    path = lake.table_path(places.lake_root(ws.config), "features.carrier_delay_stats")
     rows = ws.features.read("carrier_delay_stats")
     carriers = sorted(r.carrier for r in rows.select("carrier").distinct().collect())
     changed, gone = carriers[0], carriers[1]
@@ -145,7 +147,7 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["written"], result["deleted"]) == (1, 1)
     store = ws.online_store
-    from sparkml_platform.online import as_of, key_json
+    from sparkml_platform.storage.online_stores import as_of, key_json
 
     generation, (kept, missing) = store.lookup("carrier_delay_stats", [key_json(["carrier"], [changed]),
                                                                        key_json(["carrier"], [gone])])
@@ -170,12 +172,13 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
 def test_commands_that_compute_nothing_start_no_jvm(online_project):
     """Each in a process where a JVM cannot start (JAVA_HOME leads nowhere): shown, listed and
     published from Delta logs, statistics records and delta-rs reads."""
-    from sparkml_platform import lake, statistics
-    from sparkml_platform.config import load_config
+    from sparkml_platform.storage import lake
+    from sparkml_platform.storage import statistics
+    from sparkml_platform.runtime.project import open_project
 
     conf = online_project
-    config = load_config(conf, "test")
-    weather = lake.table_path(config.lake_root, "features.origin_weather_hourly")
+    config = open_project(conf, "test")
+    weather = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
     if (recorded := statistics.stats_path(weather, lake.version(None, weather))).exists():
         recorded.unlink()  # computed when shown
     model = f"flight_delays/{sklearn_version(conf)}"
@@ -227,15 +230,15 @@ def entity_rows(spark, conf: Path, count: int, seed: int):
 def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, online_project, redis_url,
                                                                           backend):
     from conftest import utc
-    from sparkml_platform import lake
-    from sparkml_platform.config import load_config
+    from sparkml_platform.storage import lake
+    from sparkml_platform.runtime.project import open_project
 
     conf = online_project
     store = redis_url if backend == "redis" else None
     publish(conf, store)
     version = sklearn_version(conf)
     rows = entity_rows(spark, conf, 300, seed=11 if backend == "redis" else 5)
-    lake.write(rows, lake.table_path(load_config(conf, "test").lake_root, f"entities.online_check_{backend}"))
+    lake.write(rows, lake.table_path(places.lake_root(open_project(conf, "test")), f"entities.online_check_{backend}"))
     done = run_main(conf, "score", f"flight_delays/{version}", "--input", f"entities.online_check_{backend}",
                     "--output", f"predictions.online_check_{backend}", "--run-date", "2013-12-31")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -336,10 +339,10 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             # The alias moves to another version: served within the poll, no restart.
             import mlflow
 
-            from sparkml_platform.config import load_config
-            from sparkml_platform.tracking import Tracker
+            from sparkml_platform.runtime.project import open_project
+            from sparkml_platform.tracking.tracker import Tracker
 
-            with Tracker(load_config(conf, "test")).bound():  # the same model again, a new version
+            with Tracker(open_project(conf, "test")).bound():  # the same model again, a new version
                 second = mlflow.register_model(client.get_model_version("flight_delays", first).source,
                                                "flight_delays", tags={"model_spec": "flight_delay_sklearn"}).version
             client.set_registered_model_alias("flight_delays", "online", second)
@@ -443,11 +446,12 @@ def test_a_publish_under_load_and_a_killed_one_never_serve_fewer_rows_and_a_kill
         # A publish of a table this small takes a fraction of a second: this one waits after
         # each batch of 50 rows it writes into its new generation, so it is killed before it switches.
         slowed = ("import sys, time\n"
-                  "from sparkml_platform import online\n"
-                  "fill = online.SqliteStore.fill\n"
-                  "online.SqliteStore.fill = lambda self, g, rows: (fill(self, g, rows), time.sleep(2))[0]\n"
-                  "write_full = online.write_full\n"
-                  "online.write_full = lambda store, table, rows, marker: write_full(store, table, rows, marker, 50)\n"
+                  "from sparkml_platform.serving import publish\n"
+                  "from sparkml_platform.storage import online_stores\n"
+                  "fill = online_stores.SqliteStore.fill\n"
+                  "online_stores.SqliteStore.fill = lambda self, g, rows: (fill(self, g, rows), time.sleep(2))[0]\n"
+                  "write_full = publish.write_full\n"
+                  "publish.write_full = lambda store, table, rows, marker: write_full(store, table, rows, marker, 50)\n"
                   "from sparkml_platform.cli import main\n"
                   "sys.exit(main(sys.argv[1:]))\n")
         killed = subprocess.Popen([sys.executable, "-c", slowed, "--conf", str(conf), "--env", "test",
@@ -503,7 +507,7 @@ def test_a_publish_under_load_and_a_killed_one_never_serve_fewer_rows_and_a_kill
 
 
 def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
-    from sparkml_platform.errors import ConfigError  # noqa: F401 - exit 2 is its code
+    from sparkml_platform.core.errors import ConfigError  # noqa: F401 - exit 2 is its code
 
     conf = online_project
     empty = f"sqlite:///{tmp_path / 'empty.db'}"

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from servers import redis_server
-from sparkml_platform import online
-from sparkml_platform.online_requests import EPOCH, BadRequest, TooLarge, check_row, parse, rows_of
+from sparkml_platform.serving import publish as online
+from sparkml_platform.serving.online_requests import EPOCH, BadRequest, TooLarge, check_row, parse, rows_of
+from sparkml_platform.storage import online_stores
+from sparkml_platform.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,21 +64,21 @@ def test_kept_rows_answer_every_time_in_the_kept_window_as_the_point_in_time_joi
         for _ in range(300):
             at = rng.randrange(start - 3600 * 1_000_000, newest + 3 * 3600 * 1_000_000)
             for lookback in (None, 1800):
-                got, why = online.as_of(value, at, lookback)
+                got, why = online_stores.as_of(value, at, lookback)
                 if at < start:
-                    assert (got, why) == (None, online.BEFORE_KEPT)
+                    assert (got, why) == (None, online_stores.BEFORE_KEPT)
                 else:
                     assert got == reference(micros[key], at, lookback), (key, at, lookback)
 
 
 def test_as_of_without_dropped_rows_answers_no_row_before_the_first():
     value = json.dumps([None, [[1_000_000, {"x": 1}], [5_000_000, {"x": 2}]]])
-    assert online.as_of(value, 999_999, None) == (None, online.NO_ROW)
-    assert online.as_of(value, 4_999_999, None) == ({"x": 1}, online.FOUND)
-    assert online.as_of(value, 5_000_000, 0) == ({"x": 2}, online.FOUND)
-    assert online.as_of(value, 7_999_999, 2) == ({"x": 2}, online.FOUND)  # whole seconds, as the batch join
-    assert online.as_of(value, 8_000_000, 2) == (None, online.TOO_OLD)
-    assert online.as_of(None, 8_000_000, None) == (None, online.NO_ROW)
+    assert online_stores.as_of(value, 999_999, None) == (None, online_stores.NO_ROW)
+    assert online_stores.as_of(value, 4_999_999, None) == ({"x": 1}, online_stores.FOUND)
+    assert online_stores.as_of(value, 5_000_000, 0) == ({"x": 2}, online_stores.FOUND)
+    assert online_stores.as_of(value, 7_999_999, 2) == ({"x": 2}, online_stores.FOUND)  # whole seconds, as the batch join
+    assert online_stores.as_of(value, 8_000_000, 2) == (None, online_stores.TOO_OLD)
+    assert online_stores.as_of(None, 8_000_000, None) == (None, online_stores.NO_ROW)
 
 
 # --- the stores, SQLite and a real Redis ------------------------------------------------------
@@ -88,10 +90,10 @@ def redis_url(tmp_path_factory):
         yield url
 
 
-def open_test_store(kind: str, url: str, tmp_path: Path) -> online.Store:
+def open_test_store(kind: str, url: str, tmp_path: Path) -> online_stores.Store:
     if kind == "sqlite":
-        return online.SqliteStore(tmp_path / "online.db", 0.5)
-    return online.RedisStore(url, 1.0, tmp_path.name)  # a namespace of this test's own
+        return online_stores.SqliteStore(tmp_path / "online.db", 0.5)
+    return online_stores.RedisStore(url, 1.0, tmp_path.name)  # a namespace of this test's own
 
 
 ROWS = [(json.dumps({"k": i}), json.dumps([None, [[i, {"v": i}]]])) for i in range(2000)]
@@ -101,17 +103,17 @@ MARKER = {"version": 3, "definition": "d" * 16, "shape": {}, "published_at": "20
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kind, redis_url, tmp_path):
     store = open_test_store(kind, redis_url, tmp_path)
-    online.write_full(store, "t", iter(ROWS[:1000]), MARKER, batch_rows=300)
+    online_stores.write_full(store, "t", iter(ROWS[:1000]), MARKER, batch_rows=300)
     keys = [k for k, _ in ROWS[:1000]]
     # A child process publishes 2000 rows in batches of 300 and is killed (SIGKILL) after step
     # N: 0 = the new generation created, 1..7 = batches written, 8 = the marker switched.
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from sparkml_platform import online
+        from sparkml_platform.storage import online_stores
         kind, url, where, step = sys.argv[1:5]
-        store = (online.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5) if kind == "sqlite"
-                 else online.RedisStore(url, 1.0, os.path.basename(where)))
+        store = (online_stores.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5) if kind == "sqlite"
+                 else online_stores.RedisStore(url, 1.0, os.path.basename(where)))
         steps = [0]
         def counted(method):
             def call(*args, **kwargs):
@@ -123,7 +125,7 @@ def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kin
             return call
         store.begin, store.fill, store.switch = counted(store.begin), counted(store.fill), counted(store.switch)
         rows = [(json.dumps({{"k": i}}), json.dumps([None, [[i, {{"v": -i}}]]])) for i in range(2000)]
-        online.write_full(store, "t", iter(rows), {{"version": 4, "definition": "e" * 16, "shape": {{}},
+        online_stores.write_full(store, "t", iter(rows), {{"version": 4, "definition": "e" * 16, "shape": {{}},
                                                    "published_at": "2026-12-07T01:00:00+00:00"}}, batch_rows=300)
     """)
     for step in range(9):
@@ -137,7 +139,7 @@ def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kin
         else:  # switched, the old generation not yet dropped: the new one, all of it
             assert store.marker("t")["version"] == 4 and store.held("t") == 2000
             assert all(json.loads(v)[1][0][1]["v"] <= 0 for v in values)
-            online.write_full(store, "t", iter(ROWS[:1000]), MARKER)  # back to version 3 for the next step
+            online_stores.write_full(store, "t", iter(ROWS[:1000]), MARKER)  # back to version 3 for the next step
     # What a killed publish left beside the serving generation is dropped by the next one's start.
     subprocess.run([sys.executable, "-c", script, kind, redis_url, str(tmp_path), "3"], timeout=60)
     assert len(store._generations("t")) == 2
@@ -148,27 +150,27 @@ def test_a_publish_killed_at_any_step_leaves_the_previous_generation_serving(kin
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_an_incremental_publish_killed_inside_its_transaction_changes_nothing(kind, redis_url, tmp_path):
     store = open_test_store(kind, redis_url, tmp_path)
-    online.write_full(store, "t", iter(ROWS[:1000]), MARKER)
+    online_stores.write_full(store, "t", iter(ROWS[:1000]), MARKER)
     # A child applies 500 changed rows and 100 deletions and is SIGKILLed inside the
     # transaction: on SQLite when the deletions start (the upserts done), on Redis as it
     # sends the queued transaction.
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from sparkml_platform import online
+        from sparkml_platform.storage import online_stores
         kind, url, where = sys.argv[1:4]
         def die(*_):
             os.kill(os.getpid(), signal.SIGKILL)
         if kind == "sqlite":
-            store = online.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5)
+            store = online_stores.SqliteStore(__import__("pathlib").Path(where) / "online.db", 0.5)
             store._db().set_trace_callback(lambda sql: sql.startswith("DELETE") and die())
         else:
             import redis.client
-            store = online.RedisStore(url, 1.0, os.path.basename(where))
+            store = online_stores.RedisStore(url, 1.0, os.path.basename(where))
             redis.client.Pipeline.execute = die
         marker = store.marker("t")
         changed = [(json.dumps({{"k": i}}), json.dumps([None, [[i, {{"v": -1}}]]])) for i in range(500)]
-        online.write_incremental(store, "t", changed, [json.dumps({{"k": i}}) for i in range(900, 1000)],
+        online_stores.write_incremental(store, "t", changed, [json.dumps({{"k": i}}) for i in range(900, 1000)],
                                  {{**marker, "version": 9, "rows": 900}})
     """)
     done = subprocess.run([sys.executable, "-c", script, kind, redis_url, str(tmp_path)], capture_output=True,
@@ -179,7 +181,7 @@ def test_an_incremental_publish_killed_inside_its_transaction_changes_nothing(ki
     assert [json.loads(v)[1][0][1]["v"] for v in values] == list(range(1000))
     # The next publish does the work.
     changed = [(k, json.dumps([None, [[1, {"v": -1}]]])) for k, _ in ROWS[:500]]
-    assert online.write_incremental(store, "t", changed, [k for k, _ in ROWS[900:1000]],
+    assert online_stores.write_incremental(store, "t", changed, [k for k, _ in ROWS[900:1000]],
                                     {**store.marker("t"), "version": 9, "rows": 900})
     assert store.state("t")[1] == 900 and store.marker("t")["version"] == 9
 
@@ -187,7 +189,7 @@ def test_an_incremental_publish_killed_inside_its_transaction_changes_nothing(ki
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_readers_never_see_fewer_rows_during_a_full_or_incremental_publish(kind, redis_url, tmp_path):
     store = open_test_store(kind, redis_url, tmp_path)
-    online.write_full(store, "t", iter(ROWS), MARKER)
+    online_stores.write_full(store, "t", iter(ROWS), MARKER)
     keys = [k for k, _ in ROWS[::7]]
     seen, stop = [], threading.Event()
 
@@ -201,9 +203,9 @@ def test_readers_never_see_fewer_rows_during_a_full_or_incremental_publish(kind,
     thread.start()
     try:
         for round_ in range(3):
-            online.write_full(store, "t", iter(ROWS), {**MARKER, "version": 4 + round_}, batch_rows=200)
+            online_stores.write_full(store, "t", iter(ROWS), {**MARKER, "version": 4 + round_}, batch_rows=200)
             changed = [(k, json.dumps([None, [[1, {"v": round_}]]])) for k, _ in ROWS[:500]]
-            assert online.write_incremental(store, "t", changed, [], {**store.marker("t"), "version": 10 + round_})
+            assert online_stores.write_incremental(store, "t", changed, [], {**store.marker("t"), "version": 10 + round_})
     finally:
         stop.set()
         thread.join()
@@ -214,10 +216,10 @@ def test_readers_never_see_fewer_rows_during_a_full_or_incremental_publish(kind,
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_an_incremental_publish_is_all_or_nothing_and_the_marker_counts_what_is_held(kind, redis_url, tmp_path):
     store = open_test_store(kind, redis_url, tmp_path)
-    online.write_full(store, "t", iter(ROWS[:10]), MARKER)
+    online_stores.write_full(store, "t", iter(ROWS[:10]), MARKER)
     marker = store.marker("t")
     upserts = [(ROWS[0][0], json.dumps([None, [[9, {"v": 99}]]])), ROWS[10]]
-    assert online.write_incremental(store, "t", upserts, [ROWS[1][0]], {**marker, "version": 5, "rows": 10})
+    assert online_stores.write_incremental(store, "t", upserts, [ROWS[1][0]], {**marker, "version": 5, "rows": 10})
     assert store.held("t") == 10 and store.marker("t")["version"] == 5
     if kind == "sqlite":  # a failing statement inside rolls all of it back
         with pytest.raises(Exception):
@@ -225,23 +227,23 @@ def test_an_incremental_publish_is_all_or_nothing_and_the_marker_counts_what_is_
         assert json.loads(store.lookup("t", [ROWS[2][0]])[1][0]) == json.loads(ROWS[2][1])
         assert store.marker("t")["version"] == 5
     # A marker that claims other than what is held: write_incremental says so (publish anew).
-    assert not online.write_incremental(store, "t", [], [], {**store.marker("t"), "rows": 11})
+    assert not online_stores.write_incremental(store, "t", [], [], {**store.marker("t"), "rows": 11})
 
 
 def test_a_redis_restarted_empty_has_no_marker_and_serving_refuses_or_degrades(tmp_path):
     with redis_server(tmp_path) as (url, proc):
-        store = online.RedisStore(url, 1.0, "ns")
-        online.write_full(store, "t", iter(ROWS[:5]), MARKER)
-        assert online.check_published(store, ["t"])["t"]["rows"] == 5
+        store = online_stores.RedisStore(url, 1.0, "ns")
+        online_stores.write_full(store, "t", iter(ROWS[:5]), MARKER)
+        assert online_stores.check_published(store, ["t"])["t"]["rows"] == 5
         store._redis.flushall()  # what a restart without persistence leaves
         assert store.marker("t") is None and store.held("t") is None
         assert store.lookup("t", [ROWS[0][0]]) == (None, [None])
-        with pytest.raises(online.ConfigError, match="was never published"):
-            online.check_published(store, ["t"])
-        online.write_full(store, "t", iter(ROWS[:5]), MARKER)
+        with pytest.raises(ConfigError, match="was never published"):
+            online_stores.check_published(store, ["t"])
+        online_stores.write_full(store, "t", iter(ROWS[:5]), MARKER)
         store._redis.hdel(store._redis.get(store._current("t")), ROWS[0][0])  # evicted
-        with pytest.raises(online.ConfigError, match="holds 4 rows of feature table t, its marker records 5"):
-            online.check_published(store, ["t"])
+        with pytest.raises(ConfigError, match="holds 4 rows of feature table t, its marker records 5"):
+            online_stores.check_published(store, ["t"])
 
 
 # --- strict requests --------------------------------------------------------------------------
@@ -315,9 +317,9 @@ def test_a_killed_server_loses_no_logged_request_and_none_is_written_twice(tmp_p
     script = textwrap.dedent(f"""
         import datetime as dt, os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from sparkml_platform.request_log import RequestLog
-        from sparkml_platform.storage import Location
-        from sparkml_platform.storage import Storage
+        from sparkml_platform.storage.request_log import RequestLog
+        from sparkml_platform.storage.files import Location
+        from sparkml_platform.storage.files import Storage
         log = RequestLog(Storage().location({str(table)!r}), __import__("pathlib").Path({str(wal)!r}),
                          seconds=3600)
         appended = log._append
@@ -341,8 +343,8 @@ def test_a_killed_server_loses_no_logged_request_and_none_is_written_twice(tmp_p
         assert done.returncode == -signal.SIGKILL, done.stderr
     assert len(list(wal.iterdir())) == 1  # the second's start replayed what the first left
 
-    from sparkml_platform.request_log import RequestLog
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage.request_log import RequestLog
+    from sparkml_platform.storage.files import Storage
 
     RequestLog(Storage().location(str(table)), wal, seconds=3600).close()  # the next start replays
     ids = [r["request_id"] for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()]
@@ -355,8 +357,8 @@ def test_the_request_log_compacts_its_small_files_keeping_every_row(tmp_path):
 
     from deltalake import DeltaTable
 
-    from sparkml_platform.request_log import RequestLog
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage.request_log import RequestLog
+    from sparkml_platform.storage.files import Storage
 
     table = tmp_path / "online_m"
     log = RequestLog(Storage().location(str(table)), tmp_path / "wal", seconds=3600)
@@ -378,15 +380,15 @@ def test_time_and_date_keys_are_looked_up_as_spark_stores_them(spark):
 
     from pyspark.sql import functions as F
 
-    from sparkml_platform.online_requests import micros, spark_key
+    from sparkml_platform.serving.online_requests import micros, spark_key
 
     at = "2013-06-01T08:30:15.123456+02:00"
     instant = dt.datetime(2013, 6, 1, 6, 30, 15, 123456, tzinfo=dt.timezone.utc)
     df = spark.createDataFrame([(instant, dt.date(2013, 6, 1))], "ts timestamp, day date")
     stored = df.select(F.to_json(F.struct("ts")).alias("ts"), F.to_json(F.struct("day")).alias("day")).first()
     held = micros(at, 0, "ts")
-    assert online.key_json(["ts"], [spark_key(held, "timestamp")]) == stored.ts
-    assert online.key_json(["day"], [spark_key(held, "date")]) == stored.day
+    assert online_stores.key_json(["ts"], [spark_key(held, "timestamp")]) == stored.ts
+    assert online_stores.key_json(["day"], [spark_key(held, "date")]) == stored.day
     with pytest.raises(BadRequest, match="outside the years 1 to 9999"):
         micros("9999-12-31T23:59:59-05:00", 0, "ts")
 
@@ -399,8 +401,9 @@ def test_kept_rows_and_statistics_in_this_process_equal_sparks(spark, tmp_path):
 
     import pyarrow as pa
 
-    from sparkml_platform import lake, statistics
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage import lake
+    from sparkml_platform.storage import statistics
+    from sparkml_platform.storage.files import Storage
 
     rng = random.Random(11)
     base = dt.datetime(2015, 3, 1, tzinfo=dt.timezone.utc)

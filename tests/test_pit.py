@@ -8,9 +8,9 @@ import random
 import pandas as pd
 import pytest
 
-from sparkml_platform import pit
-from sparkml_platform.errors import ConfigError
-from sparkml_platform.pit import FeatureLookup, as_of_join, content_digest, join_features
+from sparkml_platform.storage import pit
+from sparkml_platform.core.errors import ConfigError
+from sparkml_platform.storage.pit import FeatureLookup, as_of_join, content_digest, join_features
 
 T0 = dt.datetime(2013, 1, 1)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -118,7 +117,7 @@ def test_mlflow_artifacts_live_on_s3_and_no_secret_is_written(remote):
 
 
 def test_the_storage_contract_on_hdfs(hdfs, tmp_path):
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage.files import Storage
     from test_storage import check_contract
 
     check_contract(Storage().location(f"{hdfs.uri}/contract/{tmp_path.name}"))

@@ -14,8 +14,9 @@ import prerequisites
 import pytest
 
 from conftest import run_main
-from sparkml_platform import report
-from sparkml_platform.lineage import Graph, Node
+from sparkml_platform.insight import report
+from sparkml_platform.insight.lineage import Graph, Node
+from sparkml_platform.storage import places
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -104,7 +105,8 @@ def monitoring_rows(spark, config, version: int) -> list[dict]:
     """Three months of the champion's monitoring as the monitoring table keeps it."""
     import datetime as dt
 
-    from sparkml_platform import lake, monitoring
+    from sparkml_platform.storage import lake
+    from sparkml_platform.insight import monitoring
 
     rows = []
     for period, auc, psi in (("2013-10", 0.71, 0.05), ("2013-11", 0.66, 0.12), ("2013-12", 0.55, 0.34)):
@@ -115,7 +117,7 @@ def monitoring_rows(spark, config, version: int) -> list[dict]:
     schema = ("model_version INT, by STRING, period STRING, kind STRING, name STRING, measure STRING, "
               "value DOUBLE, threshold DOUBLE, breached BOOLEAN, rows BIGINT, monitored_at TIMESTAMP")
     lake.write(spark.createDataFrame(rows, schema),
-               lake.table_path(config.lake_root, monitoring.table_ref("flight_delays")))
+               lake.table_path(places.lake_root(config), monitoring.table_ref("flight_delays")))
     return [dict(zip(("model_version", "by", "period", "kind", "name", "measure", "value", "threshold",
                       "breached", "rows"), r)) for r in rows if r[0] == version]
 
@@ -125,16 +127,16 @@ def test_champion_report_in_a_browser(spark, flights_project, tmp_path):
     from lxml import html as lxml_html
     from PIL import Image
 
-    from sparkml_platform import lineage
-    from sparkml_platform.config import load_config
-    from sparkml_platform.evaluation import METRICS
-    from sparkml_platform.tracking import Tracker
+    from sparkml_platform.insight import lineage
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.modeling.evaluation import METRICS
+    from sparkml_platform.tracking.tracker import Tracker
 
     source, _ = flights_project
     root = tmp_path / "project"  # a copy: the monitoring rows written here are this test's own
     shutil.copytree(source.parent, root, symlinks=True)
     conf = root / "conf"
-    config = load_config(conf, "test")
+    config = open_project(conf, "test")
     tracker = Tracker(config)
     champion = tracker.client.get_model_version_by_alias("flight_delays", "champion")
     version = str(champion.version)

@@ -11,8 +11,10 @@ import pytest
 
 from conftest import JARS_DIR, make_project, run_main
 
-from sparkml_platform import lake, training_sets
-from sparkml_platform.errors import ConfigError, NotFoundError
+from sparkml_platform.storage import lake
+from sparkml_platform.core.errors import ConfigError, NotFoundError
+from sparkml_platform.storage import places
+from sparkml_platform.storage import training_sets as trainset_store
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -33,7 +35,7 @@ def _set(table: str, **extra) -> dict:
 def proj(tmp_path_factory, spark):
     """A project of its own (conf, lake, MLflow store): labels, two feature tables in the
     lake, training sets defined in its training_sets.yml, so the CLI sees them too."""
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
     conf = make_project(tmp_path_factory.mktemp("retention"), {
         "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2,
@@ -46,12 +48,12 @@ def proj(tmp_path_factory, spark):
         "models.yml": {"models": {"rt_spec": {"training_set": "rt_pin", "label": "label",
                                               "estimator": {"type": "gbt_classifier"}}}},
     })
-    config = load_config(conf, "test")
+    config = open_project(conf, "test")
     labels = spark.createDataFrame([(i, ["a", "b", "c"][i % 3], T0 + dt.timedelta(hours=10 + i), i % 2)
                                     for i in range(30)], "id int, kk string, t timestamp, outcome int")
-    lake.write(labels.withColumnRenamed("kk", "k"), lake.table_path(config.lake_root, "entities.rt_labels"))
+    lake.write(labels.withColumnRenamed("kk", "k"), lake.table_path(places.lake_root(config), "entities.rt_labels"))
     for name in ("rt_a", "rt_v"):
-        lake.write(_features(spark, 1.0), lake.table_path(config.lake_root, f"features.{name}"))
+        lake.write(_features(spark, 1.0), lake.table_path(places.lake_root(config), f"features.{name}"))
     return conf
 
 
@@ -79,7 +81,7 @@ def _register(ws, model: str, training_set: str, version: int) -> str:
 
 
 def _files(ws, name: str) -> list[str]:
-    return lake.table_path(ws.config.lake_root, f"trainsets.{name}").names()
+    return lake.table_path(places.lake_root(ws.config), f"trainsets.{name}").names()
 
 
 def test_delete_is_refused_naming_every_model_version_trained_on_it(proj, ws):
@@ -107,7 +109,7 @@ def test_delete_then_list_show_rebuild_and_next_build(proj, ws):
     result = run_main(proj, "trainset", "delete", f"rt_pin@{gone}")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["deleted"] == f"rt_pin@{gone}"
-    assert training_sets.list_versions(ws.config, "rt_pin") == versions[:-1]
+    assert trainset_store.list_versions(ws.config, "rt_pin") == versions[:-1]
     assert f"v{gone:04d}" not in _files(ws, "rt_pin") and f"v{gone:04d}.json" not in _files(ws, "rt_pin")
     listed = json.loads(run_main(proj, "trainset", "list", "--json").stdout)
     assert [r["version"] for r in listed if r["name"] == "rt_pin"] == versions[:-1]
@@ -128,7 +130,7 @@ def test_delete_then_list_show_rebuild_and_next_build(proj, ws):
 
 def test_an_interrupted_delete_is_listed_and_finished_by_deleting_again(proj, ws):
     version = ws.build_training_set("rt_pin").version
-    base = lake.table_path(ws.config.lake_root, "trainsets.rt_pin")
+    base = lake.table_path(places.lake_root(ws.config), "trainsets.rt_pin")
     # Stopped after its record and the manifest went, before the rows: what a kill leaves.
     (base / f"v{version:04d}.deleted.json").create(json.dumps({"deleted_at": "earlier"}))
     (base / f"v{version:04d}.json").unlink()
@@ -147,7 +149,7 @@ def test_retention_keeps_the_newest_and_every_version_a_model_uses(proj, ws):
     used = _register(ws, "rt_keeper", "rt_keep", first.version)
     built = [ws.build_training_set("rt_keep") for _ in range(3)]
     # After each build: the newest two, and the first (a model was trained on it).
-    assert training_sets.list_versions(ws.config, "rt_keep") == [first.version, *[b.version for b in built[-2:]]]
+    assert trainset_store.list_versions(ws.config, "rt_keep") == [first.version, *[b.version for b in built[-2:]]]
     last = built[-1].pruned
     assert last["deleted"] == [f"rt_keep@{built[0].version}"]
     assert last["kept_for_models"] == {f"rt_keep@{first.version}": [used]}
@@ -156,7 +158,7 @@ def test_retention_keeps_the_newest_and_every_version_a_model_uses(proj, ws):
     result = run_main(proj, "trainset", "prune", "rt_keep", "--keep", "1")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["deleted"] == [f"rt_keep@{built[1].version}"]
-    assert training_sets.list_versions(ws.config, "rt_keep") == [first.version, built[2].version]
+    assert trainset_store.list_versions(ws.config, "rt_keep") == [first.version, built[2].version]
     # No retention configured and none given: refused naming the key.
     refused = run_main(proj, "trainset", "prune", "rt_pin")
     assert refused.returncode == 2 and "training_sets.rt_pin.retention.keep" in refused.stderr
@@ -183,9 +185,9 @@ def test_a_version_a_running_training_reads_is_kept_until_its_reader_ends(proj, 
     reader = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
-from sparkml_platform import leases
-from sparkml_platform.config import load_config
-with leases.held(load_config({str(proj)!r}, "test"), "training rt_model", {{"training_set:rt_del": [{leased}]}}):
+from sparkml_platform.storage import leases
+from sparkml_platform.runtime.project import open_project
+with leases.held(open_project({str(proj)!r}, "test"), "training rt_model", {{"training_set:rt_del": [{leased}]}}):
     print("leased", flush=True)
     time.sleep(600)
 """], stdout=subprocess.PIPE, text=True, env=cli_env())
@@ -201,15 +203,16 @@ with leases.held(load_config({str(proj)!r}, "test"), "training rt_model", {{"tra
         reader.send_signal(signal.SIGKILL)
         reader.wait(timeout=30)
     time.sleep(0.1)
-    with caplog.at_level(logging.WARNING, logger="sparkml_platform.leases"):
+    with caplog.at_level(logging.WARNING, logger="sparkml_platform.storage.leases"):
         pruned = ws.prune_training_sets("rt_del", keep=1)
     assert f"rt_del@{leased}" in pruned["deleted"] and "is stale: removed" in caplog.text
-    assert not (ws.config.lake_root / "_leases").names()
+    assert not (places.lake_root(ws.config) / "_leases").names()
 
 
 def test_training_leases_the_version_it_reads_for_its_whole_run(proj, ws, monkeypatch):
     """What `train` holds while it runs (its inner steps replaced by a look at the leases)."""
-    from sparkml_platform import leases, training
+    from sparkml_platform.storage import leases
+    from sparkml_platform.training import train as training
 
     version = ws.build_training_set("rt_pin").version
     seen = {}
@@ -227,7 +230,9 @@ def test_training_leases_the_version_it_reads_for_its_whole_run(proj, ws, monkey
 
 
 def test_a_training_set_build_leases_the_table_versions_it_reads(proj, ws, monkeypatch):
-    from sparkml_platform import lake, leases, training_sets
+    from sparkml_platform.storage import lake
+    from sparkml_platform.storage import leases
+    from sparkml_platform.trainsets import build as training_sets
 
     written = training_sets.write_version
     seen = {}
@@ -242,21 +247,21 @@ def test_a_training_set_build_leases_the_table_versions_it_reads(proj, ws, monke
     ws.build_training_set("rt_pin")
     assert seen["leases"] == [{f"table:{ref}": [version] for ref, version in seen["read"].items()}]
     assert len(seen["read"]) >= 2 and not leases.active(ws.config)
-    assert all(lake.version(None, lake.table_path(ws.config.lake_root, ref)) == v for ref, v in seen["read"].items())
+    assert all(lake.version(None, lake.table_path(places.lake_root(ws.config), ref)) == v for ref, v in seen["read"].items())
 
 
 def test_retention_config_rejects_a_bad_keep(tmp_path):
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
     for bad, said in (({"keep": 0}, "greater than or equal to 1"), ({"keep": 2, "days": 3}, "days")):
         conf = make_project(tmp_path / str(len(said)), {"training_sets.yml": {"retention": bad}})
         with pytest.raises(ConfigError, match=said) as caught:
-            load_config(conf, "test")
+            open_project(conf, "test")
         assert "training_sets.yml" in str(caught.value)
 
 
 def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
-    path = lake.table_path(ws.config.lake_root, "features.rt_v")
+    path = lake.table_path(places.lake_root(ws.config), "features.rt_v")
     pinned = ws.build_training_set("rt_vac")  # reads features.rt_v version 0
     lake.write(_features(spark, 2.0), path)  # an overwrite: version 0's files are removed
     old_files = set(lake.files(path, 0)) - set(lake.files(path))
@@ -281,7 +286,7 @@ def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
     assert default["retain_hours"] == 168 and default["retain_hours_given"] is None
 
     # A scoring under way leases the version it reads: vacuum keeps it as it keeps a pinned one.
-    from sparkml_platform import leases
+    from sparkml_platform.storage import leases
 
     with leases.held(ws.config, "scoring m/1 into predictions.p", {"table:features.rt_v": [0]}):
         refused = run_main(proj, "features", "vacuum", "rt_v", "--retain-hours", "1")
@@ -303,7 +308,7 @@ def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
 
 def test_retention_is_not_part_of_the_definition_hash():
     from sparkml_platform.config import TrainingSet
-    from sparkml_platform.provenance import definition_hash
+    from sparkml_platform.core.provenance import definition_hash
 
     plain = TrainingSet.model_validate(_set("rt_a"))
     kept = TrainingSet.model_validate(_set("rt_a", retention={"keep": 3}))

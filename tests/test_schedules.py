@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, cli_env, make_project, run_main
+from sparkml_platform.storage import places
 
 OOZIE_CLIENT = "org.apache.oozie:oozie-client:5.2.1"  # its jar ships the schemas
 
@@ -103,7 +104,7 @@ def test_rendered_oozie_workflows_and_coordinators_validate_against_oozies_schem
 
 
 def test_oozie_cron_names_week_days_and_keeps_steps():
-    from sparkml_platform.schedule import oozie_cron
+    from sparkml_platform.orchestration.schedule import oozie_cron
 
     assert oozie_cron("0 6 * * 1") == "0 6 * * MON"
     assert oozie_cron("0 6 * * 0,6") == "0 6 * * SUN,SAT"
@@ -138,12 +139,12 @@ def test_rendered_crontab_lines_and_runner_scripts(tmp_path):
 
 
 def test_a_schedule_without_a_master_of_its_own_runs_on_platform_ymls(tmp_path):
-    from sparkml_platform.config import load_config
-    from sparkml_platform.schedule import command
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.orchestration.schedule import command
 
     schedules = {"schedules": {"plain": {"cron": "0 4 * * *", "jobs": {"f": {"job": "features_build"}}}}}
     conf = make_project(tmp_path / "p", {"schedules.yml": schedules, "platform.yml": {"spark": {"master": "local[2]"}}})
-    config = load_config(conf, "test")
+    config = open_project(conf, "test")
     argv = command(config, "plain", config.schedules.schedules["plain"], "f")
     assert argv[argv.index("--master") + 1] == "local[2]"
 
@@ -151,12 +152,12 @@ def test_a_schedule_without_a_master_of_its_own_runs_on_platform_ymls(tmp_path):
 def test_schedule_list_gives_each_jobs_next_run(tmp_path, config):
     from croniter import croniter
 
-    from sparkml_platform.config import load_config
-    from sparkml_platform.schedule import listing
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.orchestration.schedule import listing
 
     conf = make_project(tmp_path / "p", {"schedules.yml": CHAINED})
     now = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)  # a Friday
-    rows = {(r["schedule"], r["job"]): r for r in listing(load_config(conf, "test"), now)}
+    rows = {(r["schedule"], r["job"]): r for r in listing(open_project(conf, "test"), now)}
     assert rows[("chain", "fix")]["next_run"] == "2026-11-30T03:15+00:00"  # Monday, 03:15
     assert rows[("chain", "fix")]["after"] == ["monitor (gate_failed)"]
     assert rows[("weekly_monitoring", "monitor")]["next_run"] == \
@@ -202,10 +203,10 @@ def test_unknown_schedule_exits_2(tmp_path):
 
 
 def test_a_held_lock_refuses_a_second_run_and_is_released_by_its_holder_only(config):
-    from sparkml_platform.errors import JobLocked
-    from sparkml_platform.locking import JobLock
+    from sparkml_platform.core.errors import JobLocked
+    from sparkml_platform.storage.locking import JobLock
 
-    lock = JobLock(config.lake_root, "test_sched.held", stale_after=3600)
+    lock = JobLock(places.lake_root(config), "test_sched.held", stale_after=3600)
     held = lock.acquire()
     try:
         saved = json.loads(lock.location.read_text())
@@ -213,7 +214,7 @@ def test_a_held_lock_refuses_a_second_run_and_is_released_by_its_holder_only(con
         assert saved["host"] == os.uname().nodename
         with pytest.raises(JobLocked, match=rf"job test_sched.held is still running: run {held.run_id} "
                                             rf"on {os.uname().nodename} \(pid {os.getpid()}\) since"):
-            JobLock(config.lake_root, "test_sched.held", stale_after=3600).acquire()
+            JobLock(places.lake_root(config), "test_sched.held", stale_after=3600).acquire()
         assert lock.release("someone-else") is False and lock.location.exists()
     finally:
         assert lock.release(held.run_id) is True
@@ -223,14 +224,14 @@ def test_a_held_lock_refuses_a_second_run_and_is_released_by_its_holder_only(con
 
 
 def test_a_stale_lock_is_taken_over_and_the_take_over_logged(config, caplog):
-    from sparkml_platform.locking import JobLock
+    from sparkml_platform.storage.locking import JobLock
 
-    lock = JobLock(config.lake_root, "test_sched.stale", stale_after=600)
+    lock = JobLock(places.lake_root(config), "test_sched.stale", stale_after=600)
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=900)
     # Another machine's run, killed 15 minutes ago (its process cannot be checked from here).
     lock.location.write_text(json.dumps({"job": "test_sched.stale", "run_id": "killed1", "host": "elsewhere",
                                          "pid": 1, "started_at": old.isoformat(timespec="seconds")}))
-    with caplog.at_level(logging.WARNING, logger="sparkml_platform.locking"):
+    with caplog.at_level(logging.WARNING, logger="sparkml_platform.storage.locking"):
         held = lock.acquire()
     assert held.took_over_from == "killed1"
     assert json.loads(lock.location.read_text())["took_over_from"] == "killed1"
@@ -249,7 +250,7 @@ def test_a_stale_lock_is_taken_over_and_the_take_over_logged(config, caplog):
     lock.release(held.run_id)
 
     # On this machine a holder whose process lives keeps the lock, however old (a long job).
-    from sparkml_platform.errors import JobLocked
+    from sparkml_platform.core.errors import JobLocked
 
     lock.location.write_text(json.dumps({"job": "test_sched.stale", "run_id": "long3", "host": os.uname().nodename,
                                          "pid": os.getpid(), "started_at": old.isoformat(timespec="seconds")}))
@@ -259,9 +260,9 @@ def test_a_stale_lock_is_taken_over_and_the_take_over_logged(config, caplog):
 
 
 def test_spark_submit_with_a_held_lock_exits_4_before_starting_spark(project, config):
-    from sparkml_platform.locking import JobLock
+    from sparkml_platform.storage.locking import JobLock
 
-    lock = JobLock(config.lake_root, "test_sched.submit", stale_after=3600)
+    lock = JobLock(places.lake_root(config), "test_sched.submit", stale_after=3600)
     held = lock.acquire()
     try:
         started = time.monotonic()
@@ -286,7 +287,7 @@ def test_a_runner_killed_leaves_the_lock_to_its_running_job_and_a_stopped_one_st
     import signal
     import sys
 
-    from sparkml_platform.locking import JobLock
+    from sparkml_platform.storage.locking import JobLock
 
     root = tmp_path / "runner"
     (root / "jobs").mkdir(parents=True)
@@ -295,7 +296,7 @@ def test_a_runner_killed_leaves_the_lock_to_its_running_job_and_a_stopped_one_st
         (root / shared).symlink_to(REPO / shared)
     (root / "jobs" / "slow.py").write_text("import time\ntime.sleep(600)\n")
     env = cli_env(SPARKML_VENV=str(Path(sys.executable).parent.parent))
-    lock = JobLock(config.lake_root, "test_sched.killed", stale_after=3600)
+    lock = JobLock(places.lake_root(config), "test_sched.killed", stale_after=3600)
 
     def run(wait: bool):
         cmd = [str(root / "spark-submit.sh"), "--conf-dir", str(project), "--env", "test", "--lock",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sparkml_platform import tracking
+from sparkml_platform.tracking import tracker as tracking
 from sparkml_platform.config import redact_uri
-from sparkml_platform.errors import JobFailed
+from sparkml_platform.core.errors import JobFailed
 
 
 @pytest.mark.parametrize("uri, shown", [

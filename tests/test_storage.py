@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from servers import S3_CREDENTIALS, s3_server
-from sparkml_platform.errors import ConfigError, JobFailed
-from sparkml_platform.storage import Storage
+from sparkml_platform.core.errors import ConfigError, JobFailed
+from sparkml_platform.storage.files import Storage
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_a_location_with_credentials_is_refused_without_showing_them():
     "spark.executorEnv.AWS_SECRET_ACCESS_KEY", "spark.yarn.appMasterEnv.AWS_SESSION_TOKEN",
 ])
 def test_a_secret_in_a_committed_file_is_refused(key):
-    from sparkml_platform.storage import refuse_committed_secrets
+    from sparkml_platform.storage.files import refuse_committed_secrets
 
     with pytest.raises(ConfigError, match=f"spark.conf.{key} holds a secret in a committed file"):
         refuse_committed_secrets({key: "x"}, "conf/base/platform.yml")
@@ -172,7 +172,7 @@ def test_an_endpoint_that_does_not_answer_fails_within_seconds(aws_env):
 def test_row_count_from_the_log_equals_a_count_at_every_version(spark, tmp_path):
     """The rows a version holds, read from the per-file record counts of the Delta log (what
     the up-to-date checks and a load's report use instead of a count job)."""
-    from sparkml_platform import lake
+    from sparkml_platform.storage import lake
 
     path = Storage().location(str(tmp_path / "t"))
     spark.range(10).write.format("delta").save(str(path))

@@ -8,10 +8,14 @@ import copy
 
 import pytest
 
-from sparkml_platform import registry, training
-from sparkml_platform.config import Threshold, load_config
-from sparkml_platform.tracking import Tracker
-from sparkml_platform.errors import ConfigError, GateFailed
+from sparkml_platform.tracking import registry
+from sparkml_platform.training import train as training
+from sparkml_platform.config import Threshold
+from sparkml_platform.tracking.tracker import Tracker
+from sparkml_platform.core.errors import ConfigError, GateFailed
+from sparkml_platform.storage import places
+from sparkml_platform.runtime.project import open_project
+from sparkml_platform.storage import training_sets as trainset_store
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +37,7 @@ def trained_config(flights_project, store, monkeypatch):
     monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
     for name, value in store.items():
         monkeypatch.setenv(name, value)
-    return load_config(conf, "test")
+    return open_project(conf, "test")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def gbt_champion(spark, flights_project, store) -> dict:
         patch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
         for name, value in store.items():
             patch.setenv(name, value)
-        config = load_config(flights_project[0], "test")
+        config = open_project(flights_project[0], "test")
         config.model("flight_delay_gbt").thresholds = {"roc_auc": Threshold(min=0.0, vs_champion=0.0)}
         result = training.train(spark, config, Tracker(config), "flight_delay_gbt", tune=False)
     assert result["aliases"] == ["challenger", "champion"] and result["decision"] == "promoted to champion"
@@ -115,7 +119,8 @@ def test_regressors_are_evaluated_with_regression_metrics(spark, trained_config)
 def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spark, trained_config):
     import numpy as np
 
-    from sparkml_platform import estimators, scoring, training_sets
+    from sparkml_platform.modeling import estimators
+    from sparkml_platform.serving import scoring
 
     config = trained_config
     config.model("flight_delay_sklearn").thresholds = {"roc_auc": Threshold(min=0.0)}  # any model will do
@@ -124,7 +129,7 @@ def test_sklearn_scoring_through_spark_udf_equals_the_models_own_predictions(spa
     mv = registry.resolve(tracker, f"flight_delays/{result['version']}")
     spec = registry.load_feature_spec(tracker, mv.run_id)
     assert spec["flavor"] == "sklearn"
-    rows = training_sets.read_version(spark, config, training_sets.manifest(config, "flight_delays")) \
+    rows = trainset_store.read_version(spark, config, trainset_store.manifest(config, "flight_delays")) \
         .where("split = 'test'").limit(300)
     rows = rows.select(*spec["feature_columns"], "label", "flight_id").persist()
     with tracker.bound():
@@ -144,22 +149,23 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     import mlflow
     from pyspark.sql import functions as F
 
-    from sparkml_platform import lake, scoring, training_sets
+    from sparkml_platform.storage import lake
+    from sparkml_platform.serving import scoring
 
     config = trained_config
     ref = f"flight_delays/{gbt_champion['version']}"
     tracker = Tracker(config)
     mv = registry.resolve(tracker, ref)
-    manifest = training_sets.manifest(config, "flight_delays")
-    sample = training_sets.read_version(spark, config, manifest).where("split = 'test'").limit(200).persist()
+    manifest = trainset_store.manifest(config, "flight_delays")
+    sample = trainset_store.read_version(spark, config, manifest).where("split = 'test'").limit(200).persist()
     ids = [r.flight_id for r in sample.select("flight_id").collect()]
 
     # Entity rows for the sampled flights, a few with a null carrier (a join key).
-    entities = lake.read(spark, lake.table_path(config.lake_root, "entities.flights"))
+    entities = lake.read(spark, lake.table_path(places.lake_root(config), "entities.flights"))
     rows = entities.where(F.col("flight_id").isin(ids)).withColumn(
         "carrier", F.when(F.col("flight_id") == ids[0], None).otherwise(F.col("carrier")))
-    lake.write(rows, lake.table_path(config.lake_root, "entities.scoring_check"))
-    output = lake.table_path(config.lake_root, "predictions.scoring_check")
+    lake.write(rows, lake.table_path(places.lake_root(config), "entities.scoring_check"))
+    output = lake.table_path(places.lake_root(config), "predictions.scoring_check")
 
     config.platform.scoring.null_keys = "refuse"
     with pytest.raises(ConfigError, match=r"has entity rows with null keys \(carrier: 1\)"):

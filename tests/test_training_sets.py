@@ -8,9 +8,12 @@ import pytest
 
 from conftest import utc
 
-from sparkml_platform import lake, training_sets
+from sparkml_platform.storage import lake
+from sparkml_platform.trainsets import build as training_sets
 from sparkml_platform.config import Feature, FeatureTable, Split, TrainingSet
-from sparkml_platform.errors import ConfigError, JobFailed
+from sparkml_platform.core.errors import ConfigError, JobFailed
+from sparkml_platform.storage import places
+from sparkml_platform.storage import training_sets as trainset_store
 
 T0 = dt.datetime(2024, 1, 1)
 
@@ -44,9 +47,9 @@ def synthetic(spark, config):
     table_b = spark.createDataFrame(  # starts after the first labels: those get nulls
         [(k, at(h), h * 10) for k in ("a", "b") for h in range(30, 60, 3)],
         "k string, ft timestamp, z int")
-    lake.write(labels, lake.table_path(config.lake_root, "entities.ts_labels"))
-    lake.write(table_a, lake.table_path(config.lake_root, "features.ts_a"))
-    lake.write(table_b, lake.table_path(config.lake_root, "features.ts_b"))
+    lake.write(labels, lake.table_path(places.lake_root(config), "entities.ts_labels"))
+    lake.write(table_a, lake.table_path(places.lake_root(config), "features.ts_a"))
+    lake.write(table_b, lake.table_path(places.lake_root(config), "features.ts_b"))
     config.features.feature_tables["ts_a"] = feature_table("ts_a", {"x": "double", "y": "string"})
     config.features.feature_tables["ts_b"] = feature_table("ts_b", {"z": "int"})
     config.training_sets.training_sets["ts_set"] = TrainingSet.model_validate({
@@ -67,19 +70,19 @@ def synthetic(spark, config):
 def test_build_writes_a_version_with_its_manifest(spark, config, synthetic):
     labels, _, _ = synthetic
     man = training_sets.build(spark, config, "ts_set")
-    assert man["version"] == max(training_sets.list_versions(config, "ts_set"))
+    assert man["version"] == max(trainset_store.list_versions(config, "ts_set"))
     assert man["rows"]["total"] == labels.count() == man["rows"]["train"] + man["rows"]["test"]
     assert man["rows"]["test"] > 0 and man["rows"]["train"] > 0
     assert man["label_source"] == {"table": "entities.ts_labels", "version": 0}
     assert {lk["table"]: lk["version"] for lk in man["lookups"]} == {"ts_a": 0, "ts_b": 0}
     # key 'zz' is in no table; ts_b has no row before hour 30 and only keys a, b (lookback 6h)
     assert man["rows_without_match"]["ts_a"] == 10
-    rows = training_sets.read_version(spark, config, man).orderBy("id").collect()
+    rows = trainset_store.read_version(spark, config, man).orderBy("id").collect()
     assert [r.a_x for r in rows[:4]] == [10.0, 10.0, 10.0, None]  # hour 10..13 -> row of hour 10
     assert all(r.z is None for r in rows if utc(r.t) < ts(30))
     expected_missing_b = sum(1 for r in rows if r.z is None)
     assert man["rows_without_match"]["ts_b"] == expected_missing_b > 0
-    assert training_sets.manifest(config, "ts_set")["digest"] == man["digest"]
+    assert trainset_store.manifest(config, "ts_set")["digest"] == man["digest"]
 
 
 def test_rebuild_from_manifest_gives_the_same_digest_after_features_move_on(spark, config, synthetic):
@@ -87,7 +90,7 @@ def test_rebuild_from_manifest_gives_the_same_digest_after_features_move_on(spar
 
     _, table_a, _ = synthetic
     first = training_sets.build(spark, config, "ts_set")
-    path = lake.table_path(config.lake_root, "features.ts_a")
+    path = lake.table_path(places.lake_root(config), "features.ts_a")
     lake.write(table_a.withColumn("x", F.col("x") + 1), path)  # the feature table moves on
     second = training_sets.build(spark, config, "ts_set")
     assert second["version"] == first["version"] + 1
@@ -117,27 +120,27 @@ def test_key_map_to_a_missing_column(spark, config, synthetic):
 def test_incompatible_event_time_types(spark, config, synthetic):
     labels, _, _ = synthetic
     lake.write(labels.withColumn("t", labels.t.cast("date")),
-               lake.table_path(config.lake_root, "entities.ts_labels"))
+               lake.table_path(places.lake_root(config), "entities.ts_labels"))
     with pytest.raises(ConfigError, match="event time 'ft' is timestamp but the entity event time 't' is date"):
         training_sets.build(spark, config, "ts_set")
 
 
 def test_empty_label_source_writes_nothing(spark, config, synthetic):
-    before = training_sets.list_versions(config, "ts_set")
+    before = trainset_store.list_versions(config, "ts_set")
     config.training_sets.training_sets["ts_set"].label.filter = "id < 0"
     with pytest.raises(JobFailed, match="label source entities.ts_labels gave no rows"):
         training_sets.build(spark, config, "ts_set")
-    assert training_sets.list_versions(config, "ts_set") == before
+    assert trainset_store.list_versions(config, "ts_set") == before
 
 
 def test_label_keys_shared_by_several_rows_are_refused_before_writing(spark, config, synthetic):
-    before = training_sets.list_versions(config, "ts_set")
+    before = trainset_store.list_versions(config, "ts_set")
     config.training_sets.training_sets["ts_set"].label.keys = ["kk"]  # 10 label rows per kk
     with pytest.raises(ConfigError, match=r"training_sets.ts_set.label.keys: kk do not identify one label row "
                                           r"each in entities.ts_labels: kk='a' \(10 rows\); kk='b' \(10 rows\); "
                                           r"kk='c' \(10 rows\) \.\.\."):
         training_sets.build(spark, config, "ts_set")
-    assert training_sets.list_versions(config, "ts_set") == before
+    assert trainset_store.list_versions(config, "ts_set") == before
 
 
 def test_bad_sql_in_the_label_names_the_key(spark, config, synthetic):
@@ -148,13 +151,13 @@ def test_bad_sql_in_the_label_names_the_key(spark, config, synthetic):
 
 def test_feature_table_in_the_lake_without_a_declared_column(spark, config, synthetic):
     _, table_a, _ = synthetic
-    lake.write(table_a.drop("y"), lake.table_path(config.lake_root, "features.ts_a"))
+    lake.write(table_a.drop("y"), lake.table_path(places.lake_root(config), "features.ts_a"))
     with pytest.raises(ConfigError, match="features.ts_a in the lake has no column y"):
         training_sets.build(spark, config, "ts_set")
 
 
 def test_time_cut_offs_outside_the_label_rows_are_refused_before_writing(spark, config, synthetic):
-    before = training_sets.list_versions(config, "ts_set")
+    before = trainset_store.list_versions(config, "ts_set")
     definition = config.training_sets.training_sets["ts_set"]
     definition.split = Split(type="time", test_start=str(ts(60)))  # labels run from hour 10 to 49
     with pytest.raises(ConfigError, match=r"training_sets.ts_set.split.test_start: 2024-01-03 12:00:00 "
@@ -164,22 +167,22 @@ def test_time_cut_offs_outside_the_label_rows_are_refused_before_writing(spark, 
     definition.split = Split(type="time", validation_start=str(ts(5)), test_start=str(ts(30)))
     with pytest.raises(ConfigError, match=r"split.validation_start: .* so the train split would be empty"):
         training_sets.build(spark, config, "ts_set")
-    assert training_sets.list_versions(config, "ts_set") == before
+    assert trainset_store.list_versions(config, "ts_set") == before
     definition.split = Split(type="time", validation_start=str(ts(20)), test_start=str(ts(30)))
     man = training_sets.build(spark, config, "ts_set")
     assert (man["rows"]["train"], man["rows"]["validation"], man["rows"]["test"]) == (10, 10, 20)
 
 
 def test_a_build_that_fails_while_writing_leaves_no_directory(spark, config, synthetic):
-    before = training_sets.list_versions(config, "ts_set")
-    base = lake.table_path(config.lake_root, "trainsets.ts_set")
+    before = trainset_store.list_versions(config, "ts_set")
+    base = lake.table_path(places.lake_root(config), "trainsets.ts_set")
     entries = (base.names() if base.exists() else None)
     # The label expression fails only when rows are computed: half-way through the write.
     config.training_sets.training_sets["ts_set"].label.label = \
         "CASE WHEN id = 37 THEN raise_error('bad row') ELSE outcome END"
     with pytest.raises(Exception, match="bad row"):
         training_sets.build(spark, config, "ts_set")
-    assert training_sets.list_versions(config, "ts_set") == before
+    assert trainset_store.list_versions(config, "ts_set") == before
     assert ((base.names() if base.exists() else None)) == entries
 
 
@@ -192,11 +195,11 @@ def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, syntheti
     first = training_sets.build(spark, config, "ts_set")
     config.training_sets.training_sets["ts_set"].label.filter = "id < 20"
     second = training_sets.build(spark, config, "ts_set")
-    base = lake.table_path(config.lake_root, "trainsets.ts_set")
+    base = lake.table_path(places.lake_root(config), "trainsets.ts_set")
     manifest = base / f"v{second['version']:04d}.json"
     edited = {**json.loads(manifest.read_text()), "path": f"trainsets/ts_set/v{first['version']:04d}"}
     manifest.write_text(json.dumps(edited))
-    rows = training_sets.read_version(spark, config, training_sets.manifest(config, f"ts_set@{second['version']}"))
+    rows = trainset_store.read_version(spark, config, trainset_store.manifest(config, f"ts_set@{second['version']}"))
     assert rows.count() == second["rows"]["total"] == 20 != first["rows"]["total"]
     # The second version's data replaced by the first's: refused, not read as version 2.
     target = (base / f"v{second['version']:04d}").local
@@ -204,7 +207,7 @@ def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, syntheti
     shutil.copytree((base / f"v{first['version']:04d}").local, target)
     with pytest.raises(JobFailed, match=rf"trainset ts_set@{second['version']}: the data at .* was not "
                                         rf"written as this version"):
-        training_sets.read_version(spark, config, edited)
+        trainset_store.read_version(spark, config, edited)
 
 
 def test_versions_are_reserved_exclusively(tmp_path):
@@ -212,7 +215,7 @@ def test_versions_are_reserved_exclusively(tmp_path):
     import subprocess
     import sys
 
-    from sparkml_platform.storage import Storage
+    from sparkml_platform.storage.files import Storage
 
     base = Storage().location(str(tmp_path / "trainsets" / "t"))
     first, _ = training_sets._reserve(base, 1)

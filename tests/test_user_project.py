@@ -15,6 +15,10 @@ import yaml
 
 from conftest import REPO, cli_env, run_main, submitted
 from sparkml_platform.cli import main
+from sparkml_platform.storage import places
+from sparkml_platform.runtime.project import project_of
+from sparkml_platform.storage import training_sets as trainset_store
+from sparkml_platform.storage import online_stores
 
 PACKAGE = "stockproj"
 SECRETS = ("planted-s3a-secret-4f1c9e", "planted-env-secret-8d2b7a")
@@ -125,7 +129,7 @@ def mlflow_client(conf: Path):
 
 
 def test_init_writes_a_project_that_loads_and_refuses_a_second_init(tmp_path, capsys):
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
     root = tmp_path / "my-project"
     assert main(["init", str(root)]) == 0
@@ -134,8 +138,8 @@ def test_init_writes_a_project_that_loads_and_refuses_a_second_init(tmp_path, ca
     assert {p.name for p in (root / "conf" / "base").glob("*.yml")} == {
         "platform.yml", "sources.yml", "features.yml", "training_sets.yml", "models.yml", "pipelines.yml",
         "schedules.yml"}
-    config = load_config(root / "conf")  # every file valid, examples commented out
-    assert list(config.project.packages) == ["my_project"]
+    config = open_project(root / "conf")  # every file valid, examples commented out
+    assert list(project_of(config).packages) == ["my_project"]
     assert config.platform.spark.jars_dir is None  # the user's shared Delta jar cache
     capsys.readouterr()
     assert main(["init", str(root)]) == 2
@@ -189,15 +193,16 @@ def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> No
     month without outcomes the rows scored in it."""
     from pyspark.sql import functions as F
 
-    from sparkml_platform import Workspace, lake
+    from sparkml_platform import Workspace
+    from sparkml_platform.storage import lake
 
     ws = Workspace(str(conf), "local")
-    days = lake.table_path(ws.config.lake_root, "entities.price_days")
+    days = lake.table_path(places.lake_root(ws.config), "entities.price_days")
     for run_date in ("2009-07-01", "2009-07-03"):  # the champion scores the same rows twice
         ws.score("next_close@champion", "entities.price_days", "predictions.next_close_twice", run_date)
     # Outcomes known up to April only: May and June are scored without them.
     lake.write(lake.read(spark, days).where("at < TIMESTAMP '2009-05-01 00:00:00'"),
-               lake.table_path(ws.config.lake_root, "entities.price_outcomes"))
+               lake.table_path(places.lake_root(ws.config), "entities.price_outcomes"))
     result = ws.monitor("next_close@champion", "entities.price_outcomes", by="month",
                         predictions="predictions.next_close_twice")
     month = F.date_format("at", "yyyy-MM")
@@ -207,7 +212,7 @@ def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> No
     assert {p: v["rows"] for p, v in result["periods"].items()} == known
     scored = {r[0]: r[1] for r in rows.groupBy(month).count().collect()}
     recorded = {(r.period, r.rows) for r in spark.read.format("delta").load(
-        str(lake.table_path(ws.config.lake_root, result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
+        str(lake.table_path(places.lake_root(ws.config), result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
     assert {p: n for p, n in recorded if p >= "2009-05"} == {p: n for p, n in scored.items() if p >= "2009-05"}
     # Against the training set's last 30 days instead of all of it: other distances, same periods.
     from sparkml_platform.config import DriftWindow
@@ -247,14 +252,13 @@ def check_models_load_on_the_training_sets_own_rows(spark, conf: Path) -> None:
     Spark model here, the project's estimator in a fresh Python without the project's package."""
     import mlflow
 
-    from sparkml_platform import training_sets
-    from sparkml_platform.config import load_config
+    from sparkml_platform.runtime.project import open_project
 
-    config = load_config(conf)
-    man = training_sets.manifest(config, "next_close")
-    rows = training_sets.read_version(spark, config, man).select(*man["feature_columns"]).limit(40).toPandas()
+    config = open_project(conf)
+    man = trainset_store.manifest(config, "next_close")
+    rows = trainset_store.read_version(spark, config, man).select(*man["feature_columns"]).limit(40).toPandas()
     assert str(rows["days_seen"].dtype) == "int64" and str(rows["volume"].dtype) == "int32"
-    from sparkml_platform.tracking import Tracker
+    from sparkml_platform.tracking.tracker import Tracker
 
     with Tracker(config).bound():
         linear = mlflow.pyfunc.load_model("models:/next_close/1").predict(rows)
@@ -286,11 +290,12 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from sparkml_platform import Workspace, online, registry, training_sets
-    from sparkml_platform.config import load_config
-    from sparkml_platform.errors import ConfigError
-    from sparkml_platform.online_requests import check_row
-    from sparkml_platform.serving import ServedModel
+    from sparkml_platform import Workspace
+    from sparkml_platform.tracking import registry
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.core.errors import ConfigError
+    from sparkml_platform.serving.online_requests import check_row
+    from sparkml_platform.serving.server import ServedModel
 
     conf = stock_project
     root = conf.parent / ".sparkml" / "lake"
@@ -366,8 +371,8 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
 
     # 4. A retrain on @2, compared with the champion on the same test rows through its own features.
     assert run_main(conf, "trainset", "build", "next_close", env=None).returncode == 0
-    config = load_config(conf)
-    man = training_sets.manifest(config, "next_close")
+    config = open_project(conf)
+    man = trainset_store.manifest(config, "next_close")
     assert [lk["table"] for lk in man["lookups"]] == ["price_stats@2"]
     trained = run_main(conf, "train", "close_linear", env=None)
     assert trained.returncode in (0, 3), trained.stderr
@@ -376,7 +381,7 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     compared = gate["champion"]
     assert compared["version"] == champion.version and "skipped" not in compared, compared
     assert compared["features"] == {"features.price_stats": json.loads(champion.tags["feature_tables"])["price_stats"]}
-    test_rows = training_sets.read_version(spark, config, man).where("split = 'test'") \
+    test_rows = trainset_store.read_version(spark, config, man).where("split = 'test'") \
         .select("symbol", "at", "label", "close", "volume")
     own = ws.score_batch(f"next_close/{champion.version}", test_rows).select("label", "value").toPandas()
     rmse = float(((own["value"] - own["label"]) ** 2).mean() ** 0.5)
@@ -396,11 +401,11 @@ def test_a_changed_feature_definition_becomes_a_new_version_and_each_model_keeps
     published = json.loads(published.stdout)
     assert published["table"] == "features.price_stats@2"
     assert [o["table"] for o in published["older_versions"]] == ["features.price_stats"]
-    store = online.open_store(config)
-    key = online.key_json(["symbol"], ["AAA"])
+    store = online_stores.open_store(config)
+    key = online_stores.key_json(["symbol"], ["AAA"])
     far = 1 << 62  # as of a time after every row: each key's newest
-    old_online, _ = online.as_of(store.lookup("price_stats", [key])[1][0], far, None)
-    new_online, _ = online.as_of(store.lookup("price_stats@2", [key])[1][0], far, None)
+    old_online, _ = online_stores.as_of(store.lookup("price_stats", [key])[1][0], far, None)
+    new_online, _ = online_stores.as_of(store.lookup("price_stats@2", [key])[1][0], far, None)
     assert (old_online["mean_5d"], new_online["mean_5d"]) == pytest.approx((old_rows[-1].mean_5d, new_rows[-1].mean_5d))
     served = ServedModel(ws.tracker, f"next_close/{ridge.version}", store)
     # The entity row at the time of the newest feature row (the store holds each key's newest).
@@ -458,13 +463,13 @@ def test_a_transformation_that_raises_names_the_table_and_the_function(spark, st
 
 
 def test_tuning_whose_trials_all_fail_shows_the_first_error_and_keeps_each(spark, stock_project, capfd):
-    from sparkml_platform import training
-    from sparkml_platform.config import load_config
-    from sparkml_platform.errors import JobFailed
-    from sparkml_platform.tracking import Tracker
+    from sparkml_platform.training import train as training
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.core.errors import JobFailed
+    from sparkml_platform.tracking.tracker import Tracker
 
     conf = stock_project
-    config = load_config(conf)
+    config = open_project(conf)
     if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
         assert run_main(conf, "run", "daily", env=None).returncode == 0
     spec = config.model("close_ridge")
@@ -493,9 +498,9 @@ def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project,
     from mlflow import MlflowClient
 
     from conftest import cli_env
-    from sparkml_platform import registry
-    from sparkml_platform.config import load_config
-    from sparkml_platform.tracking import Tracker
+    from sparkml_platform.tracking import registry
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.tracking.tracker import Tracker
 
     conf = stock_project
     if not (conf.parent / ".sparkml" / "lake" / "trainsets" / "next_close").exists():
@@ -506,7 +511,7 @@ def test_two_trainings_at_once_promote_one_after_the_other(spark, stock_project,
         monkeypatch.setenv(name, value)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     command = [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "train"]
-    with registry.promotion_lock(Tracker(load_config(conf)), "next_close"):
+    with registry.promotion_lock(Tracker(open_project(conf)), "next_close"):
         both = {name: subprocess.Popen([*command, name], env=cli_env(**store), cwd=conf.parent,
                                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 for name in ("close_linear", "close_ridge")}

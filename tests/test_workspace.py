@@ -8,10 +8,14 @@ import os
 import pytest
 
 from conftest import make_project
-from sparkml_platform import FeatureLookup, Workspace, lake, training_sets
-from sparkml_platform.errors import ConfigError, NotFoundError
-from sparkml_platform.pit import content_digest
+from sparkml_platform import FeatureLookup, Workspace
+from sparkml_platform.storage import lake
+from sparkml_platform.trainsets import build as training_sets
+from sparkml_platform.core.errors import ConfigError, NotFoundError
+from sparkml_platform.storage.pit import content_digest
 from test_training_sets import synthetic  # noqa: F401 - the synthetic tables and training set
+from sparkml_platform.storage import places
+from sparkml_platform.storage import training_sets as trainset_store
 
 LOOKUPS = [  # ts_set's lookups (training_sets.yml form), one of them as a FeatureLookup object
     {"table": "ts_a", "features": ["x", "y"], "key_map": {"k": "kk"}, "rename": {"x": "a_x"}},
@@ -21,7 +25,7 @@ SPLIT = {"type": "random", "test_fraction": 0.3, "seed": 3}
 
 
 def trainset_files(config) -> list[str]:
-    root = config.lake_root / "trainsets"
+    root = places.lake_root(config) / "trainsets"
     return sorted(f"{n}/{m}" for n in root.names() for m in (root / n).names())
 
 
@@ -36,7 +40,7 @@ def test_a_training_set_from_a_dataframe_has_the_rows_of_the_yaml_built_one(ws, 
     assert len(pdf) == 5 and "label" in pdf and not any(c.startswith("__matched") for c in pdf)
 
     saved = made.save("df_set")
-    assert (saved.name, saved.version) == ("df_set", max(training_sets.list_versions(config, "df_set")))
+    assert (saved.name, saved.version) == ("df_set", max(trainset_store.list_versions(config, "df_set")))
     man = saved.manifest
     assert man["digest"] == built["digest"] and man["rows"] == built["rows"]
     assert man["label_source"]["dataframe"] and man["label_source"]["digest"] == content_digest(
@@ -129,7 +133,7 @@ def test_features_read_as_of_an_event_time_and_by_version_or_commit_time(ws, con
     import time
 
     name = "ws_read"
-    path = lake.table_path(config.lake_root, f"features.{name}")
+    path = lake.table_path(places.lake_root(config), f"features.{name}")
     day = lambda text: dt.datetime.fromisoformat(text + "+00:00")  # noqa: E731
     lake.write(spark.createDataFrame([(1, day("2013-05-30T00:00"), "a")], "k int, t timestamp, v string"), path)
     first_written = dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,1 @@
+"""The Workspace (names become objects here) and the notebook helpers."""

@@ -1,0 +1,1 @@
+"""Stage: sources loaded into the lake, feature tables built, validated and versioned."""

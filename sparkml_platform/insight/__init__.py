@@ -1,0 +1,1 @@
+"""Stage: what the lake and registry hold, lineage, monitoring and the report."""

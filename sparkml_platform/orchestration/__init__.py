@@ -1,0 +1,1 @@
+"""Compositions of stages: pipelines, re-training and schedules."""

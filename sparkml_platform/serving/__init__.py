@@ -1,0 +1,1 @@
+"""Stage: batch scoring, the online store publish and the online server."""

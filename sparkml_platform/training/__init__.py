@@ -1,0 +1,1 @@
+"""Stage: models trained, tuned, gated and registered."""

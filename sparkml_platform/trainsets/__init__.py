@@ -1,0 +1,1 @@
+"""Stage: point-in-time training sets built, versioned, pruned and vacuumed."""
