@@ -44,8 +44,12 @@ SLICE_CACHE := .sparkml/test-slice
 # Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
 # it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
 # little; the slow run's report follows the other's, each listing its slowest tests. First the
-# docs site, built --strict: a broken link or a page missing from mkdocs.yml fails the target.
+# layering contract (pyproject.toml [tool.importlinter]: an import up a layer or between two
+# stages fails the target), then the docs site, built --strict: a broken link or a page
+# missing from mkdocs.yml fails it too.
 test: setup
+	@mkdir -p .sparkml; $(VENV)/bin/lint-imports --no-cache --no-logo > .sparkml/lint-imports.log || \
+	{ cat .sparkml/lint-imports.log; exit 1; }
 	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .sparkml/site
 	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
 	$(VENV)/bin/pytest -q -ra --durations=12 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
