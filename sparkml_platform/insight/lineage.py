@@ -13,7 +13,6 @@ Node ids: `raw.NAME`, `entities.NAME`, `features.NAME`, `predictions.NAME` (lake
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from . import catalog
@@ -25,6 +24,7 @@ from ..storage.request_log import request_log_table
 from ..config import Config
 from ..core.errors import JobFailed, NotFoundError
 from ..storage import places
+from ..tracking.version_record import VersionRecord
 
 KINDS = ("source", "entity_table", "feature_table", "training_set", "model_version", "predictions")
 ZONE_KIND = {"raw": "source", "entities": "entity_table", "features": "feature_table",
@@ -314,14 +314,14 @@ class _Walk:
     def _model_node(self, node_id: str) -> Node:
         name, version = node_id[len("model:"):].rsplit("/", 1)
         mv = self._model_version(node_id)
-        tags = dict(mv.tags or {})
+        tags, record = dict(mv.tags or {}), VersionRecord.from_tags(mv.tags)
         aliases = sorted(mv.aliases or [])
         label = f"{name}/{version}" + (f" ({', '.join(aliases)})" if aliases else "")
         detail = {"run_id": mv.run_id, "aliases": aliases, "created": lake.iso_time(mv.creation_timestamp),
                   **{k: tags[k] for k in ("training_set_digest", "environment_id", "decision", "model_spec")
                      if k in tags}}
-        if "code_version" in tags:
-            detail["code"] = json.loads(tags["code_version"])
+        if record.code is not None:
+            detail["code"] = record.code
         return Node(node_id, "model_version", label, version, detail)
 
     # --- edges ----------------------------------------------------------------------------
@@ -330,10 +330,8 @@ class _Walk:
         """(parent id, the version of it that `node_id` read) for what `node_id` was made from."""
         node = self.nodes[node_id]
         if node.kind == "model_version":
-            tags = self._model_version(node_id).tags or {}
-            if tags.get("training_set") and tags.get("training_set_version"):
-                return [(f"trainset:{tags['training_set']}@{tags['training_set_version']}", None)]
-            return []
+            trained_on = VersionRecord.from_tags(self._model_version(node_id).tags).training_set_ref
+            return [(f"trainset:{trained_on}", None)] if trained_on else []
         if node.kind == "training_set":
             if "missing" in node.detail or "deleted" in node.detail:
                 return []

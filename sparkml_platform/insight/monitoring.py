@@ -10,6 +10,7 @@ import re
 from ..core import refs
 from ..storage import lake
 from ..tracking import model_versions
+from ..tracking.version_record import VersionRecord
 from ..config import Config
 from ..core.errors import ConfigError, GateFailed, JobFailed, NotFoundError
 from ..modeling.evaluation import METRICS as METRICS_OF
@@ -71,9 +72,13 @@ def _monitor(spark, config, tracker, model_ref, outcomes_ref, run_date, by, pred
     day = str(refs.parse_run_date(run_date)) if run_date else None
     model = model_versions.resolve(tracker, model_ref)
     mv, entity = model.version, model.spec["entity"]
-    spec_name = (mv.tags or {}).get("model_spec", mv.name)
+    record = VersionRecord.from_tags(mv.tags)
+    spec_name = record.model_spec or mv.name
     settings = config.models.models[spec_name].monitoring if spec_name in config.models.models else None
-    man = training_sets.manifest(config, f"{mv.tags['training_set']}@{mv.tags['training_set_version']}")
+    if record.training_set_ref is None:
+        raise NotFoundError(f"model {mv.name} version {mv.version} records no training set (not trained "
+                            "by the platform): monitoring compares its inputs with its training set")
+    man = training_sets.manifest(config, record.training_set_ref)
     if settings is not None:
         check_features_named(settings, man, config.where(f"models.yml: models.{spec_name}.monitoring"))
     outcomes = _outcomes(spark, config, outcomes_ref, man, entity)

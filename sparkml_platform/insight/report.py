@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
+from ..tracking.version_record import VersionRecord
 
 PLOTS = (("roc_curve.png", "ROC curve"), ("pr_curve.png", "Precision-recall curve"),
          ("confusion_matrix.png", "Confusion matrix"), ("feature_importance.png", "Feature importance"))
@@ -49,6 +50,7 @@ def gather(config: Config, tracker, ref: str,
     client = tracker.client
     run = client.get_run(mv.run_id)
     tags = dict(mv.tags or {})
+    record = VersionRecord.from_tags(tags)
     model = client.get_registered_model(mv.name)
     aliases = dict(model.aliases or {})
     documents = _json_artifacts(tracker, mv.run_id, ("gate.json", "training_set_manifest.json",
@@ -60,17 +62,15 @@ def gather(config: Config, tracker, ref: str,
     current = None
     if champion_mv is not None and str(champion_mv.version) != str(mv.version):
         current = {"version": str(champion_mv.version),
-                   "metrics": {k[len("metric."):]: float(v) for k, v in (champion_mv.tags or {}).items()
-                               if k.startswith("metric.")}}
+                   "metrics": VersionRecord.from_tags(champion_mv.tags).metrics}
     manifest = documents.get("training_set_manifest.json") or {}
-    feature_tables = json.loads(tags.get("feature_tables", "{}"))
     graph = lineage.graph(config, tracker, f"{mv.name}/{mv.version}")
     return {
         "model": mv.name,
         "version": str(mv.version),
         "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
         "all_aliases": {a: str(v) for a, v in sorted(aliases.items())},
-        "spec": tags.get("model_spec"),
+        "spec": record.model_spec,
         "description": model.description or "",
         "run_id": mv.run_id,
         "created": _time(mv.creation_timestamp),
@@ -79,20 +79,19 @@ def gather(config: Config, tracker, ref: str,
         "run_metrics": dict(run.data.metrics),
         "params": {k: v for k, v in run.data.params.items()},
         "tags": tags,
-        "gate": documents.get("gate.json") or {"passed": tags.get("gate") == "passed",
-                                               "checks": json.loads(tags.get("gate_checks", "[]"))},
-        "decision": tags.get("decision"),
-        "compared_with": tags.get("compared_with"),
+        "gate": documents.get("gate.json") or {"passed": bool(record.gate_passed), "checks": record.gate_checks},
+        "decision": record.decision,
+        "compared_with": record.compared_with,
         "current_champion": current,
         "tuning": documents.get("tuning.json") or {},
         "manifest": manifest,
-        "training_set": {"name": tags.get("training_set"), "version": tags.get("training_set_version"),
-                         "digest": tags.get("training_set_digest")},
+        "training_set": {"name": record.training_set, "version": tags.get("training_set_version"),
+                         "digest": record.training_set_digest},
         "feature_tables": [_feature_table(name, version, manifest, graph)
-                           for name, version in feature_tables.items()],
-        "environment_id": tags.get("environment_id"),
+                           for name, version in record.feature_tables.items()],
+        "environment_id": record.environment_id,
         "environment": documents.get("environment.json") or {},
-        "code": json.loads(tags.get("code_version", "null") or "null"),
+        "code": record.code,
         "plots": _plots(tracker, mv.run_id),
         "lineage": graph,
         "monitoring": monitoring_history(mv.name, int(mv.version)) if monitoring_history else [],

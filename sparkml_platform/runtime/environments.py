@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.errors import NotFoundError
 from ..storage.files import Location
+from ..tracking.version_record import VersionRecord
 
 KEY_PACKAGES = ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow")
 
@@ -113,7 +114,7 @@ def resolve(store, tracker, ref: str) -> dict:
     from ..tracking import registry
 
     mv = registry.resolve(tracker, ref)
-    env_id = (mv.tags or {}).get("environment_id")
+    env_id = VersionRecord.from_tags(mv.tags).environment_id
     if not env_id:
         raise NotFoundError(f"model {mv.name} version {mv.version} records no environment id")
     return load(store, env_id)

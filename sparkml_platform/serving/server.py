@@ -41,6 +41,7 @@ from ..storage.pit import FeatureLookup
 from ..storage.request_log import RequestLog, request_log_table
 from ..storage import places
 from ..storage import online_stores
+from ..tracking.version_record import VersionRecord
 
 log = logging.getLogger(__name__)
 DEGRADED_HEADER = "X-Sparkml-Degraded"
@@ -123,7 +124,7 @@ class ServedModel:
     def describe(self) -> dict:
         mv = self.version
         return {"model": mv.name, "version": str(mv.version), "run_id": mv.run_id,
-                "environment_id": (mv.tags or {}).get("environment_id"),
+                "environment_id": VersionRecord.from_tags(mv.tags).environment_id,
                 "training_set": self.spec.get("training_set"),
                 "feature_tables": {t: {"published_version": p["version"], "published_at": p["published_at"],
                                        "rows": p.get("rows"), "definition": p.get("definition")}

@@ -10,12 +10,9 @@ import re
 from ..core import refs
 from ..core.errors import NotFoundError
 from .tracker import Tracker
+from .version_record import ALIASES_SET, PROMOTED, STALE, VersionRecord
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-# Tagged on a version once its training set its aliases: one without it was interrupted.
-ALIASES_SET = "aliases_set"
-# Tagged on a version trained from a models.yml spec: the spec's hash and whether it was tuned.
-SPEC_HASH = "model_spec_hash"
 log = logging.getLogger(__name__)
 
 
@@ -30,35 +27,9 @@ def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest:
     """
     import mlflow
 
-    if verdict["passed"]:
-        decision = "promoted to champion"
-    else:
-        decision = "not promoted: " + "; ".join(verdict["failed"])
-    champion = verdict.get("champion") or {}
-    tags = {
-        "model_spec": spec_name or name,
-        **({SPEC_HASH: spec_hash} if spec_hash else {}),  # what a pipeline re-run compares
-        "training_set": manifest["name"],
-        "training_set_version": str(manifest["version"]),
-        "training_set_digest": manifest["digest"],
-        "feature_tables": json.dumps({lk["table"]: lk["version"] for lk in manifest["lookups"]}),
-        # Each table's definition hash at that version (None: made before they were recorded).
-        "feature_definitions": json.dumps({lk["table"]: lk.get("definition") for lk in manifest["lookups"]}),
-        "code_version": json.dumps(code or manifest["code"]),  # the project's code that trained it
-        "environment_id": env["id"],
-        "python": env["python"],
-        "params": json.dumps(params or {}, default=str, sort_keys=True),
-        "gate": "passed" if verdict["passed"] else "failed",
-        "gate_checks": json.dumps(verdict["checks"], default=str),
-        "compared_with": (f"champion v{champion['version']}" + (f" (skipped: {champion['skipped']})"
-                          if "skipped" in champion else "")) if champion else "no champion yet",
-        "decision": decision,
-        "run_id": run_id,
-        **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if v == v},
-        **{f"{split}_rows": str(manifest["rows"].get(split, 0)) for split in ("train", "validation", "test")},
-    }
+    record = version_record(name, run_id, manifest, env, metrics, verdict, params, spec_name, code, spec_hash)
     with tracker.bound():
-        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+        version = str(mlflow.register_model(model_uri, name, tags=record.to_tags()).version)
     client = tracker.client
     client.set_registered_model_alias(name, CHALLENGER, version)
     aliases = [CHALLENGER]
@@ -66,7 +37,37 @@ def register(tracker: Tracker, name: str, model_uri: str, run_id: str, manifest:
         client.set_registered_model_alias(name, CHAMPION, version)
         aliases.append(CHAMPION)
     client.set_model_version_tag(name, version, ALIASES_SET, "by its training")  # done: see below
-    return {"version": version, "aliases": aliases, "decision": decision}
+    return {"version": version, "aliases": aliases, "decision": record.decision}
+
+
+def version_record(name: str, run_id: str, manifest: dict, env: dict, metrics: dict, verdict: dict,
+                   params: dict | None = None, spec_name: str | None = None, code: dict | None = None,
+                   spec_hash: str | None = None) -> VersionRecord:
+    """What a new version of `name` records: the training-set version and the feature-table
+    versions it was trained on, its code and environment, its metrics, its gate and the
+    decision (promoted when every gate passed; why not, else)."""
+    champion = verdict.get("champion") or {}
+    return VersionRecord(
+        model_spec=spec_name or name,
+        spec_hash=spec_hash,  # what a pipeline re-run compares
+        training_set=manifest["name"],
+        training_set_version=int(manifest["version"]),
+        training_set_digest=manifest["digest"],
+        feature_tables={lk["table"]: lk["version"] for lk in manifest["lookups"]},
+        feature_definitions={lk["table"]: lk.get("definition") for lk in manifest["lookups"]},
+        code=code or manifest["code"],  # the project's code that trained it
+        environment_id=env["id"],
+        python=env["python"],
+        params=params or {},
+        gate_passed=bool(verdict["passed"]),
+        gate_checks=verdict["checks"],
+        compared_with=(f"champion v{champion['version']}" + (f" (skipped: {champion['skipped']})"
+                       if "skipped" in champion else "")) if champion else "no champion yet",
+        decision=PROMOTED if verdict["passed"] else "not promoted: " + "; ".join(verdict["failed"]),
+        run_id=run_id,
+        metrics=metrics,
+        rows={split: manifest["rows"].get(split, 0) for split in ("train", "validation", "test")},
+    )
 
 
 def finish_interrupted(tracker: Tracker, name: str) -> str | None:
@@ -78,9 +79,10 @@ def finish_interrupted(tracker: Tracker, name: str) -> str | None:
     if not versions:
         return None
     newest = client.get_model_version(name, max(int(v.version) for v in versions))
-    if newest.tags.get(ALIASES_SET) or "decision" not in newest.tags:
+    record = VersionRecord.from_tags(newest.tags)
+    if record.aliases_set or record.decision is None:
         return None  # finished (a later manual alias change is the user's), or not ours
-    wanted = [CHALLENGER] + ([CHAMPION] if newest.tags["decision"] == "promoted to champion" else [])
+    wanted = [CHALLENGER] + ([CHAMPION] if record.promoted else [])
     for alias in wanted:
         client.set_registered_model_alias(name, alias, newest.version)
     client.set_model_version_tag(name, newest.version, ALIASES_SET, "after an interrupted training")
@@ -199,16 +201,13 @@ def trained_on(tracker: Tracker, training_set: str) -> dict[int, list[str]]:
     while True:
         page = client.search_model_versions(f"tags.training_set = '{training_set}'", page_token=token)
         for mv in page:
-            version = (mv.tags or {}).get("training_set_version", "")
-            if version.isdigit():
-                found.setdefault(int(version), []).append(f"{mv.name}/{mv.version}")
+            version = VersionRecord.from_tags(mv.tags).training_set_version
+            if version is not None:
+                found.setdefault(version, []).append(f"{mv.name}/{mv.version}")
         token = page.token
         if not token:
             break
     return {v: sorted(models, key=_model_version_order) for v, models in sorted(found.items())}
-
-
-STALE = "stale_features"  # tagged on a version whose feature table definition was retired
 
 
 def feature_users(tracker: Tracker) -> list[dict]:
@@ -224,16 +223,11 @@ def feature_users(tracker: Tracker) -> list[dict]:
             for alias, version in (model.aliases or {}).items():
                 held.setdefault(str(version), []).append(alias)
             for version, aliases in sorted(held.items(), key=lambda item: int(item[0])):
-                tags = client.get_model_version(model.name, version).tags or {}
-                try:
-                    tables = json.loads(tags.get("feature_tables") or "{}")
-                    definitions = json.loads(tags.get("feature_definitions") or "{}")
-                except ValueError:
-                    continue  # not registered by the platform
+                record = VersionRecord.from_tags(client.get_model_version(model.name, version).tags)
                 out.append({"model": model.name, "version": version, "aliases": sorted(aliases),
-                            "tables": tables,
-                            "definitions": {t: definitions.get(t) for t in tables},
-                            "stale": tags.get(STALE)})
+                            "tables": record.feature_tables,
+                            "definitions": {t: record.feature_definitions.get(t) for t in record.feature_tables},
+                            "stale": record.stale})
         token = page.token
         if not token:
             return out

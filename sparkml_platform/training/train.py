@@ -27,6 +27,7 @@ from ..core.errors import ConfigError, GateFailed, JobFailed
 from ..core.provenance import definition_hash
 from ..storage.training_sets import SPLIT
 from ..tracking.model_versions import ScoringModel
+from ..tracking.version_record import VersionRecord
 from ..storage import places
 from ..runtime.project import project_of
 
@@ -197,26 +198,21 @@ def up_to_date(config: Config, tracker: tracking.Tracker, model_name: str, tune:
         newest = max(found, key=lambda mv: int(mv.version), default=None)
         if newest is None:
             return None
-        tags, code = newest.tags or {}, project_of(config).code_version()
-        try:
-            trained_code = json.loads(tags.get("code_version") or "{}")
-        except ValueError:
-            trained_code = {}
-        if (tags.get(registry.SPEC_HASH) != spec_hash(spec, tune) or not tags.get(registry.ALIASES_SET)
-                or (tags.get("training_set"), tags.get("training_set_version"))
-                != (manifest["name"], str(manifest["version"]))
+        record, code = VersionRecord.from_tags(newest.tags), project_of(config).code_version()
+        trained_code = record.code or {}
+        if (record.spec_hash != spec_hash(spec, tune) or not record.aliases_set
+                or record.training_set_ref != f"{manifest['name']}@{manifest['version']}"
                 or (trained_code.get("content_hash"), (trained_code.get("framework") or {}).get("version"))
                 != (code["content_hash"], code["framework"]["version"])):
             return None
         aliases = sorted(a for a in (tracker.client.get_model_version(registered, newest.version).aliases or []))
-    metrics = {k[len("metric."):]: float(v) for k, v in tags.items() if k.startswith("metric.")}
     return {"model": registered, "spec": model_name, "version": newest.version, "mode": "up to date",
-            "run_id": tags.get("run_id"), "metrics": _rounded(metrics),
-            "gate": {"passed": tags.get("gate") == "passed"}, "aliases": aliases,
+            "run_id": record.run_id, "metrics": _rounded(record.metrics),
+            "gate": {"passed": bool(record.gate_passed)}, "aliases": aliases,
             "decision": f"nothing new: version {newest.version} was trained on training set "
                         f"{manifest['name']}@{manifest['version']} with this spec and code "
-                        f"({tags.get('decision')})",
-            "params": json.loads(tags.get("params") or "{}"),
+                        f"({record.decision})",
+            "params": record.params,
             "training_set": f"{manifest['name']}@{manifest['version']}"}
 
 
