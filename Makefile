@@ -31,7 +31,7 @@ $(INSTALLED): pyproject.toml constraints.txt | prerequisites
 # The Delta jars from Maven Central into the user's shared cache, or SPARKML_JARS_DIR (a
 # no-op when it is whole).
 jars: $(INSTALLED)
-	@$(PY) -m sparkml_platform.runtime.delta_jars fetch $${SPARKML_JARS_DIR:-} >/dev/null && \
+	@$(PY) -m sparkml_platform.runtime.setup fetch $${SPARKML_JARS_DIR:-} >/dev/null && \
 	echo "Delta jars: $${SPARKML_JARS_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sparkml/jars}"
 
 demo: setup

@@ -1,7 +1,7 @@
 """Time the platform's MLlib training (`estimators.MllibEstimator.fit`: its feature pipeline
 and the model) three ways, side by side: with the native BLAS (OpenBLAS's libblas.so.3,
 which set-up installs) as sessions get it (OpenBLAS on one thread per task:
-`session.BLAS_THREADS`), with OpenBLAS's own default (a thread per core in every task), and
+`runtime.spark_conf.BLAS_THREADS`), with OpenBLAS's own default (a thread per core in every task), and
 with MLlib's Java BLAS (the same machine with native BLAS refused,
 `-Ddev.ludovic.netlib.blas.allowNative=false`: what a machine without OpenBLAS runs). Each fit
 runs in a fresh session of its own, the three kinds in turn. Prints each estimator's median

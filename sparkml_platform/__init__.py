@@ -15,7 +15,7 @@ __all__ = ["Workspace", "FeatureLookup", "TrainingSet", "__version__"]
 def __getattr__(name: str):
     # Imported on first use: `sparkml --help` stays fast (no pydantic, no pyspark).
     if name in ("Workspace", "FeatureLookup", "TrainingSet"):
-        from .api import workspace
+        from .api import workspace  # lazy: `import sparkml_platform` stays light
 
         return getattr(workspace, name)
     raise AttributeError(f"module 'sparkml_platform' has no attribute {name!r}")

@@ -261,7 +261,7 @@ def test_the_delta_jar_cache_is_the_users_unless_configured(tmp_path, monkeypatc
 
 def test_sessions_hold_openblas_to_a_thread_per_task_core_unless_the_user_says_otherwise():
     from sparkml_platform.config import SparkSettings
-    from sparkml_platform.runtime.session import BLAS_THREADS, spark_conf
+    from sparkml_platform.runtime.spark_conf import BLAS_THREADS, spark_conf
 
     key = f"spark.executorEnv.{BLAS_THREADS}"
     assert spark_conf(SparkSettings(), [])[key] == "1"

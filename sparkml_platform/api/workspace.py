@@ -18,18 +18,39 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Config, Lookup, versioned
-from ..runtime.project import open_project
-from ..core.errors import ConfigError, SparkmlError
-from ..storage import places
-from ..runtime.project import project_of
+from ..config import Config, Lookup, parse_instant, versioned
+from ..core import refs
+from ..core.errors import ConfigError, GateFailed, NotFoundError, SparkmlError
+from ..features import build as features
+from ..features import sources
+from ..features.validation import prepare_in_background
+from ..insight import catalog, monitoring, report, summary
+from ..insight.lineage import graph
+from ..orchestration import schedule
+from ..orchestration.pipeline import run
+from ..orchestration.retrain import retrain
+from ..runtime import environments as environment
+from ..runtime import packing as runtime_env
 from ..runtime.delta_jars import jars_dir
+from ..runtime.project import open_project, project_of
+from ..runtime.session import check_jars, get_spark
+from ..serving import publish as online
+from ..serving import scoring
+from ..serving.server import serve
+from ..storage import lake, leases, online_stores, places
 from ..storage import training_sets as trainset_store
-from ..storage import online_stores
+from ..storage.online_stores import open_store
+from ..tracking import registry
+from ..tracking.tracker import Tracker
+from ..training import train as training
+from ..trainsets import build as training_sets
+from .notebook import views
 
 FeatureLookup = Lookup  # a lookup as training_sets.yml writes it: table, features, key_map, rename, lookback
 
@@ -224,8 +245,6 @@ class TrainingSet:
 
     def save(self, name: str) -> "TrainingSet":
         """Write this as the next version of training set `name`; returns the saved version."""
-        from ..trainsets import build as training_sets
-
         if self._facts is None:
             raise ConfigError(f"training set {self.ref} is already saved")
         ws = self._workspace
@@ -259,8 +278,6 @@ class Workspace:
         return ws
 
     def _open(self, config: Config, spark) -> None:
-        from ..tracking.tracker import Tracker
-
         self.config, self._given, self._spark = config, spark, None
         self._small_inputs = False  # set by a command that knows its inputs are small
         self.tracker = Tracker(config)
@@ -278,8 +295,6 @@ class Workspace:
     def online_store(self):
         """The online store (platform.yml online_store: SQLite by default, or Redis)."""
         if getattr(self, "_online", None) is None:
-            from ..storage.online_stores import open_store
-
             self._online = open_store(self.config)
         return self._online
 
@@ -288,8 +303,6 @@ class Workspace:
         """The session: the one given, the running one when it has Delta on, else one built
         from platform.yml (and the jar cache)."""
         if self._spark is None or not _alive(self._spark):
-            from ..runtime.session import get_spark
-
             given = self._given if self._given is not None and _alive(self._given) else None
             if given is None and self._spark is None:
                 # The lake answers (its S3 bucket exists, its HDFS is up) before a JVM starts.
@@ -306,7 +319,6 @@ class Workspace:
             return
         if "pyspark.sql" in sys.modules and sys.modules["pyspark.sql"].SparkSession.getActiveSession():
             return  # a notebook's running session is joined, whatever jars it has
-        from ..runtime.session import check_jars
 
         check_jars(self.config)
 
@@ -317,17 +329,12 @@ class Workspace:
 
     def register_views(self) -> list[str]:
         """A temporary view `ZONE_NAME` over each lake table (SELECT * FROM features_NAME)."""
-        from .notebook import views
-
         return views(self.spark, self.config)
 
     # --- sources --------------------------------------------------------------------------
 
     def load_sources(self, names: list[str] | None = None) -> list[dict]:
         """Load raw sources (all when none is named) into the lake as raw.NAME."""
-        from ..features import sources
-        from ..core.errors import NotFoundError
-
         known = self.config.sources.sources
         missing = [n for n in names or [] if n not in known]
         if missing:  # checked before the first load, so nothing is written
@@ -338,8 +345,6 @@ class Workspace:
         return [sources.load_source(self.spark, self.config, n) for n in names or list(known)]
 
     def build_entities(self, names: list[str]) -> list[dict]:
-        from ..features import sources
-
         return [sources.build_entity_table(self.spark, self.config, n) for n in names]
 
     # --- training sets --------------------------------------------------------------------
@@ -354,8 +359,6 @@ class Workspace:
         or `FeatureLookup` objects; `label`: the label column; `exclude`: columns that are not
         features; `event_time`: default, the labels' only timestamp column; `split`: as in
         training_sets.yml, default a seeded 80/20 split on the keys."""
-        from ..trainsets import build as training_sets
-
         joined, facts = training_sets.from_frame(self.spark, self.config, labels_df, lookups, label=label,
                                                  exclude=exclude, keys=keys, event_time=event_time,
                                                  split=split)
@@ -363,8 +366,6 @@ class Workspace:
 
     def build_training_set(self, name: str) -> TrainingSet:
         """The next version of training set NAME as training_sets.yml defines it."""
-        from ..trainsets import build as training_sets
-
         # What the configuration already shows is said before a session starts.
         training_sets.resolve_lookups(self.config, name, self.config.training_set(name))
         man = training_sets.build(self.spark, self.config, name)
@@ -374,15 +375,12 @@ class Workspace:
 
     def training_set(self, name: str, version: int | None = None) -> TrainingSet:
         """A saved version (the newest by default): its rows and its manifest."""
-
         man = trainset_store.manifest(self.config, f"{name}@{version}" if version is not None else name)
         return TrainingSet(trainset_store.read_version(self.spark, self.config, man), man["feature_columns"],
                            man["name"], man["version"], man,
                            str(trainset_store.version_path(self.config, man["name"], man["version"])))
 
     def rebuild_training_set(self, ref: str) -> dict:
-        from ..trainsets import build as training_sets
-
         return training_sets.rebuild(self.spark, self.config, ref)
 
     def training_set_manifest(self, ref: str) -> dict:
@@ -391,37 +389,27 @@ class Workspace:
         return trainset_store.manifest(self.config, ref)
 
     def training_sets(self) -> list[dict]:
-        from ..insight import catalog
-
         return catalog.trainsets(self.config)
 
     def delete_training_set(self, ref: str) -> dict:
         """Delete version NAME@VERSION (rows and manifest); refused (ConfigError) while a
         registered model version was trained on it. Its number is never reused."""
-        from ..trainsets import build as training_sets
-
         return training_sets.delete(self.config, self.tracker, ref)
 
     def prune_training_sets(self, name: str, keep: int | None = None) -> dict:
         """Keep the newest `keep` versions of training set `name` (default: its retention in
         training_sets.yml) and every version a registered model version was trained on;
         delete the rest. Returns what was deleted and what was kept, and why."""
-        from ..trainsets import build as training_sets
-
         return training_sets.prune(self.config, self.tracker, name, keep)
 
     # --- models ---------------------------------------------------------------------------
 
     def train(self, model_name: str, tune: bool = True) -> ModelResult:
         """Train the model spec `model_name` (models.yml) on its training set's newest version."""
-        from ..training import train as training
-
         self.config.model(model_name)
         return _model_result(lambda: training.train(self.spark, self.config, self.tracker, model_name, tune))
 
     def retrain(self, model_name: str, echo: Callable[[str], None] = print) -> ModelResult:
-        from ..orchestration.retrain import retrain
-
         self.config.model(model_name)
         return _model_result(lambda: retrain(self.spark, self.config, self.tracker, model_name, echo=echo))
 
@@ -430,8 +418,6 @@ class Workspace:
         """Register a scikit-learn estimator or Spark ML model fitted here, on a saved training
         set, exactly like a trained one (feature spec, training-set version, environment,
         code version, gate, aliases), so `score`/`score_batch` look its features up."""
-        from ..training import train as training
-
         training.fitted_flavor(model)  # what is not a fitted model is refused first
         if not isinstance(training_set, TrainingSet):
             raise ConfigError("log_model: training_set must be a TrainingSet (from create_training_set "
@@ -448,16 +434,10 @@ class Workspace:
     def score_batch(self, model_ref: str, df):
         """`df` scored by `model_ref` (MODEL, MODEL@ALIAS or MODEL/VERSION), features looked up
         as of each row's event time: a DataFrame, nothing written."""
-        from ..serving import scoring
-
         return scoring.score_batch(self.spark, self.config, self.tracker, model_ref, df)
 
     def score(self, model_ref: str, input: str, output: str, run_date: str | None = None) -> ScoreResult:
         """Score lake table `input` into partition `run_date` of `predictions.NAME` `output`."""
-        from ..storage import lake
-        from ..core import refs
-        from ..serving import scoring
-
         refs.parse_run_date(run_date)
         lake.table_path(places.lake_root(self.config), output, zones=scoring.OUTPUT_ZONES)
         refs.model(model_ref)
@@ -467,8 +447,6 @@ class Workspace:
     def serve(self, model_ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds: float = 30.0,
               log_requests: bool = True) -> None:
         """Answer POST /predict for `model_ref` over HTTP until stopped (see serving.py)."""
-        from ..serving.server import serve
-
         serve(self, model_ref, host=host, port=port, poll_seconds=poll_seconds, log_requests=log_requests)
 
     # --- provenance -----------------------------------------------------------------------
@@ -478,8 +456,6 @@ class Workspace:
         set[@v], model[@alias|/v] or predictions table): everything upstream to the raw
         sources and everything made from it, as a `lineage.Graph` (`to_text()`, `to_dict()`,
         `to_dot()`)."""
-        from ..insight.lineage import graph
-
         with self.tracker.bound():
             return graph(self.config, self.tracker, ref)
 
@@ -489,9 +465,6 @@ class Workspace:
         plots, training set, feature tables, environment, lineage and monitoring history.
         Written to `output` (a path; default .sparkml/reports/MODEL-vVERSION.html in the
         project) whole or not at all."""
-        from ..core import refs
-        from ..insight import report
-
         refs.model(ref)
         target = self.storage.location(output) if output else None
         if target is not None and target.is_dir():
@@ -507,8 +480,6 @@ class Workspace:
 
     def _monitoring_history(self, model_name: str, version: int) -> list[dict]:
         """A version's monitoring rows (through delta-rs for a small table: no session)."""
-        from ..insight import monitoring
-
         return monitoring.history(lambda: self.spark, self.config, model_name, version)
 
     def monitor(self, model_ref: str, outcomes: str, run_date: str | None = None, by: str = "run_date",
@@ -516,9 +487,6 @@ class Workspace:
         """The model version's predictions joined with the outcomes in lake table `outcomes`:
         metrics and input drift per period (`by`: run_date, day, week or month), kept in
         `monitoring.NAME` and an MLflow run. Raises GateFailed (exit 3) below a floor."""
-        from ..insight import monitoring
-        from ..core import refs
-
         refs.model(model_ref)
         return monitoring.monitor(self.spark, self.config, self.tracker, model_ref, outcomes, run_date, by,
                                   predictions)
@@ -528,13 +496,9 @@ class Workspace:
     def run(self, pipeline: str, echo: Callable[[str], None] = print, force: bool = False) -> dict:
         """Run the steps PIPELINE declares in pipelines.yml; returns its report. Steps whose
         inputs did not change since they last ran are skipped ("up to date") unless `force`."""
-        from ..orchestration.pipeline import run
-
         return run(self, pipeline, echo=echo, force=force)
 
     def summary(self, report: dict) -> str:
-        from ..insight import summary
-
         return summary.render(lambda: self.spark, self.config, self.tracker, report)
 
 
@@ -545,14 +509,10 @@ class Sources:
         self._ws = ws
 
     def list(self) -> list[SourceInfo]:
-        from ..insight import catalog
-
         return [SourceInfo.of(row) for row in catalog.sources(self._ws.config)]
 
     def show(self, name: str) -> SourceDetail:
         """NAME or raw.NAME (a raw source), entities.NAME (an entity table)."""
-        from ..insight import catalog
-
         return SourceDetail.of(catalog.show_source(self._ws.config, name))
 
 
@@ -563,21 +523,13 @@ class Features:
         self._ws = ws
 
     def list(self) -> list[FeatureTableInfo]:
-        from ..insight import catalog
-
         return [FeatureTableInfo.of(row) for row in catalog.feature_tables(self._ws.config)]
 
     def search(self, text: str) -> list[FeatureTableInfo]:
-        from ..insight import catalog
-
         return [FeatureTableInfo.of(row) for row in catalog.search(self._ws.config, text)]
 
     def show(self, name: str, compare: tuple[int, int] | None = None) -> dict:
         """The table's definition, versions, statistics (or, with `compare`, their shift)."""
-        from ..insight import catalog
-        from ..features import build as features
-        from ..tracking import registry
-
         name = features.resolve(self._ws.config, name).exact
         if compare:
             return catalog.compare_versions(lambda: self._ws.spark, self._ws.config, name, *compare)
@@ -585,7 +537,6 @@ class Features:
             with self._ws.tracker.bound():
                 users = registry.feature_users(self._ws.tracker)
         except Exception as exc:  # noqa: BLE001 - the table is shown without who uses it
-            import logging
 
             logging.getLogger(__name__).warning("features show: the registry did not answer (%s): "
                                                 "the versions are shown without the models using them", exc)
@@ -606,10 +557,6 @@ class Features:
         before it) travel in the table's history; either combines with `as_of`."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
-
-        from ..features import build as features
-        from ..storage import lake
-        from ..config import parse_instant
 
         table = features.resolve(self._ws.config, name)
         ref, path = table.ref, table.path(self._ws.config)
@@ -637,8 +584,6 @@ class Features:
     def publish(self, name: str, full: bool = False) -> Published:
         """Each key's newest row of the table into the online store (only what changed since
         the version published last, unless `full`); records the Delta version published."""
-        from ..features import build as features
-
         table = features.resolve(self._ws.config, name)
         published = self._publish_one(table.exact, full)
         if table.declared and table.number > 1:
@@ -653,8 +598,6 @@ class Features:
         return Published.of(published)
 
     def _publish_one(self, name: str, full: bool) -> dict:
-        from ..serving import publish as online
-
         if not full and (done := online.up_to_date(self._ws.config, self._ws.online_store, name)):
             return done  # before the session: nothing to publish needs none
         return online.publish(lambda: self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
@@ -662,9 +605,6 @@ class Features:
     def _used_older(self, table) -> list[int]:
         """The versions of `table` older than it that the lake holds and a model version
         under an alias uses."""
-        from ..features import build as features
-        from ..tracking import registry
-
         held = [n for n in features.lake_versions(self._ws.config, table.base) if n < table.number]
         if not held:
             return []
@@ -677,10 +617,6 @@ class Features:
         reads that were removed more than `retain_hours` ago. Refused (ConfigError) when a
         training-set version that `rebuild` can recompute reads one of them; default hours:
         that safe minimum, or the table's retention (168 hours) when longer."""
-        from ..features import build as features
-        from ..tracking import registry
-        from ..trainsets import build as training_sets
-
         table = features.resolve(self._ws.config, name)
         with self._ws.tracker.bound():
             users = registry.feature_users(self._ws.tracker)
@@ -698,9 +634,6 @@ class Features:
         unless `retire`, which rebuilds it in place and marks those versions stale. Building
         NAME without a window also brings up to date every older version an aliased model
         still uses (`older_versions`), while its transformation's code is unchanged."""
-        from ..features import build as features
-        from ..tracking import registry
-
         window = features.parse_window(start, end)
         if window and full:
             raise ConfigError("full=True rebuilds the whole table: give it without start/end")
@@ -720,11 +653,6 @@ class Features:
         return BuiltTable.of(built)
 
     def _build_one(self, name: str, start=None, end=None, **options) -> dict:
-        from ..features import build as features
-        from ..storage import lake
-        from ..storage import leases
-        from ..tracking import registry
-
         window = features.parse_window(start, end)
         if not (window or options["full"] or options["force"]) and (done := features.up_to_date(self._ws.config, name)):
             return done
@@ -740,8 +668,6 @@ class Features:
         checked = features.check_change(self._ws.config, name, users, options.get("retire", False))
         table = checked[0]
         if self._ws.config.suite(table.definition.expectations, f"{table.where}.expectations") is not None:
-            from ..features.validation import prepare_in_background
-
             prepare_in_background()  # while the session starts
         if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
             self._ws._small_inputs = features.small_inputs(self._ws.config, name)
@@ -779,14 +705,10 @@ class Models:
         self._ws = ws
 
     def list(self) -> list[RegisteredModel]:
-        from ..tracking import registry
-
         with self._ws.tracker.bound():
             return [RegisteredModel.of(m) for m in registry.list_models(self._ws.tracker)]
 
     def show(self, ref: str) -> ModelVersionInfo:
-        from ..tracking import registry
-
         with self._ws.tracker.bound():
             return ModelVersionInfo.of(registry.show(self._ws.tracker, ref))
 
@@ -799,8 +721,6 @@ class Environments:
 
     def capture(self, save: bool = True) -> dict:
         """The running environment (Python, every package, Spark, Java, Scala, Delta)."""
-        from ..runtime import environments as environment
-
         captured = environment.capture()
         if save:
             captured["path"] = str(environment.save(captured, places.environments_dir(self._ws.config)))
@@ -808,8 +728,6 @@ class Environments:
 
     def show(self, ref: str | None = None) -> dict:
         """Environment REF (an id, a model reference or a run id); the running one without REF."""
-        from ..runtime import environments as environment
-
         if not ref:
             return environment.capture()
         with self._ws.tracker.bound():
@@ -817,14 +735,9 @@ class Environments:
 
     def diff(self, ref_a: str, ref_b: str | None = None) -> dict:
         """Packages added, removed and changed from REF_A to REF_B (default: the running one)."""
-        from ..runtime import environments as environment
-
         return environment.diff(self.show(ref_a), self.show(ref_b))
 
     def pack(self, ref: str | None = None, output_dir: str | None = None, archive: bool = True) -> dict:
-        from ..runtime import environments as environment
-        from ..runtime import packing as runtime_env
-
         config = self._ws.config
         data = self.show(ref)
         if not ref:
@@ -841,19 +754,12 @@ class Schedules:
         self._ws = ws
 
     def list(self) -> list[dict]:
-        from ..orchestration import schedule
-
         return schedule.listing(self._ws.config)
 
     def render(self, target: str, output: str | None = None, name: str | None = None):
         """`target` cron: a runner script per schedule under `output` (default
         .sparkml/schedules) and the crontab lines; oozie: workflow.xml, coordinator.xml and
         job.properties per schedule under `output` (default .sparkml/oozie)."""
-        from pathlib import Path
-
-        from ..orchestration import schedule
-        from ..core.errors import ConfigError
-
         config = self._ws.config
         if target == "cron":
             return schedule.render_cron(config, Path(output) if output else None, name)
@@ -864,8 +770,6 @@ class Schedules:
 
 def _model_result(call) -> ModelResult:
     """A stage's result as a record; a failed gate keeps its record on the exception."""
-    from ..core.errors import GateFailed
-
     try:
         return ModelResult.of(call())
     except GateFailed as exc:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
 from ..core import envvars
-from ..core.errors import SparkmlError
+from ..core.errors import GateFailed, JobFailed, SparkmlError
+from .scaffold import init as scaffold
 
 
 class State:
@@ -22,7 +24,7 @@ class State:
     @property
     def ws(self):
         if self._workspace is None:
-            from ..api.workspace import Workspace
+            from ..api.workspace import Workspace  # lazy: `sparkml --help` imports no pydantic
 
             self._workspace = Workspace(self.conf_dir, self.env)
         return self._workspace
@@ -84,10 +86,6 @@ def init(directory, package):
     """Scaffold a project in DIRECTORY (new or empty): conf/base/*.yml with commented examples,
     conf/local/ for your own settings (git-ignored), a package for your transformations and
     estimators, a README and a .gitignore."""
-    from pathlib import Path
-
-    from .scaffold import init as scaffold
-
     made = scaffold(Path(directory), package)
     click.echo(f"project {made['project']} in {made['directory']} (package {made['package']}/):")
     for name in made["files"]:
@@ -277,8 +275,6 @@ def trainset_show(state, ref, as_json):
 def trainset_rebuild(state, ref):
     """Recompute NAME@VERSION from its manifest (every input at its recorded Delta version)
     and check that the digest is the same. Writes nothing; exit 1 when it differs."""
-    from ..core.errors import JobFailed
-
     result = state.ws.rebuild_training_set(ref)
     click.echo(json.dumps(result))
     if not result["matches"]:
@@ -397,8 +393,6 @@ def serve(state, model, host, port, poll_seconds, no_request_log):
 def monitor(state, model, outcomes, run_date, by, predictions):
     """Performance of MODEL[@ALIAS|/VERSION] once outcomes arrive, and the drift of its inputs
     from its training set, per period; exit 3 when a metric is below its floor."""
-    from ..core.errors import GateFailed
-
     try:
         result = state.ws.monitor(model, outcomes, run_date=run_date, by=by, predictions=predictions)
     except GateFailed as exc:

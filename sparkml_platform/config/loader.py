@@ -5,17 +5,18 @@ What it names is resolved by the layers above (storage places, the project's cod
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from ..core import envvars
-from ..core.errors import ConfigError
-from .schema import (FEATURE_REF, FILES, ExpectationSuiteFile, FeatureTable, ModelSpec, Pipeline, Retention,
-                     Strict, TrainingSet, redact_uri, split_version, versioned)
-from .schema import (ModelsFile, PipelinesFile, PlatformSettings, SchedulesFile, SourcesFile, FeaturesFile,
-                     TrainingSetsFile)
+from ..core.errors import ConfigError, NotFoundError
+from .schema import (FEATURE_REF, FILES, ExpectationSuiteFile, FeaturesFile, FeatureTable, ModelsFile,
+                     ModelSpec, Pipeline, PipelinesFile, PlatformSettings, Retention, SchedulesFile,
+                     SourcesFile, Strict, TrainingSet, TrainingSetsFile, redact_uri, split_version, versioned)
+from .yaml_reader import read
 
 
 class Config:
@@ -162,8 +163,6 @@ class Config:
 
 
 def _lookup(table: dict, name: str, what: str, file: str):
-    from ..core.errors import NotFoundError
-
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise NotFoundError(f"no {what} named {name!r} in conf/*/{file} (known: {known})")
@@ -245,8 +244,6 @@ def _load_suites(base: Path, overlay: Path | None) -> dict[str, ExpectationSuite
 
 
 def _read_yaml(path: Path) -> dict:
-    from .yaml_reader import read
-
     return read(path)
 
 
@@ -255,8 +252,6 @@ def _refuse_unknown_files(layer: Path) -> None:
     known = set(FILES)
     for path in sorted(layer.iterdir()):
         if path.is_file() and path.suffix in (".yml", ".yaml") and path.name not in known:
-            import difflib
-
             guess = difflib.get_close_matches(path.stem + ".yml", known, n=1, cutoff=0.8)
             hint = (f"did you mean {guess[0]}?" if guess else
                     f"the files are {', '.join(sorted(known))} and expectations/NAME.yml")

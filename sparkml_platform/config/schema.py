@@ -6,10 +6,11 @@ instead of a setting silently ignored.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.errors import ConfigError
 from .vocabulary import DISTRIBUTIONS, METRICS, MLLIB_ESTIMATORS
@@ -661,8 +662,6 @@ def redact_uri(uri: str) -> str:
 
 def parse_instant(text: str):
     """A split cut-off, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM[:SS]`, as a naive UTC datetime."""
-    import datetime as dt
-
     try:
         value = dt.datetime.fromisoformat(str(text).strip())
     except ValueError:

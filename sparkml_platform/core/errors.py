@@ -1,5 +1,6 @@
 """The few error classes the platform raises; the CLI maps them to exit codes."""
 
+import traceback
 from contextlib import contextmanager
 
 
@@ -67,8 +68,6 @@ def raised_where(exc: BaseException, function) -> str:
     """Where in the user's code `exc` was raised: the innermost frame in the module that
     defines `function` (else the innermost frame outside this package and Spark), as
     ` (at FILE:LINE in NAME)`; empty when none is found."""
-    import traceback
-
     module_file = getattr(getattr(function, "__code__", None), "co_filename", None)
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if module_file and f.filename == module_file]

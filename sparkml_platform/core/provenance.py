@@ -7,7 +7,9 @@ import hashlib
 import importlib
 import json
 import os
+import uuid
 
+from .envvars import SPARKML_RUN_ID
 from .errors import ConfigError
 
 
@@ -50,8 +52,4 @@ def import_function(dotted: str, where: str):
 
 def run_id() -> str:
     """This run's id: the scheduler's (SPARKML_RUN_ID, e.g. an Oozie or cron job id) or a new one."""
-    import uuid
-
-    from .envvars import SPARKML_RUN_ID
-
     return SPARKML_RUN_ID.get() or uuid.uuid4().hex[:16]

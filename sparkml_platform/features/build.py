@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import logging
 import math
 
-from ..storage import lake
-from ..storage import metastore
-from ..storage import statistics
-from . import validation
 from ..config import Config, FeatureTable, versioned
-from ..core.errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line, raised_where
 from ..core import provenance
-from ..runtime.project import function_fingerprint
+from ..core.errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line, raised_where
 from ..core.provenance import definition_hash, import_function
-from ..storage import places
+from ..runtime.project import function_fingerprint, project_of
+from ..storage import lake, metastore, places, statistics
 from ..storage.feature_tables import TableVersion, lake_versions, resolve
-from ..runtime.project import project_of
+from . import validation
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] | None:
@@ -61,8 +59,6 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
 
 def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
     """The function must take the declared sources by name (before any table is read)."""
-    import inspect
-
     try:
         inspect.signature(transform).bind(**{arg: None for arg in definition.sources})
     except TypeError as exc:
@@ -589,8 +585,6 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
 def _validate(spark, config: Config, table: TableVersion, df) -> dict | None:
     """Run the table's expectation suite on the rows about to be written (block or warn):
     a Spark DataFrame with Spark, an Arrow copy as pandas (made only when there is a suite)."""
-    import logging
-
     definition, name = table.definition, table.name
     suite = config.suite(definition.expectations, f"{table.where}.expectations")
     if suite is None:

@@ -6,13 +6,11 @@ import importlib.util
 import zipfile
 from pathlib import Path
 
-from ..storage import lake
 from ..config import Config, EntityTable, Source
 from ..core.errors import ConfigError, JobFailed, NotFoundError, first_line, raised_where, sql_from_config
-from ..runtime.project import function_fingerprint
 from ..core.provenance import definition_hash, import_function
-from ..storage import places
-from ..runtime.project import project_of
+from ..runtime.project import function_fingerprint, project_of
+from ..storage import lake, places
 
 
 def resolve_source_path(source: Source, name: str, config: Config) -> str:

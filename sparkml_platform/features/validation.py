@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import threading
 
 from ..core.errors import ConfigError
@@ -64,9 +66,6 @@ def to_pandas(table, timezone: str):
 
 def _make_context() -> None:
     """The process's one ephemeral context (creating it, with the import, costs seconds)."""
-    import logging
-    import os
-
     global _context
     if _context is not None:
         return

@@ -3,13 +3,10 @@ they hold, who owns them and what reads them."""
 
 from __future__ import annotations
 
-from ..storage import lake
-from ..storage import statistics
-from ..storage import training_sets
-from ..storage.feature_tables import lake_versions, resolve
 from ..config import Config, versioned
 from ..core.errors import JobFailed, NotFoundError
-from ..storage import places
+from ..storage import lake, places, statistics, training_sets
+from ..storage.feature_tables import lake_versions, resolve
 
 
 def feature_tables(config: Config) -> list[dict]:
@@ -60,7 +57,6 @@ def show_feature_table(spark, config: Config, name: str, users: list[dict] = ())
     version's statistics not recorded yet are computed once, in this process for a table of
     at most `local_read_max_mb` (`spark`, a callable giving a session, is called only for a
     larger one)."""
-
     resolved = resolve(config, name)
     table, name = resolved.definition, resolved.name
     path = resolved.path(config)
@@ -121,8 +117,6 @@ def _build_summary(commit: dict) -> dict:
 
 
 def compare_versions(spark, config: Config, name: str, old: int, new: int) -> dict:
-    from ..core.errors import NotFoundError
-
     resolved = resolve(config, name)
     table, name = resolved.definition, resolved.name
     path = resolved.path(config)

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import catalog
-from ..storage import lake
-from ..core import refs
-from ..tracking import registry
-from ..storage import training_sets
-from ..storage.request_log import request_log_table
 from ..config import Config
+from ..core import refs
 from ..core.errors import JobFailed, NotFoundError
-from ..storage import places
+from ..storage import lake, places, training_sets
+from ..storage.request_log import request_log_table
+from ..tracking import registry
 from ..tracking.version_record import VersionRecord
+from . import catalog
 
 KINDS = ("source", "entity_table", "feature_table", "training_set", "model_version", "predictions")
 ZONE_KIND = {"raw": "source", "entities": "entity_table", "features": "feature_table",

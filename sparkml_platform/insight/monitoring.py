@@ -5,19 +5,26 @@ table `monitoring.NAME` (one row per period, model version and measure)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import re
+import time
+from functools import reduce
 
+from ..config import Config, parse_duration
 from ..core import refs
-from ..storage import lake
-from ..tracking import model_versions
-from ..tracking.version_record import VersionRecord
-from ..config import Config
 from ..core.errors import ConfigError, GateFailed, JobFailed, NotFoundError
+from ..modeling import evaluation
+from ..modeling.evaluation import LOWER_IS_BETTER
 from ..modeling.evaluation import METRICS as METRICS_OF
-from ..storage.statistics import sql_name
-from ..storage import places, training_sets
+from ..storage import lake, places, training_sets
+from ..storage.pit import join_features
 from ..storage.request_log import request_log_table
+from ..storage.statistics import sql_name
 from ..storage.training_sets import SPLIT
+from ..tracking import model_versions
+from ..tracking import tracker as tracking
+from ..tracking.version_record import VersionRecord
 
 
 def table_ref(model_name: str) -> str:
@@ -144,10 +151,7 @@ def _outcomes(spark, config, outcomes_ref: str, man: dict, entity: dict):
 def _predictions(spark, config, runs: list[dict], model, predictions_ref: str | None, day: str | None):
     """The version's predictions: keys, event time, run date, prediction and score, from the
     tables its scoring runs wrote (or `predictions_ref`) and from the online request log."""
-    from functools import reduce
-
     from pyspark.sql import functions as F
-
 
     mv, entity = model.version, model.spec["entity"]
     score = "probability" if model.classifier else "value"
@@ -208,8 +212,6 @@ def _metrics(joined, classifier: bool) -> dict[str, dict]:
     (three numbers a row on the driver, as evaluation does for a test split)."""
     from pyspark.sql import functions as F
 
-    from ..modeling import evaluation
-
     frame = joined.select("__period", F.col("__label").alias("label"), F.col("__score").alias("score"),
                           "prediction").toPandas()
     task = "classification" if classifier else "regression"
@@ -231,12 +233,8 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     The scored inputs are the rows the scoring runs read, at the versions they read, with their
     features looked up again as of each row's event time. `reference`: see
     config.Monitoring.drift_reference."""
-    from functools import reduce
-
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType
-
-    from ..storage.pit import join_features
 
     entity = model.spec["entity"]
     keys = list(dict.fromkeys([*entity["keys"], entity["event_time"]]))
@@ -288,15 +286,12 @@ def _reference_rows(train, man: dict, reference):
     `previous_period`, whose bins are the training set's)."""
     from pyspark.sql import functions as F
 
-
     where = f"drift_reference {reference!r}"
     if reference in ("train", "validation", "test"):
         rows = train.where(F.col(SPLIT) == reference)
     elif isinstance(reference, str):
         return train
     else:
-        from ..config import parse_duration
-
         micros = F.unix_micros(F.col(sql_name(man["entity"]["event_time"])).cast("timestamp"))
         span = parse_duration(reference.last) * 1_000_000
         rows = (train.crossJoin(train.agg(F.max(micros).alias("__newest")))
@@ -349,8 +344,6 @@ def _distances(counted, edges: dict, deciles: dict, reference_of: dict[str, str]
                ) -> dict[str, dict[str, dict]]:
     """PSI and KS per period and feature against the period `reference_of` names (TRAIN,
     the training set's rows, by default)."""
-    import math
-
     def shares(frame):
         total = frame["count"].sum()
         return {b: n / total for b, n in zip(frame["bin"], frame["count"])} if total else {}
@@ -415,8 +408,6 @@ def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,
     """The table's rows, each measure with its threshold and whether it was breached; a period
     with fewer than `min_rows` outcomes (metrics) or scored rows (drift) is recorded, not
     judged."""
-    from ..modeling.evaluation import LOWER_IS_BETTER
-
     floors = settings.floors if settings else {}
     ceilings = settings.drift_ceilings if settings else {}
     min_rows = settings.min_rows if settings else 1
@@ -480,12 +471,7 @@ def _write(spark, config: Config, mv, by: str, rows: list[dict]) -> None:
 def _log_run(tracker, mv, outcomes_ref: str, by: str, rows: list[dict], breaches: list[dict]) -> str:
     """One MLflow run per monitoring pass, tagged with the model version (which is tagged back):
     each measure a metric series over the periods, and every row as monitoring.json."""
-    import json
-    import time
-
     from mlflow.entities import Metric
-
-    from ..tracking import tracker as tracking
 
     client = tracker.client
     run = client.create_run(tracker.experiment_id, run_name=f"monitor {mv.name}/{mv.version}", tags={

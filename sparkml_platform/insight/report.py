@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import io
 import json
 import math
 import tempfile
@@ -19,7 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
+from ..modeling import evaluation
+from ..tracking import registry
+from ..tracking.registry import load_json_artifact
 from ..tracking.version_record import VersionRecord
+from . import lineage
+from .lineage import KIND_STYLE, KIND_TITLE, KINDS
 
 PLOTS = (("roc_curve.png", "ROC curve"), ("pr_curve.png", "Precision-recall curve"),
          ("confusion_matrix.png", "Confusion matrix"), ("feature_importance.png", "Feature importance"))
@@ -42,10 +48,6 @@ def gather(config: Config, tracker, ref: str,
 
     `monitoring_history(name, version)` gives the version's monitoring rows (none when not
     given). Raises NotFoundError for a model, alias or version that does not exist."""
-    from ..modeling import evaluation
-    from . import lineage
-    from ..tracking import registry
-
     mv = registry.resolve(tracker, ref)
     client = tracker.client
     run = client.get_run(mv.run_id)
@@ -102,8 +104,6 @@ def gather(config: Config, tracker, ref: str,
 
 def _json_artifacts(tracker, run_id: str, names: tuple[str, ...]) -> dict[str, dict]:
     """The run's JSON records that exist (a model logged from a notebook has no tuning.json)."""
-    from ..tracking.registry import load_json_artifact
-
     present = {a.path for a in tracker.client.list_artifacts(run_id)}
     return {name: load_json_artifact(tracker, run_id, name) for name in names if name in present}
 
@@ -403,8 +403,6 @@ def lineage_svg(graph) -> str:
     right, in `lineage.KINDS` order), edges upstream -> downstream, the graph's root outlined.
     Every node's label is text in the SVG (searchable, selectable); its description and id
     are its tooltip."""
-    from .lineage import KIND_STYLE, KIND_TITLE
-
     columns = _columns(graph)
     # Wide enough for every label, and for the second lines up to a point (then cut, "…").
     widths = [max(140, math.ceil(PAD * 2 + max(max(CHAR_W * len(n.label),
@@ -460,8 +458,6 @@ def lineage_svg(graph) -> str:
 def _columns(graph) -> list[list]:
     """Nodes grouped by kind in KINDS order (unknown kinds after), each column ordered by the
     mean position of its nodes' upstream neighbours, so edges cross little."""
-    from .lineage import KINDS
-
     order = list(KINDS) + [n.kind for n in graph.nodes if n.kind not in KINDS]
     groups: dict[str, list] = {}
     for node in graph.nodes:
@@ -572,7 +568,6 @@ def _monitoring_charts(periods: dict[str, list[dict]]) -> str:
     charts = {name: points for name, points in series.items() if len(points) >= 2}
     if not charts:
         return ""
-    import io
 
     import matplotlib
 

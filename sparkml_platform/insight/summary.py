@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..storage import lake
 from ..config import Config
-from ..storage import places
+from ..storage import lake, places
 
 
 def table_rows(spark, config: Config) -> dict[str, int]:

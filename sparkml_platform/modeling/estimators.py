@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib.metadata
 from typing import TYPE_CHECKING
 
+from ..config.vocabulary import MLLIB_ESTIMATORS
 from ..core.errors import ConfigError
 from ..core.provenance import import_object
-from ..config.vocabulary import MLLIB_ESTIMATORS
 
 if TYPE_CHECKING:
     from ..config import ModelSpec
@@ -94,8 +94,7 @@ class MllibEstimator(_Estimator):
 
     def pipeline(self, params: dict):
         from pyspark.ml import Pipeline
-        from pyspark.ml.feature import (Imputer, OneHotEncoder, SQLTransformer, StringIndexer,
-                                        VectorAssembler)
+        from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StringIndexer, VectorAssembler
 
         cat, num = self.categorical, self.numeric
         # Cast numerics to double so that the imputer and the assembler see one type.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 
-
 def to_hyperopt(space: dict[str, dict[str, list]]) -> dict:
     from hyperopt import hp
 

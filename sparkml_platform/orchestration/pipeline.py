@@ -7,15 +7,17 @@ import time
 from typing import Callable
 
 from ..config import Config
-from ..storage import places
+from ..core import refs
+from ..core.errors import GateFailed, NotFoundError
+from ..features import sources
+from ..serving import scoring
+from ..storage import lake, places
+from ..training import train as training
+from ..trainsets import build as training_sets
 
 
 def validate(config: Config, name: str) -> None:
     """Every name a pipeline's steps use must exist before the first step writes anything."""
-    from ..storage import lake
-    from ..core import refs
-    from ..core.errors import NotFoundError
-
     where = config.where(f"pipelines.yml: pipelines.{name}.steps")
     known = {
         "load_sources": config.sources.sources,
@@ -73,11 +75,6 @@ def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False)
 
 
 def _run_step(ws, kind: str, arg, force: bool) -> list[dict]:
-    from ..serving import scoring
-    from ..features import sources
-    from ..training import train as training
-    from ..trainsets import build as training_sets
-
     config = ws.config
     if kind == "load_sources":
         return [(not force and sources.up_to_date_source(config, n)) or ws.load_sources([n])[0] for n in arg]
@@ -106,8 +103,6 @@ def _run_step(ws, kind: str, arg, force: bool) -> list[dict]:
 def _train_candidate(ws, name: str) -> dict:
     """A candidate that only lost to the champion is a normal outcome of a pipeline run (the
     champion stays); one below an absolute threshold stops it (exit 3)."""
-    from ..core.errors import GateFailed
-
     try:
         return ws.train(name).to_dict()
     except GateFailed as exc:

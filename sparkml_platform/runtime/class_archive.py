@@ -23,6 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..config import SparkSettings
+from ..storage.pit import FeatureLookup, join_features
+from .delta_jars import check, default_dir
+from .spark_conf import spark_conf
+
 PREFIX = "sparkml-classes-"
 # A JVM that cannot use the archive says so on stdout otherwise; it just runs without.
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
@@ -112,10 +117,6 @@ def train(jars_dir: Path, part: Path) -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from ..config import SparkSettings
-    from .delta_jars import check
-    from .session import spark_conf
-
     conf = spark_conf(SparkSettings(shuffle_partitions=2, driver_memory="1g"),
                       [str(p) for p in check(jars_dir)])
     conf["spark.driver.extraJavaOptions"] = f"-XX:ArchiveClassesAtExit={part} {QUIET}"
@@ -144,7 +145,6 @@ def train(jars_dir: Path, part: Path) -> None:
                    .agg(F.count("*"), F.avg("x"), F.max("ts"), F.approx_count_distinct("s")))
         arrow = summary.toArrow()
         spark.createDataFrame(arrow).join(table, "k").write.format("noop").mode("overwrite").save()
-        from ..storage.pit import FeatureLookup, join_features
 
         labels = table.select("k", (F.col("ts") + F.expr("INTERVAL 30 SECONDS")).alias("ts"), "id")
         lookup = FeatureLookup("t", {"k": "k"}, "ts", {"x": "x_feature"}, lookback_seconds=3600)
@@ -154,8 +154,6 @@ def train(jars_dir: Path, part: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from .delta_jars import default_dir
-
     if argv[:1] == ["train"] and len(argv) == 3:
         train(Path(argv[1]), Path(argv[2]))
         return 0

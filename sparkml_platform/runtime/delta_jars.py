@@ -7,20 +7,21 @@ always, Hadoop's S3A connector (`hadoop-aws`, matching pyspark's Hadoop, and the
 bundle it is built against) when a configured place is on `s3a://`. It lives in the user's cache directory
 (`$XDG_CACHE_HOME/sparkml/jars`, else `~/.cache/sparkml/jars`), so every project of the
 user shares it; `platform.yml` `spark.jars_dir` (or SPARKML_JARS_DIR) picks another.
-`python -m sparkml_platform.runtime.delta_jars fetch [DIR]` fills it; `check` tells how to fix a
-missing or broken cache.
+`python -m sparkml_platform.runtime.setup fetch [DIR]` fills it (setup.py: the jars, then the
+class archive made from them); `check` tells how to fix a missing or broken cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
-from . import class_archive
 from ..core.errors import SetupError
 
 DELTA_VERSION = "4.4.0"  # the Delta release built for Spark 4.2 (pyspark==4.2.0)
@@ -40,7 +41,7 @@ SCHEME_ARTIFACTS = {
             f"software.amazon.awssdk:bundle:{AWS_SDK_VERSION}",
             f"software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:{ANALYTICS_ACCELERATOR_VERSION}"],
 }
-FIX = "run `make setup` (or `python -m sparkml_platform.runtime.delta_jars fetch {dir}`)"
+FIX = "run `make setup` (or `python -m sparkml_platform.runtime.setup fetch {dir}`)"
 # The platform's own JVM code (the point-in-time join's merge scan), compiled at set-up from
 # the sources shipped with the package, against pyspark's jars, into the same cache; named
 # by a digest of its sources, so changed sources are compiled again.
@@ -73,8 +74,6 @@ def _jvm_sources() -> list[Path]:
 
 
 def platform_jar_name() -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for source in _jvm_sources():
         digest.update(str(source.relative_to(JVM_SOURCES)).encode() + b"\0" + source.read_bytes())
@@ -85,8 +84,6 @@ def build_platform_jar(jars_dir: Path) -> Path | None:
     """Compile the platform's JVM sources into `jars_dir` (once per version of them). Without a
     JDK's `javac` there is nothing to build with: None, and the point-in-time join runs as a
     window (slower, same rows)."""
-    import tempfile
-
     target = jars_dir / platform_jar_name()
     if _whole(target):
         return target
@@ -150,7 +147,6 @@ def fetch(jars_dir: Path) -> list[Path]:
     try:
         jars = check(jars_dir, SCHEME_ARTIFACTS)
         built = build_platform_jar(jars_dir)
-        class_archive.build(jars_dir)  # after the jars its session loads
         return jars if built is None or built in jars else [*jars, built]
     except SetupError:
         pass
@@ -168,7 +164,6 @@ def fetch(jars_dir: Path) -> list[Path]:
         if result.returncode != 0:
             raise SetupError(f"fetching {artifact} failed:\n{result.stdout}{result.stderr}")
     build_platform_jar(jars_dir)
-    class_archive.build(jars_dir)
     return check(jars_dir, SCHEME_ARTIFACTS, whole=True)
 
 
@@ -179,20 +174,3 @@ def _whole(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
 
-
-def main(argv: list[str]) -> int:
-    if len(argv) not in (1, 2) or argv[0] not in ("fetch", "check"):
-        print("usage: python -m sparkml_platform.runtime.delta_jars fetch|check [DIR] "
-              f"(default: {default_dir()})", file=sys.stderr)
-        return 2
-    try:
-        paths = (fetch if argv[0] == "fetch" else check)(Path(argv[1]) if len(argv) == 2 else default_dir())
-    except SetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print("\n".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

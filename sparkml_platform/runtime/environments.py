@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 from ..core.errors import NotFoundError
 from ..storage.files import Location
+from ..tracking import registry
 from ..tracking.version_record import VersionRecord
+from .delta_jars import DELTA_VERSION
 
 KEY_PACKAGES = ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "numpy", "pyarrow")
 
@@ -34,7 +39,6 @@ def capture(spark=None) -> dict:
         "platform": f"{sys.platform}-{platform.machine()}",
         "packages": dict(sorted(packages.items())),
     }
-    from .delta_jars import DELTA_VERSION
 
     if spark is not None:
         jvm = spark.sparkContext._jvm
@@ -50,10 +54,6 @@ def capture(spark=None) -> dict:
 
 def _jvm_versions() -> dict:
     """Spark, Java and Scala versions without starting a JVM session."""
-    import os
-    import re
-    import subprocess
-
     import pyspark
 
     jars = Path(pyspark.__file__).parent / "jars"
@@ -95,8 +95,6 @@ def load(store: Location, ref: str) -> dict:
 def resolve(store, tracker, ref: str) -> dict:
     """REF as an environment: an environment id, a model (MODEL@ALIAS, MODEL/VERSION, MODEL)
     whose version records the id it was trained in, or an MLflow run (training or scoring)."""
-    import re
-
     if re.fullmatch(r"[0-9a-f]{16}", ref):
         return load(store, ref)
     if re.fullmatch(r"[0-9a-f]{32}", ref):  # an MLflow run id
@@ -111,7 +109,6 @@ def resolve(store, tracker, ref: str) -> dict:
         if not env_id:
             raise NotFoundError(f"MLflow run {ref} records no environment (no sparkml.environment_id tag)")
         return load(store, env_id)
-    from ..tracking import registry
 
     mv = registry.resolve(tracker, ref)
     env_id = VersionRecord.from_tags(mv.tags).environment_id

@@ -8,10 +8,13 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
+import tarfile
+import venv
 from pathlib import Path
 
-from .delta_jars import check
 from ..core.errors import ConfigError, JobFailed
+from .delta_jars import check
 
 # Never pinned: the installers themselves, and the project (installed from its source tree so the
 # environment carries the code that is checked out).
@@ -84,8 +87,6 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
     venv-pack does not carry the interpreter: the archive's Python is the one it was built
     with, which every node must have at the same path. So it is built by that Python only.
     """
-    import venv
-
     import venv_pack
 
     here = platform.python_version()
@@ -127,16 +128,12 @@ def pack(env: dict, work_dir: Path, output: Path) -> Path:
 
 def _uv() -> str | None:
     """uv, when it is installed beside this Python (as `make setup` does) or on the PATH."""
-    import sys
-
     beside = Path(sys.executable).parent / "uv"
     return str(beside) if beside.exists() else shutil.which("uv")
 
 
 def archive_metadata(archive: Path) -> dict:
     """The metadata a packed archive carries (ConfigError when it has none)."""
-    import tarfile
-
     try:
         with tarfile.open(archive) as tar:
             return json.load(tar.extractfile(METADATA))

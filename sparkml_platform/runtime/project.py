@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -21,10 +23,10 @@ import weakref
 import zipfile
 from pathlib import Path
 
-from ..core.version import __version__
-from ..core.envvars import SPARKML_CODE_VERSION
 from ..config import Config, load_config
+from ..core.envvars import SPARKML_CODE_VERSION
 from ..core.errors import ConfigError
+from ..core.version import __version__
 from ..storage import places
 
 FRAMEWORK = "sparkml_platform"
@@ -88,7 +90,6 @@ class Project:
         for path in reversed(self.paths):
             if str(path) not in sys.path:
                 sys.path.insert(0, str(path))
-        import importlib
 
         importlib.invalidate_caches()
 
@@ -143,8 +144,6 @@ class Project:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):

@@ -4,52 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
+import re
 import sys
 
+from ..config import Config
+from ..core.errors import ConfigError, SetupError
 from . import class_archive
-from ..config import Config, SparkSettings
-from .delta_jars import check
+from .delta_jars import check, jars_dir
 from .project import project_of
-from .delta_jars import jars_dir
+from .spark_conf import BLAS_THREADS, DELTA_CONF, spark_conf
 
 log = logging.getLogger(__name__)
-
-DELTA_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-}
-
 
 # C1 only reserves a 48 MB code cache, which Spark's generated classes can fill in one long
 # command (then nothing more is compiled): the default's 240 MB.
 JIT_OPTIONS = {"client": "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m", "server": ""}
-
-
-# OpenBLAS (MLlib's native BLAS) runs a thread per core inside every task that calls it, on
-# top of Spark's own task per core. MLlib's logistic regression on two cores
-# (benchmarks/training_blas.py): 27.5 s with one thread per task, 30.7 s with OpenBLAS's
-# default, 28.8 s on MLlib's Java BLAS. As many threads as a task has cores; the user's wins.
-BLAS_THREADS = "OPENBLAS_NUM_THREADS"
-
-
-def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
-    """Every setting the platform puts on a session, as one dict (also used by spark-submit)."""
-    conf = {
-        **DELTA_CONF,
-        "spark.jars": ",".join(jars),
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
-        # Delta rebuilds table state with a shuffle; the default 50 partitions dominate small jobs.
-        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions)),
-        "spark.driver.memory": settings.driver_memory,
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Tuning threads submit jobs at once, each to its own pool: share executors fairly.
-        "spark.scheduler.mode": "FAIR",
-        f"spark.executorEnv.{BLAS_THREADS}": settings.conf.get("spark.task.cpus", "1"),
-    }
-    conf.update(settings.conf)
-    return conf
 
 
 def check_jars(config: Config) -> list[str]:
@@ -73,8 +43,6 @@ QUIET_LOGGERS = ("org.apache.spark.executor.Executor", "org.apache.spark.schedul
 
 def quiet_spark_errors(spark) -> None:
     """Silence QUIET_LOGGERS in a session the platform started, unless -v asked for more."""
-    import logging
-
     if logging.getLogger().isEnabledFor(logging.INFO):
         return
     jvm = spark.sparkContext._jvm
@@ -178,10 +146,6 @@ def check_packed_environment(spark) -> None:
     """Before any work, one task on an executor: can it run the packed environment's Python,
     and is it the version the archive was built for? A clear error instead of a worker crash
     in the middle of a job."""
-    import re
-
-    from ..core.errors import ConfigError
-
     want = spark.conf.get(PACKED_PYTHON, None)
     if not want:
         return
@@ -189,8 +153,6 @@ def check_packed_environment(spark) -> None:
     fix = f"pack it (`sparkml env pack`) with the Python the cluster's nodes have, or install Python {want} on them"
 
     def probe(_):
-        import platform
-
         yield platform.python_version()
 
     try:
@@ -211,8 +173,6 @@ def _check_compatible(spark, wanted: dict[str, str]) -> None:
     lacking = [f"{key}={value}" for key, value in DELTA_CONF.items()
                if (value not in extensions if key == "spark.sql.extensions" else catalog != value)]
     if lacking:
-        from ..core.errors import SetupError
-
         raise SetupError(
             "the running SparkSession does not have Delta on (it lacks " + " and ".join(lacking)
             + "): start it with those settings and the delta-spark jars (spark.jars.packages="

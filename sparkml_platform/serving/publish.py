@@ -22,9 +22,13 @@ import datetime as dt
 import json
 import re
 
-from ..storage import feature_definitions
 from ..core.errors import NotFoundError
+from ..storage import feature_definitions
+from ..storage import feature_tables as features
+from ..storage import lake
+from ..storage.lake import arrow_type_names
 from ..storage.online_stores import Store, write_full, write_incremental
+from .online_requests import EPOCH, spark_key
 
 # --- what a key holds, and the as-of lookup in it (pure) --------------------------------------
 # A key's value is `[FROM_US, [[EVENT_US, {features}], ...]]`, rows oldest first; FROM_US is the
@@ -87,8 +91,6 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .online_requests import spark_key
-
     def as_micros(column):
         if pa.types.is_date(column.type):
             column = pc.cast(column, pa.timestamp("us"))
@@ -101,8 +103,6 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
             return [None if t is None else _iso_micros(t) for t in as_micros(column)]
         return column.to_pylist()  # a float widened to the double it holds, as Spark casts it
-
-    from ..storage.lake import arrow_type_names
 
     times = as_micros(table.column(event_time))
     kinds = arrow_type_names(table.select(keys).schema)
@@ -146,8 +146,6 @@ def kept_rows_arrow(table, keys: list[str], event_time: str, features: list[str]
 
 def _iso_micros(at_us: int) -> str:
     """An instant as `_plain` writes it: ISO text in UTC to the microsecond."""
-    from .online_requests import EPOCH
-
     return (EPOCH + dt.timedelta(microseconds=at_us)).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
@@ -161,8 +159,6 @@ def up_to_date(config, store: Store, name: str) -> dict | None:
     """What `publish` reports when the store already holds the table's newest version in its
     current shape (nothing to do), else None: from the table's log, the marker, and a count of
     what the store really holds."""
-    from ..storage import lake
-
     definition, ref, path = _built_table(config, name)
     name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
@@ -178,9 +174,6 @@ def _built_table(config, name: str):
     """(definition, lake reference, path) of feature table `name` (NAME: the declared version,
     or NAME@N), refused if not built yet. Each version is stored apart, under its own name
     (NAME@N), so models trained on different versions are each served their own."""
-    from ..storage import feature_tables as features
-    from ..storage import lake
-
     table = features.resolve(config, name)
     path = table.path(config)
     if not lake.exists(path):
@@ -200,8 +193,6 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     """Publish feature table `name`'s kept rows per key; returns what was done. A table of at
     most `local_read_max_mb` is read and reduced in this process (delta-rs, no JVM); a larger
     one by Spark (`spark`: a session, or a callable giving one, called only then)."""
-    from ..storage import lake
-
     if not full and (done := up_to_date(config, store, name)):
         return done
     definition, ref, path = _built_table(config, name)
@@ -251,8 +242,6 @@ class _SparkKept:
         self.path, self.ref, self.definition, self.shape = path, ref, definition, shape
 
     def rows(self, version: int):
-        from ..storage import lake
-
         return kept_rows(lake.read(self.spark, self.path, version, self.ref), self.definition.keys,
                          self.definition.event_time, list(self.definition.features),
                          self.shape["keep_seconds"], self.shape["keep_rows"])
@@ -279,8 +268,6 @@ class _LocalKept:
         self.path, self.ref, self.definition, self.shape = path, ref, definition, shape
 
     def rows(self, version: int) -> dict[str, str]:
-        from ..storage import lake
-
         columns = list(dict.fromkeys([*self.definition.keys, self.definition.event_time, *self.definition.features]))
         return kept_rows_arrow(lake.read_arrow(self.path, version, self.ref, columns), self.definition.keys,
                                self.definition.event_time, list(self.definition.features),

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 
-from ..storage import lake
-from ..storage import leases
-from ..tracking import registry
-from ..tracking import tracker as tracking
 from ..config import Config
 from ..core import refs
 from ..core.errors import ConfigError, JobFailed
 from ..modeling.estimators import DECISION_THRESHOLD, spark_score
+from ..runtime import environments as environment
+from ..storage import lake, leases, places
 from ..storage.pit import join_features
-from ..storage import places
+from ..tracking import registry
+from ..tracking import tracker as tracking
 from ..tracking.model_versions import ScoringModel, resolve
 
 RUN_DATE = "run_date"
@@ -213,10 +213,6 @@ def predict(spark, mv, spec: dict, rows):
 def _check_environment(spark, config: Config, tracker, mv) -> tuple[dict, list[str]]:
     """The running environment (captured and saved, for the run to link) against the one the
     model was trained in: its differences warn, or refuse under `strict`."""
-    import logging
-
-    from ..runtime import environments as environment
-
     running = environment.capture(spark)
     environment.save(running, places.environments_dir(config))
     try:

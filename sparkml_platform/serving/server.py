@@ -21,7 +21,10 @@ a restart. Requests and predictions are logged (`request_log`: nothing lost to a
 """
 
 
+import asyncio
+import contextlib
 import datetime as dt
+import gc
 import json
 import logging
 import queue
@@ -31,17 +34,16 @@ import uuid
 from collections import Counter
 from concurrent.futures import Future
 
-from ..storage import feature_definitions
+from ..config import ServingSettings
 from ..core import refs
-from ..tracking import registry
 from ..core.errors import ConfigError
 from ..modeling.estimators import DECISION_THRESHOLD
-from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, parse, rows_of, spark_key
+from ..storage import feature_definitions, lake, online_stores, places
 from ..storage.pit import FeatureLookup
 from ..storage.request_log import RequestLog, request_log_table
-from ..storage import places
-from ..storage import online_stores
+from ..tracking import registry
 from ..tracking.version_record import VersionRecord
+from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, parse, rows_of, spark_key
 
 log = logging.getLogger(__name__)
 DEGRADED_HEADER = "X-Sparkml-Degraded"
@@ -195,8 +197,6 @@ class ModelRefused(BadRequest):
 def _settle() -> None:
     """Move what is loaded (the model, MLflow, pandas: millions of objects) out of the garbage
     collector's sight: a full collection over them pauses every request for ~200 ms."""
-    import gc
-
     gc.unfreeze()  # what a swapped-out model left is collected too
     gc.collect()
     gc.freeze()
@@ -292,8 +292,6 @@ class Server:
 
     def __init__(self, tracker, ref: str, store: online_stores.Store, request_log: RequestLog | None,
                  poll_seconds: float = 30.0, limits=None):
-        from ..config import ServingSettings
-
         self.tracker, self.ref, self.store, self.request_log = tracker, ref, store, request_log
         self.limits = limits or ServingSettings()
         self.alias = refs.model(ref).alias
@@ -403,9 +401,6 @@ class Server:
 
 
 def create_app(server: Server):
-    import asyncio
-    import contextlib
-
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
 
@@ -482,8 +477,6 @@ def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds:
           log_requests: bool = True) -> None:
     """Load `ref`, check its tables are published, then answer until stopped."""
     import uvicorn
-
-    from ..storage import lake
 
     refs.model(ref)
     store = online_stores.open_store(ws.config)

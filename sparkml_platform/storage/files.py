@@ -20,6 +20,7 @@ import functools
 import os
 import posixpath
 import re
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -262,8 +263,6 @@ class LocalStore(_Store):
             tmp.unlink(missing_ok=True)
 
     def delete(self, uri: str, recursive: bool) -> None:
-        import shutil
-
         path = Path(uri)
         if recursive and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -11,11 +11,15 @@ lives beside version 1 at `LAKE_ROOT/features/NAME__vN`.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import random
 import re
 import time
+from urllib.parse import unquote, urlparse
 
+from ..config import parse_instant
 from ..core.errors import ConfigError, JobFailed, NotFoundError
 from .files import Location
 
@@ -107,11 +111,6 @@ def current_versions(lake_root: Location, refs: list[str]) -> dict[str, int]:
 def version_at(path: Location, when, ref: str | None = None) -> int:
     """The newest version committed at or before `when` (a datetime, or text like
     2013-08-01 or 2013-08-01 12:00:00, UTC): read from Delta's log, no Spark job."""
-    import datetime as dt
-
-    from ..config import parse_instant
-    from ..core.errors import ConfigError
-
     try:
         at = when if isinstance(when, dt.datetime) else parse_instant(str(when))
     except ValueError as exc:
@@ -251,8 +250,6 @@ def history(path: Location, limit: int = 20) -> list[dict]:
 
 def iso_time(millis: int | None) -> str | None:
     """A commit's time (milliseconds since the epoch) in ISO 8601, UTC, to the second."""
-    import datetime as dt
-
     if millis is None:
         return None
     return dt.datetime.fromtimestamp(millis / 1000, dt.timezone.utc).isoformat(timespec="seconds")
@@ -353,8 +350,6 @@ def describe(spark, path: Location, description: str, properties: dict[str, str]
     with its first rows (`write` with `description` and `properties`); an existing one is
     altered only where they differ, so a build whose definition did not change adds no commit.
     """
-    import hashlib
-
     from delta.tables import DeltaTable
 
     wanted_hash = hashlib.sha256(json.dumps(
@@ -506,8 +501,6 @@ def _add_actions(path: Location, version: int | None = None, ref: str | None = N
 def files(path: Location, version: int | None = None, ref: str | None = None) -> dict[str, int]:
     """The data files of the table's newest version (or of `version`), relative to the table's
     folder, with the modification time each add action records (ms since the epoch)."""
-    from urllib.parse import unquote
-
     actions = _add_actions(path, version, ref)
     return {unquote(p): int(m) for p, m in zip(actions.column("path").to_pylist(),
                                               actions.column("modification_time").to_pylist())}
@@ -542,8 +535,6 @@ def vacuum(spark, path: Location, hours: int, dry_run: bool = False) -> list[str
     than its default retention is switched off there only, because the caller has checked
     what must stay (training_sets.vacuum), and no VACUUM commits are added to the log, so
     the table's versions stay those that manifests and the online store recorded."""
-    from urllib.parse import unquote, urlparse
-
     session = spark.newSession()
     session.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     session.conf.set("spark.databricks.delta.vacuum.logging.enabled", "false")

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import uuid
+
 from . import places
 
 log = logging.getLogger(__name__)

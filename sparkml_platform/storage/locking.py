@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
 import socket
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core.errors import ConfigError, JobLocked
+from ..config import load_config
+from ..core.errors import ConfigError, JobLocked, SparkmlError
 from . import places
 
 log = logging.getLogger(__name__)
@@ -22,8 +25,6 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def exclusive(path: Path):
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -146,11 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     """For spark-submit.sh: `acquire CONF ENV JOB PID STALE_SECONDS` prints the run id;
     `hand_over CONF ENV JOB RUN_ID JOB_GROUP`; `release CONF ENV JOB RUN_ID`. Exit codes as the
     CLI's (4: the job is still running)."""
-    import sys
-
-    from ..config import load_config
-    from ..core.errors import SparkmlError
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -31,6 +31,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from ..config import redact_uri
 from ..core.errors import ConfigError, JobFailed
 
 FOUND, NO_ROW, TOO_OLD, BEFORE_KEPT = "found", "no row", "older than the lookback", "before the kept window"
@@ -428,8 +429,6 @@ class RedisStore(Store):
 
 def shown_url(url: str) -> str:
     """A store's URL for messages: a password in it is masked."""
-    from ..config import redact_uri
-
     return redact_uri(url)
 
 

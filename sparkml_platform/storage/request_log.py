@@ -125,7 +125,6 @@ class RequestLog:
     def _append(self, app: str, segment: int, rows: list[dict]) -> None:
         import pyarrow as pa
         from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-
         from deltalake.exceptions import TableNotFoundError
 
         options = self.location.store.delta_options() or None

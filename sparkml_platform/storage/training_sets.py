@@ -19,7 +19,6 @@ from . import feature_definitions, lake, places
 from .files import Location
 from .pit import FeatureLookup
 
-
 LABEL = "label"
 SPLIT = "split"
 MANIFEST_FILE = re.compile(r"^v(\d{4,})\.json$")

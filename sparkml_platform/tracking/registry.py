@@ -9,6 +9,7 @@ import re
 
 from ..core import refs
 from ..core.errors import NotFoundError
+from ..storage.locking import exclusive
 from .tracker import Tracker
 from .version_record import ALIASES_SET, PROMOTED, STALE, VersionRecord
 
@@ -100,8 +101,6 @@ def promotion_lock(tracker: Tracker, name: str):
     An exclusive `flock` on a file beside the SQLite store (shared by every project using
     that store), or in the project's .sparkml/locks/ with a tracking server (one machine;
     the kernel releases it when a process dies, so a kill never leaves it held)."""
-    from ..storage.locking import exclusive
-
     with exclusive(tracker.lock_dir / f".promote-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"):
         yield
 

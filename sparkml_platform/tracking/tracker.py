@@ -5,10 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
+import shlex
+import socket
+import sqlite3
+import sys
+import time
 from pathlib import Path
 
 from ..config import Config, redact_uri
+from ..core.errors import JobFailed
 from ..storage import places
+from ..storage.locking import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +94,6 @@ class Tracker:
     def _create_embedded(self) -> None:
         # Two commands at once on a new embedded store would both create its tables (and the
         # experiment): one after the other, under a lock beside the database.
-        from ..storage.locking import exclusive
-
         db = Path(self.uri[len("sqlite:///"):])
         with exclusive(db.parent / f".{db.name}.init.lock"):
             _create_store(db, self.artifact_root)
@@ -100,9 +106,6 @@ class Tracker:
         """How to open the MLflow UI on what the platform wrote."""
         if self.uri.startswith("http"):
             return f"open {self.shown_uri}"
-        import shlex
-        import sys
-        from pathlib import Path
 
         # This interpreter's mlflow, by its full path: the command works from any directory
         # (a user's project is not the framework's checkout).
@@ -143,8 +146,6 @@ def _follow_move(db: Path, name: str, artifact_root: str) -> None:
     locations, which still name the old place (new runs would write there, models load from
     there). When this project's artifact root holds the experiment's artifacts, every location
     under the old root is rewritten to the new one, once."""
-    import sqlite3
-
     wanted = f"{artifact_root}/{name}"
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
         try:
@@ -181,8 +182,6 @@ def _create_store(db: Path, artifact_root: str) -> None:
 
     The store runs in WAL mode (kept in the file): readers never block a writer, so two
     trainings at once do not fail on a lock (MLflow itself waits up to 20 s on a busy one)."""
-    import sqlite3
-
     if db.exists():
         _refuse_half_created(db)
         with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
@@ -203,10 +202,6 @@ def _create_store(db: Path, artifact_root: str) -> None:
 
 def _refuse_half_created(db: Path) -> None:
     """A store a killed migration left behind: one clear line rather than a SQL trace."""
-    import sqlite3
-
-    from ..core.errors import JobFailed
-
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
         left = [name for (name,) in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' "
@@ -219,16 +214,12 @@ def _refuse_half_created(db: Path) -> None:
 
 def owner_tags() -> dict[str, str]:
     """Which process a run belongs to: a run it leaves RUNNING when killed can be closed."""
-    import socket
-
     return {"sparkml.host": socket.gethostname(), "sparkml.pid": str(os.getpid())}
 
 
 def close_abandoned_runs(client, experiment_id: str) -> list[str]:
     """Mark KILLED the runs a killed process left RUNNING: those started by a process of this
     host that is gone, and their nested runs (tuning trials). Returns their ids."""
-    import socket
-
     running = {r.info.run_id: r for r in client.search_runs(
         [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)}
     host = socket.gethostname()
@@ -253,9 +244,6 @@ def log_dataset(dataset, context: str, attempts: int = 4) -> None:
     """`mlflow.log_input`, safe when two runs log one dataset at once: a tracking server
     checks for the dataset then inserts it, so the second insert of a pair can fail on the
     primary key; by the retry the dataset exists and is reused."""
-    import random
-    import time
-
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -290,8 +278,6 @@ def check_reachable(uri: str, shown: str | None = None, timeout: float = 5.0) ->
     if not uri.startswith(("http://", "https://")):
         return
     import requests
-
-    from ..core.errors import JobFailed
 
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()

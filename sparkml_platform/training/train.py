@@ -13,23 +13,22 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..runtime import environments as environment
-from ..modeling import estimators
-from ..modeling import evaluation
-from ..storage import feature_definitions
-from ..storage import lake
-from ..tracking import registry
-from ..tracking import tracker as tracking
-from ..storage import training_sets
-from . import tuning
 from ..config import Config, Threshold
+from ..core import refs
 from ..core.errors import ConfigError, GateFailed, JobFailed
 from ..core.provenance import definition_hash
+from ..modeling import estimators, evaluation
+from ..modeling.evaluation import METRICS
+from ..runtime import environments as environment
+from ..runtime.project import project_of
+from ..storage import feature_definitions, lake, leases, places, training_sets
+from ..storage.pit import FeatureLookup, join_features
 from ..storage.training_sets import SPLIT
+from ..tracking import registry
+from ..tracking import tracker as tracking
 from ..tracking.model_versions import ScoringModel
 from ..tracking.version_record import VersionRecord
-from ..storage import places
-from ..runtime.project import project_of
+from . import tuning
 
 TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there is no validation split
 
@@ -37,8 +36,6 @@ TUNING_HOLDOUT = 0.2  # share of the train split that scores trials when there i
 def train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tune: bool = True) -> dict:
     """Tune (unless told not to), fit, evaluate on validation and test, register, gate. The
     training-set version read is leased for the whole run: retention keeps it meanwhile."""
-    from ..storage import leases
-
     name = config.model(model_name).training_set
     version = training_sets.manifest(config, name)["version"]
     with leases.held(config, f"training {model_name}", {f"training_set:{name}": [version]}):
@@ -281,8 +278,6 @@ def _own_features(config: Config, feature_spec: dict, test_df, label: str):
     table's current Delta version where it still holds that definition (an older table
     version kept beside a new one), else the Delta version it was trained on (time travel).
     Returns (rows, {table: Delta version read}), or why that is impossible."""
-    from ..storage.pit import FeatureLookup, join_features
-
     entity = feature_spec["entity"]
     lookups = [FeatureLookup.from_dict(lk) for lk in feature_spec["lookups"]]
     needed = list(dict.fromkeys([*ScoringModel(None, feature_spec).needed, label]))  # what scoring reads
@@ -425,8 +420,6 @@ def _log_fitted(spark, config, tracker, model, manifest, registered, metrics, th
     import mlflow
     from pyspark.sql import functions as F
 
-    from ..core import refs
-
     flavor, task = fitted_flavor(model)
     refs.model(registered)  # a name a model reference can hold
     data = training_sets.read_version(spark, config, manifest)
@@ -491,8 +484,6 @@ def _log_fitted(spark, config, tracker, model, manifest, registered, metrics, th
 
 def _thresholds_for(config: Config, registered: str, given: dict | None, task: str) -> dict:
     """The thresholds given, else those of the model spec registering under that name."""
-    from ..modeling.evaluation import METRICS
-
     if given is None:
         specs = [s for n, s in config.models.models.items() if (s.registered_model or n) == registered]
         return dict(specs[0].thresholds) if specs else {}

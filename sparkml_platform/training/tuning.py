@@ -12,14 +12,17 @@ progress line shows trials done, the best value so far and the time left.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ..modeling import evaluation
-from ..modeling import search_space
 from ..config import ModelSpec, parse_duration
+from ..core.errors import JobFailed
+from ..modeling import evaluation, search_space
+from ..modeling.estimators import fit_sklearn, predict_sklearn
 
 
 class Progress:
@@ -90,8 +93,6 @@ def tune(spark, spec: ModelSpec, name: str, estimator, train, validation, log: T
     if estimator.flavor == "sklearn":
         # SparkTrials' own summary counts Spark tasks that ended, trials that failed among them
         # ("6 succeeded" before "all 6 trials failed"): this line counts trials instead.
-        import logging
-
         hyperopt_log = logging.getLogger("hyperopt-spark")
         level = hyperopt_log.level
         hyperopt_log.setLevel(logging.WARNING)
@@ -106,8 +107,6 @@ def tune(spark, spec: ModelSpec, name: str, estimator, train, validation, log: T
           file=progress.stream, flush=True)
     best = log.best()
     if best is None:
-        from ..core.errors import JobFailed
-
         failed = [r for r in log.results if r.get("error")]
         if failed:
             raise JobFailed(f"tuning {name}: all {len(log.results)} trials failed; the first with "
@@ -119,8 +118,6 @@ def tune(spark, spec: ModelSpec, name: str, estimator, train, validation, log: T
 
 def _failure(exc: BaseException) -> str:
     """A failed trial's exception with its traceback (the user's estimator code is in it)."""
-    import traceback
-
     return "".join(traceback.format_exception(exc))[-7000:]
 
 
@@ -183,8 +180,6 @@ class _SklearnTrial:
 
     def __call__(self, point: dict) -> dict:
         from threadpoolctl import threadpool_limits
-
-        from ..modeling.estimators import fit_sklearn, predict_sklearn
 
         params = search_space.typed(self.space, point)
         (x, y), (vx, vy) = self.data.value

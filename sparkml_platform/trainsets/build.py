@@ -7,24 +7,28 @@ storage/training_sets.py; this module builds, saves, prunes, deletes and vacuums
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import logging
+import math
 import os
 import re
-
+import socket
+import time
 from dataclasses import dataclass
 
-from ..storage import lake
-from ..storage import leases
-from ..core import refs
 from ..config import Config, Lookup, Split, TrainingSet, parse_duration, parse_instant
-from ..core.errors import ConfigError, JobFailed, NotFoundError, sql_from_config
-from ..storage.pit import FeatureLookup, content_digest, join_features
+from ..core import refs
+from ..core.errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_config
 from ..core.provenance import definition_hash
-from ..storage.files import Location
-from ..storage import places
-from ..storage.training_sets import (LABEL, SPLIT, deleted_versions, deletion, list_versions, manifest,
-                                     folder, names, read_feature_tables, unfinished_deletes, version_path)
 from ..runtime.project import project_of
+from ..storage import lake, leases, places
+from ..storage.feature_tables import resolve
+from ..storage.files import Location
+from ..storage.pit import FeatureLookup, content_digest, join_features
+from ..storage.training_sets import (LABEL, SPLIT, deleted_versions, deletion, folder, list_versions,
+                                     manifest, names, read_feature_tables, unfinished_deletes, version_path)
+from ..tracking import registry
 
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
@@ -36,8 +40,6 @@ def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[
     """Lookups as written in training_sets.yml -> resolved with each feature table's keys,
     event time and lookback (no `features`: all of the table's). A table named without `@N`
     is the version features.yml declares; the lookup records the version it resolved to."""
-    from ..storage.feature_tables import resolve
-
     lookups = []
     for i, item in enumerate(items):
         where = f"{where_prefix}.{i}"
@@ -339,8 +341,6 @@ def _reserve(base: Location, number: int) -> tuple[int, Location]:
     put-if-absent (atomic on a local disk, HDFS and S3), so two builds at once get two
     numbers. A version left unpublished by a build that died (its process on this host is
     gone) is taken over by one build; one whose builder may still run is skipped."""
-    import socket
-
     me = {"host": socket.gethostname(), "pid": os.getpid(),
           "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     while True:
@@ -469,8 +469,6 @@ def delete(config: Config, tracker, ref: str) -> dict:
     the listing shows a delete that did not finish), the manifest next (the version no longer
     exists for show, rebuild, training), its rows last. A delete interrupted anywhere is
     finished by deleting the same version again."""
-    from ..tracking import registry
-
     parsed = refs.training_set(ref)
     name, version = parsed.name, parsed.version
     if version is None:
@@ -495,9 +493,6 @@ def delete(config: Config, tracker, ref: str) -> dict:
 
 
 def _remove(config: Config, name: str, version: int, reason: str) -> dict:
-    import getpass
-    import socket
-
     base = folder(config, name)
     record_file, manifest_file = base / f"v{version:04d}.deleted.json", base / f"v{version:04d}.json"
     try:
@@ -537,12 +532,9 @@ def retention_for(config: Config, name: str, keep: int | None = None) -> tuple[i
 def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
     """Delete the versions of `name` beyond the newest `keep` (default: its retention), except
     every version a registered model version was trained on; finishes interrupted deletes."""
-    from ..tracking import registry
-
     versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
     if not versions and not unfinished_deletes(config, name):
         config.training_set(name)  # neither defined nor saved: NotFoundError
-    from ..storage import leases
 
     count, source = retention_for(config, name, keep)
     users = registry.trained_on(tracker, name)
@@ -567,14 +559,11 @@ def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
 def after_build(config: Config, tracker, name: str) -> dict | None:
     """The retention applied after a successful build (None when none is configured). A
     failure here does not undo the build: it is reported, and prune can be run again."""
-    import logging
-
     if config.retention(name)[0] is None:
         return None
     try:
         return prune(config, tracker, name)
     except Exception as exc:  # noqa: BLE001 - the new version is published either way
-        from ..core.errors import first_line
 
         logging.getLogger(__name__).warning("training set %s: retention not applied: %s", name,
                                             first_line(exc))
@@ -624,9 +613,6 @@ def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None, use
     deletedFileRetentionDuration, once the file itself is). So a pinned version needs the
     hours since the first commit after it (since its oldest removed file, past that
     duration), and nothing when no file of it was removed (only appends since)."""
-    import math
-    import time
-
     path = lake.table_path(places.lake_root(config), ref)
     if not lake.exists(path):
         raise NotFoundError(f"vacuum: lake table {ref} does not exist (looked in {path})")
