@@ -40,26 +40,32 @@ demo: setup
 # The slice project's run (tests/conftest.py `flights_project`), kept under a key of what it
 # depends on: `make test` makes it, `make test-cluster` copies it instead of running it again.
 SLICE_CACHE := .sparkml/test-slice
+# Runs a command in a process group of its own (setsid(1), which macOS lacks): killed as a group.
+NEW_GROUP = $(PY) -c "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"
 
-# Two pytest processes at once: the slow tests (the slice pipeline and everything that reads
-# it, servers) and the rest. Measured on two cores, both are CPU-bound and the overlap saves
-# little; the slow run's report follows the other's, each listing its slowest tests. First the
-# layering contract (pyproject.toml [tool.importlinter]: an import up a layer or between two
-# stages fails the target), then the docs site, built --strict: a broken link or a page
-# missing from mkdocs.yml fails it too.
+# First the layering contract (pyproject.toml [tool.importlinter]: an import up a layer, between
+# two stages or in a circle fails the target) and the docs site, built --strict (a broken link
+# or a page missing from mkdocs.yml fails it too). Then the tests, in two pytest processes at
+# once: the slow integration tests (the slice pipeline and everything that reads it, servers)
+# start in the background while tests/unit (pure cores, no JVM, a minute and a half) runs
+# first in the foreground, then the other integration tests. A unit failure stops everything
+# (the slow run is its own process group). On two cores both processes are CPU-bound and the
+# overlap saves little; the slow run's report follows the other's, each listing its slowest.
 test: setup
 	@mkdir -p .sparkml; $(VENV)/bin/lint-imports --no-cache --no-logo > .sparkml/lint-imports.log || \
 	{ cat .sparkml/lint-imports.log; exit 1; }
 	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .sparkml/site
-	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
-	$(VENV)/bin/pytest -q -ra --durations=12 -m "slow and not cluster" -p no:cacheprovider > .sparkml/test-slow.log 2>&1 & \
-	slow=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow and not cluster" -p no:cacheprovider; fast=$$?; \
-	wait $$slow; slow=$$?; echo "== slow tests (exit $$slow)"; cat .sparkml/test-slow.log; \
+	@export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
+	$(NEW_GROUP) $(VENV)/bin/pytest -q -ra --durations=12 -m slow -p no:cacheprovider tests/integration > .sparkml/test-slow.log 2>&1 & \
+	slow=$$!; echo "== unit tests"; $(VENV)/bin/pytest -q -ra --durations=5 -p no:cacheprovider tests/unit || \
+	{ kill -TERM -- -$$slow 2>/dev/null; wait $$slow; exit 1; }; \
+	echo "== integration tests"; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow" -p no:cacheprovider tests/integration; fast=$$?; \
+	wait $$slow; slow=$$?; echo "== slow integration tests (exit $$slow)"; cat .sparkml/test-slow.log; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
-# Unit tests only (no end-to-end pipeline, no servers).
+# The unit tests only: pure cores, no JVM (tests/unit/conftest.py refuses one).
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not slow and not cluster"
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
 
 # Jobs on a standalone cluster and on a single-node YARN (Hadoop mini-cluster, jars from
 # Maven Central) from a packed environment: packing and containers take minutes, so these
@@ -69,8 +75,8 @@ test-fast: setup
 # environment (made once, under a lock) and the slice run `make test` made.
 test-cluster: setup
 	@mkdir -p .sparkml; export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
-	$(VENV)/bin/pytest -q -ra --durations=8 -m "cluster and remote_lake" -p no:cacheprovider > .sparkml/test-remote.log 2>&1 & \
-	remote=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "cluster and not remote_lake" -p no:cacheprovider; other=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=8 -m remote_lake -p no:cacheprovider tests/cluster > .sparkml/test-remote.log 2>&1 & \
+	remote=$$!; $(VENV)/bin/pytest -q -ra --durations=8 -m "not remote_lake" -p no:cacheprovider tests/cluster; other=$$?; \
 	wait $$remote; remote=$$?; echo "== tests on remote lakes (exit $$remote)"; cat .sparkml/test-remote.log; \
 	test $$other -eq 0 -a $$remote -eq 0
 

@@ -1,0 +1,37 @@
+"""Feature tables: built into Delta from lake sources, by window, idempotent, checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sparkml_platform.core.errors import ConfigError
+from sparkml_platform.features import build as features
+from sparkml_platform.features import validation
+
+
+def test_end_before_start_is_refused():
+    with pytest.raises(ConfigError, match="end 2013-01-01 is before start 2013-01-05"):
+        features.parse_window("2013-01-05", "2013-01-01")
+    assert features.parse_window("2013-01-01", "2013-01-01") == (dt.date(2013, 1, 1),) * 2
+
+
+def test_search_finds_a_table_by_a_word_of_a_feature_description(config):
+    from sparkml_platform.insight import catalog
+
+    assert [t["name"] for t in catalog.search(config, "humidity")] == ["origin_weather_hourly"]
+    assert [t["name"] for t in catalog.search(config, "SEATS")] == ["plane_attributes"]
+    assert catalog.search(config, "no such word") == []
+
+
+def test_an_asset_left_without_its_batch_definition_by_a_failed_call_is_reused():
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [1.0, None]})
+    items = [{"expect_column_values_to_not_be_null": {"column": "x"}}]
+    validation.validate(frame, "some_other_table", items, "test")  # the process's context
+    source = validation._context.data_sources.get("sparkml_pandas")
+    source.add_dataframe_asset(name="half_added")  # what a call that failed next leaves behind
+    summary = validation.validate(frame, "half_added", items, "test")
+    assert summary["success"] is False and summary["failed"][0]["unexpected_count"] == 1
