@@ -28,11 +28,12 @@ from ..config import Config, Lookup, parse_instant, versioned
 from ..core import refs
 from ..core.errors import ConfigError, GateFailed, NotFoundError, SparkmlError
 from ..features import build as features
+from ..features import plan as feature_plan
 from ..features import sources
 from ..features.validation import prepare_in_background
 from ..insight import catalog, monitoring, report, summary
 from ..insight.lineage import graph
-from ..orchestration import schedule
+from ..orchestration import freshness, schedule
 from ..orchestration.pipeline import run
 from ..orchestration.retrain import retrain
 from ..runtime import environments as environment
@@ -411,7 +412,7 @@ class Workspace:
 
     def retrain(self, model_name: str, echo: Callable[[str], None] = print) -> ModelResult:
         self.config.model(model_name)
-        return _model_result(lambda: retrain(self.spark, self.config, self.tracker, model_name, echo=echo))
+        return retrain(self, model_name, echo=echo)
 
     def log_model(self, model, training_set: TrainingSet, registered_model: str,
                   metrics: dict | None = None, thresholds: dict | None = None) -> ModelResult:
@@ -598,7 +599,7 @@ class Features:
         return Published.of(published)
 
     def _publish_one(self, name: str, full: bool) -> dict:
-        if not full and (done := online.up_to_date(self._ws.config, self._ws.online_store, name)):
+        if (done := freshness.current(self._ws, "publish_features", name, force=full)) is not None:
             return done  # before the session: nothing to publish needs none
         return online.publish(lambda: self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
 
@@ -634,7 +635,7 @@ class Features:
         unless `retire`, which rebuilds it in place and marks those versions stale. Building
         NAME without a window also brings up to date every older version an aliased model
         still uses (`older_versions`), while its transformation's code is unchanged."""
-        window = features.parse_window(start, end)
+        window = feature_plan.parse_window(start, end)
         if window and full:
             raise ConfigError("full=True rebuilds the whole table: give it without start/end")
         if chunk_days and not window:
@@ -653,8 +654,9 @@ class Features:
         return BuiltTable.of(built)
 
     def _build_one(self, name: str, start=None, end=None, **options) -> dict:
-        window = features.parse_window(start, end)
-        if not (window or options["full"] or options["force"]) and (done := features.up_to_date(self._ws.config, name)):
+        window = feature_plan.parse_window(start, end)
+        if window is None and (done := freshness.current(self._ws, "build_features", name,
+                                                         force=options["full"] or options["force"])) is not None:
             return done
         asked: list[list[dict]] = []
 

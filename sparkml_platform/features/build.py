@@ -14,22 +14,7 @@ from ..core.provenance import definition_hash, import_function
 from ..runtime.project import function_fingerprint, project_of
 from ..storage import lake, metastore, places, statistics
 from ..storage.feature_tables import TableVersion, lake_versions, resolve
-from . import validation
-
-
-def parse_window(start: str | None, end: str | None) -> tuple[dt.date, dt.date] | None:
-    """`start`/`end` (both days included) -> dates; None when no window is given."""
-    if start is None and end is None:
-        return None
-    if start is None or end is None:
-        raise ConfigError("start and end go together: give both dates or neither")
-    try:
-        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    except ValueError as exc:
-        raise ConfigError(f"start/end: {exc} (use YYYY-MM-DD)") from None
-    if last < first:
-        raise ConfigError(f"end {end} is before start {start}")
-    return first, last
+from . import plan, validation
 
 
 def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None = None
@@ -121,29 +106,22 @@ def up_to_date(config: Config, name: str) -> dict | None:
     transform = import_function(definition.transformation, f"{table.where}.transformation")
     commits = lake.commits(path)
     kinds = [c["metadata"].get("kind") if isinstance(c["metadata"], dict) else None for c in commits]
-    built = [i for i, kind in enumerate(kinds) if kind == "feature_table"]
-    # Since that build only the table's own description may have changed: nothing else wrote.
-    if not built or any(kind != "table_metadata" for kind in kinds[built[-1] + 1:]):
-        return None
-    last = commits[built[-1]]
-    meta = last["metadata"]
-    if meta.get("mode") not in ("full", "incremental") \
-            or meta.get("definition_hash") != definition_hashes(definition, transform, config)["definition_hash"]:
-        return None
-    # Builds recorded before suites were: their suite is taken as the current one.
-    if meta.get("expectations_hash", expectations_hash(config, table)) != expectations_hash(config, table):
-        return None
-    versions = {}
+    builds = [c for c, kind in zip(commits, kinds) if kind == "feature_table"]
+    last = builds[-1] if builds else None
+    now = {"definition_hash": definition_hashes(definition, transform, config)["definition_hash"],
+           "expectations_hash": expectations_hash(config, table)}
+    versions: dict | None = {}
     for ref in map(config.source_ref, definition.sources.values()):
         source = lake.table_path(places.lake_root(config), ref)
         if not lake.exists(source):
-            return None
+            versions = None
+            break
         versions[ref] = lake.version(None, source, ref)
     version = lake.version(None, path)
     stats = statistics.load(path, version)
-    if meta.get("sources") != versions or stats is None:
+    if not plan.fresh(kinds, last and last["metadata"], now, versions, stats is not None):
         return None
-    return {"table": f"features.{name}", "version": version, "mode": "up to date",
+    return {"table": f"features.{name}", "version": version, "mode": plan.UP_TO_DATE,
             "reason": f"nothing new: its sources are at the versions version {last['version']} was "
                       f"built from ({', '.join(f'{r}@{v}' for r, v in versions.items())})",
             "run_id": provenance.run_id(), "chunks": [], "rows": lake.row_count(path, version),
@@ -187,9 +165,8 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
     `retire`: then it is rebuilt in place and the result names those models (`retired`).
     `checked`: what `check_change` returned to a caller that ran it already (before its session).
     """
-    window = parse_window(start, end)
-    if chunk_days is not None and chunk_days < 1:
-        raise ConfigError(f"chunk_days {chunk_days}: give a number of days, 1 or more")
+    window = plan.parse_window(start, end)
+    plan.check_chunk_days(chunk_days)
     if window is None and not full and not force and (done := up_to_date(config, name)) is not None:
         return done
     table, retired = checked or check_change(config, name, users, retire)
@@ -208,13 +185,13 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
         # incremental window starts from the newest event time they hold).
         statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time,
                                config.local_read_max_bytes)
-    mode, reason = "window", None
-    if window is None:
-        mode, window, reason = _incremental_window(spark, path, definition, base, full)
+    last = (lake.last_commit(path, "feature_table") or {}).get("metadata") if lake.exists(path) else None
+    incremental = window is None and plan.mode(last, base, full=full)[0] == plan.INCREMENTAL
+    decided = plan.plan(last, base, window=window, full=full, chunk_days=chunk_days,
+                        newest_day=_newest_day(spark, path, definition) if incremental else None)
+    mode, window, reason, chunks = decided.mode, decided.window, decided.reason, decided.chunks
     if reason:
         base["reason"] = reason
-
-    chunks = _chunks(window, chunk_days) if window else [None]
     # A backfill resumes after its suite was fixed (the suite is no part of what it computes).
     backfill = definition_hash({**base, "run_id": None, "spark_app_id": None, "code": None,
                                 "reason": None, "expectations_hash": None,
@@ -234,7 +211,7 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             if backfill:
                 meta.update(backfill=backfill, chunk=label)
             results.append(_write_part(spark, config, table, computed, path, chunk,
-                                       explicit=mode == "window", metadata=meta,
+                                       explicit=mode == plan.WINDOW, metadata=meta,
                                        step=(BACKFILL_APP + backfill, index) if backfill else None))
     except SparkmlError:
         raise
@@ -247,8 +224,8 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             computed.unpersist()
     written = [r for r in results if "version" in r]
     version = written[-1]["version"] if written else lake.version(spark, path)
-    if mode == "incremental" and not written:
-        mode = "up to date"
+    if mode == plan.INCREMENTAL and not written:
+        mode = plan.UP_TO_DATE
     registered = metastore.register_table(spark, config, table.ref)
     stats = statistics.load(path, version) or {}
     if window and window[1] is None:  # open-ended: up to the newest event time now in the table
@@ -322,64 +299,23 @@ def _dependents_of_a_change(table: TableVersion, path, hashes: dict, users, reti
         return [f"{u['model']}/{u['version']}" for u in dependents]
     nxt = versioned(table.base, table.number + 1)
     raise ConfigError(
-        f"feature table {table.name}: {_why_changed(last, hashes)}, and model versions under an alias "
+        f"feature table {table.name}: {plan.why_changed(last, hashes)}, and model versions under an alias "
         f"were trained on its current definition: {'; '.join(named)}. Nothing written. Either bump "
         f"{table.where}.version to {table.number + 1} (the new definition is built as {nxt} beside "
         f"this one, which keeps serving those models), or rebuild it in place with --retire "
         f"(retire=True): those model versions are then marked stale and refuse to score")
 
 
-def _incremental_window(spark, path, definition: FeatureTable, base: dict, full: bool):
-    """(mode, window, reason for a full build) for a build without a window."""
+def _newest_day(spark, path, definition: FeatureTable) -> dt.date:
+    """The newest event day the table holds: from its statistics, else from its rows."""
     from pyspark.sql import functions as F
 
-    if full:
-        return "full", None, "a full rebuild was asked for"
-    if not lake.exists(path):
-        return "full", None, "first build"
-    last = next((c["metadata"] for c in reversed(lake.commits(path))
-                 if (c["metadata"] or {}).get("kind") == "feature_table"), None)
-    if last is None:
-        return "full", None, "first build"
-    if last.get("definition_hash") != base["definition_hash"]:
-        # Earlier rows were computed by another definition: they are stale too.
-        return "full", None, _why_changed(last, base)
-    if last.get("expectations_hash", base["expectations_hash"]) != base["expectations_hash"]:
-        return "full", None, (f"the expectation suite changed (hash {last.get('expectations_hash')} -> "
-                              f"{base['expectations_hash']}): every row is validated against it")
     newest = (statistics.latest(path) or {}).get("event_time_range", [None, None])[1]
     if newest in (None, "None"):
         # Days as text in the session's time zone (UTC), never collected timestamps (local time).
         newest = lake.read(spark, path).agg(F.date_format(F.max(definition.event_time), "yyyy-MM-dd")) \
             .collect()[0][0]
-    first = dt.date.fromisoformat(str(newest)[:10])  # that day again: it may have been partial
-    # Open-ended: everything from that day on. Its last day is learnt from the rows written,
-    # not from a job of its own (which computed the whole transformation once more).
-    return "incremental", (first, None), None
-
-
-def _why_changed(last: dict, now: dict) -> str:
-    reasons = []
-    if last.get("code_hash") and last["code_hash"] != now["code_hash"]:
-        reasons.append(f"the transformation's code changed (code hash {last['code_hash']} -> "
-                       f"{now['code_hash']})")
-    if last.get("config_hash") and last["config_hash"] != now["config_hash"]:
-        reasons.append(f"the definition in features.yml changed (hash {last['config_hash']} -> "
-                       f"{now['config_hash']})")
-    return "; ".join(reasons) or (f"the definition changed (hash {last.get('definition_hash')} -> "
-                                  f"{now['definition_hash']})")
-
-
-def _chunks(window, days: int | None) -> list[tuple[dt.date, dt.date]]:
-    first, last = window
-    if not days:
-        return [window]
-    out = []
-    while first <= last:
-        upper = min(last, first + dt.timedelta(days=days - 1))
-        out.append((first, upper))
-        first = upper + dt.timedelta(days=1)
-    return out
+    return dt.date.fromisoformat(str(newest)[:10])
 
 
 BACKFILL_APP = "sparkml-backfill-"  # + the backfill id: Delta's transaction app id

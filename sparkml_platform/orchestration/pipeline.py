@@ -9,11 +9,8 @@ from typing import Callable
 from ..config import Config
 from ..core import refs
 from ..core.errors import GateFailed, NotFoundError
-from ..features import sources
-from ..serving import scoring
 from ..storage import lake, places
-from ..training import train as training
-from ..trainsets import build as training_sets
+from . import freshness
 
 
 def validate(config: Config, name: str) -> None:
@@ -43,9 +40,6 @@ def validate(config: Config, name: str) -> None:
                                 f"{', '.join(map(repr, missing))} (known: {', '.join(sorted(table)) or 'none'})")
 
 
-UP_TO_DATE = "up to date"
-
-
 def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False) -> dict:
     """Run pipeline `name` on Workspace `ws`: its report, a record of each step's outputs.
 
@@ -67,7 +61,7 @@ def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False)
             echo("    " + _one_line(out))
         echo(f"    ({seconds}s)")
     outputs = [out for step in report["steps"] for out in step["outputs"]]
-    report["up_to_date"] = bool(outputs) and all(out.get("mode") == UP_TO_DATE for out in outputs)
+    report["up_to_date"] = bool(outputs) and all(out.get("mode") == freshness.UP_TO_DATE for out in outputs)
     if report["up_to_date"]:
         echo(f"nothing new: every step of {name} was up to date; nothing was written"
              + ("" if ws.spark_started else ", and Spark was not started"))
@@ -75,28 +69,29 @@ def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False)
 
 
 def _run_step(ws, kind: str, arg, force: bool) -> list[dict]:
-    config = ws.config
+    """Each target of the step: its record as it stands when it is up to date (freshness.py),
+    else what running it made."""
+    targets = arg if isinstance(arg, list) else [arg]
+    return [freshness.current(ws, kind, target, force) or _run(ws, kind, target) for target in targets]
+
+
+def _run(ws, kind: str, target) -> dict:
     if kind == "load_sources":
-        return [(not force and sources.up_to_date_source(config, n)) or ws.load_sources([n])[0] for n in arg]
+        return ws.load_sources([target])[0]
     if kind == "build_entities":
-        return [(not force and sources.up_to_date_entities(config, n)) or ws.build_entities([n])[0]
-                for n in arg]
+        return ws.build_entities([target])[0]
     if kind == "build_features":
-        return [ws.features.build(n, force=force).to_dict() for n in arg]
+        return ws.features.build(target, force=True).to_dict()  # freshness was asked already
     if kind == "publish_features":
-        return [ws.features.publish(n).to_dict() for n in arg]
+        return ws.features.publish(target).to_dict()
     if kind == "build_trainset":
-        man = None if force else training_sets.up_to_date(config, arg)
-        mode = UP_TO_DATE if man else "built"
-        man = man or ws.build_training_set(arg).manifest
-        return [{"table": f"trainsets.{arg}", "version": man["version"], "mode": mode, "rows": man["rows"],
-                 "digest": man["digest"]}]
+        man = ws.build_training_set(target).manifest
+        return {"table": f"trainsets.{target}", "version": man["version"], "mode": "built", "rows": man["rows"],
+                "digest": man["digest"]}
     if kind == "train":
-        return [(not force and training.up_to_date(config, ws.tracker, arg)) or _train_candidate(ws, arg)]
+        return _train_candidate(ws, target)
     if kind == "score":
-        done = not force and scoring.up_to_date(config, ws.tracker, arg.model, arg.input, arg.output,
-                                                arg.run_date)
-        return [done or ws.score(arg.model, arg.input, arg.output, arg.run_date).to_dict()]
+        return ws.score(target.model, target.input, target.output, target.run_date).to_dict()
     raise AssertionError(kind)
 
 

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 
-import pytest
 
-from sparkml_platform.core.errors import ConfigError
-from sparkml_platform.features import build as features
 from sparkml_platform.features import validation
-
-
-def test_end_before_start_is_refused():
-    with pytest.raises(ConfigError, match="end 2013-01-01 is before start 2013-01-05"):
-        features.parse_window("2013-01-05", "2013-01-01")
-    assert features.parse_window("2013-01-01", "2013-01-01") == (dt.date(2013, 1, 1),) * 2
 
 
 def test_search_finds_a_table_by_a_word_of_a_feature_description(config):
