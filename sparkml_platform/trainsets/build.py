@@ -29,6 +29,7 @@ from ..storage.pit import FeatureLookup, content_digest, join_features
 from ..storage.training_sets import (LABEL, SPLIT, deleted_versions, deletion, folder, list_versions,
                                      manifest, names, read_feature_tables, unfinished_deletes, version_path)
 from ..tracking import registry
+from . import retention as retention_plan
 
 
 def resolve_lookups(config: Config, name: str, definition: TrainingSet) -> list[FeatureLookup]:
@@ -517,43 +518,28 @@ def _remove(config: Config, name: str, version: int, reason: str) -> dict:
 
 def retention_for(config: Config, name: str, keep: int | None = None) -> tuple[int, str]:
     """How many newest versions of `name` prune keeps, and where that number comes from."""
-    if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ConfigError(f"prune: keep={keep!r} must be a whole number, 1 or more")
-        return keep, "keep"
-    retention, key = config.retention(name)
-    if retention is None:
-        raise ConfigError(f"prune: training set {name} has no retention: set "
-                          f"training_sets.yml: training_sets.{name}.retention.keep (or a default "
-                          "retention.keep at the top of training_sets.yml), or give keep")
-    return retention.keep, key
+    retention, key = config.retention(name) if keep is None else (None, "keep")
+    return retention_plan.keep_count(name, keep, retention.keep if retention else None, key)
 
 
 def prune(config: Config, tracker, name: str, keep: int | None = None) -> dict:
     """Delete the versions of `name` beyond the newest `keep` (default: its retention), except
-    every version a registered model version was trained on; finishes interrupted deletes."""
+    every version a registered model version was trained on or a running training reads;
+    finishes interrupted deletes (retention.py decides, this executes)."""
     versions = list_versions(config, name) if re.fullmatch(r"[a-z][a-z0-9_]*", name) else []
     if not versions and not unfinished_deletes(config, name):
         config.training_set(name)  # neither defined nor saved: NotFoundError
 
     count, source = retention_for(config, name, keep)
-    users = registry.trained_on(tracker, name)
-    running = leases.leased(config, f"training_set:{name}")  # read by a training under way
-    newest = versions[-count:]
-    doomed = [v for v in versions if v not in newest and v not in users and v not in running]
-    deleted = [_remove(config, name, v, f"retention: keep {count} ({source})")["deleted"]
-               for v in doomed]
-    # A delete that stopped before removing the manifest is finished only if no model
-    # registered on the version since.
-    unfinished = [v for v in unfinished_deletes(config, name) if v not in users]
-    finished = [_remove(config, name, v, "deleted")["deleted"] for v in unfinished]
+    decided = retention_plan.plan(versions, count, source, registry.trained_on(tracker, name),
+                                  leases.leased(config, f"training_set:{name}"), unfinished_deletes(config, name))
+    deleted = [_remove(config, name, v, f"retention: keep {count} ({source})")["deleted"] for v in decided.delete]
+    finished = [_remove(config, name, v, "deleted")["deleted"] for v in decided.finish]
     return {"training_set": name, "keep": count, "keep_from": source, "deleted": deleted,
             "finished_interrupted_deletes": finished,
-            "kept": [f"{name}@{v}" for v in versions if v not in doomed and v not in unfinished],
-            "kept_for_models": {f"{name}@{v}": users[v] for v in versions
-                                if v in users and v not in newest},
-            "kept_for_running": {f"{name}@{v}": running[v] for v in versions
-                                 if v in running and v not in newest and v not in users}}
+            "kept": [f"{name}@{v}" for v in decided.kept],
+            "kept_for_models": {f"{name}@{v}": users for v, users in decided.kept_for_models.items()},
+            "kept_for_running": {f"{name}@{v}": runs for v, runs in decided.kept_for_running.items()}}
 
 
 def after_build(config: Config, tracker, name: str) -> dict | None:
