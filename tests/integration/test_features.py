@@ -186,6 +186,13 @@ def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weat
     assert 0 < len(files) <= 4  # a driver copy is written by at most 4 tasks, not one per slice
 
 
+def weather_twice(weather):
+    from sparkml_platform.reference.flights import origin_weather_hourly
+
+    once = origin_weather_hourly(weather)
+    return once.unionByName(once)
+
+
 def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
     from sparkml_platform.core.errors import GateFailed
 
@@ -196,7 +203,7 @@ def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_we
     table.keys = ["origin"]
     table.event_time, original = "observed_at", table.event_time
     definition = table.transformation
-    table.transformation = "test_features.weather_twice"
+    table.transformation = "integration.test_features.weather_twice"
     try:
         with pytest.raises(GateFailed, match=r"12 \(entity, event time\) pairs occur more than once.*origin=EWR"):
             features.build(spark, config, "origin_weather_hourly")
