@@ -30,7 +30,7 @@ def checks(ws, model) -> None:
     """The work the definition checks add to one scoring run (see the module doc)."""
     from sparkml_platform.storage import feature_definitions
     from sparkml_platform.storage import lake
-    from sparkml_platform.trainsets.build import feature_commits
+    from sparkml_platform.storage.training_sets import feature_commits
 
     read = []
     for lk in model.lookups:

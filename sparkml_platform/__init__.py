@@ -4,7 +4,7 @@
 
 The tree is the architecture (docs/reference/layout.md): cli → api → orchestration → the
 stages (features, trainsets, training, serving, insight) → modeling → runtime → tracking →
-storage → config → core, each importing only below it (`.importlinter`, checked by `make test`).
+storage → config → core, each importing only below it (pyproject.toml `[tool.importlinter]`, checked by `make test`).
 """
 
 from .core.version import __version__

@@ -68,11 +68,11 @@ TEST_SPARK_CONF = {"spark.ui.enabled": "false"}
 # not pay off in minutes (`sparkml run` of the slice's data steps in a fresh JVM took 165 s of
 # CPU instead of 318 s on two cores). Drivers get it from SPARK_SUBMIT_OPTS (cli_env: every
 # `sparkml` and spark-submit.sh process), a cluster's executors from the slice's settings.
-# The tests' own session lives through the whole run and keeps the default (tests/test_features.py:
+# The tests' own session lives through the whole run and keeps the default (tests/integration/test_features.py:
 # 523 s of CPU with it, 538 s with the client JIT only).
 # With the client JIT only, the JVM reserves a 48 MB code cache (240 MB otherwise): Spark's
 # generated classes filled it during the slice run, and a full cache stops all compiling.
-SHORT_JVM_OPTS = JIT_OPTIONS["client"]  # the platform's client-JIT options (session.py)
+SHORT_JVM_OPTS = JIT_OPTIONS["client"]  # the platform's client-JIT options (runtime/session.py)
 SHORT_JVM_CONF = {**TEST_SPARK_CONF, "spark.executor.extraJavaOptions": SHORT_JVM_OPTS}
 SLICE = {  # a small slice of the reference data for end-to-end runs: one day a month
     "sources.yml": {"sources": {

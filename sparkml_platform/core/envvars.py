@@ -1,6 +1,6 @@
 """Every environment variable the platform reads, declared once with its default.
 
-Click options bind to these names with `envvar=`; config overrides read them in `config.py`.
+Click options bind to these names with `envvar=`; config overrides read them in `config/loader.py`.
 """
 
 import os

@@ -1,5 +1,5 @@
 """Where an artifact came from: definition hashes, dotted-path imports, run ids. (The code
-version is the project's: `Config.project.code_version()`, see project.py.)"""
+version is the project's: `project_of(config).code_version()`, see runtime/project.py.)"""
 
 from __future__ import annotations
 

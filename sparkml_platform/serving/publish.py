@@ -1,4 +1,4 @@
-"""The online store: each feature table's recent rows per key, looked up as of a request's time.
+"""Publishing a feature table to the online store: each key's recent rows, as of which a request is answered.
 
 What a key holds (`kept_rows`): its rows within the table's `online.keep` of its newest row
 (by default the table's lookback; without one, the newest row only), plus the newest row

@@ -2,7 +2,7 @@
 it: decided from the table's commit list (`lake.commits`), with no Spark and no storage.
 
 Every build commits `kind: feature_table` metadata carrying `definition_hash` (features.yml
-entry and transformation source, `features.definition_hashes`). Version v of a table holds
+entry and transformation source, `features/build.py` `definition_hashes`). Version v of a table holds
 the definition of the newest build at or before v. Training-set manifests, model feature
 specs and online publishes record, per lookup, that hash next to the Delta version read;
 scoring and serving compare it with the definition of the version they would read.

@@ -1,6 +1,6 @@
 """Reading and writing Delta tables under the lake root: Spark writes their rows, Delta's own
 log reader (delta-rs) answers versions and history, and every other byte beside a table goes
-through the storage layer (`storage.py`), so the lake root may be a local path, HDFS or S3.
+through the storage layer (`files.py`), so the lake root may be a local path, HDFS or S3.
 
 Tables are named `ZONE.NAME` (zones: raw, features, entities, trainsets, predictions,
 monitoring) and

@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/bad_inputs/): each hostile or broken input exits with its
+"""The bad-input corpus (tests/support/bad_inputs/): each hostile or broken input exits with its
 documented code and message, writing nothing.
 
 A case's folder holds an overlay (conf/test/) on a copy of the reference configuration.

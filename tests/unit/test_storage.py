@@ -1,6 +1,6 @@
-"""The storage layer's contract, the same on every store: a local disk here and a real S3 API
-server (moto's server mode on 127.0.0.1); HDFS in test_remote_lake.py with its mini-cluster
-(`check_contract` from here)."""
+"""Locations, the places the platform refuses, and S3 settings, without a server (the contract
+every store keeps is run on a real S3 API server in integration/test_storage.py and on HDFS in
+cluster/test_remote_lake.py: support/storage_contract.py)."""
 
 from __future__ import annotations
 
