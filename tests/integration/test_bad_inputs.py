@@ -13,12 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import make_project, run_cli, run_main
-
-CORPUS = Path(__file__).resolve().parents[1] / "support" / "bad_inputs"
-
-CASES = yaml.safe_load((CORPUS / "cases.yml").read_text())
+from support.corpus import CASES, CORPUS
 
 
 def _params():

@@ -12,17 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import JARS_DIR, make_project, run_main
+from conftest import make_project, run_main
+from support.overlays import TINY
 
 from sparkml_platform.insight.lineage import KIND_STYLE, Graph
 from sparkml_platform.storage import places
-
-TINY = {
-    "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2, "driver_memory": "2g",
-                               "master": "local[2]"}},
-    "sources.yml": {"sources": {"weather": {"filter": "month = 1 AND day = 5"}}},
-    "features.yml": {"feature_tables": {"origin_weather_hourly": {"expectations": None}}},
-}
 
 
 @pytest.fixture(scope="module")

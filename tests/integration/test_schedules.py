@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, cli_env, make_project, run_main
+from support.overlays import CHAINED
 
 from sparkml_platform.storage import places
 
@@ -45,19 +46,6 @@ def oozie_schemas():
             "coordinator.xml": etree.XMLSchema(etree.parse(str(folder / "oozie-coordinator-0.5.xsd")))}
 
 
-CHAINED = {"schedules": {"chain": {
-    "cron": "15 3 * * 1-5",
-    "master": "yarn",
-    "archive": ".sparkml/env.tar.gz",
-    "env": {"HADOOP_CONF_DIR": "/etc/hadoop/conf"},
-    "jobs": {
-        "features": {"job": "features_build", "args": ["origin_weather_hourly"]},
-        "trainset": {"job": "trainset_build", "args": ["flight_delays"], "after": ["features"]},
-        "monitor": {"job": "monitor", "args": ["flight_delays@champion", "--outcomes", "entities.flights"]},
-        "retrain": {"job": "retrain", "args": ["flight_delay_gbt"], "after": ["trainset", "monitor"],
-                    "when": "success"},
-        "fix": {"job": "retrain", "args": ["flight_delay_sklearn"], "after": ["monitor"], "when": "gate_failed"},
-    }}}}
 
 
 def test_rendered_oozie_workflows_and_coordinators_validate_against_oozies_schemas(tmp_path, oozie_schemas):

@@ -1,20 +1,9 @@
-"""The bad-input corpus (tests/support/bad_inputs/): each hostile or broken input exits with its
-documented code and message, writing nothing.
-
-A case's folder holds an overlay (conf/test/) on a copy of the reference configuration.
-`steps` are commands run first (each must succeed); `lake: true` runs the case on a copy of
-the slice project instead (its lake and MLflow store built), after `damage` to its lake.
-"""
+"""The bad-input corpus itself is whole: every case folder is listed in cases.yml (the cases
+are run by integration/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
-CORPUS = Path(__file__).resolve().parents[1] / "support" / "bad_inputs"
-
-CASES = yaml.safe_load((CORPUS / "cases.yml").read_text())
+from support.corpus import CASES, CORPUS
 
 
 def test_every_case_folder_is_listed():

@@ -1,19 +1,12 @@
-"""Discovery of raw sources and the lineage graph: `sparkml sources list|show` and
-`sparkml lineage REF` in its three formats, on a tiny project (one day of weather, one feature
-table, one training set saved from a DataFrame) and, for models and predictions, on the slice."""
+"""Discovery where nothing needs Spark: a source not loaded yet, an unknown source (the
+lineage graph's tests, on a tiny project and the slice, are integration/test_lineage.py)."""
 
 from __future__ import annotations
 
 import json
 
-from conftest import JARS_DIR, make_project, run_main
-
-TINY = {
-    "platform.yml": {"spark": {"jars_dir": str(JARS_DIR), "shuffle_partitions": 2, "driver_memory": "2g",
-                               "master": "local[2]"}},
-    "sources.yml": {"sources": {"weather": {"filter": "month = 1 AND day = 5"}}},
-    "features.yml": {"feature_tables": {"origin_weather_hourly": {"expectations": None}}},
-}
+from conftest import make_project, run_main
+from support.overlays import TINY
 
 
 def test_a_source_not_loaded_shows_its_definition_and_says_how_to_load_it(tmp_path):

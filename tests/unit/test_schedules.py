@@ -10,22 +10,9 @@ import os
 import pytest
 import yaml
 from conftest import REPO, make_project, run_main
+from support.overlays import CHAINED
 
 from sparkml_platform.storage import places
-
-CHAINED = {"schedules": {"chain": {
-    "cron": "15 3 * * 1-5",
-    "master": "yarn",
-    "archive": ".sparkml/env.tar.gz",
-    "env": {"HADOOP_CONF_DIR": "/etc/hadoop/conf"},
-    "jobs": {
-        "features": {"job": "features_build", "args": ["origin_weather_hourly"]},
-        "trainset": {"job": "trainset_build", "args": ["flight_delays"], "after": ["features"]},
-        "monitor": {"job": "monitor", "args": ["flight_delays@champion", "--outcomes", "entities.flights"]},
-        "retrain": {"job": "retrain", "args": ["flight_delay_gbt"], "after": ["trainset", "monitor"],
-                    "when": "success"},
-        "fix": {"job": "retrain", "args": ["flight_delay_sklearn"], "after": ["monitor"], "when": "gate_failed"},
-    }}}}
 
 
 def test_oozie_cron_names_week_days_and_keeps_steps():
