@@ -642,7 +642,7 @@ class Features:
             raise ConfigError("chunk_days splits a window: give start and end too")
         table = features.resolve(self._ws.config, name)
         self._ws.check_setup()
-        built = self._build_one(table.exact, start, end, chunk_days=chunk_days, full=full, force=force,
+        built = self._build_one(table, start, end, chunk_days=chunk_days, full=full, force=force,
                                 retire=retire)
         if built.get("retired"):
             with self._ws.tracker.bound():
@@ -653,9 +653,12 @@ class Features:
             built["older_versions"] = self._build_older(table)
         return BuiltTable.of(built)
 
-    def _build_one(self, name: str, start=None, end=None, **options) -> dict:
+    def _build_one(self, name, start=None, end=None, **options) -> dict:
+        """Build one version (NAME@N, or its TableVersion): resolved once, its transformation
+        imported once, for the freshness check, the refusals and the build alike."""
+        table = features.resolve(self._ws.config, name) if isinstance(name, str) else name
         window = feature_plan.parse_window(start, end)
-        if window is None and (done := freshness.current(self._ws, "build_features", name,
+        if window is None and (done := freshness.current(self._ws, "build_features", table,
                                                          force=options["full"] or options["force"])) is not None:
             return done
         asked: list[list[dict]] = []
@@ -667,19 +670,18 @@ class Features:
             return asked[0]
 
         # Refusals first: they need no session, so a refused build starts no JVM.
-        checked = features.check_change(self._ws.config, name, users, options.get("retire", False))
-        table = checked[0]
+        checked = features.check_change(self._ws.config, table, users, options.get("retire", False))
         if self._ws.config.suite(table.definition.expectations, f"{table.where}.expectations") is not None:
             prepare_in_background()  # while the session starts
         if self._ws._spark is None and self._ws._given is None:  # a JVM to start: its JIT
-            self._ws._small_inputs = features.small_inputs(self._ws.config, name)
+            self._ws._small_inputs = features.small_inputs(self._ws.config, table)
 
         # The sources at the versions they have now, leased while the build reads them.
         config = self._ws.config
         sources_at = lake.current_versions(places.lake_root(config), [config.source_ref(r) for r in table.definition.sources.values()])
         with leases.reading_tables(config, f"feature build {table.name}", sources_at):
             # force: the check above is done (and build would repeat it)
-            return features.build(self._ws.spark, config, name, start, end,
+            return features.build(self._ws.spark, config, table, start, end,
                                   chunk_days=options.get("chunk_days"), full=options["full"], force=True,
                                   users=users, retire=options.get("retire", False), checked=checked,
                                   sources_at=sources_at)

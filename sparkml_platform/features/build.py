@@ -10,11 +10,17 @@ import math
 from ..config import Config, FeatureTable, versioned
 from ..core import provenance
 from ..core.errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line, raised_where
-from ..core.provenance import definition_hash, import_function
+from ..core.provenance import definition_hash
 from ..runtime.project import function_fingerprint, project_of
 from ..storage import lake, metastore, places, statistics
 from ..storage.feature_tables import TableVersion, lake_versions, resolve
 from . import plan, validation
+
+
+def _resolved(config: Config, table: str | TableVersion) -> TableVersion:
+    """A name resolved at the edge; a version resolved already is used as it is (its
+    definition looked up and its transformation imported once per build)."""
+    return table if isinstance(table, TableVersion) else resolve(config, table)
 
 
 def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None = None
@@ -23,7 +29,7 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
     of `sources_at`, what the caller leased, else the newest), and the definition's hashes
     (its YAML and its transformation's code)."""
     definition, where, name = table.definition, table.where, table.name
-    transform = import_function(definition.transformation, f"{where}.transformation")
+    transform = table.transform
     _check_arguments(transform, definition, where)
     inputs, versions = {}, {}
     for arg, ref in definition.sources.items():
@@ -94,16 +100,16 @@ def conform(df, definition: FeatureTable, where: str):
     return df.select(*expected)
 
 
-def up_to_date(config: Config, name: str) -> dict | None:
+def up_to_date(config: Config, name: str | TableVersion) -> dict | None:
     """The table as it is, when its newest build (a whole or incremental one, not a window)
     read every source at the version it has now, with the same definition and code: building
     again would write the same rows. Else None. From the Delta logs alone: no Spark session."""
-    table = resolve(config, name)
+    table = _resolved(config, name)
     definition, name = table.definition, table.name
     path = table.path(config)
     if not lake.exists(path):
         return None
-    transform = import_function(definition.transformation, f"{table.where}.transformation")
+    transform = table.transform
     commits = lake.commits(path)
     kinds = [c["metadata"].get("kind") if isinstance(c["metadata"], dict) else None for c in commits]
     builds = [c for c, kind in zip(commits, kinds) if kind == "feature_table"]
@@ -133,11 +139,11 @@ def up_to_date(config: Config, name: str) -> dict | None:
 SMALL_INPUT_BYTES = 256 * 1024 * 1024
 
 
-def small_inputs(config: Config, name: str) -> bool:
+def small_inputs(config: Config, name: str | TableVersion) -> bool:
     """Whether the table's sources, all existing, hold at most SMALL_INPUT_BYTES of files
     (from their Delta logs, no JVM)."""
     total = 0
-    for ref in map(config.source_ref, resolve(config, name).definition.sources.values()):
+    for ref in map(config.source_ref, _resolved(config, name).definition.sources.values()):
         path = lake.table_path(places.lake_root(config), ref)
         if not lake.exists(path):
             return False
@@ -145,14 +151,15 @@ def small_inputs(config: Config, name: str) -> bool:
     return total <= SMALL_INPUT_BYTES
 
 
-def build(spark, config: Config, name: str, start: str | None = None, end: str | None = None,
+def build(spark, config: Config, name: str | TableVersion, start: str | None = None, end: str | None = None,
           *, chunk_days: int | None = None, full: bool = False, force: bool = False,
           users=lambda: [], retire: bool = False, checked: tuple | None = None,
           sources_at: dict[str, int] | None = None) -> dict:
     """Compute the table (or one window of it) and replace exactly that part, one commit per chunk.
 
     `name` is NAME (the version features.yml declares) or NAME@N (an older version, built
-    from the definition its builds recorded, while its transformation's code is unchanged).
+    from the definition its builds recorded, while its transformation's code is unchanged),
+    or that version resolved (a TableVersion: what the Workspace passes, resolved once).
     No window: the whole table on the first build (or with `full`, or when the definition
     changed), else incrementally from the day of the newest event time already built.
     A chunked backfill records each chunk's commit under a backfill id, so running the same
@@ -241,20 +248,20 @@ def build(spark, config: Config, name: str, start: str | None = None, end: str |
             **({"retired": retired} if retired else {})}
 
 
-def check_change(config: Config, name: str, users=lambda: [], retire: bool = False) -> tuple[TableVersion, list[str]]:
+def check_change(config: Config, name: str | TableVersion, users=lambda: [], retire: bool = False
+                 ) -> tuple[TableVersion, list[str]]:
     """What `build` refuses before it computes anything, from the Delta logs and the code
     alone (no Spark): a skipped version, an older version whose code changed, a changed
     definition under aliased models (see `build`). Returns the version and the MODEL/VERSION
     a `retire` marks stale."""
-    table = resolve(config, name)
+    table = _resolved(config, name)
     definition, path = table.definition, table.path(config)
     if not table.buildable:
         raise ConfigError(f"feature table {table.name} was built before builds recorded their "
                           "definition, and features.yml now declares another version: it is kept as it "
                           "is (it can still be read, looked up and published)")
     _refuse_skipped_version(config, table)
-    hashes = definition_hashes(definition, import_function(definition.transformation,
-                                                           f"{table.where}.transformation"), config)
+    hashes = definition_hashes(definition, table.transform, config)
     if not table.declared and not retire and _last_build(path).get("code_hash") not in (None, hashes["code_hash"]):
         raise ConfigError(f"feature table {table.name}: its transformation {definition.transformation} is no "
                           f"longer the code version {table.number} was built with, so it is kept as it "

@@ -4,10 +4,12 @@ older one) and its Delta table. What every stage that reads features starts from
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..config import Config, FeatureTable, split_version, versioned
 from ..core.errors import ConfigError, NotFoundError
+from ..core.provenance import import_function
 from . import lake, places
 
 
@@ -29,6 +31,11 @@ class TableVersion:
     @property
     def ref(self) -> str:
         return f"features.{self.name}"
+
+    @functools.cached_property
+    def transform(self):
+        """The transformation function, imported once per resolved version."""
+        return import_function(self.definition.transformation, f"{self.where}.transformation")
 
     @property
     def exact(self) -> str:

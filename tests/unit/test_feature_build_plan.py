@@ -76,3 +76,20 @@ def test_an_explicit_window_is_cut_into_chunks_the_last_one_shorter():
 def test_a_table_is_up_to_date_only_when_building_again_would_write_the_same_rows(kinds, last, sources,
                                                                                    stats, fresh):
     assert plan.fresh(kinds, last, NOW, sources, stats) is fresh
+
+
+def test_a_resolved_version_imports_its_transformation_once_for_every_check(config, monkeypatch):
+    """Names become objects once: the Workspace resolves NAME, and the freshness check, the
+    refusals and the build use that version, importing the user's transformation once."""
+    from sparkml_platform.features import build
+    from sparkml_platform.storage import feature_tables
+
+    imported = []
+    real = feature_tables.import_function
+    monkeypatch.setattr(feature_tables, "import_function", lambda *a: imported.append(a[0]) or real(*a))
+    table = feature_tables.resolve(config, "origin_weather_hourly")
+    assert build.check_change(config, table)[0] is table
+    build.up_to_date(config, table)
+    build.small_inputs(config, table)
+    assert table.transform is table.transform
+    assert imported == ["sparkml_platform.reference.flights.origin_weather_hourly"]
