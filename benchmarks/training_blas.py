@@ -46,7 +46,8 @@ def data(spark, rows: int):
 def child(kind: str, rows: int) -> None:
     """One fit in this process's fresh session: prints {"seconds", "blas"} as JSON."""
     from sparkml_platform.config import ModelSpec
-    from sparkml_platform.modeling.estimators import MLLIB_ESTIMATORS, MllibEstimator
+    from sparkml_platform.config.vocabulary import MLLIB_ESTIMATORS
+    from sparkml_platform.modeling.estimators import MllibEstimator
 
     spark = session(shuffle_partitions=4)
     train = data(spark, rows)

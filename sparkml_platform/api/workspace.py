@@ -85,7 +85,6 @@ class FeatureTableInfo(Record):
     lake_versions: list[str] | None = None  # every version the lake holds
 
 
-
 @dataclass(frozen=True)
 class SourceInfo(Record):
     """A raw source (`raw.NAME`) or an entity table (`entities.NAME`) as `sources.list()` shows it."""

@@ -192,7 +192,7 @@ def build(spark, config: Config, name: str | TableVersion, start: str | None = N
         # incremental window starts from the newest event time they hold).
         statistics.for_version(spark, path, newest, definition.feature_types, definition.event_time,
                                config.local_read_max_bytes)
-    last = (lake.last_commit(path, "feature_table") or {}).get("metadata") if lake.exists(path) else None
+    last = _last_build(path) or None
     incremental = window is None and plan.mode(last, base, full=full)[0] == plan.INCREMENTAL
     decided = plan.plan(last, base, window=window, full=full, chunk_days=chunk_days,
                         newest_day=_newest_day(spark, path, definition) if incremental else None)

@@ -312,12 +312,12 @@ class _Walk:
     def _model_node(self, node_id: str) -> Node:
         name, version = node_id[len("model:"):].rsplit("/", 1)
         mv = self._model_version(node_id)
-        tags, record = dict(mv.tags or {}), VersionRecord.from_tags(mv.tags)
+        record = VersionRecord.from_tags(mv.tags)
         aliases = sorted(mv.aliases or [])
         label = f"{name}/{version}" + (f" ({', '.join(aliases)})" if aliases else "")
         detail = {"run_id": mv.run_id, "aliases": aliases, "created": lake.iso_time(mv.creation_timestamp),
-                  **{k: tags[k] for k in ("training_set_digest", "environment_id", "decision", "model_spec")
-                     if k in tags}}
+                  **{k: v for k in ("training_set_digest", "environment_id", "decision", "model_spec")
+                     if (v := getattr(record, k)) is not None}}
         if record.code is not None:
             detail["code"] = record.code
         return Node(node_id, "model_version", label, version, detail)
@@ -449,7 +449,6 @@ class _Walk:
         """`sparkml serve`'s request log: named after its model, written without commit metadata."""
         return ref.startswith("predictions.online_") and not any(
             (c["metadata"] or {}).get("kind") == "predictions" for c in self.commits(ref))
-
 
 
 def _int(value) -> int | None:

@@ -14,9 +14,8 @@ from functools import reduce
 from ..config import Config, parse_duration
 from ..core import refs
 from ..core.errors import ConfigError, GateFailed, JobFailed, NotFoundError
+from ..config.vocabulary import LOWER_IS_BETTER, METRICS
 from ..modeling import evaluation
-from ..modeling.evaluation import LOWER_IS_BETTER
-from ..modeling.evaluation import METRICS as METRICS_OF
 from ..storage import lake, places, training_sets
 from ..storage.pit import join_features
 from ..storage.request_log import request_log_table
@@ -219,7 +218,7 @@ def _metrics(joined, classifier: bool) -> dict[str, dict]:
     for period, rows in sorted(frame.groupby("__period"), key=lambda kv: kv[0]):
         values = evaluation.metrics(rows, task)
         out[str(period)] = {"rows": len(rows), **{k: float(v) for k, v in values.items()
-                                                  if k in evaluation.METRICS[task]}}
+                                                  if k in METRICS[task]}}
     return out
 
 
@@ -429,7 +428,7 @@ def _judge(mv, by: str, measured: dict, drift: dict, settings, task: str,
                                      f"{'ceiling' if side == 'above' else 'floor'} {threshold}"})
 
     for period, values in measured.items():
-        for metric in METRICS_OF[task]:
+        for metric in METRICS[task]:
             if metric in values:
                 higher_worse = metric in LOWER_IS_BETTER
                 add(period, "metric", metric, "value", values[metric], floors.get(metric),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
-from ..modeling import evaluation
+from ..config.vocabulary import METRICS
 from ..tracking import registry
 from ..tracking.registry import load_json_artifact
 from ..tracking.version_record import VersionRecord
@@ -77,7 +77,7 @@ def gather(config: Config, tracker, ref: str,
         "run_id": mv.run_id,
         "created": _time(mv.creation_timestamp),
         "task": task,
-        "metric_names": list(evaluation.METRICS.get(task, ())),
+        "metric_names": list(METRICS.get(task, ())),
         "run_metrics": dict(run.data.metrics),
         "params": {k: v for k, v in run.data.params.items()},
         "tags": tags,

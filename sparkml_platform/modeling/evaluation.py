@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config.vocabulary import LOWER_IS_BETTER, METRICS  # noqa: F401 (callers read them here)
+from ..config.vocabulary import LOWER_IS_BETTER
 
 if TYPE_CHECKING:
     from ..config import Threshold

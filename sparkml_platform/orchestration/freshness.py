@@ -31,10 +31,15 @@ def current(ws, kind: str, target, force: bool = False) -> dict | None:
         return publish.up_to_date(config, ws.online_store, target)
     if kind == "build_trainset":
         man = training_sets.up_to_date(config, target)
-        return None if man is None else {"table": f"trainsets.{target}", "version": man["version"],
-                                         "mode": UP_TO_DATE, "rows": man["rows"], "digest": man["digest"]}
+        return None if man is None else trainset_record(man, UP_TO_DATE)
     if kind == "train":
         return training.up_to_date(config, ws.tracker, target)
     if kind == "score":
         return scoring.up_to_date(config, ws.tracker, target.model, target.input, target.output, target.run_date)
     raise ValueError(f"no freshness check for a step of kind {kind!r}")
+
+
+def trainset_record(man: dict, mode: str) -> dict:
+    """What a pipeline reports of a training-set version, built or up to date."""
+    return {"table": f"trainsets.{man['name']}", "version": man["version"], "mode": mode, "rows": man["rows"],
+            "digest": man["digest"]}

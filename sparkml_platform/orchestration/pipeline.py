@@ -85,9 +85,7 @@ def _run(ws, kind: str, target) -> dict:
     if kind == "publish_features":
         return ws.features.publish(target).to_dict()
     if kind == "build_trainset":
-        man = ws.build_training_set(target).manifest
-        return {"table": f"trainsets.{target}", "version": man["version"], "mode": "built", "rows": man["rows"],
-                "digest": man["digest"]}
+        return freshness.trainset_record(ws.build_training_set(target).manifest, "built")
     if kind == "train":
         return _train_candidate(ws, target)
     if kind == "score":

@@ -18,7 +18,6 @@ DELTA_CONF = {
 BLAS_THREADS = "OPENBLAS_NUM_THREADS"
 
 
-
 def spark_conf(settings: SparkSettings, jars: list[str]) -> dict[str, str]:
     """Every setting the platform puts on a session, as one dict (also used by spark-submit)."""
     conf = {

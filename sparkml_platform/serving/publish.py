@@ -24,13 +24,13 @@ import re
 
 from ..core.errors import NotFoundError
 from ..storage import feature_definitions
-from ..storage import feature_tables as features
+from ..storage import feature_tables
 from ..storage import lake
 from ..storage.lake import arrow_type_names
 from ..storage.online_stores import Store, write_full, write_incremental
 from .online_requests import EPOCH, spark_key
 
-# --- what a key holds, and the as-of lookup in it (pure) --------------------------------------
+# --- what a key holds (pure; the as-of lookup in it is storage/online_stores.py's as_of) -------
 # A key's value is `[FROM_US, [[EVENT_US, {features}], ...]]`, rows oldest first; FROM_US is the
 # oldest kept row's time when older rows were dropped (earlier requests cannot be answered
 # exactly), else null. Times are microseconds since 1970 (the lake's precision).
@@ -149,9 +149,6 @@ def _iso_micros(at_us: int) -> str:
     return (EPOCH + dt.timedelta(microseconds=at_us)).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
-# --- the stores -------------------------------------------------------------------------------
-
-
 # --- publishing ----------------------------------------------------------------------------
 
 
@@ -174,7 +171,7 @@ def _built_table(config, name: str):
     """(definition, lake reference, path) of feature table `name` (NAME: the declared version,
     or NAME@N), refused if not built yet. Each version is stored apart, under its own name
     (NAME@N), so models trained on different versions are each served their own."""
-    table = features.resolve(config, name)
+    table = feature_tables.resolve(config, name)
     path = table.path(config)
     if not lake.exists(path):
         raise NotFoundError(f"feature table {table.name} has not been built yet (build it: "

@@ -51,7 +51,6 @@ class TableVersion:
         return lake.table_path(places.lake_root(config), self.ref)
 
 
-
 def resolve(config: Config, name: str) -> TableVersion:
     """`NAME` (the version features.yml declares) or `NAME@N` -> that version. An older
     version's definition is the one its newest build recorded in its Delta log."""
@@ -74,7 +73,6 @@ def resolve(config: Config, name: str) -> TableVersion:
                         buildable=False)
 
 
-
 def _described(path, ref: str, build: dict) -> FeatureTable:
     """A table built before builds recorded their definition, as its Delta metadata describes
     it (the properties `table_properties` sets, its columns, the sources its build read):
@@ -94,7 +92,6 @@ def _described(path, ref: str, build: dict) -> FeatureTable:
         "lookback": props.get("sparkml.lookback") or None,
         "sources": {f"source_{i}": s for i, s in enumerate(sources)},
         "features": {c: {"type": t} for c, t in columns.items() if c not in (*keys, event_time)}})
-
 
 
 def lake_versions(config: Config, base: str) -> list[int]:

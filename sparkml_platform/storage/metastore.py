@@ -14,7 +14,6 @@ def lake_tables(config: Config) -> list[str]:
             if lake.exists(root / zone / name)]
 
 
-
 def views(spark, config: Config) -> list[str]:
     """A temporary view `ZONE_NAME` over each lake table of `config`'s lake (Workspace.register_views)."""
     names = []
@@ -23,7 +22,6 @@ def views(spark, config: Config) -> list[str]:
         lake.read(spark, lake.table_path(places.lake_root(config), ref)).createOrReplaceTempView(view)
         names.append(view)
     return names
-
 
 
 def register_table(spark, config: Config, ref: str) -> str | None:

@@ -41,11 +41,9 @@ class StoreDown(JobFailed):
     """The online store does not answer (the server says 503; publish exits 1)."""
 
 
-
 def key_json(columns: list[str], values) -> str:
     """The stored form of a key: what Spark's to_json(struct(keys)) writes for the same values."""
     return json.dumps(dict(zip(columns, values)), separators=(",", ":"), ensure_ascii=False)
-
 
 
 def as_of(value: str | None, at_us: int, lookback_seconds: int | None) -> tuple[dict | None, str]:
@@ -63,7 +61,6 @@ def as_of(value: str | None, at_us: int, lookback_seconds: int | None) -> tuple[
                 return None, TOO_OLD
             return features, FOUND
     return None, NO_ROW
-
 
 
 class Store:
@@ -106,7 +103,6 @@ class Store:
 
     def ping(self) -> None:
         raise NotImplementedError
-
 
 
 class SqliteStore(Store):
@@ -257,17 +253,18 @@ class SqliteStore(Store):
             self._db().execute("SELECT 1").fetchone()
 
 
-
 def _generation_prefix(table: str) -> str:
     return f"gen:{table}:"
 
 
-
 @contextlib.contextmanager
-def _transaction(db):
+def _transaction(db, begin: str = "BEGIN IMMEDIATE"):
+    """A write transaction (BEGIN IMMEDIATE: the write lock first), or with `begin="BEGIN"` a
+    read transaction whose every SELECT sees one snapshot (WAL). Ended whatever happens in it,
+    so the connection is never left inside a transaction."""
     if db.in_transaction:
         db.execute("ROLLBACK")
-    db.execute("BEGIN IMMEDIATE")
+    db.execute(begin)
     try:
         yield
     except BaseException:
@@ -277,22 +274,8 @@ def _transaction(db):
     db.execute("COMMIT")
 
 
-
-@contextlib.contextmanager
 def _reading(db):
-    """A read transaction: every SELECT in it sees one snapshot (WAL). Ended whatever happens
-    in it, so the connection is never left inside a transaction."""
-    if db.in_transaction:
-        db.execute("ROLLBACK")
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
+    return _transaction(db, "BEGIN")
 
 
 # Marker and rows in one round trip, from one moment: Redis runs a script atomically.
@@ -303,7 +286,6 @@ return {generation, redis.call('HMGET', generation, unpack(ARGV))}
 """
 
 
-
 # The marker and the rows of the generation it names, together (both are set in one MULTI).
 _STATE = """
 local marker = redis.call('GET', KEYS[2])
@@ -311,7 +293,6 @@ local generation = redis.call('GET', KEYS[1])
 if not generation then return {marker or false, false} end
 return {marker or false, redis.call('HLEN', generation)}
 """
-
 
 
 class RedisStore(Store):
@@ -426,11 +407,9 @@ class RedisStore(Store):
             self._redis.ping()
 
 
-
 def shown_url(url: str) -> str:
     """A store's URL for messages: a password in it is masked."""
     return redact_uri(url)
-
 
 
 def open_store(config) -> Store:
@@ -440,7 +419,6 @@ def open_store(config) -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore(config.path(url[len("sqlite:///"):]), settings.timeout_seconds)
     return RedisStore(url, settings.timeout_seconds, config.project_name)
-
 
 
 def write_full(store: Store, table: str, rows, marker: dict, batch_rows: int = 5000) -> int:
@@ -460,13 +438,11 @@ def write_full(store: Store, table: str, rows, marker: dict, batch_rows: int = 5
     return written
 
 
-
 def write_incremental(store: Store, table: str, upserts: list, deletes: list, marker: dict) -> bool:
     """The changes and the marker in one transaction; False when the generation then holds
     other than the rows its marker records (it was not what its old marker said: publish anew)."""
     store.apply(table, upserts, deletes, {**marker, "mode": "incremental"})
     return store.held(table) == marker["rows"]
-
 
 
 def online_status(store: Store, name: str, newest_version: int | None) -> dict | None:
@@ -481,7 +457,6 @@ def online_status(store: Store, name: str, newest_version: int | None) -> dict |
             "rows": info.get("rows"), "rows_held": held,
             "behind": (newest_version is not None and info["version"] < newest_version) or held != info.get("rows"),
             "store": shown_url(store.url)}
-
 
 
 def check_published(store: Store, tables: list[str]) -> dict[str, dict]:

@@ -30,7 +30,6 @@ def feature_commits(config: Config):
     return lambda table: lake.commits(lake.table_path(places.lake_root(config), f"features.{table}"), f"features.{table}")
 
 
-
 def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
                         pinned: dict[str, int] | None = None) -> list[tuple[FeatureLookup, object]]:
     """Each lookup with its feature table read at a pinned (or the current) Delta version."""
@@ -59,7 +58,6 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
     return out
 
 
-
 def names(config: Config) -> list[str]:
     """Training sets defined in training_sets.yml and those saved from a DataFrame."""
     saved = [n for n in (places.lake_root(config) / "trainsets").names() if re.fullmatch(r"[a-z][a-z0-9_]*", n)]
@@ -67,12 +65,10 @@ def names(config: Config) -> list[str]:
                    *(n for n in saved if list_versions(config, n) or unfinished_deletes(config, n))})
 
 
-
 def list_versions(config: Config, name: str) -> list[int]:
     """The published versions: those whose manifest exists."""
     base = lake.table_path(places.lake_root(config), f"trainsets.{name}")
     return sorted(int(m.group(1)) for n in base.names() if (m := MANIFEST_FILE.match(n)))
-
 
 
 def manifest(config: Config, ref: str) -> dict:
@@ -113,18 +109,15 @@ def manifest(config: Config, ref: str) -> dict:
     return man
 
 
-
 # What every manifest holds (built or saved from a DataFrame), and what lineage, training and
 # rebuilds read from it.
 MANIFEST_KEYS = {"label_source": dict, "lookups": list, "feature_columns": list, "digest": str, "rows": dict}
-
 
 
 def version_path(config: Config, name: str, version: int) -> Location:
     """Where version `version` of training set `name` lives: derived, never read from a
     manifest (an edited manifest cannot point a training at other rows)."""
     return lake.table_path(places.lake_root(config), f"trainsets.{name}") / f"v{version:04d}"
-
 
 
 def read_version(spark, config: Config, man: dict):
@@ -140,17 +133,14 @@ def read_version(spark, config: Config, man: dict):
     return lake.read(spark, path, ref=ref)
 
 
-
 def folder(config: Config, name: str) -> Location:
     """Training set `name`'s folder in the lake: its versions, manifests and deletion records."""
     return lake.table_path(places.lake_root(config), f"trainsets.{name}")
 
 
-
 def deleted_versions(config: Config, name: str) -> list[int]:
     """The versions deleted (their deletion record kept: the number is never reused)."""
     return sorted(int(m.group(1)) for n in folder(config, name).names() if (m := DELETED_FILE.match(n)))
-
 
 
 def deletion(config: Config, name: str, version: int) -> dict | None:
@@ -162,7 +152,6 @@ def deletion(config: Config, name: str, version: int) -> dict | None:
         return json.loads(text)
     except ValueError:
         return {"deleted_at": "unknown (its deletion record is damaged)"}
-
 
 
 def unfinished_deletes(config: Config, name: str) -> list[int]:

@@ -56,7 +56,6 @@ class ScoringModel:
         return tables
 
 
-
 def resolve(tracker, ref: str) -> ScoringModel:
     mv = registry.resolve(tracker, ref)
     return ScoringModel(mv, registry.load_feature_spec(tracker, mv.run_id))

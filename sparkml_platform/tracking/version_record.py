@@ -8,7 +8,6 @@ lacks some tags: they read as None, an empty mapping or list, never as an error.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -111,9 +110,6 @@ class VersionRecord:
             aliases_set=tags.get(ALIASES_SET),
             stale=tags.get(STALE),
         )
-
-    def replace(self, **changes) -> "VersionRecord":
-        return dataclasses.replace(self, **changes)
 
 
 def _json(text: str | None, default):

@@ -17,8 +17,8 @@ from ..config import Config, Threshold
 from ..core import refs
 from ..core.errors import ConfigError, GateFailed, JobFailed
 from ..core.provenance import definition_hash
+from ..config.vocabulary import METRICS
 from ..modeling import estimators, evaluation
-from ..modeling.evaluation import METRICS
 from ..runtime import environments as environment
 from ..runtime.project import project_of
 from ..storage import feature_definitions, lake, leases, places, training_sets

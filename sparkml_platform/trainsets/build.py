@@ -518,7 +518,7 @@ def _remove(config: Config, name: str, version: int, reason: str) -> dict:
 
 def retention_for(config: Config, name: str, keep: int | None = None) -> tuple[int, str]:
     """How many newest versions of `name` prune keeps, and where that number comes from."""
-    retention, key = config.retention(name) if keep is None else (None, "keep")
+    retention, key = config.retention(name)
     return retention_plan.keep_count(name, keep, retention.keep if retention else None, key)
 
 

@@ -38,7 +38,6 @@ def test_env_show_and_diff_by_id_through_the_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == saved
 
 
-
 def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, capsys, monkeypatch):
     import dockerfile  # buildkit's own Dockerfile parser
 
@@ -84,7 +83,6 @@ def test_conda_file_and_dockerfile_pin_exactly_the_captured_versions(tmp_path, c
     assert (out / "project" / "own_code" / "__init__.py").read_text() == "ANSWER = 42\n"
 
 
-
 def test_env_pack_refuses_an_environment_for_another_python(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPARKML_JARS_DIR", str(JARS_DIR))
     conf, env = captured_project(tmp_path, python="3.12.4")
@@ -94,11 +92,9 @@ def test_env_pack_refuses_an_environment_for_another_python(tmp_path, capsys, mo
     assert not (tmp_path / ".sparkml" / "envs" / env["id"] / "environment.tar.gz").exists()
 
 
-
 def submit(conf, *args) -> subprocess.CompletedProcess:
     return subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), *args],
                           capture_output=True, text=True, timeout=120, env=cli_env())
-
 
 
 def test_spark_submit_refuses_archives_it_cannot_use(tmp_path):

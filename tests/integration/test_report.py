@@ -61,7 +61,7 @@ def test_champion_report_in_a_browser(spark, flights_project, tmp_path):
     from PIL import Image
 
     from sparkml_platform.insight import lineage
-    from sparkml_platform.modeling.evaluation import METRICS
+    from sparkml_platform.config.vocabulary import METRICS
     from sparkml_platform.runtime.project import open_project
     from sparkml_platform.tracking.tracker import Tracker
 

@@ -46,8 +46,6 @@ def oozie_schemas():
             "coordinator.xml": etree.XMLSchema(etree.parse(str(folder / "oozie-coordinator-0.5.xsd")))}
 
 
-
-
 def test_rendered_oozie_workflows_and_coordinators_validate_against_oozies_schemas(tmp_path, oozie_schemas):
     from lxml import etree
 

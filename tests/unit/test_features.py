@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-
 from sparkml_platform.features import validation
 
 

@@ -1,5 +1,6 @@
 """What a model version records: one typed record, written as registry tags and read back."""
 
+import dataclasses
 import json
 
 from sparkml_platform.tracking.registry import version_record
@@ -25,7 +26,7 @@ def test_a_record_read_back_from_its_tags_is_the_record_written():
     assert all(isinstance(v, str) for v in tags.values())
     back = VersionRecord.from_tags(tags)
     # NaN metrics are not recorded; metrics are kept to six decimals.
-    assert back == record.replace(metrics={"roc_auc": 0.812346})
+    assert back == dataclasses.replace(record, metrics={"roc_auc": 0.812346})
     assert back.training_set_ref == "delays@7"
     assert back.feature_tables == {"weather": 3, "planes@2": 0}
     assert back.feature_definitions == {"weather": "h1", "planes@2": None}
