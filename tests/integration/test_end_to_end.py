@@ -157,26 +157,54 @@ def test_a_run_with_nothing_new_writes_nothing_and_starts_no_spark(spark, flight
     assert "model flight_delays version" in result.stdout  # the summary still names what is there
 
 
-def test_second_run_duplicates_no_rows(spark, flights_project):
+def test_a_copied_project_runs_again_without_duplicating_rows_and_writes_only_its_copy(
+        spark, flights_project, tmp_path):
+    """A copy of the project, with the original moved aside (nothing of it can be read or
+    written meanwhile), runs the data steps and the scoring again, forced (nothing is new, so
+    they would be skipped as up to date): they rewrite the same rows, never add any. The
+    metadata holds places relative to the project (the lake, validation results) or
+    re-anchored (MLflow's artifact locations), so the copy works with the original gone; the
+    first training-set version still rebuilds to its digest from its manifest. One run for
+    both checks: on the copy, the shared project is left as the slice run made it."""
+    import shutil
+    import sqlite3
+
     from mlflow import MlflowClient
 
     conf, _ = flights_project
-    lake_root = conf.parent / ".sparkml" / "lake"
+    original = conf.parent / ".sparkml"
+    copy = tmp_path / "copied"
+    shutil.copytree(conf.parent, copy, symlinks=True)
+    lake_root = copy / ".sparkml" / "lake"
     before = lake_counts(spark, lake_root)
-    # The loading, entity and feature steps and the scoring again, forced (nothing is new, so
-    # they would be skipped as up to date); training adds versions, never rows, and the first
-    # run's second candidate already recorded its comparison.
-    result = run_main(conf, "run", "flights_data", "--force")
+    aside = conf.parent / ".sparkml-aside"
+    original.rename(aside)
+    try:
+        result = run_main(copy / "conf", "run", "flights_data", "--force")
+        rebuilt = run_main(copy / "conf", "trainset", "rebuild", "flight_delays@1")
+        wrote_to_original = original.exists()
+    finally:
+        if original.exists():
+            shutil.rmtree(original)
+        aside.rename(original)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not wrote_to_original
     assert lake_counts(spark, lake_root) == before
-    client = MlflowClient(tracking_uri=f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True
+    # The slice run's second candidate recorded its comparison with the first.
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy / '.sparkml' / 'mlflow.db'}")
     tags = client.get_model_version("flight_delays", "2").tags
     assert tags["compared_with"].startswith("champion v1"), tags
     assert tags["decision"] == "promoted to champion" or tags["decision"].startswith("not promoted: ")
-    # the first training-set version still rebuilds to its digest from its manifest
-    rebuilt = run_main(conf, "trainset", "rebuild", "flight_delays@1")
-    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
-    assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True
+    # Every place MLflow recorded (the scoring run's too) is under the copy's artifacts.
+    artifacts = (copy / ".sparkml" / "mlartifacts").as_uri()
+    with sqlite3.connect(copy / ".sparkml" / "mlflow.db") as db:
+        places = [row[0] for query in ("SELECT artifact_location FROM experiments WHERE name != "
+                                       "'Default'", "SELECT artifact_uri FROM runs",
+                                       "SELECT storage_location FROM model_versions")
+                  for row in db.execute(query)]
+    assert places and all(p.startswith(artifacts + "/") for p in places), places
 
 
 @pytest.mark.parametrize("args, message", [
@@ -268,36 +296,3 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
     assert not (conf.parent / "metastore_db").exists() and not (conf.parent / "derby.log").exists()
 
 
-def test_a_copied_project_reads_and_writes_only_its_copy(spark, flights_project, tmp_path):
-    """Metadata holds places relative to the project (the lake, validation results) or is
-    re-anchored (MLflow's artifact locations): a copy works with the original gone."""
-    import shutil
-    import sqlite3
-
-    conf, _ = flights_project
-    original = conf.parent / ".sparkml"
-    copy = tmp_path / "copied"
-    shutil.copytree(conf.parent, copy, symlinks=True)
-    aside = conf.parent / ".sparkml-aside"
-    original.rename(aside)  # nothing of the original can be read or written meanwhile
-    try:
-        built = run_main(copy / "conf", "trainset", "build", "flight_delays")
-        scored = run_main(copy / "conf", "score", "flight_delays@champion", "--input",
-                          "entities.flights_to_score", "--output", "predictions.copied",
-                          "--run-date", "2013-12-31")
-        wrote_to_original = original.exists()
-    finally:
-        if original.exists():
-            shutil.rmtree(original)
-        aside.rename(original)
-    assert built.returncode == 0, built.stderr[-3000:]
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    assert not wrote_to_original
-    assert count(spark, copy / ".sparkml" / "lake" / "predictions" / "copied") > 0
-    artifacts = (copy / ".sparkml" / "mlartifacts").as_uri()
-    with sqlite3.connect(copy / ".sparkml" / "mlflow.db") as db:
-        places = [row[0] for query in ("SELECT artifact_location FROM experiments WHERE name != "
-                                       "'Default'", "SELECT artifact_uri FROM runs",
-                                       "SELECT storage_location FROM model_versions")
-                  for row in db.execute(query)]
-    assert places and all(p.startswith(artifacts + "/") for p in places), places
