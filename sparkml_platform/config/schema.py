@@ -10,13 +10,13 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ..core.errors import ConfigError
+from .aggregations import Aggregations
+from .base import NAME, TABLE_REF, Duration, Strict, parse_duration  # noqa: F401 (re-exported)
 from .vocabulary import DISTRIBUTIONS, METRICS, MLLIB_ESTIMATORS
 
-NAME = r"^[a-z][a-z0-9_]*$"
-TABLE_REF = r"^((raw|entities|trainsets|predictions)\.[a-z][a-z0-9_]*|features\.[a-z][a-z0-9_]*(@[1-9][0-9]*)?)$"
 # A feature table's name, optionally with a version: NAME or NAME@N.
 FEATURE_REF = re.compile(r"^([a-z][a-z0-9_]*)(?:@([1-9][0-9]*))?$")
 
@@ -34,19 +34,6 @@ def split_version(ref: str) -> tuple[str, int | None]:
         raise ConfigError(f"{ref!r} is not a feature table name: NAME or NAME@N (N a version "
                           "number from 1)")
     return match.group(1), int(match.group(2)) if match.group(2) else None
-DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-
-
-def _duration(value: str) -> str:
-    parse_duration(value)
-    return value
-
-
-Duration = Annotated[str, AfterValidator(_duration)]  # like 90m, 3h or 7d
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- platform.yml -------------------------------------------------------------------------
@@ -204,9 +191,14 @@ class FeatureTable(Strict):
     tags: list[str] = []
     keys: list[str] = Field(min_length=1)
     event_time: str
-    sources: dict[str, str] = Field(min_length=1)  # argument name -> table reference
-    transformation: str  # dotted path of a pure DataFrame -> DataFrame function
-    features: dict[str, Feature] = Field(min_length=1)
+    # A transformation: its sources (argument name -> table reference), the dotted path of a
+    # pure DataFrame -> DataFrame function, and the features it computes. Or `aggregations`
+    # (aggregations.py): the platform computes the features, and fills in `sources` and
+    # `features` from the declaration.
+    sources: dict[str, str] = {}
+    transformation: str | None = None
+    features: dict[str, Feature] = {}
+    aggregations: Aggregations | None = None
     lookback: Duration | None = None
     partition_by: list[str] = []  # declared columns (keys or features) to partition the table by
     expectations: str | None = None  # suite name: conf/*/expectations/NAME.yml
@@ -235,6 +227,36 @@ class FeatureTable(Strict):
         return value
 
     @model_validator(mode="after")
+    def _one_kind(self):
+        """A transformation with its sources and features, or aggregations: never both."""
+        given = self.model_fields_set
+        if self.aggregations is None:
+            if self.transformation is None:
+                raise ValueError("give a transformation (with its sources and features) or aggregations")
+            for key in ("sources", "features"):
+                if not getattr(self, key):
+                    raise ValueError(f"{key}: give at least one")
+            return self
+        if self.transformation is not None:
+            raise ValueError("aggregations and transformation are both given: a table is either "
+                             "computed by its transformation or aggregated by the platform, not both")
+        for key, why in (("sources", "its source is aggregations.source"),
+                         ("features", "they are generated from aggregations.aggregate (rename them "
+                                      "with aggregations.rename)"),
+                         ("lookback", "a row holds until the table's next row for the key, and the "
+                                      "windows say how far back each value reaches")):
+            if key in given:
+                raise ValueError(f"{key}: not given for an aggregation table: {why}")
+        clash = [c for c in self.aggregations.output_columns() if c in (*self.keys, self.event_time)]
+        if clash:
+            raise ValueError(f"aggregate column {', '.join(clash)} has the name of a key or of the "
+                             "event time: rename it")
+        self.sources = {"events": self.aggregations.source}
+        self.features = {name: Feature(type=kind, description=_described(self.aggregations, name))
+                         for name, kind in self.aggregations.feature_types().items()}
+        return self
+
+    @model_validator(mode="after")
     def _partition_columns(self):
         declared = {*self.keys, self.event_time, *self.features}
         unknown = [c for c in self.partition_by if c not in declared]
@@ -242,6 +264,12 @@ class FeatureTable(Strict):
             raise ValueError(f"partition_by: {', '.join(unknown)} is not a key or feature of "
                              "this table")
         return self
+
+
+def _described(aggregations: Aggregations, name: str) -> str:
+    column, function, window = aggregations.output_columns()[name]
+    span = "all events so far" if window == "lifetime" else f"the last {window}"
+    return f"{function} of {column} over {span}"
 
 
 class FeaturesFile(Strict):
@@ -670,12 +698,3 @@ def parse_instant(text: str):
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
-
-
-def parse_duration(text: str) -> int:
-    """'3h' -> 10800 seconds. Units: s, m, h, d."""
-    match = DURATION.match(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 90m, 3h or 7d")
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return int(match.group(1)) * seconds

@@ -1,0 +1,130 @@
+"""The window-aggregation engine (storage/window_aggregates.py) against brute force in pandas
+(tests/support/window_oracle.py), on random events with ties at the window edges, nulls,
+an availability lag, keys no row asks for and rows whose key has no event."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from support.window_oracle import close, expected
+
+from sparkml_platform.config.aggregations import Aggregations
+from sparkml_platform.storage import window_aggregates as wa
+
+FUNCTIONS = ["count", "sum", "mean", "min", "max", "stddev", "first", "last", "approx_distinct", "p50", "p90"]
+START = dt.datetime(2024, 1, 1)
+
+
+def random_events(seed: int = 3, n: int = 600) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    # Whole hours, so many events share a time and fall exactly on window edges.
+    hours = rng.integers(0, 24 * 40, n)
+    amount = rng.normal(100, 30, n).round(1)
+    amount[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame({
+        "shop": rng.choice(["a", "b", "c", "d", None], n, p=[0.3, 0.3, 0.2, 0.15, 0.05]),
+        "at": [START + dt.timedelta(hours=int(h)) for h in hours],
+        "amount": amount,
+        "kind": rng.choice(["x", "y", "z"], n),
+    })
+
+
+def random_rows(events: pd.DataFrame, seed: int = 4, n: int = 150) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    # Half the rows at an event's exact time plus whole days (edges), half anywhere.
+    picked = events["at"].sample(n // 2, random_state=seed, replace=True).to_numpy()
+    edges = [pd.Timestamp(t) + pd.Timedelta(days=int(d)) for t, d in zip(picked, rng.integers(0, 8, n // 2))]
+    anywhere = [START + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24 * 45, n - n // 2)]
+    rows = pd.DataFrame({"row_id": range(n), "shop": rng.choice(["a", "b", "c", "e"], n),
+                         "t": edges + anywhere})
+    rows.loc[rows.index[:3], "t"] = pd.NaT  # rows without a time get nulls
+    return rows
+
+
+SPEC = Aggregations.model_validate({
+    "source": "raw.sales", "event_time": "at", "availability": "2h", "snapshot": "1d",
+    "aggregate": [{"column": "amount", "functions": FUNCTIONS, "windows": ["1d", "7d", "lifetime"]},
+                  {"column": "kind", "functions": ["count", "approx_distinct"], "windows": ["3d"]}]})
+
+
+def spark_frame(spark, frame: pd.DataFrame, schema: str):
+    return spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
+
+
+def compare(got: pd.DataFrame, want: pd.DataFrame, key: str) -> None:
+    got, want = got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True)
+    assert len(got) == len(want)
+    for name, (_, function, _) in SPEC.output_columns().items():
+        approximate = function == "approx_distinct"
+        bad = [(got[key][i], got[name][i], want[name][i]) for i in range(len(got))
+               if not close(_plain(got[name][i]), _plain(want[name][i]), approximate)]
+        assert not bad, f"{name}: {len(bad)} rows differ, first (row, engine, brute force): {bad[:3]}"
+
+
+def _plain(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else value
+
+
+def test_every_function_and_window_as_of_each_rows_time_equals_brute_force(spark):
+    events, rows = random_events(), random_rows(random_events())
+    declared = wa.Declared(SPEC, ("shop",), "features.yml: feature_tables.sales_windows")
+    source = spark_frame(spark, events, "shop string, at timestamp, amount double, kind string")
+    prepared = wa.events_of(source, declared)
+    got = wa.as_of(spark_frame(spark, rows, "row_id long, shop string, t timestamp"), "t",
+                   {"shop": "shop"}, prepared, declared).toPandas()
+    assert list(got.columns[:3]) == ["row_id", "shop", "t"]
+    compare(got, expected(rows, "t", ["shop"], events, "at", SPEC), "row_id")
+
+
+def test_snapshots_hold_each_period_ends_values_and_change_only_where_written(spark):
+    """Every row of the snapshot table equals brute force at its period end; and for every
+    key and every period end up to the newest event, the newest snapshot row at or before it
+    holds the values brute force gives there (no change point is missing)."""
+    events = random_events(seed=5, n=300)
+    declared = wa.Declared(SPEC, ("shop",), "features.yml: feature_tables.sales_windows")
+    source = spark_frame(spark, events, "shop string, at timestamp, amount double, kind string")
+    table = wa.snapshots(wa.events_of(source, declared), declared, "as_of").toPandas()
+    assert table.groupby(["shop", "as_of"]).size().max() == 1
+    assert (table["as_of"].dt.hour == 0).all() and (table["as_of"].dt.minute == 0).all()
+    newest = (events["at"].max() + pd.Timedelta(hours=2)).ceil("D")
+    assert table["as_of"].max() == newest
+    compare(table.assign(row=range(len(table))),
+            expected(table.assign(row=range(len(table))), "as_of", ["shop"], events, "at", SPEC), "row")
+    # Every period end of every key: the newest row at or before it.
+    days = pd.date_range(START, newest, freq="D")
+    probes = pd.DataFrame([(s, d) for s in ["a", "b", "c", "d"] for d in days], columns=["shop", "as_of"])
+    held = pd.merge_asof(probes.sort_values("as_of"), table.sort_values("as_of"), on="as_of", by="shop")
+    held = held.dropna(subset=[c for c in SPEC.output_columns() if c.endswith("lifetime")], how="all")
+    want = expected(held[["shop", "as_of"]], "as_of", ["shop"], events, "at", SPEC)
+    compare(held.assign(row=range(len(held))), want.assign(row=range(len(want))), "row")
+
+
+@pytest.mark.parametrize("change, key, message", [
+    ({"event_time": "when"}, "aggregations.event_time", "column 'when' is not in raw.sales"),
+    ({"event_time": "kind"}, "aggregations.event_time", "is string, not a timestamp or date"),
+    ({"aggregate": [{"column": "kind", "functions": ["mean"], "windows": ["1d"]}]},
+     "aggregations.aggregate.0.functions", "mean of 'kind', which is string: these need a number"),
+    ({"aggregate": [{"column": "price", "functions": ["sum"], "windows": ["1d"]}]},
+     "aggregations.aggregate.0.column", "'price' is not a column of raw.sales"),
+])
+def test_a_declaration_the_source_cannot_feed_is_refused_naming_the_key(spark, change, key, message):
+    from sparkml_platform.core.errors import ConfigError
+
+    spec = Aggregations.model_validate({**SPEC.model_dump(), **change, "rename": {}})
+    declared = wa.Declared(spec, ("shop",), "features.yml: feature_tables.sales_windows")
+    source = spark_frame(spark, random_events(n=20), "shop string, at timestamp, amount double, kind string")
+    with pytest.raises(ConfigError) as caught:
+        wa.events_of(source, declared)
+    assert f"feature_tables.sales_windows.{key}" in str(caught.value) and message in str(caught.value)
+
+
+def test_keys_missing_from_the_source_are_named(spark):
+    from sparkml_platform.core.errors import ConfigError
+
+    declared = wa.Declared(SPEC, ("store",), "features.yml: feature_tables.sales_windows")
+    source = spark_frame(spark, random_events(n=20), "shop string, at timestamp, amount double, kind string")
+    with pytest.raises(ConfigError, match=r"feature_tables.sales_windows.keys: store is not a column of raw.sales"):
+        wa.events_of(source, declared)
