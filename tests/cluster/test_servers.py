@@ -1,5 +1,7 @@
 """Jobs on real servers started here on 127.0.0.1: a Spark standalone cluster through
-spark-submit.sh, and training against a real `mlflow server`."""
+spark-submit.sh from the project's own virtualenv, and training against a real `mlflow
+server` on SQLite (test_cluster.py has the packed environment and PostgreSQL). Run by `make
+test-cluster`: each starts servers and JVMs of its own for a minute or more."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from conftest import REPO, cli_env, run_main, submitted
 from support.servers import mlflow_server, spark_standalone
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 def submit(conf, *args, **env) -> subprocess.CompletedProcess:
