@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import JARS_DIR, REPO, SHORT_JVM_OPTS, cli_env, make_project, run_cli, submitted
 
 from sparkml_platform.runtime import class_archive, delta_jars
@@ -35,6 +36,9 @@ def test_a_lake_on_s3_without_the_s3_jars_exits_2_naming_the_fix(tmp_path):
             in done.stderr)
 
 
+# Slow: it archives a session's classes and starts JVMs on the archive (half a minute); in
+# make test's background process, which the slice run leaves the lighter of the two.
+@pytest.mark.slow
 def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     """Set-up archived the classes a session loads; a session started in a fresh process maps
     that archive: Spark's classes, and Delta's (from spark.jars, a class loader of Spark's own),
