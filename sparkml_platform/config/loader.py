@@ -217,7 +217,7 @@ def _refuse_imports_not_allowed(config: Config) -> None:
     named = [(config.where(f"sources.yml: entity_tables.{n}.transform"), t.transform)
              for n, t in config.sources.entity_tables.items()]
     named += [(config.where(f"features.yml: feature_tables.{n}.transformation"), t.transformation)
-              for n, t in config.features.feature_tables.items()]
+              for n, t in config.features.feature_tables.items() if t.transformation]
     named += [(config.where(f"models.yml: models.{n}.estimator.class"), m.estimator.class_)
               for n, m in config.models.models.items() if m.estimator.class_]
     for where, dotted in named:

@@ -218,6 +218,13 @@ class FeatureTable(Strict):
         """Each feature's declared Spark type, by name."""
         return {n: f.type for n, f in self.features.items()}
 
+    @property
+    def computed_by(self) -> str:
+        """What computes the rows, as messages and table properties name it."""
+        if self.aggregations is not None:
+            return f"aggregations of {self.aggregations.source}"
+        return str(self.transformation)
+
     @field_validator("sources")
     @classmethod
     def _refs(cls, value: dict[str, str]) -> dict[str, str]:
@@ -321,6 +328,10 @@ class Lookup(Strict):
     key_map: dict[str, str] = {}  # feature table key -> entity column, where names differ
     rename: dict[str, str] = {}
     lookback: Duration | None = None
+    # An aggregation table's values: `temporal` (the default) computes them from its source's
+    # events exactly as of each row's time; `snapshot` reads the table's rows as of the newest
+    # period end at or before it, as the online store answers.
+    accuracy: Literal["temporal", "snapshot"] | None = None
 
 
 class Split(Strict):

@@ -12,7 +12,7 @@ from ..core import provenance
 from ..core.errors import ConfigError, GateFailed, JobFailed, SparkmlError, first_line, raised_where
 from ..core.provenance import definition_hash
 from ..runtime.project import function_fingerprint, project_of
-from ..storage import lake, metastore, places, statistics
+from ..storage import lake, metastore, places, statistics, window_aggregates
 from ..storage.feature_tables import TableVersion, lake_versions, resolve
 from . import plan, validation
 
@@ -29,6 +29,8 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
     of `sources_at`, what the caller leased, else the newest), and the definition's hashes
     (its YAML and its transformation's code)."""
     definition, where, name = table.definition, table.where, table.name
+    if definition.aggregations is not None:
+        return _aggregated(spark, config, table, sources_at)
     transform = table.transform
     _check_arguments(transform, definition, where)
     inputs, versions = {}, {}
@@ -46,6 +48,24 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
         raise JobFailed(f"feature table {name}: its transformation {definition.transformation} "
                         f"raised {type(exc).__name__}: {first_line(exc)}{raised_where(exc, transform)}") from exc
     return conform(df, definition, where), versions, definition_hashes(definition, transform, config)
+
+
+def _aggregated(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None):
+    """`compute` for a table of declared aggregations: its snapshot rows from the source's
+    events (storage/window_aggregates.py), with what the source cannot feed refused first."""
+    definition = table.definition
+    spec = definition.aggregations
+    ref = config.source_ref(spec.source)
+    path = lake.table_path(places.lake_root(config), ref)
+    if not lake.exists(path):
+        raise JobFailed(f"{table.where}.aggregations.source: table {ref} does not exist yet: load "
+                        "or build it first")
+    version = (sources_at or {}).get(ref, lake.version(spark, path, ref))
+    declared = window_aggregates.Declared(spec, tuple(definition.keys),
+                                          config.where(f"features.yml: feature_tables.{table.base}"))
+    events = window_aggregates.events_of(lake.read(spark, path, version, ref), declared)
+    rows = window_aggregates.snapshots(events, declared, definition.event_time)
+    return conform(rows, definition, table.where), {ref: version}, definition_hashes(definition, None, config)
 
 
 def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
@@ -69,7 +89,8 @@ def definition_hashes(definition: FeatureTable, transform, config: Config) -> di
     moved = {ref: now for ref, now in moved.items() if now != ref}
     config_hash = definition_hash({"definition": definition_hash(definition), "sources": moved}) if moved \
         else definition_hash(definition)
-    code_hash = function_fingerprint(transform)
+    # An aggregation table's rows are made by the platform's engine, versioned with it.
+    code_hash = window_aggregates.ENGINE if transform is None else function_fingerprint(transform)
     return {"definition_hash": definition_hash({"definition": config_hash, "code": code_hash}),
             "config_hash": config_hash, "code_hash": code_hash}
 
@@ -223,8 +244,8 @@ def build(spark, config: Config, name: str | TableVersion, start: str | None = N
     except SparkmlError:
         raise
     except Exception as exc:  # the transformation's rows fail when Spark computes them
-        raise JobFailed(f"feature table {name}: computing the rows of its transformation "
-                        f"{definition.transformation} failed, nothing written: "
+        raise JobFailed(f"feature table {name}: computing the rows of its {definition.computed_by} "
+                        f"failed, nothing written: "
                         f"{type(exc).__name__}: {first_line(exc)}") from exc
     finally:
         if len(chunks) > 1:
@@ -423,7 +444,7 @@ def table_properties(definition: FeatureTable) -> dict[str, str]:
         "sparkml.keys": ",".join(definition.keys),
         "sparkml.event_time": definition.event_time,
         "sparkml.lookback": definition.lookback or "",
-        "sparkml.transformation": definition.transformation,
+        "sparkml.transformation": definition.computed_by,
     }
 
 
@@ -517,7 +538,7 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
         raise GateFailed(f"feature table {name}: {no_time} of {rows} rows have no event time "
                          f"({definition.event_time} is null), nothing written: a point-in-time "
                          f"lookup can never match them; give every row an event time in "
-                         f"{definition.transformation}")
+                         f"{definition.computed_by}")
     if count:
         shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)" for r in examples)
         raise GateFailed(f"feature table {name}: {count} (entity, event time) pairs occur "

@@ -75,6 +75,7 @@ def show_feature_table(spark, config: Config, name: str, users: list[dict] = ())
         "event_time": table.event_time,
         "lookback": table.lookback,
         "transformation": table.transformation,
+        **({"aggregations": table.aggregations.model_dump(mode="json")} if table.aggregations else {}),
         "sources": table.sources,
         "features": {n: f.model_dump() for n, f in table.features.items()},
         "built": lake.exists(path),

@@ -26,6 +26,7 @@ class Build:
     definition: str
     timestamp: int | None = None
     retired: tuple[str, ...] = ()  # MODEL/VERSION marked stale by this build (features build --retire)
+    sources: dict | None = None  # source table reference -> the Delta version the build read
 
 
 def builds(commits: list[dict]) -> list[Build]:
@@ -35,7 +36,8 @@ def builds(commits: list[dict]) -> list[Build]:
         meta = commit.get("metadata") if isinstance(commit.get("metadata"), dict) else {}
         if meta.get("kind") == BUILD and meta.get("definition_hash"):
             out.append(Build(int(commit["version"]), str(meta["definition_hash"]), commit.get("timestamp"),
-                             tuple(meta.get("retired") or ())))
+                             tuple(meta.get("retired") or ()),
+                             meta.get("sources") if isinstance(meta.get("sources"), dict) else None))
     return sorted(out, key=lambda b: b.version)
 
 

@@ -34,7 +34,10 @@ class TableVersion:
 
     @functools.cached_property
     def transform(self):
-        """The transformation function, imported once per resolved version."""
+        """The transformation function, imported once per resolved version (None: the table
+        is aggregated by the platform, from its `aggregations`)."""
+        if self.definition.transformation is None:
+            return None
         return import_function(self.definition.transformation, f"{self.where}.transformation")
 
     @property

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..core.errors import ConfigError
+from . import window_aggregates
 
 TIME_TYPES = ("timestamp", "timestamp_ntz", "date")
 
@@ -45,11 +46,16 @@ class FeatureLookup:
     definition: str | None = field(default=None, compare=False)
     # At most one row per key and event time (a platform-built feature table): no tie-break.
     unique_times: bool = field(default=False, compare=False)
+    # An aggregation table looked up with temporal accuracy: its declaration (`aggregations`,
+    # `keys`, `where`), computed from its source's events as of each row's time instead of
+    # joined from its rows (window_aggregates.py). None: a point-in-time join.
+    aggregation: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         return {"table": self.table, "key_map": self.key_map, "event_time": self.event_time,
                 "columns": self.columns, "lookback_seconds": self.lookback_seconds,
-                "version": self.version, "definition": self.definition}
+                "version": self.version, "definition": self.definition,
+                **({"aggregation": self.aggregation} if self.aggregation else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureLookup":
@@ -84,12 +90,22 @@ def join_features(entities, entity_time: str, tables: list[tuple[FeatureLookup, 
 
     flags = [f"__matched_{i}" for i in range(len(tables))]
     groups: dict[frozenset, list] = {}
+    aggregated = []
     for (lookup, features), flag in zip(tables, flags):
+        if lookup.aggregation is not None:  # `features`: the source's events
+            aggregated.append((lookup, features, flag))
+            continue
         check_time_types(entities, entity_time, features, lookup)
         groups.setdefault(frozenset(lookup.key_map.values()), []).append((lookup, features, flag))
     joined = entities
     for members in groups.values():
         joined = _as_of_group(joined, entity_time, members)
+    for lookup, events, flag in aggregated:
+        joined = window_aggregates.as_of(joined, entity_time, lookup.key_map, events,
+                                         window_aggregates.declared_of(lookup.aggregation), lookup.columns)
+        # Matched: some window of the key held a value as of the row's time.
+        present = [F.col(f"`{c}`").isNotNull() for c in lookup.columns.values()]
+        joined = joined.withColumn(flag, present[0] if len(present) == 1 else F.greatest(*present))
     order = [*entities.columns]
     for (lookup, _), flag in zip(tables, flags):
         order += [*lookup.columns.values(), flag]

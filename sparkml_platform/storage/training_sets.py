@@ -15,7 +15,7 @@ import re
 from ..config import Config, split_version
 from ..core import refs
 from ..core.errors import ConfigError, JobFailed, NotFoundError
-from . import feature_definitions, lake, places
+from . import feature_definitions, lake, places, window_aggregates
 from .files import Location
 from .pit import FeatureLookup
 
@@ -53,9 +53,26 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
                               f"{version}): rebuild it with {command}")
         built = feature_definitions.definition_at(lake.commits(path, ref), version)
         # Built by the platform, whose build refuses two rows for one key and event time.
-        out.append((FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True,
-                                     "definition": built.definition if built else None}), df))
+        read = FeatureLookup(**{**lookup.to_dict(), "version": version, "unique_times": True,
+                                "definition": built.definition if built else None})
+        if lookup.aggregation is not None:
+            df = _events_built_from(spark, config, read, built)
+        out.append((read, df))
     return out
+
+
+def _events_built_from(spark, config: Config, lookup: FeatureLookup, built):
+    """An aggregation table's source events at the version its Delta version `lookup.version`
+    was built from (so a temporal lookup agrees with the table version it records, and a
+    rebuild pinned to that version reads the same events)."""
+    declared = window_aggregates.declared_of(lookup.aggregation)
+    ref = config.source_ref(declared.spec.source)
+    version = (built.sources or {}).get(ref) if built else None
+    if version is None:
+        raise JobFailed(f"feature table {lookup.table} version {lookup.version} does not record the "
+                        f"version of {ref} it was built from: rebuild it with sparkml features build")
+    path = lake.table_path(places.lake_root(config), ref)
+    return window_aggregates.events_of(lake.read(spark, path, version, ref), declared)
 
 
 def names(config: Config) -> list[str]:

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from ..config.aggregations import ANY_TYPE, LIFETIME, Aggregations, percentile_of, window_seconds
 from ..core.errors import ConfigError, sql_from_config
 
+# What an aggregation table's rows are made by, in its definition hash (the code hash of a
+# transformation): a change to what the engine computes bumps it, and tables are rebuilt.
+ENGINE = "window-aggregates-1"
 SIDE = "__agg_side"  # 0: an event, 1: a row to answer
 AT = "__agg_at"  # the time in microseconds since 1970 (an event's: when it became visible)
 NUMBERS = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
@@ -33,6 +36,17 @@ class Declared:
     spec: Aggregations
     keys: tuple[str, ...]
     where: str
+
+
+def declared_of(recorded: dict) -> Declared:
+    """A declaration as lookups record it (`FeatureLookup.aggregation`)."""
+    return Declared(Aggregations.model_validate(recorded["aggregations"]), tuple(recorded["keys"]),
+                    recorded["where"])
+
+
+def recorded(declared: Declared) -> dict:
+    return {"aggregations": declared.spec.model_dump(mode="json"), "keys": list(declared.keys),
+            "where": declared.where}
 
 
 def _input(column: str) -> str:

@@ -22,7 +22,7 @@ from ..core import refs
 from ..core.errors import ConfigError, JobFailed, NotFoundError, first_line, sql_from_config
 from ..core.provenance import definition_hash
 from ..runtime.project import project_of
-from ..storage import lake, leases, places
+from ..storage import lake, leases, places, window_aggregates
 from ..storage.feature_tables import resolve
 from ..storage.files import Location
 from ..storage.pit import FeatureLookup, content_digest, join_features
@@ -62,13 +62,24 @@ def lookups_for(config: Config, items: list[Lookup], where_prefix: str) -> list[
         if unknown:
             raise ConfigError(f"{where}.key_map: {', '.join(unknown)} is not a key of "
                               f"{item.table} (keys: {', '.join(table.keys)})")
+        if item.accuracy is not None and table.aggregations is None:
+            raise ConfigError(f"{where}.accuracy: feature table {item.table} is computed by its "
+                              "transformation, not aggregated: accuracy applies to tables of "
+                              "aggregations only")
+        if table.aggregations is not None and item.lookback:
+            raise ConfigError(f"{where}.lookback: feature table {item.table} is aggregated: its "
+                              "windows say how far back each value reaches")
         lookback = item.lookback or table.lookback
+        temporal = table.aggregations is not None and item.accuracy != "snapshot"
         lookups.append(FeatureLookup(
             table=resolved.name,
             key_map={k: item.key_map.get(k, k) for k in table.keys},
             event_time=table.event_time,
             columns={f: item.rename.get(f, f) for f in wanted},
             lookback_seconds=parse_duration(lookback) if lookback else None,
+            aggregation=window_aggregates.recorded(window_aggregates.Declared(
+                table.aggregations, tuple(table.keys), config.where(f"features.yml: feature_tables.{resolved.base}")))
+            if temporal else None,
         ))
     return lookups
 

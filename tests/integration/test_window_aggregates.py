@@ -128,3 +128,75 @@ def test_keys_missing_from_the_source_are_named(spark):
     source = spark_frame(spark, random_events(n=20), "shop string, at timestamp, amount double, kind string")
     with pytest.raises(ConfigError, match=r"feature_tables.sales_windows.keys: store is not a column of raw.sales"):
         wa.events_of(source, declared)
+
+
+# --- an aggregation table in a project: built, looked up in training sets both ways ---------
+
+TABLE = {"description": "Sales per shop over windows.", "owner": "tests", "keys": ["shop"],
+         "event_time": "as_of", "aggregations": {**SPEC.model_dump(mode="json", exclude_defaults=True),
+                                                  "source": "raw.sales"}}
+
+
+@pytest.fixture(scope="module")
+def shop_project(tmp_path_factory):
+    """A project of two parquet sources written here (sales events, visits as labels), an
+    aggregation table over the sales and two training sets on the visits: one temporal, one
+    reading the table's snapshots."""
+    from conftest import make_project
+    from support.overlays import TINY
+
+    root = tmp_path_factory.mktemp("shops")
+    events, visits = random_events(seed=11, n=400), random_rows(random_events(seed=11, n=400), seed=12, n=120)
+    visits = visits.dropna(subset=["t"]).assign(bought=lambda f: (f["row_id"] % 3 == 0).astype(int))
+    (root / "data").mkdir()
+    def utc(column):  # microseconds, as Spark reads them
+        return column.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+
+    events.assign(at=utc(events["at"])).to_parquet(root / "data" / "sales.parquet")
+    visits.assign(t=utc(visits["t"])).to_parquet(root / "data" / "visits.parquet")
+    label = {"table": "raw.visits", "keys": ["row_id"], "event_time": "t", "label": "bought"}
+    conf = make_project(root, {
+        "platform.yml": TINY["platform.yml"],
+        "sources.yml": {"sources": {name: {"path": str(root / "data" / f"{name}.parquet"), "format": "parquet"}
+                                    for name in ("sales", "visits")}},
+        "features.yml": {"feature_tables": {"shop_windows": TABLE}},
+        "training_sets.yml": {"training_sets": {
+            "visits_temporal": {"description": "t", "label": label,
+                                "features": [{"table": "shop_windows"}], "split": {"type": "random"}},
+            "visits_snapshot": {"description": "s", "label": label,
+                                "features": [{"table": "shop_windows", "accuracy": "snapshot"}],
+                                "split": {"type": "random"}}}},
+    })
+    return conf, events, visits
+
+
+def test_a_built_table_and_a_temporal_training_set_equal_brute_force(spark, shop_project):
+    from sparkml_platform import Workspace
+
+    conf, events, visits = shop_project
+    ws = Workspace.from_config(_config(conf), spark=spark)
+    ws.load_sources(["sales", "visits"])
+    built = ws.features.build("shop_windows")
+    assert built.mode == "full" and built.rows > 0
+    table = ws.features.read("shop_windows").toPandas()
+    table["as_of"] = pd.to_datetime(table["as_of"])
+    compare(table.assign(row=range(len(table))),
+            expected(table.assign(row=range(len(table))), "as_of", ["shop"], events, "at", SPEC), "row")
+    again = ws.features.build("shop_windows")
+    assert again.mode == "up to date"
+    # Temporal: each visit's values exactly as of its own time, from the events.
+    rows = ws.build_training_set("visits_temporal").to_pandas()
+    rows["t"] = pd.to_datetime(rows["t"])
+    compare(rows, expected(rows[["row_id", "shop", "t"]], "t", ["shop"], events, "at", SPEC), "row_id")
+    # Snapshot: the newest table row at or before each visit (the online store's answer).
+    snap = ws.build_training_set("visits_snapshot").to_pandas()
+    snap["t"] = pd.to_datetime(snap["t"])
+    held = pd.merge_asof(snap[["row_id", "shop", "t"]].sort_values("t"), table.sort_values("as_of"),
+                         left_on="t", right_on="as_of", by="shop").drop(columns="as_of")
+    compare(snap, held, "row_id")
+
+
+def _config(conf):
+    from sparkml_platform.config import load_config
+
+    return load_config(conf, "test")
