@@ -109,6 +109,9 @@ def test_snapshots_hold_each_period_ends_values_and_change_only_where_written(sp
      "aggregations.aggregate.0.functions", "mean of 'kind', which is string: these need a number"),
     ({"aggregate": [{"column": "price", "functions": ["sum"], "windows": ["1d"]}]},
      "aggregations.aggregate.0.column", "'price' is not a column of raw.sales"),
+    ({"filter": "amount >"}, "aggregations.filter", "PARSE_SYNTAX_ERROR"),
+    ({"filter": "price > 3"}, "aggregations.filter", "price"),
+    ({"columns": {"big": "amount >>> 2 +"}}, "aggregations.columns.big", "PARSE_SYNTAX_ERROR"),
 ])
 def test_a_declaration_the_source_cannot_feed_is_refused_naming_the_key(spark, change, key, message):
     from sparkml_platform.core.errors import ConfigError
@@ -200,3 +203,27 @@ def _config(conf):
     from sparkml_platform.config import load_config
 
     return load_config(conf, "test")
+
+
+def test_a_filter_that_does_not_parse_exits_2_naming_file_and_key_and_writes_nothing(spark, shop_project):
+    """Checked when the build first reads the source (Spark's own parser): exit 2, the file
+    and key named, no table made."""
+    import yaml
+    from conftest import run_main
+
+    conf, _, _ = shop_project
+    features = conf / "test" / "features.yml"
+    kept = features.read_text()
+    bad = yaml.safe_load(kept)
+    bad["feature_tables"]["bad_windows"] = {**TABLE, "aggregations": {**TABLE["aggregations"],
+                                                                      "filter": "amount > > 3"}}
+    features.write_text(yaml.safe_dump(bad))
+    try:
+        if not (conf.parent / ".sparkml" / "lake" / "raw" / "sales").exists():  # run on its own
+            assert run_main(conf, "sources", "load", "sales").returncode == 0
+        done = run_main(conf, "features", "build", "bad_windows")
+    finally:
+        features.write_text(kept)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "conf/test/features.yml: feature_tables.bad_windows.aggregations.filter" in done.stderr, done.stderr
+    assert not (conf.parent / ".sparkml" / "lake" / "features" / "bad_windows").exists()
