@@ -223,7 +223,7 @@ class FeatureTable(Strict):
         """What computes the rows, as messages and table properties name it."""
         if self.aggregations is not None:
             return f"aggregations of {self.aggregations.source}"
-        return str(self.transformation)
+        return f"transformation {self.transformation}"
 
     @field_validator("sources")
     @classmethod

@@ -444,7 +444,7 @@ def table_properties(definition: FeatureTable) -> dict[str, str]:
         "sparkml.keys": ",".join(definition.keys),
         "sparkml.event_time": definition.event_time,
         "sparkml.lookback": definition.lookback or "",
-        "sparkml.transformation": definition.computed_by,
+        "sparkml.transformation": definition.transformation or definition.computed_by,
     }
 
 
@@ -538,7 +538,7 @@ def _count_refusing_duplicates(df, definition: FeatureTable, name: str) -> int:
         raise GateFailed(f"feature table {name}: {no_time} of {rows} rows have no event time "
                          f"({definition.event_time} is null), nothing written: a point-in-time "
                          f"lookup can never match them; give every row an event time in "
-                         f"{definition.computed_by}")
+                         f"the {definition.computed_by}")
     if count:
         shown = "; ".join(", ".join(f"{c}={r[c]}" for c in key) + f" ({r['rows']} rows)" for r in examples)
         raise GateFailed(f"feature table {name}: {count} (entity, event time) pairs occur "
