@@ -169,6 +169,9 @@ def shop_project(tmp_path_factory):
             "visits_snapshot": {"description": "s", "label": label,
                                 "features": [{"table": "shop_windows", "accuracy": "snapshot"}],
                                 "split": {"type": "random"}}}},
+        "models.yml": {"models": {"visit_buys": {
+            "training_set": "visits_temporal", "estimator": {"type": "logistic_regression"},
+            "thresholds": {"roc_auc": {"min": 0.0}}}}},
     })
     return conf, events, visits
 
@@ -227,3 +230,24 @@ def test_a_filter_that_does_not_parse_exits_2_naming_file_and_key_and_writes_not
     assert done.returncode == 2, done.stderr[-2000:]
     assert "conf/test/features.yml: feature_tables.bad_windows.aggregations.filter" in done.stderr, done.stderr
     assert not (conf.parent / ".sparkml" / "lake" / "features" / "bad_windows").exists()
+
+
+def test_batch_scoring_computes_a_temporal_models_values_as_it_was_trained(spark, shop_project):
+    """A model trained on a temporal lookup scores rows with values computed the same way,
+    as of each row's own time: on the training set's own rows, the very values it was
+    trained on."""
+    from sparkml_platform import Workspace
+
+    conf, events, visits = shop_project
+    ws = Workspace.from_config(_config(conf), spark=spark)
+    if not (conf.parent / ".sparkml" / "lake" / "features" / "shop_windows").exists():  # run on its own
+        ws.load_sources(["sales", "visits"])
+        ws.features.build("shop_windows")
+        ws.build_training_set("visits_temporal")
+    trained = ws.train("visit_buys", tune=False)
+    rows = ws.training_set("visits_temporal").to_pandas()
+    scored = ws.score_batch(f"visit_buys/{trained.version}",
+                            spark_frame(spark, visits, "row_id long, shop string, t timestamp, bought long")
+                            ).toPandas()
+    assert len(scored) == len(visits)
+    compare(scored[["row_id", *SPEC.output_columns()]], rows[["row_id", *SPEC.output_columns()]], "row_id")
