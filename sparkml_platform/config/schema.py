@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_serializer, model_validator
 
 from ..core.errors import ConfigError
 from .aggregations import Aggregations
@@ -218,6 +218,15 @@ class FeatureTable(Strict):
         """Each feature's declared Spark type, by name."""
         return {n: f.type for n, f in self.features.items()}
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """A transformation table dumps (and hashes) as before `aggregations` existed: its
+        definition hash, which builds and models record, does not change with the platform."""
+        data = handler(self)
+        if self.aggregations is None and isinstance(data, dict):
+            data.pop("aggregations", None)
+        return data
+
     @property
     def computed_by(self) -> str:
         """What computes the rows, as messages and table properties name it."""
@@ -332,6 +341,14 @@ class Lookup(Strict):
     # events exactly as of each row's time; `snapshot` reads the table's rows as of the newest
     # period end at or before it, as the online store answers.
     accuracy: Literal["temporal", "snapshot"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Unset, `accuracy` is left out: training-set definitions hash as before it existed."""
+        data = handler(self)
+        if self.accuracy is None and isinstance(data, dict):
+            data.pop("accuracy", None)
+        return data
 
 
 class Split(Strict):

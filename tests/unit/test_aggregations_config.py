@@ -91,3 +91,22 @@ def test_a_bad_declaration_exits_2_at_load_naming_file_and_key(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "conf/base/features.yml" in err and key in err and message in err, err
     assert not (tmp_path / ".sparkml").exists()  # nothing written
+
+
+def test_tables_and_lookups_without_the_new_keys_hash_as_before():
+    """Builds, manifests and models record definition hashes of these dumps: a platform with
+    `aggregations` and `accuracy` must give a transformation table and a plain lookup the
+    same dump (so the same hash) as one without them, or every aliased model's table would
+    read as changed."""
+    from sparkml_platform.config.schema import FeatureTable, Lookup
+
+    table = FeatureTable.model_validate({
+        "description": "d", "owner": "o", "keys": ["k"], "event_time": "t", "sources": {"x": "raw.x"},
+        "transformation": "pkg.mod.fn", "features": {"f": {"type": "double"}}})
+    assert set(table.model_dump()) == {"description", "owner", "tags", "keys", "event_time", "sources",
+                                       "transformation", "features", "lookback", "partition_by",
+                                       "expectations", "on_failure"}
+    assert set(Lookup(table="t").model_dump()) == {"table", "features", "key_map", "rename", "lookback"}
+    assert Lookup(table="t", accuracy="snapshot").model_dump()["accuracy"] == "snapshot"
+    aggregated = FeatureTable.model_validate(TABLE).model_dump(mode="json")
+    assert aggregated["aggregations"]["source"] == "entities.flights" and aggregated["transformation"] is None
