@@ -13,7 +13,7 @@ from ..core.errors import ConfigError, GateFailed, JobFailed, SparkmlError, firs
 from ..core.provenance import definition_hash
 from ..runtime.project import function_fingerprint, project_of
 from ..storage import lake, metastore, places, statistics, window_aggregates
-from ..storage.feature_tables import TableVersion, lake_versions, resolve
+from ..storage.feature_tables import TableVersion, lake_versions, resolve, source_events
 from . import plan, validation
 
 
@@ -54,16 +54,10 @@ def _aggregated(spark, config: Config, table: TableVersion, sources_at: dict[str
     """`compute` for a table of declared aggregations: its snapshot rows from the source's
     events (storage/window_aggregates.py), with what the source cannot feed refused first."""
     definition = table.definition
-    spec = definition.aggregations
-    ref = config.source_ref(spec.source)
-    path = lake.table_path(places.lake_root(config), ref)
-    if not lake.exists(path):
-        raise JobFailed(f"{table.where}.aggregations.source: table {ref} does not exist yet: load "
-                        "or build it first")
-    version = (sources_at or {}).get(ref, lake.version(spark, path, ref))
-    declared = window_aggregates.Declared(spec, tuple(definition.keys),
+    declared = window_aggregates.Declared(definition.aggregations, tuple(definition.keys),
                                           config.where(f"features.yml: feature_tables.{table.base}"))
-    events = window_aggregates.events_of(lake.read(spark, path, version, ref), declared)
+    leased = (sources_at or {}).get(config.source_ref(definition.aggregations.source))
+    events, ref, version = source_events(spark, config, declared, leased)
     rows = window_aggregates.snapshots(events, declared, definition.event_time)
     return conform(rows, definition, table.where), {ref: version}, definition_hashes(definition, None, config)
 

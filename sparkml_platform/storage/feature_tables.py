@@ -8,9 +8,9 @@ import functools
 from dataclasses import dataclass
 
 from ..config import Config, FeatureTable, split_version, versioned
-from ..core.errors import ConfigError, NotFoundError
+from ..core.errors import ConfigError, JobFailed, NotFoundError
 from ..core.provenance import import_function
-from . import lake, places
+from . import lake, places, window_aggregates
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,16 @@ def lake_versions(config: Config, base: str) -> list[int]:
         if lake.exists(zone / folder):
             found.append(number)
     return sorted(found)
+
+
+def source_events(spark, config: Config, declared: window_aggregates.Declared, version: int | None = None):
+    """An aggregation table's events (`window_aggregates.events_of`) read from its source at
+    `version` (None: the newest). Returns (events, source reference, version read): what a
+    build computes its rows from and a temporal lookup its values."""
+    ref = config.source_ref(declared.spec.source)
+    path = lake.table_path(places.lake_root(config), ref)
+    if not lake.exists(path):
+        raise JobFailed(f"{declared.where}.aggregations.source: table {ref} does not exist yet: "
+                        "load or build it first")
+    version = lake.version(spark, path, ref) if version is None else version
+    return window_aggregates.events_of(lake.read(spark, path, version, ref), declared), ref, version

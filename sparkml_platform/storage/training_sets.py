@@ -17,6 +17,7 @@ from ..core import refs
 from ..core.errors import ConfigError, JobFailed, NotFoundError
 from . import feature_definitions, lake, places, window_aggregates
 from .files import Location
+from .feature_tables import source_events
 from .pit import FeatureLookup
 
 LABEL = "label"
@@ -71,8 +72,7 @@ def _events_built_from(spark, config: Config, lookup: FeatureLookup, built):
     if version is None:
         raise JobFailed(f"feature table {lookup.table} version {lookup.version} does not record the "
                         f"version of {ref} it was built from: rebuild it with sparkml features build")
-    path = lake.table_path(places.lake_root(config), ref)
-    return window_aggregates.events_of(lake.read(spark, path, version, ref), declared)
+    return source_events(spark, config, declared, version)[0]
 
 
 def names(config: Config) -> list[str]:

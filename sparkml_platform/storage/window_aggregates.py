@@ -115,7 +115,8 @@ def as_of(rows, time: str, key_map: dict[str, str], events, declared: Declared,
     from pyspark.sql import functions as F
 
     spec = declared.spec
-    wanted = columns or {c: c for c in spec.output_columns()}
+    outputs = spec.output_columns()
+    wanted = columns or {c: c for c in outputs}
     time_type = rows.schema[time].dataType.simpleString()
     if time_type not in TIME_TYPES:
         raise ConfigError(f"{declared.where}: the rows' time {time!r} is {time_type}, not a timestamp or date")
@@ -128,7 +129,7 @@ def as_of(rows, time: str, key_map: dict[str, str], events, declared: Declared,
     by_key = Window.partitionBy(*[F.col(f"`{k}`") for k in row_keys]).orderBy(F.col(AT))
     values = []
     for column, out in wanted.items():
-        source, function, window = spec.output_columns()[column]
+        source, function, window = outputs[column]
         seconds = window_seconds(window)
         frame = by_key.rangeBetween(Window.unboundedPreceding if seconds is None else -(seconds * 1_000_000 - 1), 0)
         values.append(_aggregate(function, F.col(_input(source)), frame).alias(out))
