@@ -490,7 +490,8 @@ def test_a_publish_under_load_and_a_killed_one_never_serve_fewer_rows_and_a_kill
     clients = [threading.Thread(target=logged_client) for _ in range(4)]
     for thread in clients:
         thread.start()
-    time.sleep(3)
+    # Killed once it has answered enough (a count, not a sleep: a busy machine answers fewer per second).
+    wait_for(lambda: len(logged_answers) > 20, "answers before the kill", timeout=120, interval=0.05)
     served.proc.send_signal(signal.SIGKILL)
     served.proc.wait(timeout=30)
     stop.set()
