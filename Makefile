@@ -5,6 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
+# Bytecode is written as modules are first imported, whatever the caller's environment says: with
+# PYTHONDONTWRITEBYTECODE set (as on this machine) every process, each Spark Python worker too,
+# would compile every module it imports, every time it starts. Compiling all of the venv at
+# install instead (uv's --compile-bytecode) spends half a minute on modules never imported.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: prerequisites setup jars demo test test-fast test-cluster clean-lake clean
 
 # The system programs each target needs (tools/prerequisites.py knows them): checked first,
@@ -19,13 +25,11 @@ prerequisites:
 setup: prerequisites $(INSTALLED) jars
 
 # Reinstall only when the dependency pins change. uv installs the same pins as pip would, in
-# about a minute against pip's two and a half here. Compiled to bytecode now, as pip does: with
-# PYTHONDONTWRITEBYTECODE set (as on this machine) every process, each Spark Python worker too,
-# would otherwise compile every module it imports, every time it starts.
+# about a minute against pip's two and a half here.
 $(INSTALLED): pyproject.toml constraints.txt | prerequisites
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "uv>=0.9"
-	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -c constraints.txt -e ".[test]"
+	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[test]"
 	touch $(INSTALLED)
 
 # The Delta jars from Maven Central into the user's shared cache, or SPARKML_JARS_DIR (a
@@ -51,12 +55,17 @@ NEW_GROUP = $(PY) -c "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.arg
 # first in the foreground, then the other integration tests. A unit failure stops everything
 # (the slow run is its own process group). On two cores both processes are CPU-bound and the
 # overlap saves little; the slow run's report follows the other's, each listing its slowest.
-test: setup
+# The class archive (set-up's last step, a JVM run for most of a minute on a fresh clone) is
+# made at the head of the slow run, beside the unit tests, which need no JVM; a session that
+# starts before it is there starts without it, only slower.
+test: prerequisites $(INSTALLED)
+	@$(PY) -m sparkml_platform.runtime.setup jars $${SPARKML_JARS_DIR:-} >/dev/null
 	@mkdir -p .sparkml; $(VENV)/bin/lint-imports --no-cache --no-logo > .sparkml/lint-imports.log || \
 	{ cat .sparkml/lint-imports.log; exit 1; }
 	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .sparkml/site
 	@export SPARKML_TEST_SLICE_CACHE=$(SLICE_CACHE); \
-	$(NEW_GROUP) $(VENV)/bin/pytest -q -ra --durations=12 -m slow -p no:cacheprovider tests/integration > .sparkml/test-slow.log 2>&1 & \
+	$(NEW_GROUP) sh -c '$(PY) -m sparkml_platform.runtime.class_archive build $${SPARKML_JARS_DIR:-} >/dev/null && \
+	exec $(VENV)/bin/pytest -q -ra --durations=12 -m slow -p no:cacheprovider tests/integration' > .sparkml/test-slow.log 2>&1 & \
 	slow=$$!; echo "== unit tests"; $(VENV)/bin/pytest -q -ra --durations=5 -p no:cacheprovider tests/unit || \
 	{ kill -TERM -- -$$slow 2>/dev/null; wait $$slow; exit 1; }; \
 	echo "== integration tests"; $(VENV)/bin/pytest -q -ra --durations=8 -m "not slow" -p no:cacheprovider tests/integration; fast=$$?; \

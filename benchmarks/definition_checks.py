@@ -34,7 +34,7 @@ def checks(ws, model) -> None:
 
     read = []
     for lk in model.lookups:
-        path = lake.table_path(places.lake_root(ws.config), f"features.{lk.table}")
+        path = places.table(ws.config, f"features.{lk.table}")
         version = lake.version(None, path)
         built = feature_definitions.definition_at(lake.commits(path, f"features.{lk.table}"), version)
         read.append({"table": lk.table, "version": version, "definition": built.definition if built else None})

@@ -49,7 +49,7 @@ def ensure_raw(spark, config) -> None:
     from sparkml_platform.features.sources import load_source
 
     for name in sorted({source for source, _, _ in JOBS.values()}):
-        if not lake.exists(lake.table_path(places.lake_root(config), f"raw.{name}")):
+        if not lake.exists(places.table(config, f"raw.{name}")):
             loaded = load_source(spark, config, name)
             print(f"loaded {loaded['table']} ({loaded['rows']:,} rows) into {places.lake_root(config)}")
 
@@ -67,11 +67,10 @@ def framework(spark, config, table: str, start: str, end: str) -> None:
 
 
 def hand_written(spark, config, table: str, start: str, end: str) -> None:
-    from sparkml_platform.storage import lake
     from sparkml_platform.reference import flights
 
     source, function, event_time = JOBS[table]
-    raw = spark.read.format("delta").load(str(lake.table_path(places.lake_root(config), f"raw.{source}")))
+    raw = spark.read.format("delta").load(str(places.table(config, f"raw.{source}")))
     predicate = window(event_time, start, end)
     rows = getattr(flights, function)(raw).where(predicate)
     target = HAND_WRITTEN / table
@@ -82,9 +81,8 @@ def hand_written(spark, config, table: str, start: str, end: str) -> None:
 
 
 def lake_path(config, table: str):
-    from sparkml_platform.storage import lake
 
-    return lake.table_path(places.lake_root(config), f"features.{table}")
+    return places.table(config, f"features.{table}")
 
 
 def window_rows(spark, path, table: str, start: str, end: str) -> int:

@@ -69,10 +69,10 @@ def ensure_input(spark, config, rows: int) -> None:
 
     from sparkml_platform.storage import lake
 
-    path = lake.table_path(places.lake_root(config), INPUT)
+    path = places.table(config, INPUT)
     if lake.exists(path) and lake.read(spark, path).count() == rows:
         return
-    source = lake.read(spark, lake.table_path(places.lake_root(config), SOURCE), ref=SOURCE)
+    source = lake.read(spark, places.table(config, SOURCE), ref=SOURCE)
     n = source.count()
     copies = math.ceil(rows / n)
     # Whole copies, then the first flights of the last one by flight_id: the same rows every build.
@@ -171,7 +171,7 @@ def check_outputs(spark, config, rows: int) -> None:
     from sparkml_platform.storage import lake
 
     def partition(ref):
-        return lake.read(spark, lake.table_path(places.lake_root(config), ref), ref=ref).where(
+        return lake.read(spark, places.table(config, ref), ref=ref).where(
             F.col("run_date") == F.lit(dt.date.fromisoformat(RUN_DATE)))
 
     fw, hw = partition(FRAMEWORK_OUT), partition(HANDWRITTEN_OUT)

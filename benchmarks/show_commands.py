@@ -55,7 +55,7 @@ def newest_version(project: Path) -> int:
     from sparkml_platform.storage import lake
     from sparkml_platform.runtime.project import open_project
 
-    return lake.version(None, lake.table_path(places.lake_root(open_project(project / "conf")), f"features.{TABLE}"))
+    return lake.version(None, places.table(open_project(project / "conf"), f"features.{TABLE}"))
 
 
 def forget_statistics(project: Path) -> None:
@@ -64,7 +64,7 @@ def forget_statistics(project: Path) -> None:
     from sparkml_platform.runtime.project import open_project
 
     config = open_project(project / "conf")
-    path = lake.table_path(places.lake_root(config), f"features.{TABLE}")
+    path = places.table(config, f"features.{TABLE}")
     for version in stats.kept_versions(path):
         if version == lake.version(None, path):
             stats.stats_path(path, version).unlink()

@@ -439,7 +439,7 @@ class Workspace:
     def score(self, model_ref: str, input: str, output: str, run_date: str | None = None) -> ScoreResult:
         """Score lake table `input` into partition `run_date` of `predictions.NAME` `output`."""
         refs.parse_run_date(run_date)
-        lake.table_path(places.lake_root(self.config), output, zones=scoring.OUTPUT_ZONES)
+        places.table(self.config, output, scoring.OUTPUT_ZONES)
         refs.model(model_ref)
         return ScoreResult.of(scoring.score(self.spark, self.config, self.tracker, model_ref, input, output,
                                             run_date))

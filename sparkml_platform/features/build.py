@@ -36,7 +36,7 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
     inputs, versions = {}, {}
     for arg, ref in definition.sources.items():
         ref = config.source_ref(ref)
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path):
             raise JobFailed(f"{where}.sources.{arg}: table {ref} does not exist yet: load or "
                             "build it first")
@@ -133,7 +133,7 @@ def up_to_date(config: Config, name: str | TableVersion) -> dict | None:
            "expectations_hash": expectations_hash(config, table)}
     versions: dict | None = {}
     for ref in map(config.source_ref, definition.sources.values()):
-        source = lake.table_path(places.lake_root(config), ref)
+        source = places.table(config, ref)
         if not lake.exists(source):
             versions = None
             break
@@ -159,7 +159,7 @@ def small_inputs(config: Config, name: str | TableVersion) -> bool:
     (from their Delta logs, no JVM)."""
     total = 0
     for ref in map(config.source_ref, _resolved(config, name).definition.sources.values()):
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path):
             return False
         total += lake.size_bytes(path, ref)

@@ -84,7 +84,7 @@ def up_to_date_source(config: Config, name: str) -> dict | None:
     (the same files and definition: loading again would write the same rows); else None.
     From the table's log and the files' metadata alone: no Spark session."""
     fingerprint = source_fingerprint(config, name)
-    target = lake.table_path(places.lake_root(config), f"raw.{name}")
+    target = places.table(config, f"raw.{name}")
     if fingerprint is None or not lake.exists(target):
         return None
     version = lake.version(None, target)
@@ -113,7 +113,7 @@ def load_source(spark, config: Config, name: str) -> dict:
     if source.filter:
         with sql_from_config(config.where(f"sources.yml: sources.{name}.filter")):
             df = df.where(source.filter)
-    target = lake.table_path(places.lake_root(config), f"raw.{name}")
+    target = places.table(config, f"raw.{name}")
     version = lake.write(df, target, metadata={
         "kind": "raw", "source": source.path, "filter": source.filter, "fingerprint": fingerprint,
         "code": project_of(config).code_version()})
@@ -136,8 +136,8 @@ def up_to_date_entities(config: Config, name: str) -> dict | None:
     """entities.NAME as it is, when its newest build read the source table at the version it
     has now, with the same definition and transform code; else None. No Spark session."""
     spec, _, hashed = _entity_definition(config, name)
-    target = lake.table_path(places.lake_root(config), f"entities.{name}")
-    src_path = lake.table_path(places.lake_root(config), spec.source)
+    target = places.table(config, f"entities.{name}")
+    src_path = places.table(config, spec.source)
     if not lake.exists(target) or not lake.exists(src_path):
         return None
     version = lake.version(None, target)
@@ -151,7 +151,7 @@ def up_to_date_entities(config: Config, name: str) -> dict | None:
 
 def build_entity_table(spark, config: Config, name: str) -> dict:
     spec, transform, hashed = _entity_definition(config, name)
-    src_path = lake.table_path(places.lake_root(config), spec.source)
+    src_path = places.table(config, spec.source)
     src_version = lake.version(spark, src_path) if lake.exists(src_path) else None
     source = lake.read(spark, src_path, src_version, spec.source)
     try:
@@ -162,7 +162,7 @@ def build_entity_table(spark, config: Config, name: str) -> dict:
     if spec.filter:
         with sql_from_config(config.where(f"sources.yml: entity_tables.{name}.filter")):
             df = df.where(spec.filter)
-    target = lake.table_path(places.lake_root(config), f"entities.{name}")
+    target = places.table(config, f"entities.{name}")
     version = lake.write(df, target, metadata={
         "kind": "entities", "sources": {spec.source: src_version}, "definition_hash": hashed,
         "code": project_of(config).code_version()})

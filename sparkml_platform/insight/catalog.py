@@ -13,7 +13,7 @@ def feature_tables(config: Config) -> list[dict]:
 
     out = []
     for name, table in sorted(config.features.feature_tables.items()):
-        path = lake.table_path(places.lake_root(config), f"features.{versioned(name, table.version)}")
+        path = places.table(config, f"features.{versioned(name, table.version)}")
         history = lake.commits(path) if lake.exists(path) else []
         stats = statistics.latest(path) if history else None
         built = [c for c in history if (c["metadata"] or {}).get("kind") == "feature_table"]
@@ -98,7 +98,7 @@ def show_feature_table(spark, config: Config, name: str, users: list[dict] = ())
 def _version_summary(config: Config, base: str, number: int, users) -> dict:
     """One version of a table in the lake: its definition now and who uses it."""
     name = versioned(base, number)
-    path = lake.table_path(places.lake_root(config), f"features.{name}")
+    path = places.table(config, f"features.{name}")
     built = lake.last_commit(path, "feature_table", f"features.{name}") or {}
     meta = built.get("metadata") or {}
     return {"name": name, "delta_version": lake.version(None, path, f"features.{name}"),
@@ -165,7 +165,7 @@ def scored_into(config: Config, table: str, commits=None) -> list[str]:
     for name in (places.lake_root(config) / "predictions").names():
         if not lake.REF.match(ref := f"predictions.{name}"):
             continue  # not a table the platform names
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path):
             continue
         if any(table in ((c["metadata"] or {}).get("input") or {})
@@ -196,7 +196,7 @@ def sources(config: Config) -> list[dict]:
                [("entities", n, s) for n, s in sorted(config.sources.entity_tables.items())]
     for zone, name, spec in declared:
         ref = f"{zone}.{name}"
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         history = lake.commits(path, ref) if lake.exists(path) else []
         out.append({
             "name": name, "table": ref, "kind": "source" if zone == "raw" else "entity_table",
@@ -217,7 +217,7 @@ def show_source(config: Config, name: str) -> dict:
     entry = next(e for e in sources(config) if e["table"] == ref)
     zone, bare = ref.split(".", 1)
     spec = config.sources.sources[bare] if zone == "raw" else config.sources.entity_tables[bare]
-    path = lake.table_path(places.lake_root(config), ref)
+    path = places.table(config, ref)
     info = {**entry, "path": str(path), "filter": spec.filter,
             **({"options": spec.options} if zone == "raw" else {"transform": spec.transform}),
             "loaded": entry["version"] is not None}

@@ -180,7 +180,7 @@ class _Walk:
             return self._model_id(ref[len("model:"):])
         zone, _, name = ref.partition(".")
         if zone in ZONE_KIND and name:
-            lake.table_path(places.lake_root(config), ref)  # a malformed name: ConfigError with the grammar
+            places.table(config, ref)  # a malformed name: ConfigError with the grammar
             if zone == "features" and name.split("@")[0] in config.features.feature_tables:
                 ref = "features." + config.feature_ref(name)  # NAME: the declared version
                 name = ref.partition(".")[2]
@@ -365,7 +365,7 @@ class _Walk:
                 out.setdefault(f"model:{meta['model']}/{meta['model_version']}", None)
                 out.update(meta.get("input") or {})
         if self._is_request_log(ref) and self.commits(ref):
-            for name, version in lake.distinct_values(lake.table_path(places.lake_root(self.config), ref),
+            for name, version in lake.distinct_values(places.table(self.config, ref),
                                                       ["model_name", "model_version"], ref):
                 out.setdefault(f"model:{name}/{version}", None)
         return [(k, v) for k, v in out.items() if not k.startswith("model:") or self._model_exists(k)]
@@ -379,7 +379,7 @@ class _Walk:
                    if r["model"] == name and str(r["model_version"]) == version]
             online = request_log_table(name)
             if self.commits(online) and (name, int(version)) in lake.distinct_values(
-                    lake.table_path(places.lake_root(self.config), online), ["model_name", "model_version"], online):
+                    places.table(self.config, online), ["model_name", "model_version"], online):
                 out.append(online)
             return list(dict.fromkeys(out))
         if node.kind == "training_set":
@@ -397,7 +397,7 @@ class _Walk:
 
     def commits(self, ref: str) -> list[dict]:
         if ref not in self._commits:
-            path = lake.table_path(places.lake_root(self.config), ref)
+            path = places.table(self.config, ref)
             self._commits[ref] = lake.commits(path, ref) if lake.exists(path) else []
         return self._commits[ref]
 

@@ -38,7 +38,7 @@ def history(spark, config: Config, model_name: str, version: int | None = None) 
     feature), measure ('value', 'psi' or 'ks'), value, threshold, breached, rows, monitored_at.
     A table of at most `local_read_max_mb` is read through delta-rs; `spark` (a session, or a
     callable giving one) only for a larger one."""
-    path = lake.table_path(places.lake_root(config), table_ref(model_name))
+    path = places.table(config, table_ref(model_name))
     if not lake.exists(path):
         return []
     order = ("period", "kind", "name", "measure")
@@ -128,7 +128,7 @@ def _outcomes(spark, config, outcomes_ref: str, man: dict, entity: dict):
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    path = lake.table_path(places.lake_root(config), outcomes_ref)
+    path = places.table(config, outcomes_ref)
     if not lake.exists(path):
         raise NotFoundError(f"outcomes table {outcomes_ref} does not exist in the lake")
     df = lake.read(spark, path, ref=outcomes_ref)
@@ -158,7 +158,7 @@ def _predictions(spark, config, runs: list[dict], model, predictions_ref: str | 
         sorted({p["output_table"] for p in runs if "output_table" in p})
     frames = []
     for ref in tables:
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path):
             continue
         df = lake.read(spark, path, ref=ref).where(
@@ -166,7 +166,7 @@ def _predictions(spark, config, runs: list[dict], model, predictions_ref: str | 
         frames.append(df.select(*dict.fromkeys([*entity["keys"], entity["event_time"]]),
                                 F.col("run_date").cast("string"),
                                 F.col("prediction").cast("double"), F.col(score).cast("double").alias("__score")))
-    online = lake.table_path(places.lake_root(config), request_log_table(mv.name))
+    online = places.table(config, request_log_table(mv.name))
     if not predictions_ref and lake.exists(online):
         keys = F.from_json("keys", "map<string,string>")
         df = lake.read(spark, online).where(F.col("model_version") == int(mv.version))
@@ -239,7 +239,7 @@ def _drift(spark, config, runs: list[dict], model, man: dict, scored, by: str, d
     keys = list(dict.fromkeys([*entity["keys"], entity["event_time"]]))
     inputs = {(p["input_table"], p["input_version"]) for p in runs
               if "input_table" in p and (day is None or p.get("run_date") == day)}
-    frames = [lake.read(spark, lake.table_path(places.lake_root(config), ref), int(version), ref).select(*model.needed)
+    frames = [lake.read(spark, places.table(config, ref), int(version), ref).select(*model.needed)
               for ref, version in sorted(inputs) if version not in (None, "None")]
     if not frames:
         return {}
@@ -459,7 +459,7 @@ def _write(spark, config: Config, mv, by: str, rows: list[dict]) -> None:
                          StructField("value", DoubleType()), StructField("threshold", DoubleType()),
                          StructField("breached", BooleanType()), StructField("rows", LongType()),
                          StructField("monitored_at", TimestampType())])
-    path = lake.table_path(places.lake_root(config), table_ref(mv.name))
+    path = places.table(config, table_ref(mv.name))
     periods = ", ".join(f"'{p}'" for p in sorted({r["period"] for r in rows}))
     lake.write(spark.createDataFrame(rows, schema), path,
                replace_where=(f"model_version = {int(mv.version)} AND by = '{by}' AND period IN ({periods})"

@@ -9,7 +9,7 @@ from typing import Callable
 from ..config import Config
 from ..core import refs
 from ..core.errors import GateFailed, NotFoundError
-from ..storage import lake, places
+from ..storage import places
 from . import freshness
 
 
@@ -31,7 +31,7 @@ def validate(config: Config, name: str) -> None:
             table = {**config.models.models, **{s.registered_model: s for s in config.models.models.values()
                                                 if s.registered_model}}
             for ref in (arg.input, arg.output):
-                lake.table_path(places.lake_root(config), ref)
+                places.table(config, ref)
         else:
             names, table = (arg if isinstance(arg, list) else [arg]), known[kind]
         missing = [n for n in names if n not in table]

@@ -2,6 +2,8 @@
 platform's own, delta_jars.py), then the class archive made from them (class_archive.py).
 
     python -m sparkml_platform.runtime.setup fetch [JARS_DIR]   # what `make setup` runs
+    python -m sparkml_platform.runtime.setup jars [JARS_DIR]    # the jars only (`make test`
+                                                                # makes the archive beside its unit tests)
     python -m sparkml_platform.runtime.setup check [JARS_DIR]   # what is missing, and the fix
 """
 
@@ -24,12 +26,13 @@ def setup(jars_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (1, 2) or argv[0] not in ("fetch", "check"):
-        print("usage: python -m sparkml_platform.runtime.setup fetch|check [DIR] "
+    if len(argv) not in (1, 2) or argv[0] not in ("fetch", "jars", "check"):
+        print("usage: python -m sparkml_platform.runtime.setup fetch|jars|check [DIR] "
               f"(default: {default_dir()})", file=sys.stderr)
         return 2
     try:
-        paths = (setup if argv[0] == "fetch" else check)(Path(argv[1]) if len(argv) == 2 else default_dir())
+        paths = {"fetch": setup, "jars": fetch, "check": check}[argv[0]](
+            Path(argv[1]) if len(argv) == 2 else default_dir())
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

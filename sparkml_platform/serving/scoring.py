@@ -77,8 +77,8 @@ def _score(spark, config: Config, tracker, model_ref: str, input_ref: str, outpu
     from pyspark.sql import functions as F
 
     day = refs.parse_run_date(run_date)
-    output_path = lake.table_path(places.lake_root(config), output_ref, zones=OUTPUT_ZONES)
-    input_path = lake.table_path(places.lake_root(config), input_ref)
+    output_path = places.table(config, output_ref, OUTPUT_ZONES)
+    input_path = places.table(config, input_ref)
     model = resolve(tracker, model_ref)
     mv, entity = model.version, model.spec["entity"]
     tracker.close_abandoned_runs()
@@ -157,8 +157,8 @@ def up_to_date(config: Config, tracker, model_ref: str, input_ref: str, output_r
     feature tables at the versions they have now: scoring again would write the same
     predictions. Else None. From the Delta logs and the registry: no Spark session."""
     day = refs.parse_run_date(run_date)
-    output_path = lake.table_path(places.lake_root(config), output_ref, zones=OUTPUT_ZONES)
-    input_path = lake.table_path(places.lake_root(config), input_ref)
+    output_path = places.table(config, output_ref, OUTPUT_ZONES)
+    input_path = places.table(config, input_ref)
     if not lake.exists(output_path) or not lake.exists(input_path):
         return None
     last = lake.last_commit(output_path, "predictions", run_date=str(day))
@@ -166,7 +166,7 @@ def up_to_date(config: Config, tracker, model_ref: str, input_ref: str, output_r
     if not meta.get("features") or meta.get("input") != {input_ref: lake.version(None, input_path)}:
         return None
     for ref, version in meta["features"].items():
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path) or lake.version(None, path) != version:
             return None
     with tracker.bound():

@@ -38,7 +38,7 @@ from ..config import ServingSettings
 from ..core import refs
 from ..core.errors import ConfigError
 from ..modeling.estimators import DECISION_THRESHOLD
-from ..storage import feature_definitions, lake, online_stores, places
+from ..storage import feature_definitions, online_stores, places
 from ..storage.pit import FeatureLookup
 from ..storage.request_log import RequestLog, request_log_table
 from ..tracking import registry
@@ -486,7 +486,7 @@ def serve(ws, ref: str, host: str = "127.0.0.1", port: int = 8080, poll_seconds:
     server = Server(ws.tracker, ref, store, None, poll_seconds, limits)  # refused: nothing written
     if log_requests:
         table = request_log_table(name)
-        server.request_log = RequestLog(lake.table_path(places.lake_root(ws.config), table, zones=("predictions",)),
+        server.request_log = RequestLog(places.table(ws.config, table, ("predictions",)),
                                         ws.config.path(".sparkml/request-log") / table.split(".", 1)[1],
                                         compact_minutes=limits.compact_minutes)
     print(f"serving {ref} (version {server.model.version.version}) on http://{host}:{port} "

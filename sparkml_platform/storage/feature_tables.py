@@ -51,7 +51,7 @@ class TableVersion:
         return f"features.yml: feature_tables.{self.base}" + ("" if self.declared else f" (version {self.number})")
 
     def path(self, config: Config):
-        return lake.table_path(places.lake_root(config), self.ref)
+        return places.table(config, self.ref)
 
 
 def resolve(config: Config, name: str) -> TableVersion:
@@ -61,7 +61,7 @@ def resolve(config: Config, name: str) -> TableVersion:
     base, number = split_version(name)
     if number is None or number == declared.version:
         return TableVersion(versioned(base, declared.version), base, declared.version, declared, True)
-    path = lake.table_path(places.lake_root(config), f"features.{versioned(base, number)}")
+    path = places.table(config, f"features.{versioned(base, number)}")
     if not lake.exists(path):
         held = lake_versions(config, base)
         raise NotFoundError(f"feature table {base} has no version {number}: features.yml declares "
@@ -118,7 +118,7 @@ def source_events(spark, config: Config, declared: window_aggregates.Declared, v
     `version` (None: the newest). Returns (events, source reference, version read): what a
     build computes its rows from and a temporal lookup its values."""
     ref = config.source_ref(declared.spec.source)
-    path = lake.table_path(places.lake_root(config), ref)
+    path = places.table(config, ref)
     if not lake.exists(path):
         raise JobFailed(f"{declared.where}.aggregations.source: table {ref} does not exist yet: "
                         "load or build it first")

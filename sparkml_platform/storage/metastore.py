@@ -19,7 +19,7 @@ def views(spark, config: Config) -> list[str]:
     names = []
     for ref in lake_tables(config):
         view = ref.replace(".", "_")
-        lake.read(spark, lake.table_path(places.lake_root(config), ref)).createOrReplaceTempView(view)
+        lake.read(spark, places.table(config, ref)).createOrReplaceTempView(view)
         names.append(view)
     return names
 
@@ -33,5 +33,5 @@ def register_table(spark, config: Config, ref: str) -> str | None:
     qualified = f"`{database}`.`{zone}_{name.replace('@', '__v')}`"  # NAME@N: the catalog takes no @
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING DELTA "
-              f"LOCATION '{lake.table_path(places.lake_root(config), ref)}'")
+              f"LOCATION '{places.table(config, ref)}'")
     return qualified

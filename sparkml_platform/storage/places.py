@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..core.errors import ConfigError
+from . import lake
 from .files import Location, Storage, refuse_committed_secrets
 
 _STORAGE: "weakref.WeakKeyDictionary[Config, Storage]" = weakref.WeakKeyDictionary()
@@ -24,6 +25,12 @@ def storage(config: Config) -> Storage:
 def lake_root(config: Config) -> Location:
     """The lake's root: a local path, file://, hdfs:// or s3a:// location."""
     return storage(config).location(config.platform.lake_root, base=config.root)
+
+
+def table(config: Config, ref: str, zones: tuple[str, ...] = lake.ZONES) -> Location:
+    """A lake table's place (`ZONE.NAME`, `features.NAME@N`): the one way a name becomes a path,
+    checked by `lake.table_path` (its grammar, the zones this use may name, no way out of the lake)."""
+    return lake.table_path(lake_root(config), ref, zones)
 
 
 def environments_dir(config: Config) -> Location:

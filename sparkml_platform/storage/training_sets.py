@@ -28,7 +28,7 @@ DELETED_FILE = re.compile(r"^v(\d{4,})\.deleted\.json$")
 
 def feature_commits(config: Config):
     """Feature table name -> its commit list (`lake.commits`): what feature_definitions reads."""
-    return lambda table: lake.commits(lake.table_path(places.lake_root(config), f"features.{table}"), f"features.{table}")
+    return lambda table: lake.commits(places.table(config, f"features.{table}"), f"features.{table}")
 
 
 def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
@@ -37,7 +37,7 @@ def read_feature_tables(spark, config: Config, lookups: list[FeatureLookup],
     out = []
     for lookup in lookups:
         ref = f"features.{lookup.table}"
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         # A plain NAME on a command line is the declared version: another one is NAME@N.
         base, number = split_version(lookup.table)
         declared = config.features.feature_tables.get(base)
@@ -84,7 +84,7 @@ def names(config: Config) -> list[str]:
 
 def list_versions(config: Config, name: str) -> list[int]:
     """The published versions: those whose manifest exists."""
-    base = lake.table_path(places.lake_root(config), f"trainsets.{name}")
+    base = places.table(config, f"trainsets.{name}")
     return sorted(int(m.group(1)) for n in base.names() if (m := MANIFEST_FILE.match(n)))
 
 
@@ -108,7 +108,7 @@ def manifest(config: Config, ref: str) -> dict:
     if version not in versions:
         raise NotFoundError(f"training set {name} has no version {version} "
                             f"(versions: {', '.join(map(str, versions))})")
-    path = lake.table_path(places.lake_root(config), f"trainsets.{name}") / f"v{version:04d}.json"
+    path = places.table(config, f"trainsets.{name}") / f"v{version:04d}.json"
     unusable = f"so the version cannot be used: build a new one with: sparkml trainset build {name}"
     try:
         man = json.loads(path.read_text())
@@ -134,7 +134,7 @@ MANIFEST_KEYS = {"label_source": dict, "lookups": list, "feature_columns": list,
 def version_path(config: Config, name: str, version: int) -> Location:
     """Where version `version` of training set `name` lives: derived, never read from a
     manifest (an edited manifest cannot point a training at other rows)."""
-    return lake.table_path(places.lake_root(config), f"trainsets.{name}") / f"v{version:04d}"
+    return places.table(config, f"trainsets.{name}") / f"v{version:04d}"
 
 
 def read_version(spark, config: Config, man: dict):
@@ -152,7 +152,7 @@ def read_version(spark, config: Config, man: dict):
 
 def folder(config: Config, name: str) -> Location:
     """Training set `name`'s folder in the lake: its versions, manifests and deletion records."""
-    return lake.table_path(places.lake_root(config), f"trainsets.{name}")
+    return places.table(config, f"trainsets.{name}")
 
 
 def deleted_versions(config: Config, name: str) -> list[int]:

@@ -286,7 +286,7 @@ def _own_features(config: Config, feature_spec: dict, test_df, label: str):
     spark, tables, read = test_df.sparkSession, [], {}
     for lk in lookups:
         ref = f"features.{lk.table}"
-        path = lake.table_path(places.lake_root(config), ref)
+        path = places.table(config, ref)
         if not lake.exists(path):
             return f"its feature table {ref} no longer exists"
         current = lake.version(None, path, ref)

@@ -94,7 +94,7 @@ def assemble(spark, config: Config, name: str, definition: TrainingSet,
     """
     label = definition.label
     where = config.where(f"training_sets.yml: training_sets.{name}")
-    label_path = lake.table_path(places.lake_root(config), label.table)
+    label_path = places.table(config, label.table)
     if not lake.exists(label_path):
         raise JobFailed(f"{where}.label.table: table {label.table} does not exist yet")
     label_version = (pinned or {}).get(label.table)
@@ -260,14 +260,14 @@ def up_to_date(config: Config, name: str) -> dict | None:
     if not list_versions(config, name):
         return None
     man = manifest(config, name)
-    label_path = lake.table_path(places.lake_root(config), definition.label.table)
+    label_path = places.table(config, definition.label.table)
     if man.get("definition_hash") != definition_hash(definition) or not lake.exists(label_path) \
             or man.get("label_source") != {"table": definition.label.table,
                                            "version": lake.version(None, label_path)}:
         return None
     current = []
     for lookup in resolve_lookups(config, name, definition):
-        path = lake.table_path(places.lake_root(config), f"features.{lookup.table}")
+        path = places.table(config, f"features.{lookup.table}")
         if not lake.exists(path):
             return None
         current.append(FeatureLookup(**{**lookup.to_dict(), "version": lake.version(None, path)}).to_dict())
@@ -298,7 +298,7 @@ def rebuild(spark, config: Config, ref: str) -> dict:
 def write_version(spark, config: Config, name: str, joined, facts: dict) -> dict:
     from pyspark.sql import functions as F
 
-    base = lake.table_path(places.lake_root(config), f"trainsets.{name}")
+    base = places.table(config, f"trainsets.{name}")
     # After the newest version ever published, deleted ones included: numbers are never reused.
     number, path = _reserve(base, max(list_versions(config, name) + deleted_versions(config, name),
                                       default=0) + 1)
@@ -610,7 +610,7 @@ def vacuum(spark, config: Config, ref: str, retain_hours: int | None = None, use
     deletedFileRetentionDuration, once the file itself is). So a pinned version needs the
     hours since the first commit after it (since its oldest removed file, past that
     duration), and nothing when no file of it was removed (only appends since)."""
-    path = lake.table_path(places.lake_root(config), ref)
+    path = places.table(config, ref)
     if not lake.exists(path):
         raise NotFoundError(f"vacuum: lake table {ref} does not exist (looked in {path})")
     if retain_hours is not None and (isinstance(retain_hours, bool) or not isinstance(retain_hours, int)

@@ -25,12 +25,12 @@ def raw_weather(spark, config):
     df = spark.createDataFrame(rows, "origin string, time_hour string, temp double, dewp double, "
                                "humid double, wind_speed double, wind_gust double, precip double, "
                                "pressure double, visib double")
-    lake.write(df, lake.table_path(places.lake_root(config), "raw.weather"))
+    lake.write(df, places.table(config, "raw.weather"))
     return df
 
 
 def weather_rows(spark, config):
-    return lake.read(spark, lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))
+    return lake.read(spark, places.table(config, "features.origin_weather_hourly"))
 
 
 def test_build_writes_the_declared_columns(spark, config, raw_weather):
@@ -39,7 +39,7 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
     assert result["rows"] == 12 == df.count()
     assert df.columns == ["origin", "observed_at", "temp", "dewp", "humid", "wind_speed",
                           "wind_gust", "precip", "pressure", "visib"]
-    meta = lake.commits(lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))[-1]["metadata"]
+    meta = lake.commits(places.table(config, "features.origin_weather_hourly"))[-1]["metadata"]
     assert meta["sources"] == {"raw.weather": 0}
     assert meta["definition_hash"] and "git_commit" in meta["code"]
 
@@ -47,8 +47,8 @@ def test_build_writes_the_declared_columns(spark, config, raw_weather):
 def test_small_inputs_are_judged_from_the_sources_delta_logs(config, raw_weather, monkeypatch, tmp_path):
     """What picks a feature build's JIT (session.driver_java_options): its sources' file
     sizes from their logs, no JVM; a missing source is not small."""
-    size = lake.size_bytes(lake.table_path(places.lake_root(config), "raw.weather"))
-    files = lake.table_path(places.lake_root(config), "raw.weather").local.glob("*.parquet")
+    size = lake.size_bytes(places.table(config, "raw.weather"))
+    files = places.table(config, "raw.weather").local.glob("*.parquet")
     assert size == sum(f.stat().st_size for f in files) > 0
     assert features.small_inputs(config, "origin_weather_hourly")
     monkeypatch.setattr(features, "SMALL_INPUT_BYTES", size - 1)
@@ -60,7 +60,7 @@ def test_small_inputs_are_judged_from_the_sources_delta_logs(config, raw_weather
 def test_window_build_replaces_only_that_window_and_never_duplicates(spark, config, raw_weather):
     from pyspark.sql import functions as F
 
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    raw = places.table(config, "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
     # The source moves on everywhere: only the rebuilt window may pick that up.
     lake.write(raw_weather.withColumn("dewp", F.col("dewp") + 100), raw)
@@ -76,14 +76,14 @@ def test_window_build_replaces_only_that_window_and_never_duplicates(spark, conf
                      for o in ("EWR", "JFK") for d in (1, 2, 3)}
     assert result["window"] == ["2013-01-02", "2013-01-02"]
     ops = [c["metadata"]["window"] for c in
-           lake.commits(lake.table_path(places.lake_root(config), "features.origin_weather_hourly"))[-2:]]
+           lake.commits(places.table(config, "features.origin_weather_hourly"))[-2:]]
     assert ops == [["2013-01-02", "2013-01-02"]] * 2
 
 
 def test_definition_mismatch_fails_before_writing(spark, config, raw_weather):
     table = config.feature_table("origin_weather_hourly")
     original = table.features["temp"].type
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     table.features["temp"].type = "string"
@@ -111,8 +111,8 @@ def test_failing_expectations_block_the_write_and_keep_the_results(spark, config
 
     from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    path = places.table(config, "features.origin_weather_hourly")
+    raw = places.table(config, "raw.weather")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     lake.write(raw_weather.withColumn("temp", F.when(F.col("origin") == "JFK", 500.0)
@@ -142,7 +142,7 @@ def test_a_stricter_suite_makes_the_table_stale_and_its_rows_validated_again(spa
     row against the new one (a full build; the definition itself did not change)."""
     from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     assert features.build(spark, config, "origin_weather_hourly")["mode"] == "up to date"
     version = lake.commits(path)[-1]["version"]
@@ -171,7 +171,7 @@ def engine(request, monkeypatch):
 def test_passing_expectations_are_recorded_in_the_commit(spark, config, raw_weather, validated, engine):
     result = features.build(spark, config, "origin_weather_hourly", force=True)  # a write, nothing new
     assert result["validation"]["success"] is True and result["validation"]["failed"] == 0
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     meta = lake.commits(path)[-1]["metadata"]
     assert meta["validation"]["suite"] == "origin_weather_hourly"
     kept = json.loads(config.path(result["validation"]["results"]).read_text())  # project-relative
@@ -196,7 +196,7 @@ def weather_twice(weather):
 def test_duplicate_entity_and_event_time_pairs_are_refused(spark, config, raw_weather, validated, engine):
     from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly")
     version = lake.commits(path)[-1]["version"]
     table = config.feature_table("origin_weather_hourly")
@@ -226,7 +226,7 @@ def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather,
 
     monkeypatch.setattr(features, "compute", looking)
     built = Workspace.from_config(config, spark).features.build("origin_weather_hourly", full=True).to_dict()
-    raw = lake.version(None, lake.table_path(places.lake_root(config), "raw.weather"))
+    raw = lake.version(None, places.table(config, "raw.weather"))
     assert seen == {"leases": [{"table:raw.weather": [raw]}], "sources_at": {"raw.weather": raw}}
     assert built["mode"] == "full" and not leases.active(config)
 
@@ -237,7 +237,7 @@ def test_statistics_per_version_and_their_shift(spark, config, raw_weather, caps
     from sparkml_platform.cli import main
     from sparkml_platform.insight import catalog
 
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    raw = places.table(config, "raw.weather")
     first = features.build(spark, config, "origin_weather_hourly")
     lake.write(raw_weather.withColumn("humid", F.col("humid") + 10), raw)
     try:
@@ -269,8 +269,8 @@ def test_incremental_build_adds_what_is_missing_and_describes_the_table(spark, c
 
     from sparkml_platform.insight import catalog
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    path = places.table(config, "features.origin_weather_hourly")
+    raw = places.table(config, "raw.weather")
     assert features.build(spark, config, "origin_weather_hourly", full=True)["mode"] == "full"
     day4 = raw_weather.where("time_hour LIKE '2013-01-03%'").withColumn(
         "time_hour", F.regexp_replace("time_hour", "2013-01-03", "2013-01-04"))
@@ -314,8 +314,8 @@ def last_job_id(spark) -> int:
 def test_a_build_with_nothing_new_writes_nothing_and_runs_no_spark_job(spark, config, raw_weather):
     from pyspark.sql import functions as F
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    path = places.table(config, "features.origin_weather_hourly")
+    raw = places.table(config, "raw.weather")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     log = sorted(p.name for p in path.local.joinpath("_delta_log").glob("*.json"))
     jobs = last_job_id(spark)
@@ -354,8 +354,8 @@ def test_chunked_backfill_resumes_after_the_chunks_already_committed(spark, conf
 
     from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    path = places.table(config, "features.origin_weather_hourly")
+    raw = places.table(config, "raw.weather")
     suite = config.expectations["origin_weather_hourly"].expectations
     temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
                       .get("column") == "temp")["expect_column_values_to_be_between"]
@@ -393,8 +393,8 @@ def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_c
 
     from sparkml_platform.core.errors import GateFailed
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
-    raw = lake.table_path(places.lake_root(config), "raw.weather")
+    path = places.table(config, "features.origin_weather_hourly")
+    raw = places.table(config, "raw.weather")
     suite = config.expectations["origin_weather_hourly"].expectations
     temp_range = next(e for e in suite if e.get("expect_column_values_to_be_between", {})
                       .get("column") == "temp")["expect_column_values_to_be_between"]
@@ -442,7 +442,7 @@ def test_a_backfill_resumes_and_an_incremental_build_follows_after_the_log_was_c
 
 
 def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weather, capsys):
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     version = lake.commits(path)[-1]["version"]
     code = cli(config, "features", "build", "origin_weather_hourly", "--start", "2020-01-01",
@@ -455,7 +455,7 @@ def test_window_outside_the_source_data_changes_nothing(spark, config, raw_weath
 
 
 def test_transformation_that_does_not_import_changes_nothing(spark, config, raw_weather):
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     features.build(spark, config, "origin_weather_hourly", full=True)
     version = lake.commits(path)[-1]["version"]
     table = config.feature_table("origin_weather_hourly")
@@ -517,7 +517,7 @@ def test_a_first_build_is_one_commit_with_its_rows_and_description(spark, config
         result = features.build(spark, config, "weather_once")
     finally:
         config.features.feature_tables.pop("weather_once")
-    path = lake.table_path(places.lake_root(config), "features.weather_once")
+    path = places.table(config, "features.weather_once")
     commits = lake.commits(path)
     assert [c["version"] for c in commits] == [0] and result["version"] == 0
     assert commits[0]["metadata"]["kind"] == "feature_table" and result["rows"] == 12
@@ -536,7 +536,7 @@ def test_writers_of_one_table_at_once_retry_delta_conflicts(spark, config):
     the new snapshot, and every write succeeds with whole rows from one side or the other."""
     import threading
 
-    path = lake.table_path(places.lake_root(config), "entities.concurrent_writers")
+    path = places.table(config, "entities.concurrent_writers")
     frames = [spark.range(0, 200).selectExpr("id", f"{side} AS side") for side in (1, 2)]
     lake.write(frames[0], path)
     errors: list[BaseException] = []
@@ -562,7 +562,7 @@ def test_writers_of_one_table_at_once_retry_delta_conflicts(spark, config):
 def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config, raw_weather):
     from sparkml_platform.insight import catalog
 
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     kept = statistics.stats_path(path, built["version"])
     kept.unlink()  # killed between its commit and recording its statistics
@@ -590,7 +590,7 @@ def test_a_build_killed_after_its_commit_gets_its_statistics_later(spark, config
 
 
 def test_a_damaged_log_is_refused_with_the_file_not_read_as_an_older_version(spark, config, raw_weather):
-    path = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    path = places.table(config, "features.origin_weather_hourly")
     built = features.build(spark, config, "origin_weather_hourly", full=True)
     if (path.local / "_delta_log" / f"{built['version']:020d}.checkpoint.parquet").exists():
         # A commit a checkpoint already holds is not read again (Delta reads the checkpoint):

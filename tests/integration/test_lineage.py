@@ -152,10 +152,9 @@ def test_lineage_refuses_json_and_another_format_at_once(tiny):
 def test_a_damaged_manifest_is_named_in_the_lineage_never_silently_left_out(tiny, damage):
     """Its training set is missing downstream of what it read: a warning names the file; its
     own lineage is refused, naming it."""
-    from sparkml_platform.storage import lake
 
     conf, ws, saved = tiny
-    manifest = lake.table_path(places.lake_root(ws.config), f"trainsets.{saved.name}") / f"v{saved.version:04d}.json"
+    manifest = places.table(ws.config, f"trainsets.{saved.name}") / f"v{saved.version:04d}.json"
     whole = manifest.read_text()
     try:
         manifest.local.write_text(whole[: len(whole) // 2] if damage == "cut short" else

@@ -133,7 +133,7 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
 
     # The table moves on: one carrier's newest row changes, another carrier disappears.
     ws = Workspace(conf, "test", spark=spark)
-    path = lake.table_path(places.lake_root(ws.config), "features.carrier_delay_stats")
+    path = places.table(ws.config, "features.carrier_delay_stats")
     rows = ws.features.read("carrier_delay_stats")
     carriers = sorted(r.carrier for r in rows.select("carrier").distinct().collect())
     changed, gone = carriers[0], carriers[1]
@@ -177,7 +177,7 @@ def test_commands_that_compute_nothing_start_no_jvm(online_project):
 
     conf = online_project
     config = open_project(conf, "test")
-    weather = lake.table_path(places.lake_root(config), "features.origin_weather_hourly")
+    weather = places.table(config, "features.origin_weather_hourly")
     if (recorded := statistics.stats_path(weather, lake.version(None, weather))).exists():
         recorded.unlink()  # computed when shown
     model = f"flight_delays/{sklearn_version(conf)}"
@@ -238,7 +238,7 @@ def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, 
     publish(conf, store)
     version = sklearn_version(conf)
     rows = entity_rows(spark, conf, 300, seed=11 if backend == "redis" else 5)
-    lake.write(rows, lake.table_path(places.lake_root(open_project(conf, "test")), f"entities.online_check_{backend}"))
+    lake.write(rows, places.table(open_project(conf, "test"), f"entities.online_check_{backend}"))
     done = run_main(conf, "score", f"flight_delays/{version}", "--input", f"entities.online_check_{backend}",
                     "--output", f"predictions.online_check_{backend}", "--run-date", "2013-12-31")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -50,7 +50,7 @@ def monitoring_rows(spark, config, version: int) -> list[dict]:
     schema = ("model_version INT, by STRING, period STRING, kind STRING, name STRING, measure STRING, "
               "value DOUBLE, threshold DOUBLE, breached BOOLEAN, rows BIGINT, monitored_at TIMESTAMP")
     lake.write(spark.createDataFrame(rows, schema),
-               lake.table_path(places.lake_root(config), monitoring.table_ref("flight_delays")))
+               places.table(config, monitoring.table_ref("flight_delays")))
     return [dict(zip(("model_version", "by", "period", "kind", "name", "measure", "value", "threshold",
                       "breached", "rows"), r)) for r in rows if r[0] == version]
 

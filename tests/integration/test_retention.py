@@ -49,9 +49,9 @@ def proj(tmp_path_factory, spark):
     config = open_project(conf, "test")
     labels = spark.createDataFrame([(i, ["a", "b", "c"][i % 3], T0 + dt.timedelta(hours=10 + i), i % 2)
                                     for i in range(30)], "id int, kk string, t timestamp, outcome int")
-    lake.write(labels.withColumnRenamed("kk", "k"), lake.table_path(places.lake_root(config), "entities.rt_labels"))
+    lake.write(labels.withColumnRenamed("kk", "k"), places.table(config, "entities.rt_labels"))
     for name in ("rt_a", "rt_v"):
-        lake.write(_features(spark, 1.0), lake.table_path(places.lake_root(config), f"features.{name}"))
+        lake.write(_features(spark, 1.0), places.table(config, f"features.{name}"))
     return conf
 
 
@@ -79,7 +79,7 @@ def _register(ws, model: str, training_set: str, version: int) -> str:
 
 
 def _files(ws, name: str) -> list[str]:
-    return lake.table_path(places.lake_root(ws.config), f"trainsets.{name}").names()
+    return places.table(ws.config, f"trainsets.{name}").names()
 
 
 def test_delete_is_refused_naming_every_model_version_trained_on_it(proj, ws):
@@ -128,7 +128,7 @@ def test_delete_then_list_show_rebuild_and_next_build(proj, ws):
 
 def test_an_interrupted_delete_is_listed_and_finished_by_deleting_again(proj, ws):
     version = ws.build_training_set("rt_pin").version
-    base = lake.table_path(places.lake_root(ws.config), "trainsets.rt_pin")
+    base = places.table(ws.config, "trainsets.rt_pin")
     # Stopped after its record and the manifest went, before the rows: what a kill leaves.
     (base / f"v{version:04d}.deleted.json").create(json.dumps({"deleted_at": "earlier"}))
     (base / f"v{version:04d}.json").unlink()
@@ -244,11 +244,11 @@ def test_a_training_set_build_leases_the_table_versions_it_reads(proj, ws, monke
     ws.build_training_set("rt_pin")
     assert seen["leases"] == [{f"table:{ref}": [version] for ref, version in seen["read"].items()}]
     assert len(seen["read"]) >= 2 and not leases.active(ws.config)
-    assert all(lake.version(None, lake.table_path(places.lake_root(ws.config), ref)) == v for ref, v in seen["read"].items())
+    assert all(lake.version(None, places.table(ws.config, ref)) == v for ref, v in seen["read"].items())
 
 
 def test_vacuum_keeps_what_a_pinned_version_needs(proj, ws, spark):
-    path = lake.table_path(places.lake_root(ws.config), "features.rt_v")
+    path = places.table(ws.config, "features.rt_v")
     pinned = ws.build_training_set("rt_vac")  # reads features.rt_v version 0
     lake.write(_features(spark, 2.0), path)  # an overwrite: version 0's files are removed
     old_files = set(lake.files(path, 0)) - set(lake.files(path))

@@ -161,11 +161,11 @@ def test_scoring_checks_keys_and_environment_and_matches_the_training_set_path(s
     ids = [r.flight_id for r in sample.select("flight_id").collect()]
 
     # Entity rows for the sampled flights, a few with a null carrier (a join key).
-    entities = lake.read(spark, lake.table_path(places.lake_root(config), "entities.flights"))
+    entities = lake.read(spark, places.table(config, "entities.flights"))
     rows = entities.where(F.col("flight_id").isin(ids)).withColumn(
         "carrier", F.when(F.col("flight_id") == ids[0], None).otherwise(F.col("carrier")))
-    lake.write(rows, lake.table_path(places.lake_root(config), "entities.scoring_check"))
-    output = lake.table_path(places.lake_root(config), "predictions.scoring_check")
+    lake.write(rows, places.table(config, "entities.scoring_check"))
+    output = places.table(config, "predictions.scoring_check")
 
     config.platform.scoring.null_keys = "refuse"
     with pytest.raises(ConfigError, match=r"has entity rows with null keys \(carrier: 1\)"):

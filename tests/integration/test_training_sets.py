@@ -45,9 +45,9 @@ def synthetic(spark, config):
     table_b = spark.createDataFrame(  # starts after the first labels: those get nulls
         [(k, at(h), h * 10) for k in ("a", "b") for h in range(30, 60, 3)],
         "k string, ft timestamp, z int")
-    lake.write(labels, lake.table_path(places.lake_root(config), "entities.ts_labels"))
-    lake.write(table_a, lake.table_path(places.lake_root(config), "features.ts_a"))
-    lake.write(table_b, lake.table_path(places.lake_root(config), "features.ts_b"))
+    lake.write(labels, places.table(config, "entities.ts_labels"))
+    lake.write(table_a, places.table(config, "features.ts_a"))
+    lake.write(table_b, places.table(config, "features.ts_b"))
     config.features.feature_tables["ts_a"] = feature_table("ts_a", {"x": "double", "y": "string"})
     config.features.feature_tables["ts_b"] = feature_table("ts_b", {"z": "int"})
     config.training_sets.training_sets["ts_set"] = TrainingSet.model_validate({
@@ -88,7 +88,7 @@ def test_rebuild_from_manifest_gives_the_same_digest_after_features_move_on(spar
 
     _, table_a, _ = synthetic
     first = training_sets.build(spark, config, "ts_set")
-    path = lake.table_path(places.lake_root(config), "features.ts_a")
+    path = places.table(config, "features.ts_a")
     lake.write(table_a.withColumn("x", F.col("x") + 1), path)  # the feature table moves on
     second = training_sets.build(spark, config, "ts_set")
     assert second["version"] == first["version"] + 1
@@ -118,7 +118,7 @@ def test_key_map_to_a_missing_column(spark, config, synthetic):
 def test_incompatible_event_time_types(spark, config, synthetic):
     labels, _, _ = synthetic
     lake.write(labels.withColumn("t", labels.t.cast("date")),
-               lake.table_path(places.lake_root(config), "entities.ts_labels"))
+               places.table(config, "entities.ts_labels"))
     with pytest.raises(ConfigError, match="event time 'ft' is timestamp but the entity event time 't' is date"):
         training_sets.build(spark, config, "ts_set")
 
@@ -149,7 +149,7 @@ def test_bad_sql_in_the_label_names_the_key(spark, config, synthetic):
 
 def test_feature_table_in_the_lake_without_a_declared_column(spark, config, synthetic):
     _, table_a, _ = synthetic
-    lake.write(table_a.drop("y"), lake.table_path(places.lake_root(config), "features.ts_a"))
+    lake.write(table_a.drop("y"), places.table(config, "features.ts_a"))
     with pytest.raises(ConfigError, match="features.ts_a in the lake has no column y"):
         training_sets.build(spark, config, "ts_set")
 
@@ -173,7 +173,7 @@ def test_time_cut_offs_outside_the_label_rows_are_refused_before_writing(spark, 
 
 def test_a_build_that_fails_while_writing_leaves_no_directory(spark, config, synthetic):
     before = trainset_store.list_versions(config, "ts_set")
-    base = lake.table_path(places.lake_root(config), "trainsets.ts_set")
+    base = places.table(config, "trainsets.ts_set")
     entries = (base.names() if base.exists() else None)
     # The label expression fails only when rows are computed: half-way through the write.
     config.training_sets.training_sets["ts_set"].label.label = \
@@ -193,7 +193,7 @@ def test_a_manifest_cannot_point_a_version_at_other_data(spark, config, syntheti
     first = training_sets.build(spark, config, "ts_set")
     config.training_sets.training_sets["ts_set"].label.filter = "id < 20"
     second = training_sets.build(spark, config, "ts_set")
-    base = lake.table_path(places.lake_root(config), "trainsets.ts_set")
+    base = places.table(config, "trainsets.ts_set")
     manifest = base / f"v{second['version']:04d}.json"
     edited = {**json.loads(manifest.read_text()), "path": f"trainsets/ts_set/v{first['version']:04d}"}
     manifest.write_text(json.dumps(edited))

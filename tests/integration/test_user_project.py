@@ -178,12 +178,12 @@ def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> No
     from sparkml_platform.storage import lake
 
     ws = Workspace(str(conf), "local")
-    days = lake.table_path(places.lake_root(ws.config), "entities.price_days")
+    days = places.table(ws.config, "entities.price_days")
     for run_date in ("2009-07-01", "2009-07-03"):  # the champion scores the same rows twice
         ws.score("next_close@champion", "entities.price_days", "predictions.next_close_twice", run_date)
     # Outcomes known up to April only: May and June are scored without them.
     lake.write(lake.read(spark, days).where("at < TIMESTAMP '2009-05-01 00:00:00'"),
-               lake.table_path(places.lake_root(ws.config), "entities.price_outcomes"))
+               places.table(ws.config, "entities.price_outcomes"))
     result = ws.monitor("next_close@champion", "entities.price_outcomes", by="month",
                         predictions="predictions.next_close_twice")
     month = F.date_format("at", "yyyy-MM")
@@ -193,7 +193,7 @@ def check_monitoring_with_the_event_time_among_the_keys(spark, conf: Path) -> No
     assert {p: v["rows"] for p, v in result["periods"].items()} == known
     scored = {r[0]: r[1] for r in rows.groupBy(month).count().collect()}
     recorded = {(r.period, r.rows) for r in spark.read.format("delta").load(
-        str(lake.table_path(places.lake_root(ws.config), result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
+        str(places.table(ws.config, result["table"]))).where("kind = 'drift' AND by = 'month'").collect()}
     assert {p: n for p, n in recorded if p >= "2009-05"} == {p: n for p, n in scored.items() if p >= "2009-05"}
     # Against the training set's last 30 days instead of all of it: other distances, same periods.
     from sparkml_platform.config import DriftWindow

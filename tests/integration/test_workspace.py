@@ -133,7 +133,7 @@ def test_features_read_as_of_an_event_time_and_by_version_or_commit_time(ws, con
     import time
 
     name = "ws_read"
-    path = lake.table_path(places.lake_root(config), f"features.{name}")
+    path = places.table(config, f"features.{name}")
     day = lambda text: dt.datetime.fromisoformat(text + "+00:00")  # noqa: E731
     lake.write(spark.createDataFrame([(1, day("2013-05-30T00:00"), "a")], "k int, t timestamp, v string"), path)
     first_written = dt.datetime.now(dt.timezone.utc)

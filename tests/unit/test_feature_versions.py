@@ -30,7 +30,7 @@ def write_build(config, name: str, meta: dict, properties: dict | None = None) -
     """A commit as a platform build records it (delta-rs: no JVM)."""
     from deltalake import CommitProperties, write_deltalake
 
-    path = lake.table_path(places.lake_root(config), f"features.{name}")
+    path = places.table(config, f"features.{name}")
     rows = pa.table({"origin": ["EWR"], "time_hour": pa.array([0], pa.timestamp("us")), "temp": [1.5]})
     write_deltalake(str(path), rows, mode="append", description="hourly weather" if properties else None,
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(
@@ -189,7 +189,7 @@ def test_a_refused_build_names_the_aliased_model_from_the_registry_and_starts_no
         ws.features.build(TABLE)
     assert "delays version 2" not in str(refused.value)
     assert not ws.spark_started
-    assert [c["version"] for c in lake.commits(lake.table_path(places.lake_root(config), f"features.{TABLE}"))] == [0]
+    assert [c["version"] for c in lake.commits(places.table(config, f"features.{TABLE}"))] == [0]
 
 
 def test_a_version_number_is_no_part_of_the_definition_but_a_source_version_is(tmp_path):
