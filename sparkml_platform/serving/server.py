@@ -15,7 +15,8 @@ the definition the model was trained on). A table that fails is `degraded`: `/re
 503 with why, and every answer using it says so in its body and the X-Sparkml-Degraded header.
 
 Single-machine (scikit-learn) models are served; a Spark ML model would need a Spark
-session per request and is refused at start with what to do instead. An alias is checked
+session per request and is refused at start with what to do instead, as is a model trained
+on temporal window aggregates (the store holds their snapshots). An alias is checked
 again every `poll_seconds`: when it moves, the new version is loaded and swapped in without
 a restart. Requests and predictions are logged (`request_log`: nothing lost to a kill).
 """
@@ -49,6 +50,20 @@ log = logging.getLogger(__name__)
 DEGRADED_HEADER = "X-Sparkml-Degraded"
 
 
+def refuse_temporal_lookups(model: str, lookups: list[dict]) -> None:
+    """A model trained on temporal window aggregates (each row's values as of its own time,
+    from the source's events) is refused: the online store holds an aggregation table's
+    snapshot rows, whose values stand from one period end to the next, so its answers would
+    not be the values the model was trained on and batch scoring computes."""
+    temporal = [lk["table"] for lk in lookups if lk.get("aggregation")]
+    if temporal:
+        raise ConfigError(
+            f"{model} looks up the window aggregates of feature table {', '.join(temporal)} with temporal "
+            "accuracy (as of each row's own time), and the online store serves an aggregation table's "
+            "snapshots (one row per key per period end). To serve it online, train it on a training set "
+            "whose lookup says `accuracy: snapshot`; to score it as trained, use batch scoring (sparkml score)")
+
+
 class ServedModel:
     """One registered version, loaded, with its lookups checked against the online store."""
 
@@ -65,6 +80,7 @@ class ServedModel:
                 "scikit-learn model for online scoring")
         self.version, self.spec = mv, spec
         self.name = f"{mv.name} version {mv.version}"
+        refuse_temporal_lookups(self.name, spec["lookups"])
         self.classifier = spec.get("task", "classification") == "classification"
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
         # The marker each table was served from (a newer publish of the same definition replaces it).

@@ -200,6 +200,32 @@ def test_a_built_table_and_a_temporal_training_set_equal_brute_force(spark, shop
     held = pd.merge_asof(snap[["row_id", "shop", "t"]].sort_values("t"), table.sort_values("as_of"),
                          left_on="t", right_on="as_of", by="shop").drop(columns="as_of")
     compare(snap, held, "row_id")
+    check_published_snapshots(ws, table, snap)
+
+
+def check_published_snapshots(ws, table: pd.DataFrame, snap: pd.DataFrame) -> None:
+    """Published like any table: the store keeps each shop's newest snapshot row; a request
+    at or after it gets the values the snapshot training set holds at that time, an earlier
+    one is said to be before what is kept (never a newer row's values)."""
+    from sparkml_platform.storage import online_stores
+
+    published = ws.features.publish("shop_windows")
+    newest = table.sort_values("as_of").groupby("shop").tail(1).set_index("shop")
+    assert published.mode == "full" and published.written == len(newest)
+    store = online_stores.open_store(ws.config)
+    micros = lambda t: int(pd.Timestamp(t).value // 1000)  # noqa: E731
+    later = snap.assign(t=snap["shop"].map(newest["as_of"]) + pd.Timedelta(days=400), row_id=-1 - snap.index)
+    asked = pd.concat([snap, later.drop_duplicates("shop")])
+    _, values = store.lookup("shop_windows", [online_stores.key_json(["shop"], [s]) for s in asked["shop"]])
+    answers = [online_stores.as_of(v, micros(t), None) for v, t in zip(values, asked["t"])]
+    kept = asked["t"].to_numpy() >= asked["shop"].map(newest["as_of"]).to_numpy()
+    assert [why for _, why in answers] == [online_stores.FOUND if k else online_stores.BEFORE_KEPT for k in kept]
+    assert kept.sum() >= newest.index.size  # every shop asked after its newest row at least once
+    found = pd.DataFrame([features for features, _ in answers if features is not None]).assign(
+        row_id=asked["row_id"].to_numpy()[kept])
+    want = pd.concat([snap[kept[:len(snap)]], newest.loc[later.drop_duplicates("shop")["shop"]]
+                      .reset_index().assign(row_id=later.drop_duplicates("shop")["row_id"].to_numpy())])
+    compare(found, want[found.columns], "row_id")
 
 
 def _config(conf):
