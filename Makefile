@@ -45,7 +45,7 @@ demo: setup
 # depends on: `make test` makes it, `make test-cluster` copies it instead of running it again.
 SLICE_CACHE := .sparkml/test-slice
 # Runs a command in a process group of its own (setsid(1), which macOS lacks): killed as a group.
-NEW_GROUP = $(PY) -c "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"
+NEW_GROUP = $(PY) -c "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
 
 # First the layering contract (pyproject.toml [tool.importlinter]: an import up a layer, between
 # two stages or in a circle fails the target) and the docs site, built --strict (a broken link
