@@ -214,17 +214,19 @@ def check_published_snapshots(ws, table: pd.DataFrame, snap: pd.DataFrame) -> No
     assert published.mode == "full" and published.written == len(newest)
     store = online_stores.open_store(ws.config)
     micros = lambda t: int(pd.Timestamp(t).value // 1000)  # noqa: E731
-    later = snap.assign(t=snap["shop"].map(newest["as_of"]) + pd.Timedelta(days=400), row_id=-1 - snap.index)
-    asked = pd.concat([snap, later.drop_duplicates("shop")])
+    later = pd.DataFrame({"shop": newest.index, "t": newest["as_of"].to_numpy() + pd.Timedelta(days=400),
+                          "row_id": -1 - np.arange(len(newest))})  # each shop, long after its newest row
+    asked = pd.concat([snap, later])
     _, values = store.lookup("shop_windows", [online_stores.key_json(["shop"], [s]) for s in asked["shop"]])
     answers = [online_stores.as_of(v, micros(t), None) for v, t in zip(values, asked["t"])]
-    kept = asked["t"].to_numpy() >= asked["shop"].map(newest["as_of"]).to_numpy()
-    assert [why for _, why in answers] == [online_stores.FOUND if k else online_stores.BEFORE_KEPT for k in kept]
-    assert kept.sum() >= newest.index.size  # every shop asked after its newest row at least once
+    kept = (asked["t"] >= asked["shop"].map(newest["as_of"])).to_numpy()
+    # Before the newest row: no row where the shop has no other (or none at all), else older rows dropped.
+    alone = (asked["shop"].map(table["shop"].value_counts()).fillna(0) <= 1).to_numpy()
+    assert [why for _, why in answers] == [online_stores.FOUND if k else online_stores.NO_ROW if a
+                                           else online_stores.BEFORE_KEPT for k, a in zip(kept, alone)]
     found = pd.DataFrame([features for features, _ in answers if features is not None]).assign(
         row_id=asked["row_id"].to_numpy()[kept])
-    want = pd.concat([snap[kept[:len(snap)]], newest.loc[later.drop_duplicates("shop")["shop"]]
-                      .reset_index().assign(row_id=later.drop_duplicates("shop")["row_id"].to_numpy())])
+    want = pd.concat([snap[kept[:len(snap)]], newest.reset_index().assign(row_id=later["row_id"].to_numpy())])
     compare(found, want[found.columns], "row_id")
 
 
