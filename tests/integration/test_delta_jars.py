@@ -3,6 +3,7 @@ fix it, and nothing is written."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     # The client JIT for small inputs (spark.driver_jit: auto).
     assert "-XX:TieredStopAtLevel=1" in done.stdout
     assert "failed: ['PythonException', 'Py4JJavaError']" in done.stdout
+    said = without_broadcast_race(done.stderr)
     for noise in ("Exception in task", "Instrumentation", "\tat org.apache", "aborting job"):
-        assert noise not in done.stderr, done.stderr[-3000:]
+        assert noise not in said, said[-3000:]
     assert_from_archive(log)
 
     # A job through spark-submit.sh (a cron's): its driver maps the archive too, takes
@@ -104,6 +106,16 @@ def test_sessions_start_from_the_class_archive_set_up_made(tmp_path):
     assert (tmp_path / "submitted" / ".sparkml" / "lake" / "raw" / "planes" / "_delta_log").is_dir()
     assert " INFO " not in done.stderr, done.stderr[-2000:]
     assert_from_archive(submit_log)
+
+
+def without_broadcast_race(stderr: str) -> str:
+    """`stderr` without the trace of a Spark race it sometimes logs after a failed task (its
+    completion listener releases a lock on a broadcast already removed: "Block broadcast_N does
+    not exist"), which is not the failure being raised, nor logged by the platform's settings."""
+    race = re.compile(r"^\S+ \S+ ERROR TaskContextImpl: Error in TaskCompletionListener\n"
+                      r"org\.apache\.spark\.SparkException: Block broadcast_\d+ does not exist\n(?:\t.*\n?)*",
+                      re.MULTILINE)
+    return race.sub("", stderr)
 
 
 def assert_from_archive(class_log: Path) -> None:
