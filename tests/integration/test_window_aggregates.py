@@ -279,3 +279,45 @@ def test_batch_scoring_computes_a_temporal_models_values_as_it_was_trained(spark
                             ).toPandas()
     assert len(scored) == len(visits)
     compare(scored[["row_id", *SPEC.output_columns()]], rows[["row_id", *SPEC.output_columns()]], "row_id")
+
+
+def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicates_nothing(spark, shop_project):
+    """`features build --full` in a process of its own, SIGKILLed once it has written data files
+    it has not committed: the table reads as before; the next build rewrites the same rows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from conftest import cli_env, run_main
+
+    conf, events, _ = shop_project
+    table = conf.parent / ".sparkml" / "lake" / "features" / "shop_windows"
+    if not table.exists():  # run on its own
+        assert run_main(conf, "sources", "load", "sales").returncode == 0
+        assert run_main(conf, "features", "build", "shop_windows").returncode == 0
+    before = spark.read.format("delta").load(str(table)).toPandas()
+    before_files, log = set(table.rglob("*.parquet")), sorted((table / "_delta_log").glob("*.json"))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
+                             "features", "build", "shop_windows", "--full"], env=cli_env(), cwd=conf.parent,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not set(table.rglob("*.parquet")) - before_files:
+        time.sleep(0.02)
+    still_running = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert still_running, "the build finished before it could be killed"
+    assert set(table.rglob("*.parquet")) - before_files  # killed with its files written ...
+    assert sorted((table / "_delta_log").glob("*.json")) == log  # ... and not committed
+    compare(spark.read.format("delta").load(str(table)).toPandas().assign(row=lambda f: f["shop"] + f["as_of"].astype(str)),
+            before.assign(row=lambda f: f["shop"] + f["as_of"].astype(str)), "row")
+    again = run_main(conf, "features", "build", "shop_windows", "--full")
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = spark.read.format("delta").load(str(table)).toPandas()
+    assert not after.duplicated(["shop", "as_of"]).any() and len(after) == len(before)
+    after["as_of"] = pd.to_datetime(after["as_of"])
+    compare(after.assign(row=range(len(after))),
+            expected(after.assign(row=range(len(after))), "as_of", ["shop"], events, "at", SPEC), "row")
