@@ -1,5 +1,7 @@
 """Time the framework's point-in-time join against the floor, a plain equi-join of the same
-inputs on key and exact event time, at several sizes and on skewed keys; optionally against
+inputs on key and exact event time, and against the physical floor of any join by key (every
+input read and hash-shuffled by key once, nothing joined), at several sizes and on skewed
+keys; optionally against
 the naive approach that joins every label row with every earlier feature row of its key and
 then picks the newest. Results are forced with Spark's `noop` sink (full computation, no
 write cost); each measurement is repeated, interleaved, and the median printed.
@@ -10,7 +12,7 @@ Scale N is N x (--labels labels, --tables x --rows feature rows) over the same -
 generated once (Delta, under --data) and reused. The skewed case gives one key --skew of
 every feature table's rows at the largest scale and is compared with the uniform case there.
 Targets (issue 19, 2 cores): framework <= 1.15x floor at every scale, time per doubling
-<= 2.2x, skewed <= 1.5x uniform.
+<= 2.2x, skewed <= 1.5x uniform; (issue 37) framework <= 1.3x the read-and-shuffle baseline.
 """
 
 from __future__ import annotations
@@ -75,6 +77,15 @@ def equi_join_floor(labels, tables):
     return out
 
 
+def read_and_shuffle(labels, tables):
+    """The physical floor of any join by key: every input read and hash-partitioned by its key
+    once (as many partitions as the join's shuffles), nothing joined or sorted."""
+    out = labels.repartition("key")
+    for t in tables:
+        out = out.unionByName(t.repartition("key"), allowMissingColumns=True)
+    return out
+
+
 def naive(labels, tables):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -117,7 +128,7 @@ def main() -> None:
 
     if pit._merge_scan(spark) is None:
         print("note: this session lacks the platform's jar (make setup): the framework runs its window join")
-    approaches = {"floor": equi_join_floor, "framework": framework,
+    approaches = {"floor": equi_join_floor, "shuffle": read_and_shuffle, "framework": framework,
                   **({"window": framework_window} if args.window else {}),
                   **({"naive": naive} if args.naive else {})}
 
@@ -136,11 +147,13 @@ def main() -> None:
     print(f"\nmedians of {args.repeat} ({args.keys:,} keys, {args.tables} feature tables of "
           f"{args.features} columns)")
     print(f"{'scale':>5} {'labels':>10} {'feature rows':>13} {'floor s':>8} {'framework s':>12} {'ratio':>6}"
+          f" {'shuffle s':>10} {'ratio':>6}"
           + ("  window s  ratio" if args.window else "") + ("  naive s" if args.naive else ""))
     for s in scales:
         floor = med[(s, 0.0, 'floor')]
         line = (f"{s:>5} {args.labels * s:>10,} {args.tables * args.rows * s:>13,} {floor:>8.1f} "
-                f"{med[(s, 0.0, 'framework')]:>12.1f} {med[(s, 0.0, 'framework')] / floor:>5.2f}x")
+                f"{med[(s, 0.0, 'framework')]:>12.1f} {med[(s, 0.0, 'framework')] / floor:>5.2f}x"
+                f" {med[(s, 0.0, 'shuffle')]:>10.1f} {med[(s, 0.0, 'framework')] / med[(s, 0.0, 'shuffle')]:>5.2f}x")
         if args.window:
             line += f" {med[(s, 0.0, 'window')]:>9.1f} {med[(s, 0.0, 'window')] / floor:>5.2f}x"
         print(line + (f" {med[(s, 0.0, 'naive')]:>8.1f}" if args.naive else ""))

@@ -7,7 +7,7 @@ rows are never dropped or duplicated: no match gives nulls.
 Algorithm (sort-merge, the cost of an equi-join's shuffles and sorts): the label rows and
 each feature table are hash-partitioned by the join keys into the same partitions and sorted
 on their own, each with only its own columns, by a long holding a hash of the keys and the
-time (`_sort_order`), then key and time; then, partition by partition,
+time (`sort_merge.sort_order`), then key and time; then, partition by partition,
 one pass over the labels and every table beside them keeps the newest feature row at or
 before each label row (`jvm/sparkml/pit/AsOfMerge.java`, in the platform's jar; it runs its
 inputs as RDDs, where an `Observation` never reports, so observed label rows take the
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..core.errors import ConfigError
-from . import window_aggregates
+from . import sort_merge, window_aggregates
 
 TIME_TYPES = ("timestamp", "timestamp_ntz", "date")
 
@@ -124,14 +124,7 @@ def _as_of_group(entities, entity_time: str, members: list):
 def _merge_scan(spark):
     """The JVM side of the sort-merge scan (the platform's jar, `sparkml_platform/jvm`), or
     None where the session lacks it: Spark Connect, or a session started without that jar."""
-    from py4j.java_gateway import JavaClass
-
-    jvm = getattr(spark, "_jvm", None)
-    try:
-        found = jvm.sparkml.pit.AsOfMerge if jvm is not None else None
-    except Exception:  # noqa: BLE001 - no JVM to ask: the window join
-        return None
-    return found if isinstance(found, JavaClass) else None
+    return sort_merge.jvm_class(spark, "AsOfMerge")
 
 
 def _feature_rows(lookup: FeatureLookup, features, entity_time: str, keys: dict):
@@ -176,9 +169,9 @@ def _merged(scan, entities, entity_time: str, members: list):
     def sorted_by_order(frame, time_order):
         """The scan's input: after the shuffle (no extra bytes in it), the order column first,
         and the partitions sorted by (order, keys, time)."""
-        order = _sort_order(key_cols, F.col(f"`{entity_time}`"), time_type).alias(ORDER)
+        order = sort_merge.sort_order(key_cols, F.col(f"`{entity_time}`"), time_type).alias(sort_merge.ORDER)
         return (frame.repartition(parts, *key_cols).select(order, "*")
-                .sortWithinPartitions(F.col(ORDER), *key_cols, time_order))
+                .sortWithinPartitions(F.col(sort_merge.ORDER), *key_cols, time_order))
 
     labels = sorted_by_order(
         entities.select(*key_cols, F.col(f"`{entity_time}`"),
@@ -202,32 +195,6 @@ def _merged(scan, entities, entity_time: str, members: list):
         (lookup, flag, F.col(f"__pit_{i}_found"), F.col(f"__pit_{i}_seen"),
          {out: F.col(f"__pit_{i}_c{j}") for j, out in enumerate(lookup.columns.values())})
         for i, (lookup, _, flag) in enumerate(members)])
-
-
-ORDER = "__pit_order"
-TIME_BITS = (1 << 32) - 1
-
-
-def _sort_order(key_cols: list, time, time_type: str):
-    """The sort-merge scan's leading sort column: the upper 32 bits of a 64-bit hash of the
-    keys, then the time in whole seconds (days for dates) since 1970 in the lower 32, held
-    between 0 and 2^32 - 1 (so it never decreases as the time grows). Sorting by it first, the
-    sort decides almost every comparison on its long prefix; sorted by the keys first, every
-    two rows of one key tie there and cost a comparison of whole rows (benchmarks/pit_join.py,
-    10,000 keys: 45 % of the join's time in the sort's comparator, against 26 % for the
-    equi-join floor). A null time sorts last."""
-    from pyspark.sql import functions as F
-
-    if time_type == "date":
-        units = F.unix_date(time).cast("long")
-    elif time_type == "timestamp":
-        units = F.unix_seconds(time)
-    else:  # timestamp_ntz: from its fields, free of any time zone
-        units = (F.unix_date(F.to_date(time)).cast("long") * 86400 + F.hour(time) * 3600
-                 + F.minute(time) * 60 + F.second(time))
-    seconds = F.coalesce(F.least(F.greatest(units, F.lit(0).cast("long")), F.lit(TIME_BITS).cast("long")),
-                         F.lit(TIME_BITS).cast("long"))
-    return F.xxhash64(*key_cols).bitwiseAND(F.lit(~TIME_BITS).cast("long")).bitwiseOR(seconds)
 
 
 def _windowed(entities, entity_time: str, members: list):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..config.aggregations import ANY_TYPE, LIFETIME, Aggregations, percentile_of, window_seconds
 from ..core.errors import ConfigError, sql_from_config
+from . import sort_merge
 
 # What an aggregation table's rows are made by, in its definition hash (the code hash of a
 # transformation): a change to what the engine computes bumps it, and tables are rebuilt.
@@ -123,6 +124,10 @@ def as_of(rows, time: str, key_map: dict[str, str], events, declared: Declared,
     row_keys = [key_map[k] for k in declared.keys]
     keyed = events.select(*[F.col(f"`{k}`").cast(rows.schema[key_map[k]].dataType).alias(key_map[k])
                             for k in declared.keys], AT, *[_input(c) for c in spec.inputs])
+    sweep = _sweep(rows.sparkSession)
+    if sweep is not None and all(outputs[c][1] in SWEPT for c in wanted) \
+            and "CollectMetrics" not in rows._jdf.queryExecution().logical().toString():
+        return _swept(sweep, rows, time, time_type, row_keys, keyed, wanted, spec)
     stacked = (rows.withColumn(SIDE, F.lit(1).cast("tinyint"))
                .withColumn(AT, _micros(F.col(f"`{time}`"), time_type))
                .unionByName(keyed.withColumn(SIDE, F.lit(0).cast("tinyint")), allowMissingColumns=True))
@@ -137,6 +142,54 @@ def as_of(rows, time: str, key_map: dict[str, str], events, declared: Declared,
     untimed = F.col(AT).isNull()
     return answered.select(*[F.col(f"`{c}`") for c in rows.columns],
                            *[F.when(~untimed, F.col(f"`{out}`")).alias(out) for out in wanted.values()])
+
+
+# The functions the one-pass sweep in the platform's jar computes (jvm/sparkml/pit/WindowSweep.java);
+# a declaration asking for another (approx_distinct, a percentile) is computed by Spark frames.
+SWEPT = ("count", "sum", "mean", "min", "max", "stddev", "first", "last")
+
+
+def _sweep(spark):
+    """The sweep's JVM side, or None where the session lacks the platform's jar."""
+    return sort_merge.jvm_class(spark, "WindowSweep")
+
+
+def _swept(sweep, rows, time: str, time_type: str, row_keys: list[str], keyed, wanted: dict, spec):
+    """`as_of` by the sweep: the rows and the events hash-partitioned by the keys alike and
+    sorted on their own by (order, keys, time), then one pass per partition in the JVM, each
+    event added to and dropped from each window once. The same values as the frames below."""
+    from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
+
+    spark = rows.sparkSession
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    names = [f"__agg_k{i}" for i in range(len(row_keys))]
+    key_cols = [F.col(n) for n in names]
+
+    def prepared(frame, rest: list[str]):
+        order = sort_merge.sort_order(key_cols, F.col(AT), "micros").alias(sort_merge.ORDER)
+        return (frame.repartition(parts, *key_cols).select(order, *names, AT, *[F.col(f"`{c}`") for c in rest])
+                .sortWithinPartitions(sort_merge.ORDER, *key_cols, F.col(AT).asc_nulls_last()))
+
+    labels = prepared(rows.select(*[F.col(f"`{k}`").alias(n) for k, n in zip(row_keys, names)],
+                                  _micros(F.col(f"`{time}`"), time_type).alias(AT), "*"), rows.columns)
+    # Each input as a double; an input that is not a number (only counted) as 1.0 where present.
+    inputs = list(spec.inputs)
+    types = dict(keyed.dtypes)
+    values = [(F.col(_input(c)).cast("double") if types[_input(c)] in NUMBERS
+               else F.when(F.col(_input(c)).isNotNull(), F.lit(1.0))).alias(f"__agg_v{i}")
+              for i, c in enumerate(inputs)]
+    events = prepared(keyed.select(*[F.col(f"`{k}`").alias(n) for k, n in zip(row_keys, names)], AT, *values),
+                      [f"__agg_v{i}" for i in range(len(inputs))])
+    outputs = spec.output_columns()
+    asked = list(wanted.items())
+    spans = [-1 if (seconds := window_seconds(outputs[c][2])) is None else seconds * 1_000_000 for c, _ in asked]
+    swept = DataFrame(sweep.aggregate(labels._jdf, events._jdf, len(names),
+                                      [inputs.index(outputs[c][0]) for c, _ in asked], spans,
+                                      [outputs[c][1] for c, _ in asked],
+                                      [f"__agg_o{i}" for i in range(len(asked))]), spark)
+    return swept.select(*[F.col(f"`{c}`") for c in rows.columns],
+                        *[F.col(f"__agg_o{i}").alias(out) for i, (_, out) in enumerate(asked)])
 
 
 def _aggregate(function: str, value, frame):

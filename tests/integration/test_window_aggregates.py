@@ -54,10 +54,10 @@ def spark_frame(spark, frame: pd.DataFrame, schema: str):
     return spark.createDataFrame(frame.astype(object).where(frame.notna(), None), schema)
 
 
-def compare(got: pd.DataFrame, want: pd.DataFrame, key: str) -> None:
+def compare(got: pd.DataFrame, want: pd.DataFrame, key: str, spec: Aggregations = SPEC) -> None:
     got, want = got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True)
     assert len(got) == len(want)
-    for name, (_, function, _) in SPEC.output_columns().items():
+    for name, (_, function, _) in spec.output_columns().items():
         approximate = function == "approx_distinct"
         bad = [(got[key][i], got[name][i], want[name][i]) for i in range(len(got))
                if not close(_plain(got[name][i]), _plain(want[name][i]), approximate)]
@@ -77,6 +77,34 @@ def test_every_function_and_window_as_of_each_rows_time_equals_brute_force(spark
                    {"shop": "shop"}, prepared, declared).toPandas()
     assert list(got.columns[:3]) == ["row_id", "shop", "t"]
     compare(got, expected(rows, "t", ["shop"], events, "at", SPEC), "row_id")
+
+
+# What the one-pass sweep in the platform's jar computes (no approx_distinct, no percentile).
+SWEPT_SPEC = Aggregations.model_validate({
+    **SPEC.model_dump(mode="json", exclude_defaults=True),
+    "aggregate": [{"column": "amount", "functions": list(wa.SWEPT), "windows": ["1d", "7d", "lifetime"]},
+                  {"column": "kind", "functions": ["count"], "windows": ["3d"]}]})
+
+
+@pytest.mark.parametrize("engine", ["sweep", "frames"])
+def test_the_sweep_and_the_frames_both_equal_brute_force(spark, monkeypatch, engine):
+    """The jar's sweep (each event added to and dropped from each window once) and the Spark
+    frames a session without the jar runs: the same values, brute force's, on ties at window
+    edges, nulls, rows without a time and keys without events."""
+    swept, sweep = [], wa._swept
+    if engine == "frames":
+        monkeypatch.setattr(wa, "_sweep", lambda session: None)
+    else:
+        assert wa._sweep(spark) is not None, "the test session lacks the platform's jar (make setup)"
+        monkeypatch.setattr(wa, "_swept", lambda *args: swept.append(1) or sweep(*args))
+    events, rows = random_events(seed=8, n=900), random_rows(random_events(seed=8, n=900), seed=9, n=300)
+    declared = wa.Declared(SWEPT_SPEC, ("shop",), "features.yml: feature_tables.sales_windows")
+    source = spark_frame(spark, events, "shop string, at timestamp, amount double, kind string")
+    got = wa.as_of(spark_frame(spark, rows, "row_id long, shop string, t timestamp"), "t",
+                   {"shop": "shop"}, wa.events_of(source, declared), declared).toPandas()
+    assert swept == ([1] if engine == "sweep" else [])
+    assert list(got.columns[:3]) == ["row_id", "shop", "t"] and len(got) == len(rows)
+    compare(got, expected(rows, "t", ["shop"], events, "at", SWEPT_SPEC), "row_id", SWEPT_SPEC)
 
 
 def test_snapshots_hold_each_period_ends_values_and_change_only_where_written(spark):

@@ -109,7 +109,7 @@ public final class AsOfMerge {
    * when its RDD is asked for, one frame after the other; planned plainly, the join's one job
    * runs every frame's shuffle at once, and their partitionings stay exactly as asked.
    */
-  private static RDD<InternalRow> rdd(Dataset<Row> frame) {
+  static RDD<InternalRow> rdd(Dataset<Row> frame) {
     org.apache.spark.sql.classic.Dataset<Row> classic = (org.apache.spark.sql.classic.Dataset<Row>) frame;
     org.apache.spark.sql.RuntimeConfig conf = classic.sparkSession().conf();
     String key = "spark.sql.adaptive.enabled";
@@ -122,12 +122,12 @@ public final class AsOfMerge {
     }
   }
 
-  private static RDD<InternalRow> empty(SparkSession session, int parts) {
+  static RDD<InternalRow> empty(SparkSession session, int parts) {
     return session.sparkContext().parallelize(CollectionConverters.asScala(List.<InternalRow>of()).toSeq(),
         parts, ROWS);
   }
 
-  private static DataType[] types(StructType schema) {
+  static DataType[] types(StructType schema) {
     StructField[] fields = schema.fields();
     DataType[] out = new DataType[fields.length];
     for (int i = 0; i < fields.length; i++) out[i] = fields[i].dataType();
@@ -154,13 +154,19 @@ public final class AsOfMerge {
     return ordering::compare;
   }
 
+  /** One pass over a partition of the labels beside the same partition of every other frame
+   * (this join's Scan, WindowSweep's Sweep): what runs on the executors. */
+  interface Pass extends java.io.Serializable {
+    Iterator<InternalRow> over(Iterator<InternalRow> labels, List<Iterator<InternalRow>> sides);
+  }
+
   /** The labels' partitions beside the same partitions of every feature frame. */
   static final class Zipped extends RDD<InternalRow> {
     private final RDD<InternalRow> labels;
     private final List<RDD<InternalRow>> features;
-    private final Scan scan;
+    private final Pass scan;
 
-    Zipped(RDD<InternalRow> labels, List<RDD<InternalRow>> features, Scan scan) {
+    Zipped(RDD<InternalRow> labels, List<RDD<InternalRow>> features, Pass scan) {
       super(labels.context(), dependencies(labels, features), ROWS);
       this.labels = labels;
       this.features = features;
@@ -226,7 +232,7 @@ public final class AsOfMerge {
   }
 
   /** The pass over one partition: what runs on the executors (serializable, no Spark state). */
-  static final class Scan implements java.io.Serializable {
+  static final class Scan implements Pass {
     private final DataType[] labelTypes;
     private final int keys;  // the key columns follow the order column; then the time
     private final boolean dateTime;
@@ -274,7 +280,8 @@ public final class AsOfMerge {
       return new XxHash64(CollectionConverters.asScala(parts).toSeq());
     }
 
-    Iterator<InternalRow> over(Iterator<InternalRow> labels, List<Iterator<InternalRow>> sides) {
+    @Override
+    public Iterator<InternalRow> over(Iterator<InternalRow> labels, List<Iterator<InternalRow>> sides) {
       int n = sides.size();
       DataType[] keyTypes = java.util.Arrays.copyOfRange(labelTypes, 1, keys + 1);
       Comparator<InternalRow> byKeys = keyOrder(keyTypes);
