@@ -116,7 +116,7 @@ def _as_of_group(entities, entity_time: str, members: list):
     """The join for lookups that all key on the same entity columns. Label rows that carry an
     `Observation` take the window: the scan runs its inputs as RDDs, where it never reports."""
     scan = _merge_scan(entities.sparkSession)
-    if scan is not None and "CollectMetrics" not in entities._jdf.queryExecution().logical().toString():
+    if scan is not None and not sort_merge.observed(entities):
         return _merged(scan, entities, entity_time, members)
     return _windowed(entities, entity_time, members)
 

@@ -43,3 +43,10 @@ def jvm_class(spark, name: str):
     except Exception:  # noqa: BLE001 - no JVM to ask
         return None
     return found if isinstance(found, JavaClass) else None
+
+
+def observed(frame) -> bool:
+    """Whether `frame` carries an `Observation` (its metrics collected as it runs): the scans
+    run their inputs as RDDs, where it would never report, so such a frame takes Spark's own
+    plan instead."""
+    return "CollectMetrics" in frame._jdf.queryExecution().logical().toString()

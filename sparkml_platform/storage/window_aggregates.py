@@ -125,9 +125,8 @@ def as_of(rows, time: str, key_map: dict[str, str], events, declared: Declared,
     keyed = events.select(*[F.col(f"`{k}`").cast(rows.schema[key_map[k]].dataType).alias(key_map[k])
                             for k in declared.keys], AT, *[_input(c) for c in spec.inputs])
     sweep = _sweep(rows.sparkSession)
-    if sweep is not None and all(outputs[c][1] in SWEPT for c in wanted) \
-            and "CollectMetrics" not in rows._jdf.queryExecution().logical().toString():
-        return _swept(sweep, rows, time, time_type, row_keys, keyed, wanted, spec)
+    if sweep is not None and all(outputs[c][1] in SWEPT for c in wanted) and not sort_merge.observed(rows):
+        return _swept(sweep, rows, time, time_type, row_keys, keyed, wanted, spec.inputs, outputs)
     stacked = (rows.withColumn(SIDE, F.lit(1).cast("tinyint"))
                .withColumn(AT, _micros(F.col(f"`{time}`"), time_type))
                .unionByName(keyed.withColumn(SIDE, F.lit(0).cast("tinyint")), allowMissingColumns=True))
@@ -154,7 +153,8 @@ def _sweep(spark):
     return sort_merge.jvm_class(spark, "WindowSweep")
 
 
-def _swept(sweep, rows, time: str, time_type: str, row_keys: list[str], keyed, wanted: dict, spec):
+def _swept(sweep, rows, time: str, time_type: str, row_keys: list[str], keyed, wanted: dict,
+           inputs: list[str], outputs: dict):
     """`as_of` by the sweep: the rows and the events hash-partitioned by the keys alike and
     sorted on their own by (order, keys, time), then one pass per partition in the JVM, each
     event added to and dropped from each window once. The same values as the frames below."""
@@ -174,14 +174,12 @@ def _swept(sweep, rows, time: str, time_type: str, row_keys: list[str], keyed, w
     labels = prepared(rows.select(*[F.col(f"`{k}`").alias(n) for k, n in zip(row_keys, names)],
                                   _micros(F.col(f"`{time}`"), time_type).alias(AT), "*"), rows.columns)
     # Each input as a double; an input that is not a number (only counted) as 1.0 where present.
-    inputs = list(spec.inputs)
     types = dict(keyed.dtypes)
     values = [(F.col(_input(c)).cast("double") if types[_input(c)] in NUMBERS
                else F.when(F.col(_input(c)).isNotNull(), F.lit(1.0))).alias(f"__agg_v{i}")
               for i, c in enumerate(inputs)]
     events = prepared(keyed.select(*[F.col(f"`{k}`").alias(n) for k, n in zip(row_keys, names)], AT, *values),
                       [f"__agg_v{i}" for i in range(len(inputs))])
-    outputs = spec.output_columns()
     asked = list(wanted.items())
     spans = [-1 if (seconds := window_seconds(outputs[c][2])) is None else seconds * 1_000_000 for c, _ in asked]
     swept = DataFrame(sweep.aggregate(labels._jdf, events._jdf, len(names),

@@ -134,6 +134,16 @@ public final class AsOfMerge {
     return out;
   }
 
+  /** Whether `row` (its time `rowTime`) sorts at or before `label` (its time `at`) in the
+   * scans' order, (order, keys, time): what a pass takes before answering the label. A label
+   * without a time takes every row of its key. */
+  static boolean passed(InternalRow row, long rowTime, InternalRow label, boolean untimed, long at,
+                        Comparator<InternalRow> byKeys) {
+    int cmp = Long.compare(row.getLong(0), label.getLong(0));
+    if (cmp == 0) cmp = byKeys.compare(row, label);
+    return cmp < 0 || (cmp == 0 && (untimed || rowTime <= at));
+  }
+
   /** Spark's ascending, nulls-first order on the key columns, which follow the order column
    * (a long or int key compared directly, any other by Spark's own interpreted ordering). */
   static Comparator<InternalRow> keyOrder(DataType[] keyTypes) {
@@ -310,17 +320,12 @@ public final class AsOfMerge {
         public InternalRow next() {
           if (!labels.hasNext()) throw new NoSuchElementException();
           InternalRow label = labels.next();
-          long order = label.getLong(0);
           boolean untimed = label.isNullAt(keys + 1);
           long at = untimed ? 0 : timeOf(label);
           for (int i = 0; i < n; i++) {
             Iterator<InternalRow> side = sides.get(i);
             InternalRow row = pending[i];
-            while (row != null) {
-              // Passed: at or before the label in the sort's order (order, keys, time).
-              int cmp = Long.compare(row.getLong(0), order);
-              if (cmp == 0) cmp = byKeys.compare(row, label);
-              if (cmp > 0 || (cmp == 0 && !untimed && timeOf(row) > at)) break;
+            while (row != null && passed(row, timeOf(row), label, untimed, at, byKeys)) {
               newest[i].take(row);
               row = side.hasNext() ? side.next() : null;
             }

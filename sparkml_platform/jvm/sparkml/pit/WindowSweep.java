@@ -151,13 +151,9 @@ public final class WindowSweep {
         public InternalRow next() {
           if (!labels.hasNext()) throw new NoSuchElementException();
           InternalRow label = labels.next();
-          long order = label.getLong(0);
           boolean untimed = label.isNullAt(at);
           long t = untimed ? 0 : label.getLong(at);
-          while (pending != null) {
-            int cmp = Long.compare(pending.getLong(0), order);
-            if (cmp == 0) cmp = byKeys.compare(pending, label);
-            if (cmp > 0 || (cmp == 0 && !untimed && pending.getLong(at) > t)) break;
+          while (pending != null && AsOfMerge.passed(pending, pending.getLong(at), label, untimed, t, byKeys)) {
             states.of(pending, true).add(pending, pending.getLong(at));
             pending = events.hasNext() ? events.next() : null;
           }
