@@ -23,14 +23,16 @@ def _resolved(config: Config, table: str | TableVersion) -> TableVersion:
     return table if isinstance(table, TableVersion) else resolve(config, table)
 
 
-def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None = None
-            ) -> tuple[object, dict[str, int], dict[str, str]]:
+def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None = None,
+            window=None) -> tuple[object, dict[str, int], dict[str, str]]:
     """The feature table's rows as a DataFrame, the Delta versions of the sources read (those
     of `sources_at`, what the caller leased, else the newest), and the definition's hashes
-    (its YAML and its transformation's code)."""
+    (its YAML and its transformation's code). `window`: the event days the build replaces
+    (an aggregation table built from tiles computes only those; other tables compute every
+    row and the build keeps the window's)."""
     definition, where, name = table.definition, table.where, table.name
     if definition.aggregations is not None:
-        return _aggregated(spark, config, table, sources_at)
+        return _aggregated(spark, config, table, sources_at, window)
     transform = table.transform
     _check_arguments(transform, definition, where)
     inputs, versions = {}, {}
@@ -50,16 +52,49 @@ def compute(spark, config: Config, table: TableVersion, sources_at: dict[str, in
     return conform(df, definition, where), versions, definition_hashes(definition, transform, config)
 
 
-def _aggregated(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None):
+def _aggregated(spark, config: Config, table: TableVersion, sources_at: dict[str, int] | None, window):
     """`compute` for a table of declared aggregations: its snapshot rows from the source's
-    events (storage/window_aggregates.py), with what the source cannot feed refused first."""
+    events (storage/window_aggregates.py), with what the source cannot feed refused first;
+    from tiles when every function merges (`_tiled`)."""
     definition = table.definition
     declared = window_aggregates.Declared(definition.aggregations, tuple(definition.keys),
                                           config.where(f"features.yml: feature_tables.{table.base}"))
     leased = (sources_at or {}).get(config.source_ref(definition.aggregations.source))
+    hashes = definition_hashes(definition, None, config)
+    if window_aggregates.tiled(definition.aggregations):
+        rows, versions = _tiled(spark, config, table, declared, leased, window, hashes)
+        return conform(rows, definition, table.where), versions, hashes
     events, ref, version = source_events(spark, config, declared, leased)
     rows = window_aggregates.snapshots(events, declared, definition.event_time)
-    return conform(rows, definition, table.where), {ref: version}, definition_hashes(definition, None, config)
+    return conform(rows, definition, table.where), {ref: version}, hashes
+
+
+def _tiled(spark, config: Config, table: TableVersion, declared, leased: int | None, window, hashes: dict):
+    """The rows of `window` (None: every row) from the table's tiles (places.tiles): the tiles
+    of the window's periods computed again from their events alone and written first (one
+    commit replacing exactly those periods, so a rerun after a kill writes the same), then
+    merged with the older tiles the windows reach. Without tiles of this definition (a first
+    or full build, or a changed definition) every tile is computed from every event."""
+    path = places.tiles(config, table.ref)
+    last = (lake.last_commit(path, "tiles") or {}).get("metadata") or {} if lake.exists(path) else {}
+    reuse = window is not None and last.get("definition_hash") == hashes["definition_hash"]
+    span = window_aggregates.tile_range(declared.spec, window if reuse else None)
+    events, ref, version = source_events(spark, config, declared, leased, span.events_after, span.last)
+    replace = None
+    if reuse:
+        end = window_aggregates.TILE_END
+        replace = f"`{end}` >= timestamp_micros({span.first})" + (
+            f" AND `{end}` <= timestamp_micros({span.last})" if span.last is not None else "")
+    written = lake.write(window_aggregates.tiles_of(events, declared), path, replace_where=replace,
+                         metadata={"kind": "tiles", "table": table.ref, **hashes, "sources": {ref: version},
+                                   "run_id": provenance.run_id(),
+                                   "periods": [span.first, span.last] if reuse else None},
+                         description=f"Partial aggregates per {declared.spec.snapshot} of {table.ref}",
+                         properties={"sparkml.tiles_of": table.ref})
+    rows = window_aggregates.from_tiles(lake.read(spark, path, written), declared,
+                                        table.definition.event_time, span if window is not None else
+                                        window_aggregates.TileRange())
+    return rows, {ref: version}
 
 
 def _check_arguments(transform, definition: FeatureTable, where: str) -> None:
@@ -194,12 +229,12 @@ def build(spark, config: Config, name: str | TableVersion, start: str | None = N
     table, retired = checked or check_change(config, name, users, retire)
     definition, name = table.definition, table.name
     path = table.path(config)
-    computed, source_versions, hashes = compute(spark, config, table, sources_at)
+    hashes = definition_hashes(definition, table.transform, config)
     run_id = provenance.run_id()
     base = {"kind": "feature_table", "name": name, **hashes,
             "expectations_hash": expectations_hash(config, table),
             "definition": definition.model_dump(mode="json"),
-            "sources": source_versions, "code": project_of(config).code_version(), "run_id": run_id,
+            "sources": None, "code": project_of(config).code_version(), "run_id": run_id,
             "spark_app_id": spark.sparkContext.applicationId,
             **({"retired": retired} if retired else {})}
     if lake.exists(path) and statistics.load(path, newest := lake.version(spark, path)) is None:
@@ -214,6 +249,13 @@ def build(spark, config: Config, name: str | TableVersion, start: str | None = N
     mode, window, reason, chunks = decided.mode, decided.window, decided.reason, decided.chunks
     if reason:
         base["reason"] = reason
+    try:  # an aggregation table's tiles are computed and written here, before its rows
+        computed, base["sources"], _ = compute(spark, config, table, sources_at, window)
+    except SparkmlError:
+        raise
+    except Exception as exc:
+        raise JobFailed(f"feature table {name}: computing its {definition.computed_by} failed, nothing "
+                        f"written: {type(exc).__name__}: {first_line(exc)}") from exc
     # A backfill resumes after its suite was fixed (the suite is no part of what it computes).
     backfill = definition_hash({**base, "run_id": None, "spark_app_id": None, "code": None,
                                 "reason": None, "expectations_hash": None,

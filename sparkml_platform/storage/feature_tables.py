@@ -113,14 +113,16 @@ def lake_versions(config: Config, base: str) -> list[int]:
     return sorted(found)
 
 
-def source_events(spark, config: Config, declared: window_aggregates.Declared, version: int | None = None):
-    """An aggregation table's events (`window_aggregates.events_of`) read from its source at
-    `version` (None: the newest). Returns (events, source reference, version read): what a
-    build computes its rows from and a temporal lookup its values."""
+def source_events(spark, config: Config, declared: window_aggregates.Declared, version: int | None = None,
+                  after: int | None = None, to: int | None = None):
+    """An aggregation table's events (`window_aggregates.events_of`, those visible in (after,
+    to] when given) read from its source at `version` (None: the newest). Returns (events,
+    source reference, version read): what a build computes its rows from and a temporal
+    lookup its values."""
     ref = config.source_ref(declared.spec.source)
     path = places.table(config, ref)
     if not lake.exists(path):
         raise JobFailed(f"{declared.where}.aggregations.source: table {ref} does not exist yet: "
                         "load or build it first")
     version = lake.version(spark, path, ref) if version is None else version
-    return window_aggregates.events_of(lake.read(spark, path, version, ref), declared), ref, version
+    return window_aggregates.events_of(lake.read(spark, path, version, ref), declared, after, to), ref, version

@@ -506,6 +506,13 @@ def files(path: Location, version: int | None = None, ref: str | None = None) ->
                                               actions.column("modification_time").to_pylist())}
 
 
+def file_sizes(path: Location, version: int | None = None, ref: str | None = None) -> dict[str, int]:
+    """The data files of the table's newest version (or of `version`) with their bytes."""
+    actions = _add_actions(path, version, ref)
+    return {unquote(p): int(b) for p, b in zip(actions.column("path").to_pylist(),
+                                              actions.column("size_bytes").to_pylist())}
+
+
 def size_bytes(path: Location, ref: str | None = None) -> int:
     """The bytes of the data files of the table's newest version."""
     import pyarrow.compute as pc

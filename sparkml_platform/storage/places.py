@@ -33,6 +33,13 @@ def table(config: Config, ref: str, zones: tuple[str, ...] = lake.ZONES) -> Loca
     return lake.table_path(lake_root(config), ref, zones)
 
 
+def tiles(config: Config, ref: str) -> Location:
+    """Where an aggregation table keeps its partial aggregates per period (a Delta table of
+    its own, window_aggregates.tiles_of): `_tiles/FOLDER` under the lake root, beside the
+    zones, so that no listing of a zone takes it for a table."""
+    return lake_root(config) / "_tiles" / table(config, ref, ("features",)).name
+
+
 def environments_dir(config: Config) -> Location:
     return storage(config).location(config.platform.environments_dir, base=config.root)
 

@@ -130,6 +130,28 @@ def test_snapshots_hold_each_period_ends_values_and_change_only_where_written(sp
     compare(held.assign(row=range(len(held))), want.assign(row=range(len(want))), "row")
 
 
+# What tiles merge (no percentile): every such function over finite and lifetime windows.
+TILED_SPEC = Aggregations.model_validate({
+    **SPEC.model_dump(mode="json", exclude_defaults=True),
+    "aggregate": [{"column": "amount", "functions": list(wa.TILED), "windows": ["1d", "7d", "lifetime"]},
+                  {"column": "kind", "functions": ["count", "approx_distinct"], "windows": ["3d"]}]})
+
+
+def test_snapshots_merged_from_tiles_equal_brute_force(spark):
+    """Each key's partial aggregates per day, merged into every window at every change point:
+    the values brute force gives at those period ends, and the same rows `snapshots` computes
+    from the events."""
+    events = random_events(seed=6, n=500)
+    declared = wa.Declared(TILED_SPEC, ("shop",), "features.yml: feature_tables.sales_windows")
+    source = wa.events_of(spark_frame(spark, events, "shop string, at timestamp, amount double, kind string"),
+                          declared)
+    table = wa.from_tiles(wa.tiles_of(source, declared), declared, "as_of").toPandas()
+    direct = wa.snapshots(source, declared, "as_of").toPandas()
+    assert sorted(zip(table["shop"], table["as_of"])) == sorted(zip(direct["shop"], direct["as_of"]))
+    rows = table.assign(row=range(len(table)))
+    compare(rows, expected(rows, "as_of", ["shop"], events, "at", TILED_SPEC), "row", TILED_SPEC)
+
+
 @pytest.mark.parametrize("change, key, message", [
     ({"event_time": "when"}, "aggregations.event_time", "column 'when' is not in raw.sales"),
     ({"event_time": "kind"}, "aggregations.event_time", "is string, not a timestamp or date"),
@@ -168,6 +190,16 @@ TABLE = {"description": "Sales per shop over windows.", "owner": "tests", "keys"
                                                   "source": "raw.sales"}}
 
 
+# A table built from tiles (every function merges), over a source landed day by day.
+DAILY = {"description": "Sales per shop, built day by day.", "owner": "tests", "keys": ["shop"],
+         "event_time": "as_of", "aggregations": {
+             "source": "raw.sales_daily", "event_time": "at",
+             "aggregate": [{"column": "amount", "functions": ["count", "sum", "mean", "stddev", "min", "last"],
+                            "windows": ["1d", "7d"]},
+                           {"column": "kind", "functions": ["approx_distinct"], "windows": ["3d"]}]}}
+DAILY_SPEC = Aggregations.model_validate(DAILY["aggregations"])
+
+
 @pytest.fixture(scope="module")
 def shop_project(tmp_path_factory):
     """A project of two parquet sources written here (sales events, visits as labels), an
@@ -190,16 +222,20 @@ def shop_project(tmp_path_factory):
         "platform.yml": TINY["platform.yml"],
         "sources.yml": {"sources": {name: {"path": str(root / "data" / f"{name}.parquet"), "format": "parquet"}
                                     for name in ("sales", "visits")}},
-        "features.yml": {"feature_tables": {"shop_windows": TABLE}},
+        "features.yml": {"feature_tables": {"shop_windows": TABLE, "shop_daily": DAILY}},
         "training_sets.yml": {"training_sets": {
             "visits_temporal": {"description": "t", "label": label,
                                 "features": [{"table": "shop_windows"}], "split": {"type": "random"}},
             "visits_snapshot": {"description": "s", "label": label,
                                 "features": [{"table": "shop_windows", "accuracy": "snapshot"}],
                                 "split": {"type": "random"}}}},
-        "models.yml": {"models": {"visit_buys": {
-            "training_set": "visits_temporal", "estimator": {"type": "logistic_regression"},
-            "thresholds": {"roc_auc": {"min": 0.0}}}}},
+        "models.yml": {"models": {
+            "visit_buys": {"training_set": "visits_temporal", "estimator": {"type": "logistic_regression"},
+                           "thresholds": {"roc_auc": {"min": 0.0}}},
+            # Served online: a single-machine model (trees take the nulls of a quiet window).
+            "visit_buys_online": {"training_set": "visits_temporal", "thresholds": {"roc_auc": {"min": 0.0}},
+                                  "estimator": {"type": "sklearn", "params": {"max_iter": 30, "random_state": 3},
+                                                "class": "sklearn.ensemble.HistGradientBoostingClassifier"}}}},
     })
     return conf, events, visits
 
@@ -349,3 +385,109 @@ def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicat
     after["as_of"] = pd.to_datetime(after["as_of"])
     compare(after.assign(row=range(len(after))),
             expected(after.assign(row=range(len(after))), "as_of", ["shop"], events, "at", SPEC), "row")
+
+
+def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_full_build(spark, shop_project):
+    """Twelve days landed and built whole, then one day landed and built at a time: each of
+    those builds runs with every event file but the newest two days' moved away (so it can
+    read no other), computes those days' tiles and merges them with the older tiles. The
+    table equals brute force at every period end, and a full rebuild from every event."""
+    import shutil
+
+    from sparkml_platform import Workspace
+
+    conf, _, _ = shop_project
+    ws = Workspace.from_config(_config(conf), spark=spark)
+    rng = np.random.default_rng(21)
+    n = 1200
+    events = pd.DataFrame({"shop": rng.choice(["a", "b", "c"], n),
+                           "at": [START + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 16, n)],
+                           "amount": np.where(rng.random(n) < 0.1, np.nan, rng.normal(50, 9, n).round(2)),
+                           "kind": rng.choice(["x", "y", "z", "w"], n)})
+    raw = conf.parent / ".sparkml" / "lake" / "raw" / "sales_daily"
+    aside = conf.parent / "aside"
+    files_of = {}
+
+    def land(day: int) -> None:
+        frame = events[(events["at"] >= START + dt.timedelta(days=day))
+                       & (events["at"] < START + dt.timedelta(days=day + 1))]
+        before = set(raw.glob("*.parquet"))
+        spark_frame(spark, frame, "shop string, at timestamp, amount double, kind string").coalesce(1) \
+            .write.format("delta").mode("append").save(str(raw))
+        files_of[day] = set(raw.glob("*.parquet")) - before
+
+    for day in range(12):
+        land(day)
+    assert ws.features.build("shop_daily").mode == "full"
+    for day in range(12, 16):
+        land(day)
+        hidden = set(raw.glob("*.parquet")) - files_of[day - 1] - files_of[day]
+        aside.mkdir(exist_ok=True)
+        for f in hidden:
+            shutil.move(f, aside / f.name)
+        try:
+            built = ws.features.build("shop_daily")
+        finally:
+            for f in aside.iterdir():
+                shutil.move(f, raw / f.name)
+        assert built.mode == "incremental" and built.window[0] == str((START + dt.timedelta(days=day)).date())
+    table = ws.features.read("shop_daily").toPandas()
+    table["as_of"] = pd.to_datetime(table["as_of"])
+    assert not table.duplicated(["shop", "as_of"]).any()
+    rows = table.assign(row=range(len(table)))
+    compare(rows, expected(rows, "as_of", ["shop"], events, "at", DAILY_SPEC), "row", DAILY_SPEC)
+    assert ws.features.build("shop_daily", full=True).mode == "full"
+    whole = ws.features.read("shop_daily").toPandas()
+    whole["as_of"] = pd.to_datetime(whole["as_of"])
+    key = lambda f: f["shop"] + f["as_of"].astype(str)  # noqa: E731
+    compare(table.assign(row=key), whole.assign(row=key), "row", DAILY_SPEC)
+
+
+def test_a_temporal_model_is_served_online_the_values_batch_computes_as_of_each_requests_time(spark, shop_project):
+    """`features publish` also writes each shop's recent events; from them the store answers
+    every function and window as of a request's own time, equal to brute force, and `sparkml
+    serve` predicts what batch scoring does on the same rows. A request before a shop's newest
+    event is said to be before the kept window; a shop without events has no row."""
+    from support.online_server import Served
+
+    from sparkml_platform import Workspace
+    from sparkml_platform.storage import online_stores
+    from sparkml_platform.storage import recent_events
+
+    conf, events, visits = shop_project
+    ws = Workspace.from_config(_config(conf), spark=spark)
+    if not (conf.parent / ".sparkml" / "lake" / "features" / "shop_windows").exists():  # run on its own
+        ws.load_sources(["sales", "visits"])
+        ws.features.build("shop_windows")
+    trained = ws.train("visit_buys_online", tune=False)
+    published = ws.features.publish("shop_windows", full=True)
+    assert published.recent_events["written"] == 4  # shops a to d; e has no event
+    assert ws.features.publish("shop_windows").recent_events["mode"] == "up to date"
+    cut = (events.dropna(subset=["shop"]).groupby("shop")["at"].max() + pd.Timedelta(hours=2))
+    rng = np.random.default_rng(31)
+    asked = [(s, cut[s] + pd.Timedelta(hours=int(h))) for s in "abcd" for h in [0, *rng.integers(1, 24 * 9, 12)]]
+    asked += [(s, cut[s] + pd.Timedelta(minutes=int(m))) for s in "abcd" for m in rng.integers(1, 60 * 24 * 9, 6)]
+    asked += [("e", cut.max()), ("a", cut["a"] - pd.Timedelta(hours=1))]
+    rows = pd.DataFrame(asked, columns=["shop", "t"]).assign(row_id=lambda f: -1 - np.arange(len(f)))
+    micros = lambda t: int(pd.Timestamp(t).value // 1000)  # noqa: E731
+    # The store's values, every function and window, against brute force.
+    store = online_stores.open_store(ws.config)
+    _, values = store.lookup("shop_windows~events", [online_stores.key_json(["shop"], [s]) for s in rows["shop"]])
+    answers = [recent_events.answer(v, micros(t), SPEC, list(SPEC.output_columns())) for v, t in zip(values, rows["t"])]
+    assert [why for _, why in answers] == [online_stores.FOUND] * (len(rows) - 2) + [online_stores.NO_ROW,
+                                                                                      online_stores.BEFORE_KEPT]
+    got = pd.DataFrame([f for f, _ in answers[:-2]]).assign(row_id=rows["row_id"][:-2].to_numpy())
+    compare(got, expected(rows[:-2], "t", ["shop"], events, "at", SPEC), "row_id")
+    # Over HTTP: the served model's predictions are batch scoring's on the same rows.
+    model = f"visit_buys_online/{trained.version}"
+    batch = ws.score_batch(model, spark_frame(spark, rows, "shop string, t timestamp, row_id long")).toPandas()
+    served = Served(conf, model)
+    try:
+        status, body = served.predict({"rows": [{"row_id": int(r.row_id), "shop": r.shop, "t": r.t.isoformat() + "Z"}
+                                                for r in rows.itertuples()]})
+    finally:
+        served.stop()
+    assert status == 200 and body.get("rows_before_kept_window") == {"shop_windows": 1}, body
+    online = [p["probability"] for p in body["predictions"]]
+    want = batch.set_index("row_id").loc[rows["row_id"], "probability"].to_numpy()
+    assert max(abs(o - w) for o, w in zip(online[:-1], want[:-1])) < 1e-9
