@@ -149,6 +149,7 @@ class Published(Record):
     written: int
     deleted: int
     older_versions: list[dict] | None = None  # older versions aliased models use, published along
+    recent_events: dict | None = None  # an aggregation table's events per key, for temporal lookups
 
 
 @dataclass(frozen=True)
@@ -600,7 +601,7 @@ class Features:
     def _publish_one(self, name: str, full: bool) -> dict:
         if (done := freshness.current(self._ws, "publish_features", name, force=full)) is not None:
             return done  # before the session: nothing to publish needs none
-        return online.publish(lambda: self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
+        return online.publish_table(lambda: self._ws.spark, self._ws.config, self._ws.online_store, name, full=full)
 
     def _used_older(self, table) -> list[int]:
         """The versions of `table` older than it that the lake holds and a model version

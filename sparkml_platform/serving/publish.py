@@ -25,7 +25,7 @@ import re
 from ..core.errors import NotFoundError
 from ..storage import feature_definitions
 from ..storage import feature_tables
-from ..storage import lake
+from ..storage import lake, recent_events, window_aggregates
 from ..storage.lake import arrow_type_names
 from ..storage.online_stores import Store, write_full, write_incremental
 from .online_requests import EPOCH, spark_key
@@ -154,17 +154,37 @@ def _iso_micros(at_us: int) -> str:
 
 def up_to_date(config, store: Store, name: str) -> dict | None:
     """What `publish` reports when the store already holds the table's newest version in its
-    current shape (nothing to do), else None: from the table's log, the marker, and a count of
-    what the store really holds."""
+    current shape (nothing to do), else None: from the table's log, the markers, and a count
+    of what the store really holds (of an aggregation table's recent events too)."""
     definition, ref, path = _built_table(config, name)
-    name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
+    done = _rows_current(store, ref, version, definition)
+    if done is None or definition.aggregations is None:
+        return done
+    events = _events_current(store, ref, version, definition)
+    return None if events is None else {**done, "recent_events": events}
+
+
+def _rows_current(store: Store, ref: str, version: int, definition) -> dict | None:
+    if not _holds(store, ref.removeprefix("features."), version, _shape(definition)):
+        return None
+    return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
+
+
+def _events_current(store: Store, ref: str, version: int, definition) -> dict | None:
+    stored = recent_events.store_table(ref.removeprefix("features."))
+    if not _holds(store, stored, version, _events_shape(definition, (store.marker(stored) or {}).get("shape"))):
+        return None
+    return {"table": stored, "version": version, "mode": "up to date", "written": 0}
+
+
+def _holds(store: Store, name: str, version: int, shape) -> bool:
+    """Whether the store's generation of `name` is whole, of `version`, in `shape`."""
     last, held = store.state(name)
-    if last and last.get("version") == version and last.get("shape") == _shape(definition) \
-            and held == last.get("rows"):
+    if last and last.get("version") == version and last.get("shape") == shape and held == last.get("rows"):
         store.discard_unfinished(name)  # what a publish cut short left beside it
-        return {"table": ref, "version": version, "mode": "up to date", "written": 0, "deleted": 0}
-    return None
+        return True
+    return False
 
 
 def _built_table(config, name: str):
@@ -190,11 +210,11 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
     """Publish feature table `name`'s kept rows per key; returns what was done. A table of at
     most `local_read_max_mb` is read and reduced in this process (delta-rs, no JVM); a larger
     one by Spark (`spark`: a session, or a callable giving one, called only then)."""
-    if not full and (done := up_to_date(config, store, name)):
-        return done
     definition, ref, path = _built_table(config, name)
-    name = ref.removeprefix("features.")
     version = lake.version(None, path, ref)
+    if not full and (done := _rows_current(store, ref, version, definition)):
+        return done
+    name = ref.removeprefix("features.")
     last, held = store.state(name)
     shape = _shape(definition)
     built = feature_definitions.definition_at(lake.commits(path, ref), version)
@@ -229,6 +249,89 @@ def publish(spark, config, store: Store, name: str, full: bool = False) -> dict:
                         "deleted": len(removed)}
     written = write_full(store, name, reader.pairs(current), marker)
     return {"table": ref, "version": version, "mode": "full", "written": written, "deleted": 0}
+
+
+def publish_table(spark, config, store: Store, name: str, full: bool = False) -> dict:
+    """`publish`, and for an aggregation table its recent events per key too (what serving a
+    model trained with temporal accuracy computes its values from, storage/recent_events.py)."""
+    done = publish(spark, config, store, name, full)
+    definition, ref, _ = _built_table(config, name)
+    if definition.aggregations is not None:
+        current = None if full else _events_current(store, ref, done["version"], definition)
+        done["recent_events"] = current or publish_recent_events(spark, config, store, name, done["version"])
+    return done
+
+
+def _events_shape(definition, stored: dict | None) -> dict | None:
+    """The shape of an aggregation table's recent events, with the fields `stored` (a marker's
+    shape) lists: they follow from the declaration and the source's column types."""
+    if stored is None:
+        return None
+    return {"format": recent_events.FORMAT, "fields": stored.get("fields"), "keys": definition.keys,
+            "spec": definition.aggregations.model_dump(mode="json")}
+
+
+def publish_recent_events(spark, config, store: Store, name: str, version: int) -> dict:
+    """An aggregation table's recent events per key, read from its source at the Delta version
+    the table's `version` was built from, written whole as a new generation of NAME~events."""
+    table = feature_tables.resolve(config, name)
+    definition, path = table.definition, table.path(config)
+    spec = definition.aggregations
+    declared = window_aggregates.Declared(spec, tuple(definition.keys),
+                                          config.where(f"features.yml: feature_tables.{table.base}"))
+    built = (lake.commit_metadata(path, version) or {}).get("sources") or {}
+    spark = spark() if callable(spark) else spark
+    events, ref, read = feature_tables.source_events(spark, config, declared, built.get(config.source_ref(spec.source)))
+    types = dict(events.dtypes)
+    fields = recent_events.fields(spec, {c: types[window_aggregates.input_column(c)] in window_aggregates.NUMBERS
+                                         for c in spec.inputs})
+    recorded = feature_definitions.definition_at(lake.commits(path, table.ref), version)
+    stored = recent_events.store_table(table.name)
+    marker = {"table": stored, "version": version, "sources": {ref: read},
+              "definition": recorded.definition if recorded else None,
+              "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "shape": _events_shape(definition, {"fields": [list(f) for f in fields]}),
+              "key_types": {k: t for k, t in events.dtypes if k in definition.keys}}
+    pairs = _recent_events(events, declared, fields)
+    written = write_full(store, stored, ((r.key, r.value) for r in pairs.toLocalIterator()), marker)
+    return {"table": stored, "version": version, "mode": "full", "written": written}
+
+
+def _recent_events(events, declared, fields: list[tuple[str, str]]):
+    """(key, value) per key in recent_events' format: the visible time of its newest event
+    (the cut), its events visible within the longest finite window before the cut, and its
+    lifetime windows' values at the cut (computed by the batch engine)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    spec = declared.spec
+    at = window_aggregates.AT
+    keys = [F.col(f"`{k}`") for k in declared.keys]
+    cuts = events.groupBy(*keys).agg(F.max(at).alias("__cut"))
+    longest = spec.longest_seconds
+    values = [(F.col(window_aggregates.input_column(c)).cast("double" if kind == recent_events.NUMBER else "string")
+               .alias(recent_events.field_name(c, kind))) for c, kind in fields]
+    cut = F.max(at).over(Window.partitionBy(*keys))
+    kept = (events.withColumn("__cut", cut).where(F.col(at) > F.col("__cut") - F.lit((longest or 0) * 1_000_000))
+            .where(F.lit(longest is not None))
+            .select(*keys, F.struct(F.col(at).alias("t"), F.to_json(F.struct(*values), {"ignoreNullFields": "false"})
+                                    .alias("f")).alias("e"))
+            .groupBy(*keys).agg(F.sort_array(F.collect_list("e")).alias("rows")))
+    lifetime = [c for c, (_, _, w) in spec.output_columns().items() if w == window_aggregates.LIFETIME]
+    rows = cuts.withColumn("__t", F.timestamp_micros(F.col("__cut")))
+    if lifetime:
+        rows = window_aggregates.as_of(rows, "__t", {k: k for k in declared.keys}, events, declared,
+                                       {c: c for c in lifetime})
+        standing = F.to_json(F.struct(*[F.col(f"`{c}`") for c in lifetime]), {"ignoreNullFields": "false"})
+    else:
+        standing = F.lit("{}")
+    listed = F.coalesce(F.array_join(F.transform("rows", lambda r: F.concat(F.lit("["), r["t"].cast("string"),
+                                                                             F.lit(","), r["f"], F.lit("]"))), ","),
+                        F.lit(""))
+    return (rows.join(kept, list(declared.keys), "left")
+            .select(F.to_json(F.struct(*keys)).alias("key"),
+                    F.concat(F.lit("["), F.col("__cut").cast("string"), F.lit(",["), listed, F.lit("],"), standing,
+                             F.lit("]")).alias("value")))
 
 
 class _SparkKept:

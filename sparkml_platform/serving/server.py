@@ -15,8 +15,9 @@ the definition the model was trained on). A table that fails is `degraded`: `/re
 503 with why, and every answer using it says so in its body and the X-Sparkml-Degraded header.
 
 Single-machine (scikit-learn) models are served; a Spark ML model would need a Spark
-session per request and is refused at start with what to do instead, as is a model trained
-on temporal window aggregates (the store holds their snapshots). An alias is checked
+session per request and is refused at start with what to do instead. A model trained on
+window aggregates with temporal accuracy gets them computed as of each request's time from
+the key's recent events the store holds (storage/recent_events.py). An alias is checked
 again every `poll_seconds`: when it moves, the new version is loaded and swapped in without
 a restart. Requests and predictions are logged (`request_log`: nothing lost to a kill).
 """
@@ -39,7 +40,7 @@ from ..config import ServingSettings
 from ..core import refs
 from ..core.errors import ConfigError
 from ..modeling.estimators import DECISION_THRESHOLD
-from ..storage import feature_definitions, online_stores, places
+from ..storage import feature_definitions, online_stores, places, recent_events, window_aggregates
 from ..storage.pit import FeatureLookup
 from ..storage.request_log import RequestLog, request_log_table
 from ..tracking import registry
@@ -48,20 +49,6 @@ from .online_requests import EPOCH, BadRequest, TooLarge, check_row, kind_of, pa
 
 log = logging.getLogger(__name__)
 DEGRADED_HEADER = "X-Sparkml-Degraded"
-
-
-def refuse_temporal_lookups(model: str, lookups: list[dict]) -> None:
-    """A model trained on temporal window aggregates (each row's values as of its own time,
-    from the source's events) is refused: the online store holds an aggregation table's
-    snapshot rows, whose values stand from one period end to the next, so its answers would
-    not be the values the model was trained on and batch scoring computes."""
-    temporal = [lk["table"] for lk in lookups if lk.get("aggregation")]
-    if temporal:
-        raise ConfigError(
-            f"{model} looks up the window aggregates of feature table {', '.join(temporal)} with temporal "
-            "accuracy (as of each row's own time), and the online store serves an aggregation table's "
-            "snapshots (one row per key per period end). To serve it online, train it on a training set "
-            "whose lookup says `accuracy: snapshot`; to score it as trained, use batch scoring (sparkml score)")
 
 
 class ServedModel:
@@ -80,11 +67,16 @@ class ServedModel:
                 "scikit-learn model for online scoring")
         self.version, self.spec = mv, spec
         self.name = f"{mv.name} version {mv.version}"
-        refuse_temporal_lookups(self.name, spec["lookups"])
         self.classifier = spec.get("task", "classification") == "classification"
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
+        # What each lookup reads in the store: a table's rows, or (temporal window aggregates) the
+        # recent events of its keys, with the declaration its values are computed by.
+        self.stored = {lk.table: recent_events.store_table(lk.table) if lk.aggregation else lk.table
+                       for lk in self.lookups}
+        self.temporal = {lk.table: window_aggregates.declared_of(lk.aggregation).spec
+                         for lk in self.lookups if lk.aggregation}
         # The marker each table was served from (a newer publish of the same definition replaces it).
-        self.markers = online_stores.check_published(store, [lk.table for lk in self.lookups])
+        self.markers = online_stores.check_published(store, list(self.stored.values()))
         for table, marker in self.markers.items():
             self.mismatch(table, marker, raising=True)
         with tracker.bound():
@@ -100,7 +92,7 @@ class ServedModel:
         # What each request column must be: keys as the stored keys' types, the rest as the signature says.
         kinds = {c: kind_of(k) for c, k in self.inputs if c in self.passthrough}
         for lookup in self.lookups:
-            types = self.markers[lookup.table].get("key_types", {})
+            types = self.markers[self.stored[lookup.table]].get("key_types", {})
             for key, column in lookup.key_map.items():
                 kinds.setdefault(column, kind_of(types.get(key)))
         self.columns = {**kinds, **{c: "any" for c in self.entity_keys if c not in kinds},
@@ -116,7 +108,8 @@ class ServedModel:
         try:
             feature_definitions.verify(
                 self.name, self.spec["lookups"],
-                [{"table": table, "version": marker["version"], "definition": marker["definition"]}],
+                [{"table": online_stores.feature_table_of(table), "version": marker["version"],
+                  "definition": marker["definition"]}],
                 lambda _: [], feature_definitions.SERVING)
         except ConfigError as exc:
             if raising:
@@ -128,15 +121,16 @@ class ServedModel:
         """Why the store's `marker` of `table` (and the rows its generation holds, when
         `counted`) must not serve this model, or None."""
         if marker is None:
-            return NO_MARKER.format(table=table)
+            return NO_MARKER.format(table=table, name=online_stores.feature_table_of(table))
         if counted and held != marker.get("rows"):
             return (f"the online store holds {held or 0} of the {marker.get('rows')} rows the marker of feature "
-                    f"table {table} records: publish it again (sparkml features publish {table})")
+                    f"table {table} records: publish it again (sparkml features publish "
+                    f"{online_stores.feature_table_of(table)})")
         served = self.markers[table]["version"]
         if marker["version"] < served:
             return (f"the online store holds Delta version {marker['version']} of feature table {table}, older "
                     f"than version {served} this server served: publish it again (sparkml features publish "
-                    f"{table})")
+                    f"{online_stores.feature_table_of(table)})")
         return self.mismatch(table, marker)
 
     def describe(self) -> dict:
@@ -163,24 +157,26 @@ class ServedModel:
         detail: list[dict] = [{"missing": [], "early": []} for _ in rows]
         degraded: dict[str, str] = {}
         for lookup in self.lookups:
-            types = self.markers[lookup.table].get("key_types", {})
+            stored, spec = self.stored[lookup.table], self.temporal.get(lookup.table)
+            types = self.markers[stored].get("key_types", {})
             keys = [online_stores.key_json(list(lookup.key_map), [spark_key(r[c], types.get(k)) for k, c in
                                                            lookup.key_map.items()]) for r in rows]
-            generation, found = store.lookup(lookup.table, keys)
+            generation, found = store.lookup(stored, keys)
             if generation is None:
-                degraded[lookup.table] = NO_MARKER.format(table=lookup.table)
-            elif generation != self.markers[lookup.table].get("generation"):
+                degraded[stored] = NO_MARKER.format(table=stored, name=lookup.table)
+            elif generation != self.markers[stored].get("generation"):
                 # Published meanwhile: served when its marker passes the checks a poll makes.
-                marker = store.marker(lookup.table)
-                why = self.refusal(lookup.table, marker)
+                marker = store.marker(stored)
+                why = self.refusal(stored, marker)
                 if why:
-                    degraded[lookup.table] = why
+                    degraded[stored] = why
                 else:
-                    self.markers[lookup.table] = marker
+                    self.markers[stored] = marker
             for column, output in lookup.columns.items():
                 values[output] = []
             for i, value in enumerate(found):
-                features, why = online_stores.as_of(value, at[i], lookup.lookback_seconds)
+                features, why = (online_stores.as_of(value, at[i], lookup.lookback_seconds) if spec is None
+                                 else recent_events.answer(value, at[i], spec, list(lookup.columns)))
                 if features is None:
                     detail[i]["missing"].append(lookup.table)
                     if why == online_stores.BEFORE_KEPT:  # batch scoring may have found an older row
@@ -284,7 +280,7 @@ class Batcher:
 
 
 NO_MARKER = ("the online store holds no marker for feature table {table} (emptied, or restarted without "
-             "its data): its features are null; publish it again (sparkml features publish {table})")
+             "its data): its features are null; publish it again (sparkml features publish {name})")
 
 
 def _column(values: list, kind: str):

@@ -35,6 +35,13 @@ from ..config import redact_uri
 from ..core.errors import ConfigError, JobFailed
 
 FOUND, NO_ROW, TOO_OLD, BEFORE_KEPT = "found", "no row", "older than the lookback", "before the kept window"
+# The store's table of an aggregation table's recent events (storage/recent_events.py): NAME~events.
+EVENTS_SUFFIX = "~events"
+
+
+def feature_table_of(stored: str) -> str:
+    """The feature table a store table holds something of (its rows, or its recent events)."""
+    return stored.removesuffix(EVENTS_SUFFIX)
 
 
 class StoreDown(JobFailed):
@@ -475,8 +482,8 @@ def check_published(store: Store, tables: list[str]) -> dict[str, dict]:
         raise ConfigError(f"feature table{'s' if len(unpublished) > 1 else ''} {', '.join(unpublished)} "
                           f"{'were' if len(unpublished) > 1 else 'was'} never published to the online store "
                           f"{shown_url(store.url)} (or only by a platform version before markers): publish "
-                          f"first: {'; '.join(f'sparkml features publish {t}' for t in unpublished)}")
+                          f"first: {'; '.join(f'sparkml features publish {feature_table_of(t)}' for t in unpublished)}")
     if short:
         raise ConfigError(f"the online store {shown_url(store.url)} holds {'; '.join(short)}: publish "
-                          f"again: {'; '.join(f'sparkml features publish {t}' for t in tables if t not in out)}")
+                          f"again: {'; '.join(f'sparkml features publish {feature_table_of(t)}' for t in tables if t not in out)}")
     return out

@@ -110,21 +110,3 @@ def test_tables_and_lookups_without_the_new_keys_hash_as_before():
     assert Lookup(table="t", accuracy="snapshot").model_dump()["accuracy"] == "snapshot"
     aggregated = FeatureTable.model_validate(TABLE).model_dump(mode="json")
     assert aggregated["aggregations"]["source"] == "entities.flights" and aggregated["transformation"] is None
-
-
-def test_serve_refuses_a_model_trained_on_temporal_aggregates_and_says_how_to_serve_it():
-    """Its values are computed as of each row's time; the store holds period-end snapshots."""
-    from sparkml_platform.core.errors import ConfigError
-    from sparkml_platform.serving.server import refuse_temporal_lookups
-    from sparkml_platform.storage.pit import FeatureLookup
-    from sparkml_platform.storage.window_aggregates import Declared, recorded
-
-    declared = Aggregations.model_validate(with_aggregations()["aggregations"])
-    snapshot = FeatureLookup("shop_windows", {"shop": "shop"}, "as_of", {"amount_sum_7d": "amount_sum_7d"})
-    temporal = FeatureLookup("shop_windows", {"shop": "shop"}, "as_of", {"amount_sum_7d": "amount_sum_7d"},
-                             aggregation=recorded(Declared(declared, ("shop",), "features.yml")))
-    plain = FeatureLookup("weather", {"origin": "origin"}, "at", {"temp": "temp"}, lookback_seconds=3600)
-    refuse_temporal_lookups("m version 1", [plain.to_dict(), snapshot.to_dict()])  # served
-    with pytest.raises(ConfigError, match=r"m version 2 looks up the window aggregates of feature table "
-                                          r"shop_windows with temporal accuracy.*`accuracy: snapshot`"):
-        refuse_temporal_lookups("m version 2", [plain.to_dict(), temporal.to_dict()])

@@ -1,0 +1,83 @@
+"""Window aggregates as of a request's time from a key's recent events in the online store
+(storage/recent_events.py), against brute force (tests/support/window_oracle.py): every
+function over finite and lifetime windows, ties at the window edges, nulls, requests before
+the kept window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+from support.window_oracle import close, expected
+
+from sparkml_platform.config.aggregations import Aggregations
+from sparkml_platform.storage import online_stores
+from sparkml_platform.storage import recent_events as re_
+
+START = dt.datetime(2024, 3, 1)
+SPEC = Aggregations.model_validate({
+    "source": "raw.sales", "event_time": "at", "availability": "1h",
+    "aggregate": [{"column": "amount", "functions": ["count", "sum", "mean", "min", "max", "stddev", "first",
+                                                     "last", "p50", "p90"], "windows": ["1d", "7d", "lifetime"]},
+                  {"column": "kind", "functions": ["count", "approx_distinct"], "windows": ["3d"]},
+                  {"column": "amount", "functions": ["approx_distinct"], "windows": ["7d"]}],
+    "rename": {"amount_mean_7d": "mean_week"}})
+
+
+def micros(t) -> int:
+    return int(pd.Timestamp(t).value // 1000)
+
+
+def stored(events: pd.DataFrame, field_list) -> tuple[str, pd.Timestamp]:
+    """One key's value as the documented format has it, built from its events here."""
+    lag = pd.Timedelta(hours=1)
+    visible = events["at"] + lag
+    cut = visible.max()
+    kept = events[visible > cut - pd.Timedelta(days=7)].sort_values("at")
+    lifetime = expected(pd.DataFrame({"k": ["a"], "t": [cut]}), "t", ["k"], events.assign(k="a"), "at", SPEC)
+    names = [c for c, (_, _, w) in SPEC.output_columns().items() if w == "lifetime"]
+
+    def field(v, kind):
+        return None if pd.isna(v) else float(v) if kind == re_.NUMBER else str(v)
+
+    rows = [[micros(at + lag), {re_.field_name(c, k): field(kept[c].iloc[i], k) for c, k in field_list}]
+            for i, at in enumerate(kept["at"])]
+    return json.dumps([micros(cut), rows, {n: _plain(lifetime[n].iloc[0]) for n in names}]), cut
+
+
+def _plain(v):
+    return None if v is None or pd.isna(v) else v.item() if hasattr(v, "item") else v
+
+
+def test_requests_after_the_newest_event_equal_brute_force_and_earlier_ones_are_before_the_kept_window():
+    rng = np.random.default_rng(7)
+    n = 300
+    events = pd.DataFrame({"at": [START + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 20, n)],
+                           "amount": np.where(rng.random(n) < 0.1, np.nan, rng.normal(20, 5, n).round(1)),
+                           "kind": rng.choice(["x", "y", "z", None], n)})
+    field_list = re_.fields(SPEC, {"amount": True, "kind": False})
+    assert field_list == [("amount", re_.NUMBER), ("amount", re_.TEXT), ("kind", re_.TEXT)]
+    value, cut = stored(events, field_list)
+    # At the cut, on window edges (whole hours after it, as events are) and anywhere after.
+    times = [cut] + [cut + pd.Timedelta(hours=int(h)) for h in rng.integers(0, 24 * 8, 40)] \
+        + [cut + pd.Timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24 * 9, 40)]
+    columns = list(SPEC.output_columns())
+    want = expected(pd.DataFrame({"k": "a", "t": times}), "t", ["k"], events.assign(k="a"), "at", SPEC)
+    for i, t in enumerate(times):
+        got, why = re_.answer(value, micros(t), SPEC, columns)
+        assert why == online_stores.FOUND
+        for name, (_, function, _) in SPEC.output_columns().items():
+            w = want[name].iloc[i]
+            w = None if w is None or (isinstance(w, float) and np.isnan(w)) else w
+            assert close(got[name], w, function == "approx_distinct"), (t, name, got[name], w)
+    assert re_.answer(value, micros(cut) - 1, SPEC, columns) == (None, online_stores.BEFORE_KEPT)
+    assert re_.answer(None, micros(cut), SPEC, columns) == (None, online_stores.NO_ROW)
+
+
+def test_distinct_estimates_are_the_sketch_spark_makes_and_exact_when_small():
+    values = [f"v{i % 37}" for i in range(500)]
+    assert re_.distinct_estimate(values) == 37
+    big = re_.distinct_estimate([f"u{i}" for i in range(20_000)])
+    assert abs(big - 20_000) < 0.03 * 20_000 and big != 20_000
