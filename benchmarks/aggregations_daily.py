@@ -2,15 +2,15 @@
 of 3 windows up to 30 days x 4 functions over a year of events landed one day at a time, each
 run after one more day has landed (incremental: the newest tiles computed from their events,
 merged with the older tiles), against a full build from every event (`--full`), alternated in
-one session. Prints each side's median time and what each read: the bytes Spark's scans took
-in (every input: the events, the tiles, the table), beside the bytes of the events' files, of
-one day's and of the newest two days'.
+one session. Prints each build's time, the event files its event scan opens (Spark's scan
+metrics, after Delta's data skipping: the files and their bytes), and the bytes all its
+scans read (Spark's status store: events, tiles and the table's own rows).
 
     .venv/bin/python benchmarks/aggregations_daily.py [--events 3750000] [--repeat 3]
 
 The project (a copy of conf/base with one more table) and its lake live under --data; each
-run lands and builds the year's first 365 - --repeat days again first. Target (issue 37): a daily build of a 30-day window reads at most
-two days of raw events.
+run lands and builds the year's first 365 - --repeat days again first. Target (issue 37): a
+daily build of a 30-day window reads at most two days of raw events.
 """
 
 from __future__ import annotations
@@ -55,12 +55,30 @@ def land(spark, path: Path, events: int, keys: int, days: range) -> None:
         .repartitionByRange(len(days), "ts").write.format("delta").mode("append").save(str(path)))
 
 
-def input_bytes(spark) -> int:
-    """The bytes every scan of this session has read so far (Spark's status store: the input
-    metrics of its stages)."""
-    store = spark.sparkContext._jsc.sc().statusStore()
-    stages = store.stageList(None, True, None, None, None)
-    return sum(stages.apply(i).inputBytes() for i in range(stages.size()))
+class ScanBytes:
+    """The bytes the scans of this session's stages read, stage by stage (Spark's status
+    store: the input metrics of each completed stage), counted from a mark on."""
+
+    def __init__(self, spark):
+        self.spark = spark
+        self.seen = self._stages()[1]
+
+    def _stages(self) -> tuple[dict[int, int], int]:
+        jvm = self.spark.sparkContext._jvm
+        store = self.spark.sparkContext._jsc.sc().statusStore()
+        listed = store.stageList(None, False, False, self.spark.sparkContext._gateway.new_array(jvm.double, 0), None)
+        stages = {}
+        for i in range(listed.size()):
+            stage = listed.apply(i)
+            stages[stage.stageId()] = stages.get(stage.stageId(), 0) + stage.inputBytes()
+        return stages, max(stages, default=-1)
+
+    def since_mark(self) -> int:
+        """The bytes read by the stages after the mark; moves the mark."""
+        stages, newest = self._stages()
+        read = sum(b for stage, b in stages.items() if stage > self.seen)
+        self.seen = newest
+        return read
 
 
 def main() -> None:
@@ -87,37 +105,41 @@ def main() -> None:
     ws.features.build("bench_daily")
     day = 365 - args.repeat  # the next day to land
 
-    def build(**kw):
-        before, started = input_bytes(spark), time.perf_counter()
-        built = ws.features.build("bench_daily", **kw)
-        return time.perf_counter() - started, input_bytes(spark) - before, built
+    scans = ScanBytes(spark)
 
-    daily, full, events_read = [], [], []
+    def build(**kw):
+        scans.since_mark()
+        started = time.perf_counter()
+        built = ws.features.build("bench_daily", **kw)
+        return time.perf_counter() - started, scans.since_mark(), built
+
+    daily, full = [], []
     for _ in range(args.repeat):
         land(spark, Path(str(raw)), args.events, args.keys, range(day, day + 1))
         day += 1
         sizes = sorted(lake.file_sizes(raw).values())
-        one_day, total = statistics.median(sizes), sum(sizes)
-        daily.append(build())
-        events_read.append(event_bytes(spark, ws, daily[-1][2]))
-        full.append(build(full=True))
-        seconds, read, built = daily[-1]
-        print(f"  day {day}: daily build ({built.mode} from {built.window[0]}) {seconds:.1f} s, its scans read "
-              f"{read / 1e6:.1f} MB, of which events {events_read[-1] / 1e6:.2f} MB; full build "
-              f"{full[-1][0]:.1f} s, read {full[-1][1] / 1e6:.1f} MB; events {total / 1e6:.1f} MB in "
-              f"{len(sizes)} files, a day {one_day / 1e6:.2f} MB", flush=True)
-    if daily:
-        d_time, d_read = statistics.median(t for t, _, _ in daily), statistics.median(b for _, b, _ in daily)
-        f_time, f_read = statistics.median(t for t, _, _ in full), statistics.median(b for _, b, _ in full)
-        e_read = statistics.median(events_read)
-        print(f"median: daily {d_time:.1f} s reading {d_read / 1e6:.1f} MB (events {e_read / 1e6:.2f} MB = "
-              f"{e_read / one_day:.1f} days of events); full {f_time:.1f} s reading {f_read / 1e6:.1f} MB; "
-              f"full / daily: {f_time / d_time:.1f}x in time, {f_read / d_read:.0f}x in bytes")
+        total = sum(sizes)
+        seconds, read, built = build()
+        daily.append((seconds, read, built, event_files(spark, ws, built)))
+        seconds, read, built = build(full=True)
+        full.append((seconds, read, built, event_files(spark, ws, built)))
+        for name, (seconds, read, built, (files, size)) in (("daily", daily[-1]), ("full", full[-1])):
+            print(f"  day {day}, {name} build ({built.mode}{' from ' + built.window[0] if built.window else ''}): "
+                  f"{seconds:.1f} s; its event scan opens {files} files, {size / 1e6:.2f} MB (of {len(sizes)} files, "
+                  f"{total / 1e6:.1f} MB); all its scans read {read / 1e6:.1f} MB", flush=True)
+    median = statistics.median
+    d_time, f_time = median(r[0] for r in daily), median(r[0] for r in full)
+    d_files, d_bytes = median(r[3][0] for r in daily), median(r[3][1] for r in daily)
+    f_bytes = median(r[3][1] for r in full)
+    print(f"median: daily {d_time:.1f} s, its event scan {d_files:.0f} files ({d_bytes / 1e6:.2f} MB: "
+          f"{d_bytes / median(sizes):.1f} days of event files); full {f_time:.1f} s, {f_bytes / 1e6:.1f} MB of "
+          f"events; full / daily: {f_time / d_time:.1f}x in time, {f_bytes / d_bytes:.0f}x in event bytes")
 
 
-def event_bytes(spark, ws, built) -> int:
-    """The bytes of events a daily build's scan reads: that scan (the events visible from the
-    tiles it computed again, window_aggregates.tile_range) run again on its own."""
+def event_files(spark, ws, built) -> tuple[int, int]:
+    """(files, bytes) of events a build's scan opens: that scan (the events visible from the
+    tiles it computed again, window_aggregates.tile_range; every event for a full build)
+    planned again on its own, as Spark's scan metrics count them after Delta's data skipping."""
     import datetime as dt
 
     from sparkml_platform.storage import window_aggregates as wa
@@ -125,11 +147,15 @@ def event_bytes(spark, ws, built) -> int:
 
     table = resolve(ws.config, "bench_daily")
     declared = wa.Declared(table.definition.aggregations, tuple(table.definition.keys), "benchmark")
-    span = wa.tile_range(declared.spec, (dt.date.fromisoformat(built.window[0]), None))
+    window = None if built.mode == "full" else (dt.date.fromisoformat(built.window[0]), None)
+    span = wa.tile_range(declared.spec, window)
     events, _, _ = source_events(spark, ws.config, declared, None, span.events_after, span.last)
-    before = input_bytes(spark)
-    events.write.format("noop").mode("overwrite").save()
-    return input_bytes(spark) - before
+    plan = events._jdf.queryExecution().executedPlan()
+    plan.execute()  # plans the scan (its file listing), runs no job
+    leaves = plan.collectLeaves()
+    metrics = [leaves.apply(i).metrics() for i in range(leaves.size())]
+    scans = [m for m in metrics if m.contains("filesSize")]
+    return (sum(m.apply("numFiles").value() for m in scans), sum(m.apply("filesSize").value() for m in scans))
 
 
 if __name__ == "__main__":

@@ -621,7 +621,12 @@ class Features:
         table = features.resolve(self._ws.config, name)
         with self._ws.tracker.bound():
             users = registry.feature_users(self._ws.tracker)
-        return training_sets.vacuum(self._ws.spark, self._ws.config, table.ref, retain_hours, users)
+        done = training_sets.vacuum(self._ws.spark, self._ws.config, table.ref, retain_hours, users)
+        tiles = places.tiles(self._ws.config, table.ref)
+        if lake.exists(tiles):  # an aggregation table's tiles: read by its builds alone, never pinned
+            done["tiles_files_deleted"] = len(lake.vacuum(self._ws.spark, tiles, done["retain_hours"], dry_run=True))
+            lake.vacuum(self._ws.spark, tiles, done["retain_hours"])
+        return done
 
     def build(self, name: str, start: str | None = None, end: str | None = None, *,
               chunk_days: int | None = None, full: bool = False, force: bool = False,

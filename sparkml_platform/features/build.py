@@ -73,13 +73,33 @@ def _tiled(spark, config: Config, table: TableVersion, declared, leased: int | N
     """The rows of `window` (None: every row) from the table's tiles (places.tiles): the tiles
     of the window's periods computed again from their events alone and written first (one
     commit replacing exactly those periods, so a rerun after a kill writes the same), then
-    merged with the older tiles the windows reach. Without tiles of this definition (a first
-    or full build, or a changed definition) every tile is computed from every event."""
+    merged with the older tiles the windows reach. Events landed late since the tiles were
+    computed (older than the window) move the tiles computed again back to their period.
+    Every tile is computed from every event without tiles of this definition (a first or full
+    build, a changed definition), or when the source lost files since (an overwrite, a
+    delete), or its log cannot say how old the new events are."""
+    spec = declared.spec
     path = places.tiles(config, table.ref)
+    source = config.source_ref(spec.source)
+    source_path = places.table(config, source)
+    if not lake.exists(source_path):
+        raise JobFailed(f"{declared.where}.aggregations.source: table {source} does not exist yet: "
+                        "load or build it first")
+    version = leased if leased is not None else lake.version(spark, source_path, source)
     last = (lake.last_commit(path, "tiles") or {}).get("metadata") or {} if lake.exists(path) else {}
-    reuse = window is not None and last.get("definition_hash") == hashes["definition_hash"]
-    span = window_aggregates.tile_range(declared.spec, window if reuse else None)
-    events, ref, version = source_events(spark, config, declared, leased, span.events_after, span.last)
+    tiled_from = (last.get("sources") or {}).get(source)
+    reuse = window is not None and last.get("definition_hash") == hashes["definition_hash"] and tiled_from is not None
+    landed_from = None
+    if reuse and tiled_from != version:
+        try:
+            landed = lake.landed_since(source_path, tiled_from, version, spec.event_time, source)
+        except Exception:  # noqa: BLE001 - that version's log was cleaned up: compute every tile
+            landed = {"removed": True, "unknown": True, "least": None}
+        reuse = not landed["removed"] and not landed["unknown"]
+        if landed["least"] is not None:
+            landed_from = window_aggregates.visible_micros(landed["least"], spec)
+    span = window_aggregates.tile_range(spec, window if reuse else None, landed_from)
+    events, ref, version = source_events(spark, config, declared, version, span.events_after, span.last)
     replace = None
     if reuse:
         end = window_aggregates.TILE_END
@@ -89,11 +109,10 @@ def _tiled(spark, config: Config, table: TableVersion, declared, leased: int | N
                          metadata={"kind": "tiles", "table": table.ref, **hashes, "sources": {ref: version},
                                    "run_id": provenance.run_id(),
                                    "periods": [span.first, span.last] if reuse else None},
-                         description=f"Partial aggregates per {declared.spec.snapshot} of {table.ref}",
+                         description=f"Partial aggregates per {spec.snapshot} of {table.ref}",
                          properties={"sparkml.tiles_of": table.ref})
-    rows = window_aggregates.from_tiles(lake.read(spark, path, written), declared,
-                                        table.definition.event_time, span if window is not None else
-                                        window_aggregates.TileRange())
+    rows = window_aggregates.from_tiles(lake.read(spark, path, written), declared, table.definition.event_time,
+                                        span)
     return rows, {ref: version}
 
 

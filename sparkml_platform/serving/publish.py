@@ -279,7 +279,9 @@ def publish_recent_events(spark, config, store: Store, name: str, version: int) 
     spec = definition.aggregations
     declared = window_aggregates.Declared(spec, tuple(definition.keys),
                                           config.where(f"features.yml: feature_tables.{table.base}"))
-    built = (lake.commit_metadata(path, version) or {}).get("sources") or {}
+    built = next((c["metadata"].get("sources") or {} for c in reversed(lake.commits(path, table.ref))
+                  if c["version"] <= version and isinstance(c["metadata"], dict)
+                  and c["metadata"].get("kind") == "feature_table"), {})
     spark = spark() if callable(spark) else spark
     events, ref, read = feature_tables.source_events(spark, config, declared, built.get(config.source_ref(spec.source)))
     types = dict(events.dtypes)

@@ -71,12 +71,12 @@ class ServedModel:
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
         # What each lookup reads in the store: a table's rows, or (temporal window aggregates) the
         # recent events of its keys, with the declaration its values are computed by.
-        self.stored = {lk.table: recent_events.store_table(lk.table) if lk.aggregation else lk.table
-                       for lk in self.lookups}
-        self.temporal = {lk.table: window_aggregates.declared_of(lk.aggregation).spec
-                         for lk in self.lookups if lk.aggregation}
+        # (One table may be looked up twice, one temporal and one snapshot: by position.)
+        self.stored = [recent_events.store_table(lk.table) if lk.aggregation else lk.table for lk in self.lookups]
+        self.temporal = [window_aggregates.declared_of(lk.aggregation).spec if lk.aggregation else None
+                         for lk in self.lookups]
         # The marker each table was served from (a newer publish of the same definition replaces it).
-        self.markers = online_stores.check_published(store, list(self.stored.values()))
+        self.markers = online_stores.check_published(store, list(dict.fromkeys(self.stored)))
         for table, marker in self.markers.items():
             self.mismatch(table, marker, raising=True)
         with tracker.bound():
@@ -91,8 +91,8 @@ class ServedModel:
         self.entity_keys = entity["keys"]
         # What each request column must be: keys as the stored keys' types, the rest as the signature says.
         kinds = {c: kind_of(k) for c, k in self.inputs if c in self.passthrough}
-        for lookup in self.lookups:
-            types = self.markers[self.stored[lookup.table]].get("key_types", {})
+        for lookup, stored in zip(self.lookups, self.stored):
+            types = self.markers[stored].get("key_types", {})
             for key, column in lookup.key_map.items():
                 kinds.setdefault(column, kind_of(types.get(key)))
         self.columns = {**kinds, **{c: "any" for c in self.entity_keys if c not in kinds},
@@ -156,8 +156,7 @@ class ServedModel:
         values: dict[str, list] = {c: [r.get(c) for r in rows] for c in self.passthrough}
         detail: list[dict] = [{"missing": [], "early": []} for _ in rows]
         degraded: dict[str, str] = {}
-        for lookup in self.lookups:
-            stored, spec = self.stored[lookup.table], self.temporal.get(lookup.table)
+        for lookup, stored, spec in zip(self.lookups, self.stored, self.temporal):
             types = self.markers[stored].get("key_types", {})
             keys = [online_stores.key_json(list(lookup.key_map), [spark_key(r[c], types.get(k)) for k, c in
                                                            lookup.key_map.items()]) for r in rows]

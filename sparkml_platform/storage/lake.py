@@ -513,6 +513,22 @@ def file_sizes(path: Location, version: int | None = None, ref: str | None = Non
                                               actions.column("size_bytes").to_pylist())}
 
 
+def landed_since(path: Location, version: int, now: int, column: str, ref: str | None = None) -> dict:
+    """What the table's log says changed from `version` to `now`: whether a file was removed
+    (an overwrite, a delete, a rewrite), how many were added, and the least `column` among the
+    added ones from their statistics (None: none added, or a file without that statistic,
+    then `unknown`)."""
+    before, after = _add_actions(path, version, ref), _add_actions(path, now, ref)
+    old = set(before.column("path").to_pylist())
+    paths = after.column("path").to_pylist()
+    added = [i for i, p in enumerate(paths) if p not in old]
+    stat = f"min.{column}"
+    least = after.column(stat).to_pylist() if stat in after.schema.names else [None] * len(paths)
+    mins = [least[i] for i in added]
+    return {"removed": bool(old - set(paths)), "added": len(added),
+            "unknown": any(m is None for m in mins), "least": min((m for m in mins if m is not None), default=None)}
+
+
 def size_bytes(path: Location, ref: str | None = None) -> int:
     """The bytes of the data files of the table's newest version."""
     import pyarrow.compute as pc

@@ -332,8 +332,10 @@ def _part(column: str, part: str) -> str:
 class TileRange:
     """What a tiled build computes, in microseconds since 1970 (None: no bound). Tiles with
     period ends in [first, last] are computed again from the events visible in (events_after,
-    last]; the tiles with period ends after `read_after` are read to merge (every tile when a
-    window is lifetime); rows are written at the change points in [since, before)."""
+    last]; the tiles with period ends at or after `read_after` are read to merge (every tile
+    when a window is lifetime): the one at exactly first - w is outside every window from
+    first on, but its leaving the window is a change point at first; rows are written at the
+    change points in [since, before)."""
 
     first: int | None = None
     last: int | None = None
@@ -343,23 +345,39 @@ class TileRange:
     before: int | None = None
 
 
-def tile_range(spec: Aggregations, window) -> TileRange:
+def tile_range(spec: Aggregations, window, landed_from: int | None = None) -> TileRange:
     """The range a build of the event days `window` ((first, last) dates, last None: open;
     None: the whole table) computes. Its rows are the period ends from the first day's
     midnight; the tiles computed again are those of the periods ending from then on, whose
-    events start one period earlier; the older tiles a finite window reaches are read."""
+    events start one period earlier; the older tiles a finite window reaches are read.
+    `landed_from`: the earliest visible time among the events landed since the tiles were
+    computed; when it is older, the tiles are computed again from its period on (late events
+    count in the windows of the rows written, as in a full build)."""
     if window is None:
         return TileRange()
     period = spec.period_seconds * 1_000_000
     first_day, last_day = window
     since = _day_micros(first_day)
     first = -(-since // period) * period  # the first period end at or after it
+    if landed_from is not None:
+        first = min(first, -(-landed_from // period) * period)
     before = None if last_day is None else _day_micros(last_day) + DAY
     last = None if before is None else -(-before // period) * period - period  # the last one before
     longest = spec.longest_seconds
     lifetime = any(w == LIFETIME for _, _, w in spec.output_columns().values())
-    read_after = None if lifetime or longest is None else first - longest * 1_000_000
+    rows_from = -(-since // period) * period
+    read_after = None if lifetime or longest is None else rows_from - longest * 1_000_000
     return TileRange(first, last, first - period, read_after, since, before)
+
+
+def visible_micros(event_time, spec: Aggregations) -> int:
+    """When an event of this time (a datetime, naive ones in UTC, or a date) becomes visible."""
+    if isinstance(event_time, dt.datetime):
+        aware = event_time if event_time.tzinfo else event_time.replace(tzinfo=dt.timezone.utc)
+        at = (aware - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    else:
+        at = _day_micros(event_time)
+    return at + spec.availability_seconds * 1_000_000
 
 
 def _day_micros(day) -> int:
@@ -408,8 +426,8 @@ def from_tiles(tiles, declared: Declared, event_time: str, span: TileRange = Til
     spec = declared.spec
     keys = [F.col(f"`{k}`") for k in declared.keys]
     at = F.unix_micros(F.col(TILE_END))
-    if span.read_after is not None:
-        tiles = tiles.where(at > F.lit(span.read_after))
+    if span.read_after is not None:  # a tile at exactly first - w still makes a change point at first
+        tiles = tiles.where(at >= F.lit(span.read_after))
     tiles = tiles.withColumn(AT, at).drop(TILE_END)
     points = _points(tiles.select(*keys, AT), declared, span.since, span.before)
     stacked = (tiles.withColumn(SIDE, F.lit(0).cast("tinyint"))

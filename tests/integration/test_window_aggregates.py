@@ -390,8 +390,11 @@ def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicat
 def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_full_build(spark, shop_project):
     """Twelve days landed and built whole, then one day landed and built at a time: each of
     those builds runs with every event file but the newest two days' moved away (so it can
-    read no other), computes those days' tiles and merges them with the older tiles. The
-    table equals brute force at every period end, and a full rebuild from every event."""
+    read no other), computes those days' tiles and merges them with the older tiles. The last
+    day lands with late events of five days before, which that build reads and counts. At
+    every period end the table holds brute force's values (a shop that went quiet included:
+    its windows empty at the first incremental build's midnight), and rows from the last
+    build on equal a full rebuild's."""
     import shutil
 
     from sparkml_platform import Workspace
@@ -400,19 +403,26 @@ def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_f
     ws = Workspace.from_config(_config(conf), spark=spark)
     rng = np.random.default_rng(21)
     n = 1200
-    events = pd.DataFrame({"shop": rng.choice(["a", "b", "c"], n),
-                           "at": [START + dt.timedelta(hours=int(h)) for h in rng.integers(0, 24 * 16, n)],
-                           "amount": np.where(rng.random(n) < 0.1, np.nan, rng.normal(50, 9, n).round(2)),
-                           "kind": rng.choice(["x", "y", "z", "w"], n)})
+
+    def sales(shops, hours):
+        return pd.DataFrame({"shop": rng.choice(shops, n), "at": [START + dt.timedelta(hours=int(h)) for h in hours],
+                             "amount": np.where(rng.random(n) < 0.1, np.nan, rng.normal(50, 9, n).round(2)),
+                             "kind": rng.choice(["x", "y", "z", "w"], n)})
+
+    events = pd.concat([sales(["a", "b", "c"], rng.integers(0, 24 * 16, n)),
+                        sales(["q"], rng.integers(24 * 4, 24 * 5, n))[:20]], ignore_index=True)  # q: day 4 only
+    late = events[(events["shop"] == "a") & (events["at"] >= START + dt.timedelta(days=10))
+                  & (events["at"] < START + dt.timedelta(days=11))].index[:5]  # land with day 15
     raw = conf.parent / ".sparkml" / "lake" / "raw" / "sales_daily"
     aside = conf.parent / "aside"
     files_of = {}
 
-    def land(day: int) -> None:
+    def land(day: int, more=None) -> None:
         frame = events[(events["at"] >= START + dt.timedelta(days=day))
-                       & (events["at"] < START + dt.timedelta(days=day + 1))]
+                       & (events["at"] < START + dt.timedelta(days=day + 1)) & ~events.index.isin(late)]
         before = set(raw.glob("*.parquet"))
-        spark_frame(spark, frame, "shop string, at timestamp, amount double, kind string").coalesce(1) \
+        spark_frame(spark, pd.concat([frame, more]) if more is not None else frame,
+                    "shop string, at timestamp, amount double, kind string").coalesce(1) \
             .write.format("delta").mode("append").save(str(raw))
         files_of[day] = set(raw.glob("*.parquet")) - before
 
@@ -420,10 +430,11 @@ def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_f
         land(day)
     assert ws.features.build("shop_daily").mode == "full"
     for day in range(12, 16):
-        land(day)
-        hidden = set(raw.glob("*.parquet")) - files_of[day - 1] - files_of[day]
+        land(day, events.loc[late] if day == 15 else None)
+        kept = files_of[day - 1] | files_of[day] | (set().union(*[files_of[d] for d in (9, 10, 11, 12, 13)])
+                                                    if day == 15 else set())
         aside.mkdir(exist_ok=True)
-        for f in hidden:
+        for f in set(raw.glob("*.parquet")) - kept:
             shutil.move(f, aside / f.name)
         try:
             built = ws.features.build("shop_daily")
@@ -434,13 +445,29 @@ def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_f
     table = ws.features.read("shop_daily").toPandas()
     table["as_of"] = pd.to_datetime(table["as_of"])
     assert not table.duplicated(["shop", "as_of"]).any()
-    rows = table.assign(row=range(len(table)))
-    compare(rows, expected(rows, "as_of", ["shop"], events, "at", DAILY_SPEC), "row", DAILY_SPEC)
+    # The rows before the last build were written before the late events landed.
+    last_build = START + dt.timedelta(days=15)
+    early = events.drop(late)
+    for rows, truth in ((table[table["as_of"] < last_build], early), (table[table["as_of"] >= last_build], events)):
+        rows = rows.assign(row=range(len(rows)))
+        compare(rows, expected(rows, "as_of", ["shop"], truth, "at", DAILY_SPEC), "row", DAILY_SPEC)
+    # No change point missing: at every midnight, each shop's newest row at or before it.
+    midnights = pd.date_range(START + dt.timedelta(days=1), table["as_of"].max(), freq="D")
+    probes = pd.DataFrame([(s, d) for s in "abcq" for d in midnights], columns=["shop", "as_of"])
+    held = pd.merge_asof(probes.sort_values("as_of"), table.sort_values("as_of"), on="as_of", by="shop")
+    held = held[held["as_of"] < last_build].dropna(subset=["amount_count_7d", "kind_approx_distinct_3d",
+                                                           "amount_count_1d"], how="all")
+    compare(held.assign(row=range(len(held))),
+            expected(held[["shop", "as_of"]], "as_of", ["shop"], early, "at", DAILY_SPEC).assign(
+                row=range(len(held))), "row", DAILY_SPEC)
     assert ws.features.build("shop_daily", full=True).mode == "full"
+    # The tiles go with the table's VACUUM (nothing removed an hour ago yet: nothing deleted).
+    assert ws.features.vacuum("shop_daily", retain_hours=1)["tiles_files_deleted"] == 0
     whole = ws.features.read("shop_daily").toPandas()
     whole["as_of"] = pd.to_datetime(whole["as_of"])
     key = lambda f: f["shop"] + f["as_of"].astype(str)  # noqa: E731
-    compare(table.assign(row=key), whole.assign(row=key), "row", DAILY_SPEC)
+    newest = table[table["as_of"] >= last_build]
+    compare(newest.assign(row=key), whole[whole["as_of"] >= last_build].assign(row=key), "row", DAILY_SPEC)
 
 
 def test_a_temporal_model_is_served_online_the_values_batch_computes_as_of_each_requests_time(spark, shop_project):

@@ -60,3 +60,19 @@ def test_only_mergeable_functions_are_tiled_and_tiles_hold_what_they_need():
         "aggregate": [{"column": "late", "functions": ["stddev", "last"], "windows": ["7d"]},
                       {"column": "tail", "functions": ["count"], "windows": ["7d"]}]}))
     assert parts == {"late": ["n", "sum", "m2", "last_at", "last"], "tail": ["n"]}
+
+
+def test_events_landed_late_move_the_tiles_computed_again_back_to_their_period():
+    late = day("2013-06-03") + 5 * HOUR  # landed since the last build, a week before its newest day
+    span = wa.tile_range(spec(), (dt.date(2013, 6, 10), None), landed_from=late)
+    assert span.first == day("2013-06-04") and span.events_after == day("2013-06-03")
+    assert (span.since, span.read_after) == (day("2013-06-10"), day("2013-06-10") - 30 * DAY)  # rows as before
+    on_time = wa.tile_range(spec(), (dt.date(2013, 6, 10), None), landed_from=day("2013-06-10") + HOUR)
+    assert on_time == wa.tile_range(spec(), (dt.date(2013, 6, 10), None))
+
+
+def test_an_events_visible_time_is_its_time_plus_the_availability_lag():
+    lagged = spec(availability="2h")
+    assert wa.visible_micros(dt.datetime(2013, 6, 1, 22), lagged) == day("2013-06-02")
+    assert wa.visible_micros(dt.datetime(2013, 6, 1, 22, tzinfo=dt.timezone.utc), lagged) == day("2013-06-02")
+    assert wa.visible_micros(dt.date(2013, 6, 1), lagged) == day("2013-06-01") + 2 * HOUR
