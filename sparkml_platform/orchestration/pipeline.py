@@ -61,7 +61,11 @@ def run(ws, name: str, echo: Callable[[str], None] = print, force: bool = False)
             echo("    " + _one_line(out))
         echo(f"    ({seconds}s)")
     outputs = [out for step in report["steps"] for out in step["outputs"]]
-    report["up_to_date"] = bool(outputs) and all(out.get("mode") == freshness.UP_TO_DATE for out in outputs)
+    # A publish of an aggregation table reports its recent events apart (they may be written alone).
+    report["up_to_date"] = bool(outputs) and all(
+        out.get("mode") == freshness.UP_TO_DATE
+        and (out.get("recent_events") or {}).get("mode", freshness.UP_TO_DATE) == freshness.UP_TO_DATE
+        for out in outputs)
     if report["up_to_date"]:
         echo(f"nothing new: every step of {name} was up to date; nothing was written"
              + ("" if ws.spark_started else ", and Spark was not started"))
