@@ -219,10 +219,10 @@ def test_a_build_leases_the_source_versions_it_reads(spark, config, raw_weather,
 
     computed, seen = features.compute, {}
 
-    def looking(spark, config, table, sources_at=None):
+    def looking(spark, config, table, sources_at=None, window=None):
         seen["leases"] = [lease["reads"] for lease in leases.active(config)]
         seen["sources_at"] = sources_at
-        return computed(spark, config, table, sources_at)
+        return computed(spark, config, table, sources_at, window)
 
     monkeypatch.setattr(features, "compute", looking)
     built = Workspace.from_config(config, spark).features.build("origin_weather_hourly", full=True).to_dict()
