@@ -222,7 +222,9 @@ def shop_project(tmp_path_factory):
         "platform.yml": TINY["platform.yml"],
         "sources.yml": {"sources": {name: {"path": str(root / "data" / f"{name}.parquet"), "format": "parquet"}
                                     for name in ("sales", "visits")}},
-        "features.yml": {"feature_tables": {"shop_windows": TABLE, "shop_daily": DAILY}},
+        "features.yml": {"feature_tables": {"shop_windows": TABLE, "shop_daily": DAILY, "shop_tiled": {
+            **TABLE, "aggregations": {**TILED_SPEC.model_dump(mode="json", exclude_defaults=True),
+                                      "source": "raw.sales"}}}},
         "training_sets.yml": {"training_sets": {
             "visits_temporal": {"description": "t", "label": label,
                                 "features": [{"table": "shop_windows"}], "split": {"type": "random"}},
@@ -345,9 +347,12 @@ def test_batch_scoring_computes_a_temporal_models_values_as_it_was_trained(spark
     compare(scored[["row_id", *SPEC.output_columns()]], rows[["row_id", *SPEC.output_columns()]], "row_id")
 
 
-def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicates_nothing(spark, shop_project):
+@pytest.mark.parametrize("name", ["shop_windows", "shop_tiled"])
+def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicates_nothing(spark, shop_project,
+                                                                                           name):
     """`features build --full` in a process of its own, SIGKILLed once it has written data files
-    it has not committed: the table reads as before; the next build rewrites the same rows."""
+    it has not committed: the table reads as before; the next build rewrites the same rows.
+    A table built from tiles is killed after its tiles' commit, before its rows'."""
     import os
     import signal
     import subprocess
@@ -358,14 +363,17 @@ def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicat
     from conftest import cli_env, run_main
 
     conf, events, _ = shop_project
-    table = conf.parent / ".sparkml" / "lake" / "features" / "shop_windows"
+    spec = SPEC if name == "shop_windows" else TILED_SPEC
+    table = conf.parent / ".sparkml" / "lake" / "features" / name
     if not table.exists():  # run on its own
         assert run_main(conf, "sources", "load", "sales").returncode == 0
-        assert run_main(conf, "features", "build", "shop_windows").returncode == 0
+        assert run_main(conf, "features", "build", name).returncode == 0
     before = spark.read.format("delta").load(str(table)).toPandas()
     before_files, log = set(table.rglob("*.parquet")), sorted((table / "_delta_log").glob("*.json"))
+    tiles = conf.parent / ".sparkml" / "lake" / "_tiles" / name
+    tiles_before = len(list((tiles / "_delta_log").glob("*.json")))
     proc = subprocess.Popen([str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
-                             "features", "build", "shop_windows", "--full"], env=cli_env(), cwd=conf.parent,
+                             "features", "build", name, "--full"], env=cli_env(), cwd=conf.parent,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not set(table.rglob("*.parquet")) - before_files:
@@ -377,14 +385,16 @@ def test_a_build_killed_while_writing_leaves_the_table_and_the_next_one_duplicat
     assert set(table.rglob("*.parquet")) - before_files  # killed with its files written ...
     assert sorted((table / "_delta_log").glob("*.json")) == log  # ... and not committed
     compare(spark.read.format("delta").load(str(table)).toPandas().assign(row=lambda f: f["shop"] + f["as_of"].astype(str)),
-            before.assign(row=lambda f: f["shop"] + f["as_of"].astype(str)), "row")
-    again = run_main(conf, "features", "build", "shop_windows", "--full")
+            before.assign(row=lambda f: f["shop"] + f["as_of"].astype(str)), "row", spec)
+    if name == "shop_tiled":  # its tiles were committed, whole, before its rows were written
+        assert len(list((tiles / "_delta_log").glob("*.json"))) == tiles_before + 1
+    again = run_main(conf, "features", "build", name, "--full")
     assert again.returncode == 0, again.stderr[-2000:]
     after = spark.read.format("delta").load(str(table)).toPandas()
     assert not after.duplicated(["shop", "as_of"]).any() and len(after) == len(before)
     after["as_of"] = pd.to_datetime(after["as_of"])
     compare(after.assign(row=range(len(after))),
-            expected(after.assign(row=range(len(after))), "as_of", ["shop"], events, "at", SPEC), "row")
+            expected(after.assign(row=range(len(after))), "as_of", ["shop"], events, "at", spec), "row", spec)
 
 
 def test_daily_builds_read_only_two_days_of_events_and_equal_brute_force_and_a_full_build(spark, shop_project):
