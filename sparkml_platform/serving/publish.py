@@ -279,7 +279,8 @@ def publish_recent_events(spark, config, store: Store, name: str, version: int) 
     spec = definition.aggregations
     declared = window_aggregates.Declared(spec, tuple(definition.keys),
                                           config.where(f"features.yml: feature_tables.{table.base}"))
-    built = next((c["metadata"].get("sources") or {} for c in reversed(lake.commits(path, table.ref))
+    commits = lake.commits(path, table.ref)  # read once: the sources and the definition built
+    built = next((c["metadata"].get("sources") or {} for c in reversed(commits)
                   if c["version"] <= version and isinstance(c["metadata"], dict)
                   and c["metadata"].get("kind") == "feature_table"), {})
     spark = spark() if callable(spark) else spark
@@ -287,7 +288,7 @@ def publish_recent_events(spark, config, store: Store, name: str, version: int) 
     types = dict(events.dtypes)
     fields = recent_events.fields(spec, {c: types[window_aggregates.input_column(c)] in window_aggregates.NUMBERS
                                          for c in spec.inputs})
-    recorded = feature_definitions.definition_at(lake.commits(path, table.ref), version)
+    recorded = feature_definitions.definition_at(commits, version)
     stored = recent_events.store_table(table.name)
     marker = {"table": stored, "version": version, "sources": {ref: read},
               "definition": recorded.definition if recorded else None,

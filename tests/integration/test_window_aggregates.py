@@ -500,6 +500,7 @@ def test_a_temporal_model_is_served_online_the_values_batch_computes_as_of_each_
     if not (conf.parent / ".sparkml" / "lake" / "features" / "shop_windows").exists():  # run on its own
         ws.load_sources(["sales", "visits"])
         ws.features.build("shop_windows")
+        ws.build_training_set("visits_temporal")
     trained = ws.train("visit_buys_online", tune=False)
     published = ws.features.publish("shop_windows", full=True)
     assert published.recent_events["written"] == 4  # shops a to d; e has no event
