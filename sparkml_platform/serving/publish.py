@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import re
 
+from ..config.schema import parse_duration
 from ..core.errors import NotFoundError
 from ..storage import feature_definitions
 from ..storage import feature_tables
@@ -268,7 +269,13 @@ def _events_shape(definition, stored: dict | None) -> dict | None:
     if stored is None:
         return None
     return {"format": recent_events.FORMAT, "fields": stored.get("fields"), "keys": definition.keys,
-            "spec": definition.aggregations.model_dump(mode="json")}
+            "spec": definition.aggregations.model_dump(mode="json"), "keep_seconds": events_keep(definition)}
+
+
+def events_keep(definition) -> int:
+    """How far before a key's newest event requests are answered from its recent events: the
+    table's `online.keep` (a count of rows, `keep_rows`, means nothing for events: 0)."""
+    return parse_duration(definition.online.keep) if definition.online.keep else 0
 
 
 def publish_recent_events(spark, config, store: Store, name: str, version: int) -> dict:
@@ -295,15 +302,16 @@ def publish_recent_events(spark, config, store: Store, name: str, version: int) 
               "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "shape": _events_shape(definition, {"fields": [list(f) for f in fields]}),
               "key_types": {k: t for k, t in events.dtypes if k in definition.keys}}
-    pairs = _recent_events(events, declared, fields)
+    pairs = _recent_events(events, declared, fields, events_keep(definition))
     written = write_full(store, stored, ((r.key, r.value) for r in pairs.toLocalIterator()), marker)
     return {"table": stored, "version": version, "mode": "full", "written": written}
 
 
-def _recent_events(events, declared, fields: list[tuple[str, str]]):
+def _recent_events(events, declared, fields: list[tuple[str, str]], keep_seconds: int):
     """(key, value) per key in recent_events' format: the visible time of its newest event
-    (the cut), its events visible within the longest finite window before the cut, and its
-    lifetime windows' values at the cut (computed by the batch engine)."""
+    (the cut), the earliest request time answered (`keep_seconds` before the cut), its events
+    visible within the longest finite window before that, up to the cut, and its lifetime
+    windows' values at the cut (computed by the batch engine)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -312,10 +320,11 @@ def _recent_events(events, declared, fields: list[tuple[str, str]]):
     keys = [F.col(f"`{k}`") for k in declared.keys]
     cuts = events.groupBy(*keys).agg(F.max(at).alias("__cut"))
     longest = spec.longest_seconds
+    keep_us = keep_seconds * 1_000_000
     values = [(F.col(window_aggregates.input_column(c)).cast("double" if kind == recent_events.NUMBER else "string")
                .alias(recent_events.field_name(c, kind))) for c, kind in fields]
     cut = F.max(at).over(Window.partitionBy(*keys))
-    kept = (events.withColumn("__cut", cut).where(F.col(at) > F.col("__cut") - F.lit((longest or 0) * 1_000_000))
+    kept = (events.withColumn("__cut", cut).where(F.col(at) > F.col("__cut") - F.lit((longest or 0) * 1_000_000 + keep_us))
             .where(F.lit(longest is not None))
             .select(*keys, F.struct(F.col(at).alias("t"), F.to_json(F.struct(*values), {"ignoreNullFields": "false"})
                                     .alias("f")).alias("e"))
@@ -333,7 +342,8 @@ def _recent_events(events, declared, fields: list[tuple[str, str]]):
                         F.lit(""))
     return (rows.join(kept, list(declared.keys), "left")
             .select(F.to_json(F.struct(*keys)).alias("key"),
-                    F.concat(F.lit("["), F.col("__cut").cast("string"), F.lit(",["), listed, F.lit("],"), standing,
+                    F.concat(F.lit("["), F.col("__cut").cast("string"), F.lit(","),
+                             (F.col("__cut") - F.lit(keep_us)).cast("string"), F.lit(",["), listed, F.lit("],"), standing,
                              F.lit("]")).alias("value")))
 
 

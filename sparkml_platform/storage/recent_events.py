@@ -3,14 +3,17 @@ computed from them: how a model trained with temporal accuracy is served the val
 trained on (config/aggregations.py has the semantics; storage/window_aggregates.py computes
 them in batch).
 
-A key's stored value is `[CUT_US, [[AT_US, {FIELD: VALUE}], ...], {LIFETIME_COLUMN: VALUE}]`:
-the visible time of the key's newest event when published, its events visible within the
-longest finite window before it (oldest first, each with its `fields`, named by
-`field_name`), and the values of its lifetime windows at that time, as batch computed them. No event lands
-in the store after a publish, so a request at t >= CUT_US covers exactly the stored events in
-(t - w, t] for each finite window, and the lifetime values stand; a request before CUT_US
-would need events the store no longer tells apart, and is answered with nulls and said to be
-before the kept window (`online_stores.BEFORE_KEPT`), never with later events' values.
+A key's stored value is
+`[CUT_US, FROM_US, [[AT_US, {FIELD: VALUE}], ...], {LIFETIME_COLUMN: VALUE}]`: the visible
+time of the key's newest event when published (the cut), the earliest request time answered
+(the cut less the table's `online.keep`, the cut without one), its events visible within the
+longest finite window before FROM_US up to the cut (oldest first, each with its `fields`, named
+by `field_name`), and the values of its lifetime windows at the cut, as batch computed them.
+No event lands in the store after a publish, so a request at t >= FROM_US covers exactly the
+stored events in (t - w, t] for each finite window, and at t >= CUT_US the lifetime values
+stand. Earlier requests (and a lifetime window asked for before the cut) would need events
+the store no longer tells apart: they are answered with nulls and said to be before the kept
+window (`online_stores.BEFORE_KEPT`), never with later events' values.
 
 Pure: no Spark, no store; serving/publish.py writes the values, serving/server.py reads them.
 """
@@ -24,7 +27,7 @@ from ..config.aggregations import LIFETIME, Aggregations, percentile_of, window_
 from .online_stores import BEFORE_KEPT, EVENTS_SUFFIX, FOUND, NO_ROW
 
 NUMBER, TEXT = "number", "text"  # a field: an input as a double, or as Spark's text of it
-FORMAT = "recent-events/1"
+FORMAT = "recent-events/2"
 
 
 def store_table(table: str) -> str:
@@ -55,10 +58,10 @@ def answer(value: str | None, at_us: int, spec: Aggregations, columns: list[str]
     (FOUND, NO_ROW, BEFORE_KEPT)."""
     if value is None:
         return None, NO_ROW
-    cut, events, lifetime = json.loads(value)
-    if at_us < cut:
-        return None, BEFORE_KEPT
+    cut, kept_from, events, lifetime = json.loads(value)
     outputs = spec.output_columns()
+    if at_us < kept_from or (at_us < cut and any(outputs[c][2] == LIFETIME for c in columns)):
+        return None, BEFORE_KEPT
     got = {}
     for column in columns:
         source, function, window = outputs[column]
