@@ -35,7 +35,7 @@ from pathlib import Path
 from _common import ROOT
 from sparkml_platform.storage import places
 
-TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
+TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delays", "route_delays"]
 
 
 def sparkml(conf: Path, env: str | None, *args: str, store: str, timeout: int = 1800) -> str:
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--sweep-seconds", type=float, default=10.0, help="each step of the concurrency sweep")
     parser.add_argument("--rebuild-day", default="2013-12-05",
-                        help="the day of route_delay_stats rebuilt before the incremental publish")
+                        help="the day of route_delays rebuilt before the incremental publish")
     args = parser.parse_args()
     conf = Path(args.conf).resolve()
     bench = ROOT / ".sparkml" / "bench" / "online"
@@ -203,7 +203,7 @@ def main() -> None:
                 full[name].append(timed_publish(ws, stores[name], full=True))
         for order in (list(stores), list(reversed(stores))):
             # A windowed rebuild of one day of one table: a new Delta version to diff against.
-            sparkml(conf, args.env, "features", "build", "route_delay_stats", "--start", args.rebuild_day,
+            sparkml(conf, args.env, "features", "build", "route_delays", "--start", args.rebuild_day,
                     "--end", args.rebuild_day, store=stores["sqlite"])
             for name in order:
                 incremental[name].append(timed_publish(ws, stores[name], full=False))

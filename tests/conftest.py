@@ -100,8 +100,8 @@ SLICE = {  # a small slice of the reference data for end-to-end runs: one day a 
     "pipelines.yml": {"pipelines": {"flights_data": {"steps": [
         {"load_sources": ["flights", "weather", "planes", "airlines", "airports"]},
         {"build_entities": ["flights", "flights_to_score"]},
-        {"build_features": ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats",
-                            "route_delay_stats"]},
+        {"build_features": ["origin_weather_hourly", "plane_attributes", "carrier_delays",
+                            "route_delays"]},
         {"score": {"model": "flight_delays@champion", "input": "entities.flights_to_score",
                    "output": "predictions.flight_delays", "run_date": "2013-12-31"}}]}}},
 }

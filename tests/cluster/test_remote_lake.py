@@ -16,7 +16,7 @@ from support.servers import S3_CREDENTIALS
 pytestmark = [pytest.mark.cluster, pytest.mark.remote_lake]
 
 WINDOW = ["--start", "2013-03-01", "--end", "2013-03-31"]
-COMPARED = ["features.route_delay_stats", "features.origin_weather_hourly", "entities.flights_to_score"]
+COMPARED = ["features.route_delays", "features.origin_weather_hourly", "entities.flights_to_score"]
 
 
 @pytest.fixture(scope="module", params=["hdfs", "s3"])
@@ -72,12 +72,12 @@ def test_a_rerun_on_a_remote_lake_duplicates_nothing_and_a_rebuild_matches(remot
     assert result.returncode == 0, result.stderr[-4000:]
     from deltalake import DeltaTable
 
-    table = table_uri(lake_root, "features.route_delay_stats")
+    table = table_uri(lake_root, "features.route_delays")
     before = rows(table, options)
     version = DeltaTable(table, storage_options=options or None).version()
     # Through spark-submit.sh, which ships the jars the lake's scheme needs (S3's for s3a://).
     built = subprocess.run([str(REPO / "spark-submit.sh"), "--conf-dir", str(conf), "--env", "test",
-                            "features_build", "route_delay_stats", *WINDOW], capture_output=True,
+                            "features_build", "route_delays", *WINDOW], capture_output=True,
                            text=True, timeout=1200, env=cli_env(**env))
     assert built.returncode == 0, submitted(built)
     assert json.loads(built.stdout.strip().splitlines()[-1])["rows_written"] > 0
@@ -85,7 +85,7 @@ def test_a_rerun_on_a_remote_lake_duplicates_nothing_and_a_rebuild_matches(remot
     listed = run_cli(conf, "features", "list", "--json", **env)
     assert listed.returncode == 0, listed.stderr[-2000:]
     versions = {t["name"]: t["version"] for t in json.loads(listed.stdout)}
-    assert versions["route_delay_stats"] == version + 1  # one commit: the window
+    assert versions["route_delays"] == version + 1  # one commit: the window
     rebuilt = run_cli(conf, "trainset", "rebuild", "flight_delays", **env)
     assert rebuilt.returncode == 0, submitted(rebuilt)
     assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["matches"] is True

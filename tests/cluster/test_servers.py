@@ -42,10 +42,10 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
     """A windowed feature build submitted to a real master and worker with the project's own
     interpreter (`make test-cluster` runs builds and scoring from a packed environment)."""
     conf, _ = flights_project
-    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delay_stats"
+    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delays"
     before = spark.read.format("delta").load(str(table)).count()
     with spark_standalone(tmp_path) as master:
-        built = submit(conf, "--master", master, "features_build", "route_delay_stats",
+        built = submit(conf, "--master", master, "features_build", "route_delays",
                        "--start", "2013-03-01", "--end", "2013-03-31")
         assert built.returncode == 0, submitted(built)
         apps = list((tmp_path / "work").iterdir())
@@ -54,7 +54,7 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
         # any work, not a worker crash half-way through the job.
         log = sorted(p.name for p in (table / "_delta_log").glob("*.json"))
         foreign = submit(conf, "--master", master, "--archives", str(foreign_archive(tmp_path)),
-                         "features_build", "route_delay_stats", "--start", "2013-03-01", "--end", "2013-03-31")
+                         "features_build", "route_delays", "--start", "2013-03-01", "--end", "2013-03-31")
         assert sorted(p.name for p in (table / "_delta_log").glob("*.json")) == log
     # spark-submit merges the Python driver's stderr into its stdout.
     output = foreign.stdout + foreign.stderr
@@ -63,11 +63,11 @@ def test_a_job_runs_on_a_standalone_cluster(spark, flights_project, tmp_path):
             '3.12.4): Cannot run program "./environment/bin/python"') in output
     assert "install Python 3.12.4 on them" in output
     out = json.loads(built.stdout.strip().splitlines()[-1])
-    assert out["table"] == "features.route_delay_stats" and out["window"] == ["2013-03-01", "2013-03-31"]
+    assert out["table"] == "features.route_delays" and out["window"] == ["2013-03-01", "2013-03-31"]
     assert len(apps) == 1  # the job really ran as an application of the standalone master
     rows = spark.read.format("delta").load(str(table))
     assert rows.count() == before  # the window replaced, nothing duplicated
-    assert out["rows_written"] == rows.where("landed_at >= '2013-03-01' AND landed_at < '2013-04-01'").count() > 0
+    assert out["rows_written"] == rows.where("as_of >= '2013-03-01' AND as_of < '2013-04-01'").count() > 0
 
 
 def test_spark_submit_refuses_unknown_master_and_job(flights_project):

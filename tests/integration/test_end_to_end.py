@@ -32,8 +32,8 @@ def test_pipeline_leaves_tables_a_model_and_predictions(spark, flights_project):
     counts = lake_counts(spark, lake_root)
     assert {"raw.flights", "raw.weather", "raw.planes", "entities.flights",
             "entities.flights_to_score", "features.origin_weather_hourly",
-            "features.plane_attributes", "features.carrier_delay_stats",
-            "features.route_delay_stats", "predictions.flight_delays"} <= set(counts)
+            "features.plane_attributes", "features.carrier_delays",
+            "features.route_delays", "predictions.flight_delays"} <= set(counts)
     assert all(n > 0 for n in counts.values()), counts
     # every flight to score got exactly one prediction, with model name, version and run id
     preds = spark.read.format("delta").load(str(lake_root / "predictions" / "flight_delays"))
@@ -72,7 +72,7 @@ def test_training_set_is_point_in_time_and_versioned(spark, flights_project):
     man = json.loads(result.stdout)
     assert man["rows"]["train"] > 0 and man["rows"]["test"] > 0
     assert {lk["table"] for lk in man["lookups"]} == {
-        "origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"}
+        "origin_weather_hourly", "plane_attributes", "carrier_delays", "route_delays"}
     assert man["label_source"]["table"] == "entities.flights"
 
 
@@ -114,11 +114,12 @@ def test_model_version_records_its_inputs(spark, flights_project):
     lineage = json.loads(run_main(conf, "lineage", "flight_delays@champion", "--json").stdout)
     assert lineage["root"] == f"model:flight_delays/{shown['version']}"
     assert ["trainset:flight_delays@1", lineage["root"]] in lineage["edges"]
-    lineage = json.loads(run_main(conf, "lineage", "route_delay_stats", "--format", "json").stdout)
+    lineage = json.loads(run_main(conf, "lineage", "route_delays", "--format", "json").stdout)
     nodes = {n["id"]: n for n in lineage["nodes"]}
-    assert [a for a, b in lineage["edges"] if b == "features.route_delay_stats"] == ["raw.flights"]
-    assert nodes["raw.flights"]["detail"]["read_at"] == {"features.route_delay_stats": 0}
-    assert ["features.route_delay_stats", "trainset:flight_delays@1"] in lineage["edges"]
+    assert [a for a, b in lineage["edges"] if b == "features.route_delays"] == ["entities.flights"]
+    assert nodes["entities.flights"]["detail"]["read_at"] == {"features.route_delays": 0}
+    assert ["raw.flights", "entities.flights"] in lineage["edges"]
+    assert ["features.route_delays", "trainset:flight_delays@1"] in lineage["edges"]
 
 
 def test_a_run_with_nothing_new_writes_nothing_and_starts_no_spark(spark, flights_project, tmp_path):
@@ -236,8 +237,8 @@ def test_bad_scoring_input_exits_2_and_leaves_output_unchanged(spark, flights_pr
 def test_listing_commands_answer_in_json(spark, flights_project):
     conf, _ = flights_project
     expected = {
-        ("features", "list"): {"origin_weather_hourly", "plane_attributes", "carrier_delay_stats",
-                               "route_delay_stats"},
+        ("features", "list"): {"origin_weather_hourly", "plane_attributes", "carrier_delays",
+                               "route_delays"},
         ("trainset", "list"): {"flight_delays"},
         ("models", "list"): {"flight_delays"},
         ("features", "search", "weather"): {"origin_weather_hourly"},
@@ -247,7 +248,7 @@ def test_listing_commands_answer_in_json(spark, flights_project):
         assert result.returncode == 0, result.stderr
         assert {row["name"] for row in json.loads(result.stdout)} == names, args
     hits = json.loads(run_main(conf, "features", "search", "landed", "--json").stdout)
-    assert {h["name"] for h in hits} == {"carrier_delay_stats", "route_delay_stats"}
+    assert {h["name"] for h in hits} == {"carrier_delays", "route_delays"}
 
 
 def test_build_killed_half_way_leaves_the_previous_version(spark, flights_project):
@@ -261,13 +262,13 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
     from conftest import cli_env
 
     conf, _ = flights_project
-    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delay_stats"
+    table = conf.parent / ".sparkml" / "lake" / "features" / "route_delays"
     before_files = set(table.rglob("*.parquet"))
     before_log = sorted(p.name for p in (table / "_delta_log").glob("*.json"))
     before_rows = count(spark, table)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "sparkml"), "--conf", str(conf), "--env", "test",
-         "features", "build", "route_delay_stats", "--full"],  # its sources are unchanged
+         "features", "build", "route_delays", "--full"],  # its sources are unchanged
         env=cli_env(), cwd=conf.parent, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it as soon as it has written data files that are not committed yet, or else well
@@ -289,7 +290,7 @@ def test_build_killed_half_way_leaves_the_previous_version(spark, flights_projec
            "features", "build"]
     both = [subprocess.Popen([*cmd, name, "--full"], env=cli_env(), cwd=conf.parent, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for name in ("route_delay_stats", "plane_attributes")]
+            for name in ("route_delays", "plane_attributes")]
     outputs = [proc.communicate(timeout=600) for proc in both]
     assert [proc.returncode for proc in both] == [0, 0], [err[-2000:] for _, err in outputs]
     assert count(spark, table) == before_rows

@@ -65,8 +65,8 @@ def test_the_notebook_runs_and_registers_a_model_with_its_lookups(spark, walkthr
         in text_of(nb, "registered")
     shown = ws.models.show(f"{MODEL}/{found['version']}")
     assert shown.tags["training_set"] == MODEL and shown.tags["decision"] == "promoted to champion"
-    assert set(json.loads(shown.tags["feature_tables"])) == {"origin_weather_hourly", "carrier_delay_stats",
-                                                             "route_delay_stats"}
+    assert set(json.loads(shown.tags["feature_tables"])) == {"origin_weather_hourly", "carrier_delays",
+                                                             "route_delays"}
     assert ws.training_set(MODEL).manifest["label_source"]["dataframe"]
     lineage = text_of(nb, "lineage")  # the registered version, back to the raw sources it was made from
     assert lineage.startswith(f"model:{MODEL}/{found['version']}  [model version")

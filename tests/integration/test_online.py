@@ -25,7 +25,7 @@ from support.servers import LOOPBACK, free_port, redis_server, wait_for
 from sparkml_platform.storage import places
 
 pytestmark = pytest.mark.slow
-TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delay_stats", "route_delay_stats"]
+TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delays", "route_delays"]
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,12 @@ def online_project(flights_project, tmp_path_factory):
     shutil.copytree(flights_project[0].parent, root, symlinks=True)
     for left in (root / ".sparkml").glob("online.db*"):  # a reused project's earlier publishes
         left.unlink()
-    # The two per-flight counters keep a day of rows online, so requests are answered as of
-    # their time (not part of the definition: the models trained on them stay servable).
+    # The two delay tables keep a day of recent events online, so requests up to a day before
+    # a key's newest landing are answered as of their time (not part of the definition: the
+    # models trained on them stay servable).
     features_yml = root / "conf" / "base" / "features.yml"
     text = features_yml.read_text()
-    for table in ("carrier_delay_stats", "route_delay_stats"):
+    for table in ("carrier_delays", "route_delays"):
         text = text.replace(f"  {table}:\n", f"  {table}:\n    online: {{keep: 1d}}\n", 1)
     features_yml.write_text(text)
     return root / "conf"
@@ -95,40 +96,40 @@ def test_publish_writes_each_keys_newest_row_then_only_what_changed(spark, onlin
 
     # The table moves on: one carrier's newest row changes, another carrier disappears.
     ws = Workspace(conf, "test", spark=spark)
-    path = places.table(ws.config, "features.carrier_delay_stats")
-    rows = ws.features.read("carrier_delay_stats")
+    path = places.table(ws.config, "features.carrier_delays")
+    rows = ws.features.read("carrier_delays")
     carriers = sorted(r.carrier for r in rows.select("carrier").distinct().collect())
     changed, gone = carriers[0], carriers[1]
-    newest = rows.where(F.col("carrier") == changed).agg(F.max("landed_at")).collect()[0][0]
+    newest = rows.where(F.col("carrier") == changed).agg(F.max("as_of")).collect()[0][0]
     moved = rows.where(F.col("carrier") != gone).withColumn(
-        "carrier_late_rate", F.when((F.col("carrier") == changed) & (F.col("landed_at") == newest),
-                                    F.lit(0.999)).otherwise(F.col("carrier_late_rate")))
+        "carrier_late_rate_7d", F.when((F.col("carrier") == changed) & (F.col("as_of") == newest),
+                                    F.lit(0.999)).otherwise(F.col("carrier_late_rate_7d")))
     lake.write(moved.localCheckpoint(), path)
-    done = run_main(conf, "features", "publish", "carrier_delay_stats")
+    done = run_main(conf, "features", "publish", "carrier_delays")
     assert json.loads(done.stdout.strip().splitlines()[-1])["mode"] == "incremental"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["written"], result["deleted"]) == (1, 1)
     store = ws.online_store
     from sparkml_platform.storage.online_stores import as_of, key_json
 
-    generation, (kept, missing) = store.lookup("carrier_delay_stats", [key_json(["carrier"], [changed]),
+    generation, (kept, missing) = store.lookup("carrier_delays", [key_json(["carrier"], [changed]),
                                                                        key_json(["carrier"], [gone])])
-    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate"] == 0.999 and missing is None
-    shown = ws.features.show("carrier_delay_stats")["online"]
+    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate_7d"] == 0.999 and missing is None
+    shown = ws.features.show("carrier_delays")["online"]
     assert shown["version"] == lake.version(spark, path) and not shown["behind"] and shown["age_seconds"] < 600
     assert shown["rows"] == shown["rows_held"] == len(carriers) - 1
 
     # A table larger than local_read_max_mb is reduced by Spark: the same incremental publish.
     third = carriers[2]
-    newest = rows.where(F.col("carrier") == third).agg(F.max("landed_at")).collect()[0][0]
-    lake.write(moved.withColumn("carrier_late_rate", F.when((F.col("carrier") == third) & (F.col("landed_at") == newest),
-                                                            F.lit(0.5)).otherwise(F.col("carrier_late_rate")))
+    newest = rows.where(F.col("carrier") == third).agg(F.max("as_of")).collect()[0][0]
+    lake.write(moved.withColumn("carrier_late_rate_7d", F.when((F.col("carrier") == third) & (F.col("as_of") == newest),
+                                                            F.lit(0.5)).otherwise(F.col("carrier_late_rate_7d")))
                .localCheckpoint(), path)
     ws.config.platform.local_read_max_mb = 0
-    by_spark = ws.features.publish("carrier_delay_stats").to_dict()
+    by_spark = ws.features.publish("carrier_delays").to_dict()
     assert (by_spark["mode"], by_spark["written"], by_spark["deleted"]) == ("incremental", 1, 0)
-    generation, (kept,) = store.lookup("carrier_delay_stats", [key_json(["carrier"], [third])])
-    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate"] == 0.5
+    generation, (kept,) = store.lookup("carrier_delays", [key_json(["carrier"], [third])])
+    assert as_of(kept, 1 << 62, None)[0]["carrier_late_rate_7d"] == 0.5
 
 
 def test_commands_that_compute_nothing_start_no_jvm(online_project):
@@ -166,9 +167,10 @@ def test_commands_that_compute_nothing_start_no_jvm(online_project):
 
 def entity_rows(spark, conf: Path, count: int, seed: int):
     """`count` flights to score, each at a random time between 3 hours before the newest weather
-    row and 30 minutes after the newest feature row: inside what the store keeps of the weather
-    (its 3-hour lookback) and of the counters (a day), so the online as-of lookup must find the
-    row the batch point-in-time join finds."""
+    row and 30 minutes after the newest landing: inside what the store keeps of the weather (its
+    3-hour lookback), so the online as-of lookup must find the row the batch point-in-time join
+    finds, and of the delay tables' recent events (a day before each key's newest landing), so
+    it must compute the windows batch scoring computes from the same events."""
     from pyspark.sql import functions as F
 
     lake_dir = conf.parent / ".sparkml" / "lake"
@@ -177,7 +179,8 @@ def entity_rows(spark, conf: Path, count: int, seed: int):
         return spark.read.format("delta").load(str(lake_dir / "features" / table)).agg(F.max(column)).collect()[0][0]
 
     weather = newest("origin_weather_hourly", "observed_at")
-    latest = max(weather, *(newest(t, "landed_at") for t in ("carrier_delay_stats", "route_delay_stats")))
+    landed = spark.read.format("delta").load(str(lake_dir / "entities" / "flights")).agg(F.max("landed_at"))
+    latest = max(weather, landed.collect()[0][0])
     start = weather - dt.timedelta(hours=3)
     span = int((latest - start).total_seconds()) + 1800
     rows = (spark.read.format("delta").load(str(lake_dir / "entities" / "flights_to_score"))
@@ -288,8 +291,8 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             # A key with no online row: null features, scored (as batch scoring does) and counted.
             status, body = served.predict([{**row, "tailnum": "NO-SUCH-PLANE", "carrier": "ZZ"}])
             assert status == 200 and body["rows_missing_features"] == {"plane_attributes": 1,
-                                                                      "carrier_delay_stats": 1,
-                                                                      "route_delay_stats": 1}
+                                                                      "carrier_delays": 1,
+                                                                      "route_delays": 1}
             assert 0 <= body["predictions"][0]["probability"] <= 1
             answered.append(body["predictions"][0]["tables_without_row"])
             assert get(served.url + "/metadata")[1]["counts"]["rows_missing_features"] >= 4

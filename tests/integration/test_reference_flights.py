@@ -25,17 +25,17 @@ def test_entities_have_scheduled_departure_in_utc(spark):
     assert row.flight_id == "2013-01-01-AA-1-JFK-1015"
 
 
-def test_delay_stats_count_only_flights_landed_by_then(spark):
+def test_flights_land_after_their_delay_flight_and_taxi_margin_and_cancelled_ones_never(spark):
     df = spark.createDataFrame([
         flight(8, 0, 0.0, 60.0, 30.0),     # lands 8:00 + 60 + 30 margin = 9:30
-        flight(9, 0, 10.0, 60.0, 0.0),     # lands 9:00 + 10 + 60 + 30 = 10:40
-        flight(9, 0, 0.0, None, None),     # cancelled: never lands, never counted
+        flight(9, 5, 10.0, 60.0, 0.0),     # lands 9:05 + 10 + 60 + 30 = 10:45
+        flight(9, 0, 0.0, None, None),     # cancelled: never lands, so never counted
     ], SCHEMA)
-    rows = flights.carrier_delay_stats(df).orderBy("landed_at").collect()
-    assert [(utc(r.landed_at), r.carrier_flights_landed, r.carrier_mean_arr_delay, r.carrier_late_rate)
-            for r in rows] == [
-        (dt.datetime(2013, 1, 1, 9, 30), 1, 30.0, 1.0),
-        (dt.datetime(2013, 1, 1, 10, 40), 2, 15.0, 0.5),
+    rows = flights.flight_entities(df).orderBy("sched_dep_ts").collect()
+    assert [(utc(r.sched_dep_ts), r.landed_at and utc(r.landed_at)) for r in rows] == [
+        (dt.datetime(2013, 1, 1, 8, 0), dt.datetime(2013, 1, 1, 9, 30)),
+        (dt.datetime(2013, 1, 1, 9, 0), None),
+        (dt.datetime(2013, 1, 1, 9, 5), dt.datetime(2013, 1, 1, 10, 45)),
     ]
 
 
