@@ -190,13 +190,19 @@ def test_lineage_of_the_champion_reaches_the_raw_sources_and_its_predictions(spa
     trainset = f"trainset:{man['name']}@{man['version']}"
     features = {f"features.{lk['table']}": lk["version"] for lk in man["lookups"]}
     label = man["label_source"]["table"]
-    raw = {*(t for f in features for t in ws.config.feature_table(f.split(".")[1]).sources.values()),
-           ws.config.sources.entity_tables[label.split(".")[1]].source}
+    entities = ws.config.sources.entity_tables
+
+    def raw_of(table: str) -> str:  # an entity table is made from a raw one
+        return entities[table.split(".")[1]].source if table.startswith("entities.") else table
+
+    read = {t for f in features for t in ws.config.feature_table(f.split(".")[1]).sources.values()}
+    raw = {*map(raw_of, read), raw_of(label)}
     edges = {tuple(e) for e in graph["edges"]}
     assert (trainset, root) in edges and {(f, trainset) for f in [*features, label]} <= edges
     assert {i for i, n in nodes.items() if n["kind"] == "source"} == raw == {"raw.flights", "raw.weather",
                                                                              "raw.planes"}
     assert all(nodes[f]["version"] == str(v) for f, v in features.items())
+    assert ("entities.flights", "features.route_delays") in edges  # the aggregations' source
     assert (ws.config.sources.entity_tables[label.split(".")[1]].source, label) in edges
 
     # downstream: the predictions tables its scoring runs wrote, as MLflow records them

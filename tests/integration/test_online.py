@@ -26,6 +26,9 @@ from sparkml_platform.storage import places
 
 pytestmark = pytest.mark.slow
 TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delays", "route_delays"]
+# What the store holds for the slice's models: the delay tables are looked up with temporal
+# accuracy, so from their keys' recent events (NAME~events).
+STORED = ["origin_weather_hourly", "plane_attributes", "carrier_delays~events", "route_delays~events"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,25 @@ def sklearn_version(conf: Path, spec: str = "flight_delay_sklearn") -> str:
     uri = f"sqlite:///{conf.parent / '.sparkml' / 'mlflow.db'}"
     versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'flight_delays'")
     return str(max((v.version for v in versions if v.tags.get("model_spec") == spec), key=int))
+
+
+def spark_model_logged_before_compiled_predictors(conf: Path, tmp: Path) -> str:
+    """A new version of the slice's Spark ML model as a platform version before compiled
+    predictors logged it: the same model and feature spec, in a run without the record."""
+    import mlflow
+
+    from sparkml_platform.runtime.project import open_project
+    from sparkml_platform.tracking.tracker import Tracker
+
+    with Tracker(open_project(conf, "test")).bound():
+        client = mlflow.MlflowClient()
+        gbt = client.get_model_version("flight_delays", sklearn_version(conf, "flight_delay_gbt"))
+        spec = client.download_artifacts(gbt.run_id, "feature_spec.json", str(tmp))
+        run = client.create_run(client.get_run(gbt.run_id).info.experiment_id)
+        client.log_artifact(run.info.run_id, spec)
+        client.set_terminated(run.info.run_id)
+        return client.create_model_version("flight_delays", gbt.source, run_id=run.info.run_id,
+                                           tags={"model_spec": "flight_delay_gbt_before"}).version
 
 
 def publish(conf: Path, store: str | None = None, *args: str) -> list[dict]:
@@ -193,6 +215,8 @@ def entity_rows(spark, conf: Path, count: int, seed: int):
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, online_project, redis_url,
                                                                           backend):
+    """Both of the slice's models: the scikit-learn one as it is, the Spark ML gradient-boosted
+    trees by their compiled form (no JVM in the server)."""
     from conftest import utc
 
     from sparkml_platform.runtime.project import open_project
@@ -201,31 +225,35 @@ def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, 
     conf = online_project
     store = redis_url if backend == "redis" else None
     publish(conf, store)
-    version = sklearn_version(conf)
     rows = entity_rows(spark, conf, 300, seed=11 if backend == "redis" else 5)
     lake.write(rows, places.table(open_project(conf, "test"), f"entities.online_check_{backend}"))
-    done = run_main(conf, "score", f"flight_delays/{version}", "--input", f"entities.online_check_{backend}",
-                    "--output", f"predictions.online_check_{backend}", "--run-date", "2013-12-31")
-    assert done.returncode == 0, done.stderr[-3000:]
-    batch = {r.flight_id: r.probability for r in spark.read.format("delta").load(
-        str(conf.parent / ".sparkml" / "lake" / "predictions" / f"online_check_{backend}")).collect()}
-    requests = [{**r.asDict(), "sched_dep_ts": utc(r.sched_dep_ts).isoformat() + "Z"} for r in rows.collect()]
-    served = Served(conf, f"flight_delays/{version}", store)
-    try:
-        online, outside = {}, 0
-        for start in range(0, len(requests), 100):
-            status, body = served.predict({"rows": requests[start:start + 100]})
-            assert status == 200 and "degraded" not in body, body
-            assert body["version"] == version
-            outside += sum(body.get("rows_before_kept_window", {}).values())
-            online.update((r["flight_id"], p["probability"]) for r, p in
-                          zip(requests[start:start + 100], body["predictions"]))
-    finally:
-        served.stop()
-    assert len(online) == len(batch) == 300 and outside == 0
+    requests = [{k: utc(v).isoformat() + "Z" if isinstance(v, dt.datetime) else v for k, v in r.asDict().items()}
+                for r in rows.collect()]
     assert len({r["sched_dep_ts"] for r in requests}) == 300  # 300 different request times
-    worst = max(abs(online[f] - batch[f]) for f in batch)
-    assert worst < 1e-9
+    for spec in ("flight_delay_sklearn", "flight_delay_gbt"):
+        version = sklearn_version(conf, spec)
+        output = f"online_check_{backend}_{spec}"
+        done = run_main(conf, "score", f"flight_delays/{version}", "--input", f"entities.online_check_{backend}",
+                        "--output", f"predictions.{output}", "--run-date", "2013-12-31")
+        assert done.returncode == 0, done.stderr[-3000:]
+        batch = {r.flight_id: (r.probability, r.prediction) for r in spark.read.format("delta").load(
+            str(conf.parent / ".sparkml" / "lake" / "predictions" / output)).collect()}
+        served = Served(conf, f"flight_delays/{version}", store)
+        try:
+            online, outside = {}, 0
+            for start in range(0, len(requests), 100):
+                status, body = served.predict({"rows": requests[start:start + 100]})
+                assert status == 200 and "degraded" not in body, body
+                assert body["version"] == version
+                outside += sum(body.get("rows_before_kept_window", {}).values())
+                online.update((r["flight_id"], (p["probability"], p["prediction"])) for r, p in
+                              zip(requests[start:start + 100], body["predictions"]))
+        finally:
+            served.stop()
+        assert len(online) == len(batch) == 300 and outside == 0, spec
+        worst = max(abs(online[f][0] - batch[f][0]) for f in batch)
+        assert worst < 1e-9, spec
+        assert all(online[f][1] == batch[f][1] for f in batch), spec
 
 
 def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(spark, online_project,
@@ -316,14 +344,16 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             moved = served.predict(row)[1]
             assert moved["version"] == str(second)
             answered.append(moved["predictions"][0]["tables_without_row"])
-            # To a version it cannot load (a Spark ML model): it keeps serving the one it has,
-            # and /ready and /metadata say which version was not loaded and why.
-            gbt = sklearn_version(conf, "flight_delay_gbt")
-            client.set_registered_model_alias("flight_delays", "online", gbt)
+            # To a version it cannot load (a Spark ML model logged without a compiled predictor):
+            # it keeps serving the one it has, and /ready and /metadata say which version was not
+            # loaded and why.
+            old = spark_model_logged_before_compiled_predictors(conf, tmp_path)
+            client.set_registered_model_alias("flight_delays", "online", old)
             wait_for(lambda: "not_loaded" in get(served.url + "/ready")[1], "refusal shown", timeout=30)
             status, ready = get(served.url + "/ready")
             assert status == 200 and ready["version"] == str(second), ready
-            assert ready["not_loaded"]["version"] == str(gbt) and "is a Spark ML model" in ready["not_loaded"]["reason"]
+            assert ready["not_loaded"]["version"] == str(old)
+            assert "logged before compiled predictors" in ready["not_loaded"]["reason"]
             assert get(served.url + "/metadata")[1]["not_loaded"] == ready["not_loaded"]
 
             # Redis restarts empty (no persistence): /ready says so at once, and answers say which
@@ -337,13 +367,13 @@ def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(
             try:
                 wait_for(lambda: "degraded" in get(served.url + "/ready")[1], "ready flips", timeout=30)
                 status, ready = get(served.url + "/ready")
-                assert ready["degraded"].keys() == set(TABLES) and "holds no marker" in ready["reason"]
+                assert ready["degraded"].keys() == set(STORED) and "holds no marker" in ready["reason"]
                 answer = urllib.request.urlopen(urllib.request.Request(
                     served.url + "/predict", data=json.dumps(row).encode(),
                     headers={"Content-Type": "application/json"}), timeout=10)
                 body = json.loads(answer.read())
-                assert answer.status == 200 and set(body["degraded"]) == set(TABLES)
-                assert sorted(answer.headers["X-Sparkml-Degraded"].split(",")) == sorted(TABLES)
+                assert answer.status == 200 and set(body["degraded"]) == set(STORED)
+                assert sorted(answer.headers["X-Sparkml-Degraded"].split(",")) == sorted(STORED)
                 assert body["predictions"][0]["tables_without_row"] == 4
                 answered.append(4)
                 publish(conf, url)  # published again: served again within a poll
@@ -494,8 +524,11 @@ def test_serve_refuses_at_start_what_it_cannot_serve(online_project, tmp_path):
     assert done.returncode == 2 and "no registered model named 'no_such_model'" in done.stderr
     done = serve("flight_delays@no_such_alias")
     assert done.returncode == 2 and "model flight_delays has no alias 'no_such_alias'" in done.stderr
-    done = serve(f"flight_delays/{sklearn_version(conf, 'flight_delay_gbt')}")
-    assert done.returncode == 2 and "is a Spark ML model" in done.stderr
+    old = spark_model_logged_before_compiled_predictors(conf, tmp_path)
+    done = serve(f"flight_delays/{old}")
+    assert done.returncode == 2 and (f"model flight_delays version {old} is a Spark ML model logged before "
+                                     "compiled predictors") in done.stderr
+    assert "train it again to serve it online (sparkml train flight_delay_gbt_before)" in done.stderr
 
     # A store published from another definition of a table than the model was trained on.
     import sqlite3
