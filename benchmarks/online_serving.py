@@ -6,9 +6,14 @@
   requests, each server a process of its own, over real HTTP on 127.0.0.1;
 - a concurrency sweep: 1, 8 and 32 clients (threads with a kept-alive connection each)
   sending one-row requests at once, p50/p99 and requests per second per store. On two cores
-  the clients share the machine with the server, as they would on a busy host.
+  the clients share the machine with the server, as they would on a busy host;
+- the models side by side on SQLite: the scikit-learn model, the MLlib gradient-boosted
+  trees and an MLlib random forest (the last fitted here by the platform's own pipeline on
+  the newest training set and registered as `BENCH_RF`, once), the Spark ones served by
+  their compiled form; one-row p50/p99 and 100-row rows per second, alternated twice.
 
     .venv/bin/python benchmarks/online_serving.py [--conf conf] [--env ENV] [--requests 400]
+                                                  [--only models]
 
 Needs a built project with a registered scikit-learn model (`make demo`), and Debian's
 redis-server on the PATH (started here on a free port and stopped after). The online stores
@@ -36,6 +41,7 @@ from _common import ROOT
 from sparkml_platform.storage import places
 
 TABLES = ["origin_weather_hourly", "plane_attributes", "carrier_delays", "route_delays"]
+BENCH_RF = "flight_delays_bench_rf"
 
 
 def sparkml(conf: Path, env: str | None, *args: str, store: str, timeout: int = 1800) -> str:
@@ -89,20 +95,68 @@ def serve(conf: Path, env: str | None, ref: str, store: str) -> tuple[subprocess
     sys.exit(f"sparkml serve on {store} did not get ready")
 
 
-def sklearn_model(conf: Path, env: str | None) -> str:
-    """The newest registered scikit-learn version (the online server serves those)."""
+def sklearn_model(conf: Path, env: str | None, spec: str = "flight_delay_sklearn", name: str = "flight_delays") -> str:
+    """The newest version `spec` trained (by default the reference's scikit-learn model)."""
     from sparkml_platform import Workspace
-    from sparkml_platform.tracking import registry
 
     ws = Workspace(conf, env)
-    client = ws.tracker.client
-    found = [(m.name, v.version) for m in client.search_registered_models()
-             for v in client.search_model_versions(f"name = '{m.name}'")
-             if registry.load_feature_spec(ws.tracker, v.run_id).get("flavor") == "sklearn"]
+    found = [v.version for v in ws.tracker.client.search_model_versions(f"name = '{name}'")
+             if v.tags.get("model_spec") == spec]
     if not found:
-        sys.exit("no scikit-learn model is registered: run `make demo` first")
-    name, version = max(found, key=lambda f: int(f[1]))
-    return f"{name}/{version}"
+        sys.exit(f"no version of {name} trained by {spec} is registered: run `make demo` first")
+    return f"{name}/{max(found, key=int)}"
+
+
+def random_forest(conf: Path, env: str | None) -> str:
+    """BENCH_RF's newest version: an MLlib random forest on the reference's newest training
+    set, through the pipeline `models.yml` would build for it, fitted and logged here once."""
+    from sparkml_platform import Workspace
+    from sparkml_platform.config.schema import ModelSpec
+    from sparkml_platform.modeling import estimators
+
+    ws = Workspace(conf, env)
+    found = [v.version for v in ws.tracker.client.search_model_versions(f"name = '{BENCH_RF}'")]
+    if found:
+        return f"{BENCH_RF}/{max(found, key=int)}"
+    trainset = ws.training_set("flight_delays")
+    manifest = trainset.manifest
+    data = trainset.df
+    spec = ModelSpec.model_validate({
+        "training_set": "flight_delays", "preprocessing": {"categorical": ["carrier", "origin"]},
+        "estimator": {"type": "random_forest_classifier", "params": {"numTrees": 30, "maxDepth": 8, "seed": 7}}})
+    types = dict(data.dtypes)
+    estimator = estimators.for_spec(spec, "bench_rf", manifest["feature_columns"], types, "label")
+    train = data.where("split = 'train'")
+    estimator.prepare(train)
+    model = estimator.fit(train, spec.estimator.params)
+    result = ws.log_model(model, trainset, registered_model=BENCH_RF, thresholds={})
+    print(f"  fitted {BENCH_RF} version {result.version}: ROC AUC {result.metrics.get('roc_auc')}, "
+          f"compiled {result.compiled}")
+    return f"{BENCH_RF}/{result.version}"
+
+
+def compare_models(conf: Path, env: str | None, store: str, requests: int) -> None:
+    """One-row p50/p99 and 100-row throughput of each model on one store, alternated twice."""
+    models = {"scikit-learn HGB": sklearn_model(conf, env),
+              "MLlib GBT (compiled)": sklearn_model(conf, env, "flight_delay_gbt"),
+              "MLlib RF (compiled)": random_forest(conf, env)}
+    rows = rows_for(conf, env, 1000)
+    print(f"models side by side (SQLite, {requests} one-row requests then 100-row requests, median of 2):")
+    runs: dict[str, list] = {}
+    for order in (list(models), list(reversed(models))):
+        for label in order:
+            proc, url = serve(conf, env, models[label], store)
+            try:
+                post(url + "/predict", {"rows": rows[:100]})  # warm-up
+                runs.setdefault(label, []).append(measure(url, rows, requests))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    base = statistics.median(r[1] for r in runs["scikit-learn HGB"])
+    print(f"  {'model':<22} {'version':<28} {'p50 (ms)':>9} {'p99 (ms)':>9} {'rows/s (100-row)':>17} {'p99 / sklearn':>14}")
+    for label, measured in runs.items():
+        p50, p99, rate = (statistics.median(r[i] for r in measured) for i in range(3))
+        print(f"  {label:<22} {models[label]:<28} {p50:9.1f} {p99:9.1f} {rate:17.0f} {p99 / base:13.2f}x")
 
 
 def rows_for(conf: Path, env: str | None, count: int) -> list[dict]:
@@ -178,6 +232,7 @@ def main() -> None:
     parser.add_argument("--env", default=None)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--sweep-seconds", type=float, default=10.0, help="each step of the concurrency sweep")
+    parser.add_argument("--only", choices=["models"], help="only the models side by side")
     parser.add_argument("--rebuild-day", default="2013-12-05",
                         help="the day of route_delays rebuilt before the incremental publish")
     args = parser.parse_args()
@@ -194,6 +249,13 @@ def main() -> None:
         from sparkml_platform import Workspace
 
         ws = Workspace(conf, args.env)
+        if args.only == "models":
+            for name in TABLES:
+                ws.config.platform.online_store.url = stores["sqlite"]
+                ws._online = None
+                ws.features.publish(name)
+            compare_models(conf, args.env, stores["sqlite"], args.requests)
+            return
         ws.spark  # started before the clock runs
         timed_publish(ws, f"sqlite:///{bench / 'warm-up.db'}", full=True)  # untimed: Spark's first plans
         print("publish the four tables (one warm session; median of 2, alternating stores):")
@@ -234,6 +296,7 @@ def main() -> None:
         for (name, clients), runs in swept.items():
             p50, p99, rate = (statistics.median(r[i] for r in runs) for i in range(3))
             print(f"  {name:<7} {clients:7d} {p50:9.1f} {p99:9.1f} {rate:11.0f}")
+        compare_models(conf, args.env, stores["sqlite"], args.requests)
     finally:
         redis.terminate()
         redis.wait(timeout=30)

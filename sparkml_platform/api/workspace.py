@@ -166,6 +166,8 @@ class ModelResult(Record):
     decision: str
     params: dict
     training_set: str
+    # A Spark ML model's compiled predictor: exact (served online) or why not.
+    compiled: dict | None = None
 
     @property
     def promoted(self) -> bool:

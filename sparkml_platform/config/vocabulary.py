@@ -4,9 +4,11 @@ implements them (estimators, metrics, search-space distributions)."""
 # MLlib estimators by spec type: (pyspark.ml module, class name, task).
 MLLIB_ESTIMATORS = {
     "logistic_regression": ("classification", "LogisticRegression", "classification"),
+    "decision_tree_classifier": ("classification", "DecisionTreeClassifier", "classification"),
     "random_forest_classifier": ("classification", "RandomForestClassifier", "classification"),
     "gbt_classifier": ("classification", "GBTClassifier", "classification"),
     "linear_regression": ("regression", "LinearRegression", "regression"),
+    "decision_tree_regressor": ("regression", "DecisionTreeRegressor", "regression"),
     "random_forest_regressor": ("regression", "RandomForestRegressor", "regression"),
     "gbt_regressor": ("regression", "GBTRegressor", "regression"),
 }

@@ -14,8 +14,9 @@ and at every poll (present, holding the rows it records, not older than what was
 the definition the model was trained on). A table that fails is `degraded`: `/ready` answers
 503 with why, and every answer using it says so in its body and the X-Sparkml-Degraded header.
 
-Single-machine (scikit-learn) models are served; a Spark ML model would need a Spark
-session per request and is refused at start with what to do instead. A model trained on
+Scikit-learn models are served as they are; a Spark ML pipeline by its compiled form
+(modeling/compiled.py: numpy, no JVM), when training found it equal to Spark's output
+(modeling/compiled_parity.py), else refused at start naming why. A model trained on
 window aggregates with temporal accuracy gets them computed as of each request's time from
 the key's recent events the store holds (storage/recent_events.py). An alias is checked
 again every `poll_seconds`: when it moves, the new version is loaded and swapped in without
@@ -31,14 +32,17 @@ import json
 import logging
 import queue
 import sys
+import tempfile
 import threading
 import uuid
 from collections import Counter
 from concurrent.futures import Future
+from pathlib import Path
 
 from ..config import ServingSettings
 from ..core import refs
 from ..core.errors import ConfigError
+from ..modeling import compiled, compiled_parity
 from ..modeling.estimators import DECISION_THRESHOLD
 from ..storage import feature_definitions, online_stores, places, recent_events, window_aggregates
 from ..storage.pit import FeatureLookup
@@ -59,14 +63,15 @@ class ServedModel:
 
         mv = registry.resolve(tracker, ref)
         spec = registry.load_feature_spec(tracker, mv.run_id)
-        if spec.get("flavor", "spark") == "spark":
-            raise ConfigError(
-                f"model {mv.name} version {mv.version} is a Spark ML model: the online server scores "
-                "single-machine (scikit-learn) models in its own process, and a Spark ML model would "
-                "need a Spark session per request. Score it in batch (sparkml score), or register a "
-                "scikit-learn model for online scoring")
         self.version, self.spec = mv, spec
         self.name = f"{mv.name} version {mv.version}"
+        self.spark_ml = spec.get("flavor", "spark") == "spark"
+        if self.spark_ml:  # served compiled, when training found it exact (modeling/compiled.py)
+            record = registry.load_optional_json_artifact(tracker, mv.run_id, compiled_parity.RECORD)
+            trained_by = mv.tags.get("model_spec") or "MODEL_SPEC"
+            why = compiled_parity.refusal(f"model {self.name}", record, f"sparkml train {trained_by}")
+            if why:
+                raise ConfigError(f"{why}. Score it in batch (sparkml score), or serve another version")
         self.classifier = spec.get("task", "classification") == "classification"
         self.lookups = [FeatureLookup.from_dict({**lk, "version": None}) for lk in spec["lookups"]]
         # What each lookup reads in the store: a table's rows, or (temporal window aggregates) the
@@ -81,7 +86,12 @@ class ServedModel:
             self.mismatch(table, marker, raising=True)
         with tracker.bound():
             uri = f"models:/{mv.name}/{mv.version}"
-            self.model = mlflow.sklearn.load_model(uri)
+            if self.spark_ml:
+                with tempfile.TemporaryDirectory() as tmp:  # read whole, then no longer needed
+                    self.model = compiled.load(str(Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+                                                   / "sparkml"))
+            else:
+                self.model = mlflow.sklearn.load_model(uri)
             signature = mlflow.models.get_model_info(uri).signature
         self.inputs = [(c.name, getattr(c.type, "name", None) or "any") for c in signature.inputs.inputs]
         entity = spec["entity"]
@@ -185,7 +195,11 @@ class ServedModel:
         try:
             frame = pd.DataFrame({name: _column(values.get(name, [None] * len(rows)), kind)
                                   for name, kind in self.inputs})
-            if self.classifier:
+            if self.spark_ml:  # Spark's own answer: its probability and its predicted class
+                scores, predicted = self.model.predict(frame)
+                out = ([{"prediction": int(c), "probability": float(s)} for s, c in zip(scores, predicted)]
+                       if self.classifier else [{"prediction": float(v), "value": float(v)} for v in scores])
+            elif self.classifier:
                 scores = self.model.predict_proba(frame)[:, 1]
                 out = [{"prediction": int(s >= DECISION_THRESHOLD), "probability": float(s)} for s in scores]
             else:

@@ -248,6 +248,15 @@ def load_feature_spec(tracker: Tracker, run_id: str) -> dict:
     return load_json_artifact(tracker, run_id, "feature_spec.json")
 
 
+def load_optional_json_artifact(tracker: Tracker, run_id: str, name: str) -> dict | None:
+    """The run's JSON artifact `name`, None when the run has none."""
+    import mlflow
+
+    with tracker.bound():
+        listed = {a.path for a in mlflow.MlflowClient(tracking_uri=tracker.uri).list_artifacts(run_id)}
+    return load_json_artifact(tracker, run_id, name) if name in listed else None
+
+
 def load_json_artifact(tracker: Tracker, run_id: str, name: str) -> dict:
     import mlflow
 

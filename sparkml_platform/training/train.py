@@ -18,7 +18,7 @@ from ..core import refs
 from ..core.errors import ConfigError, GateFailed, JobFailed
 from ..core.provenance import definition_hash
 from ..config.vocabulary import METRICS
-from ..modeling import estimators, evaluation
+from ..modeling import compiled_parity, estimators, evaluation
 from ..runtime import environments as environment
 from ..runtime.project import project_of
 from ..storage import feature_definitions, lake, leases, places, training_sets
@@ -155,6 +155,8 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
             own = project_of(config).packages
             code_paths = [str(own[p]) for p in estimator.code_packages() if own.get(p) is not None]
             info = estimator.log_model(fitted, signature, code_paths or None)
+            online = (_log_compiled(fitted, info.model_uri, data.where(f"{SPLIT} = 'test'"),
+                                    manifest["entity"]["keys"]) if estimator.flavor == "spark" else None)
         train_df.unpersist()
 
         recorded = registry.register(tracker, registered, info.model_uri, run.info.run_id, manifest, env,
@@ -165,11 +167,27 @@ def _train(spark, config: Config, tracker: tracking.Tracker, model_name: str, tu
               "run_id": run.info.run_id, "metrics": _rounded(metrics), "gate": verdict,
               "aliases": recorded["aliases"], "decision": recorded["decision"],
               "params": params, "training_set": f"{manifest['name']}@{manifest['version']}"}
+    if online is not None:
+        result["compiled"] = online
     if not verdict["passed"]:
         raise GateFailed(f"model {registered} version {version} ({model_name}) failed its gate: "
                          + "; ".join(verdict["failed"]) + " (registered as challenger, not champion)",
                          result=result)
     return result
+
+
+def _log_compiled(fitted, model_uri: str, rows, keys: list[str]) -> dict:
+    """Compile the Spark ML pipeline just logged (its saved stages, as `sparkml serve` will read
+    them), compare it with Spark on the test rows and log the record beside the model: what
+    decides whether the version is served online (modeling/compiled_parity.py)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+        record = compiled_parity.check(str(Path(local) / "sparkml"), fitted, rows, keys)
+    mlflow.log_dict(record, compiled_parity.RECORD)
+    summary = {k: record[k] for k in ("exact", "rows_compared", "max_difference") if k in record}
+    return summary if record["exact"] else {**summary, "why_not": compiled_parity.refusal("it", record, "")}
 
 
 def spec_hash(spec, tune: bool) -> str:
@@ -474,12 +492,15 @@ def _log_fitted(spark, config, tracker, model, manifest, registered, metrics, th
                             "training_set_manifest.json": manifest, "gate.json": verdict},
                            test_frame, task, None)
             info = estimators.log_fitted_model(model, flavor, task, signature)
+            online = (_log_compiled(model, info.model_uri, test_df, manifest["entity"]["keys"])
+                      if flavor == "spark" else None)
         recorded = registry.register(tracker, registered, info.model_uri, run.info.run_id, manifest, env,
                                      metrics, verdict, params=params, spec_name=registered, code=code)
     return {"model": registered, "spec": None, "version": recorded["version"], "run_id": run.info.run_id,
             "metrics": _rounded(metrics), "gate": verdict, "aliases": recorded["aliases"],
             "decision": recorded["decision"], "params": params,
-            "training_set": f"{manifest['name']}@{manifest['version']}"}
+            "training_set": f"{manifest['name']}@{manifest['version']}",
+            **({"compiled": online} if online is not None else {})}
 
 
 def _thresholds_for(config: Config, registered: str, given: dict | None, task: str) -> dict:
