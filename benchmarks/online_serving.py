@@ -173,7 +173,7 @@ def rows_for(conf: Path, env: str | None, count: int) -> list[dict]:
         columns=["observed_at"])
     at = (max(weather.column("observed_at").to_pylist()) + dt.timedelta(minutes=1)).isoformat()
     for row in rows:
-        row["sched_dep_ts"] = at
+        row.update({k: v.isoformat() for k, v in row.items() if isinstance(v, dt.datetime)}, sched_dep_ts=at)
     return rows
 
 

@@ -20,8 +20,11 @@ Pure: no Spark, no store; serving/publish.py writes the values, serving/server.p
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+
+import numpy as np
 
 from ..config.aggregations import LIFETIME, Aggregations, percentile_of, window_seconds
 from .online_stores import BEFORE_KEPT, EVENTS_SUFFIX, FOUND, NO_ROW
@@ -58,63 +61,83 @@ def answer(value: str | None, at_us: int, spec: Aggregations, columns: list[str]
     (FOUND, NO_ROW, BEFORE_KEPT)."""
     if value is None:
         return None, NO_ROW
-    cut, kept_from, events, lifetime = json.loads(value)
+    key = _parsed(value)
     outputs = spec.output_columns()
-    if at_us < kept_from or (at_us < cut and any(outputs[c][2] == LIFETIME for c in columns)):
+    if at_us < key.kept_from or (at_us < key.cut and any(outputs[c][2] == LIFETIME for c in columns)):
         return None, BEFORE_KEPT
     got = {}
     for column in columns:
         source, function, window = outputs[column]
         if window == LIFETIME:
-            got[column] = lifetime.get(column)
+            got[column] = key.lifetime.get(column)
             continue
-        edge = at_us - window_seconds(window) * 1_000_000
-        got[column] = compute(function, [(at, row) for at, row in events if edge < at <= at_us], source)
+        # The events in (at - w, at]: times are sorted, so two binary searches.
+        lo = int(np.searchsorted(key.times, at_us - window_seconds(window) * 1_000_000, side="right"))
+        hi = int(np.searchsorted(key.times, at_us, side="right"))
+        got[column] = compute(function, key, lo, hi, source)
     return got, FOUND
 
 
-def compute(function: str, events: list, column: str):
-    """One function over a window's events ([at_us, fields]), by the rules batch follows: nulls
-    skipped, null when nothing is left (count included); stddev of the sample; first and last
-    by time, then the least and the greatest value; percentiles interpolated."""
+class _Key:
+    """One key's stored value, parsed: event times (sorted) and each field as an array."""
+
+    def __init__(self, value: str):
+        self.cut, self.kept_from, events, self.lifetime = json.loads(value)
+        events.sort(key=lambda e: e[0])
+        self.times = np.fromiter((at for at, _ in events), dtype=np.int64, count=len(events))
+        names = {name for _, row in events for name in row}
+        self.numbers = {n: np.array([np.nan if row.get(n) is None else float(row[n]) for _, row in events])
+                        for n in names if n.endswith(":" + NUMBER)}
+        self.texts = {n: [row.get(n) for _, row in events] for n in names if n.endswith(":" + TEXT)}
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(value: str) -> _Key:
+    """Parsed once per stored value: a batch of requests reads the same few keys many times."""
+    return _Key(value)
+
+
+def compute(function: str, key: _Key, lo: int, hi: int, column: str):
+    """One function over the key's events lo..hi-1, by the rules batch follows: nulls skipped,
+    null when nothing is left (count included); stddev of the sample; first and last by time,
+    then the least and the greatest value; percentiles interpolated."""
     number, text = field_name(column, NUMBER), field_name(column, TEXT)
-    if function == "approx_distinct" or (function == "count" and not any(number in row for _, row in events)):
-        values = [row[text] for _, row in events if row.get(text) is not None]
+    if function == "approx_distinct" or (function == "count" and number not in key.numbers):
+        values = [v for v in key.texts.get(text, [])[lo:hi] if v is not None]
         if not values:
             return None
         return len(values) if function == "count" else distinct_estimate(values)
-    timed = [(at, float(row[number])) for at, row in events if row.get(number) is not None]
-    if not timed:
+    window = key.numbers.get(number, np.empty(0))[lo:hi]
+    present = ~np.isnan(window)
+    n = int(present.sum())
+    if n == 0:
         return None
-    values = [v for _, v in timed]
-    n = len(values)
+    values = window[present]
     if function == "count":
         return n
     if function == "sum":
-        return sum(values)
+        return float(values.sum())
     if function == "mean":
-        return sum(values) / n
+        return float(values.sum()) / n
     if function == "min":
-        return min(values)
+        return float(values.min())
     if function == "max":
-        return max(values)
-    if function == "first":
-        return min(timed)[1]
-    if function == "last":
-        return max(timed)[1]
+        return float(values.max())
+    if function in ("first", "last"):
+        times = key.times[lo:hi][present]
+        edge = times.min() if function == "first" else times.max()
+        tied = values[times == edge]
+        return float(tied.min() if function == "first" else tied.max())
     if function == "stddev":
-        if n < 2:
-            return None
-        mean = sum(values) / n
-        return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        return None if n < 2 else float(np.sqrt(((values - values.mean()) ** 2).sum() / (n - 1)))
     q = percentile_of(function)
     if q is None:
         raise ValueError(f"no online computation of {function}")
-    ordered = sorted(values)
+    ordered = np.sort(values)
     position = q * (n - 1)
     lower = math.floor(position)
     upper = min(lower + 1, n - 1)
-    return ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower])
+    return float(ordered[lower] + (position - lower) * (ordered[upper] - ordered[lower]))
 
 
 def distinct_estimate(values: list[str]) -> int:
