@@ -94,6 +94,11 @@ def prepare_in_background() -> None:
                 pass
 
     if _context is None:
+        # Great Expectations imports pyspark.sql on that thread while this one starts the
+        # session: two threads importing it at once met it half-initialized in a job on YARN
+        # ("cannot import name 'SQLContext' from partially initialized module"). Whole first.
+        import pyspark.sql  # noqa: F401
+
         threading.Thread(target=make, name="great-expectations-context", daemon=True).start()
 
 
