@@ -95,7 +95,7 @@ def prepare_in_background() -> None:
 
     if _context is None:
         # Great Expectations imports pyspark.sql on that thread while this one starts the
-        # session: two threads importing it at once met it half-initialized in a job on YARN
+        # session: two threads importing it at once met it half-initialized in a spark-submit job
         # ("cannot import name 'SQLContext' from partially initialized module"). Whole first.
         import pyspark.sql  # noqa: F401
 
