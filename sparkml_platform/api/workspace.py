@@ -42,7 +42,7 @@ from ..runtime.delta_jars import jars_dir
 from ..runtime.project import open_project, project_of
 from ..runtime.session import check_jars, get_spark
 from ..serving import publish as online
-from ..serving import scoring
+from ..serving import scoring, small_batch
 from ..serving.server import serve
 from ..storage import lake, leases, online_stores, places
 from ..storage import training_sets as trainset_store
@@ -436,7 +436,11 @@ class Workspace:
 
     def score_batch(self, model_ref: str, df):
         """`df` scored by `model_ref` (MODEL, MODEL@ALIAS or MODEL/VERSION), features looked up
-        as of each row's event time: a DataFrame, nothing written."""
+        as of each row's event time: a DataFrame, nothing written. A pandas frame takes the
+        small-data path, without Spark: features from the online store, the model in this
+        process, as `sparkml serve` answers (serving/small_batch.py)."""
+        if type(df).__module__.startswith("pandas."):
+            return small_batch.score_frame(self.tracker, self.online_store, model_ref, df)
         return scoring.score_batch(self.spark, self.config, self.tracker, model_ref, df)
 
     def score(self, model_ref: str, input: str, output: str, run_date: str | None = None) -> ScoreResult:

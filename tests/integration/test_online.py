@@ -214,10 +214,14 @@ def entity_rows(spark, conf: Path, count: int, seed: int):
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, online_project, redis_url,
-                                                                          backend):
+                                                                          backend, monkeypatch):
     """Both of the slice's models: the scikit-learn one as it is, the Spark ML gradient-boosted
-    trees by their compiled form (no JVM in the server)."""
+    trees by their compiled form (no JVM in the server); and `score_batch` on a pandas frame
+    (the small-data path: the same lookups and model in-process, without Spark)."""
+    import pandas as pd
     from conftest import utc
+
+    from sparkml_platform import Workspace
 
     from sparkml_platform.runtime.project import open_project
     from sparkml_platform.storage import lake
@@ -254,6 +258,17 @@ def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, 
         worst = max(abs(online[f][0] - batch[f][0]) for f in batch)
         assert worst < 1e-9, spec
         assert all(online[f][1] == batch[f][1] for f in batch), spec
+        with monkeypatch.context() as patched:  # the small-data path never asks for a session
+            patched.setattr(Workspace, "spark", property(lambda _: pytest.fail("score_batch started Spark")))
+            ws = Workspace(conf, "test")
+            if store:
+                ws.config.platform.online_store.url = store
+            frame = pd.DataFrame(requests).assign(sched_dep_ts=lambda d: pd.to_datetime(d["sched_dep_ts"]))
+            small = ws.score_batch(f"flight_delays/{version}", frame)
+        assert list(small["flight_id"]) == [r["flight_id"] for r in requests]
+        assert (small["tables_without_row"] == 0).all() and set(small["model_version"]) == {int(version)}
+        assert max(abs(p - batch[f][0]) for f, p in zip(small["flight_id"], small["probability"])) < 1e-9, spec
+        assert all(c == batch[f][1] for f, c in zip(small["flight_id"], small["prediction"])), spec
 
 
 def test_bad_requests_missing_rows_a_store_that_is_down_and_an_alias_that_moves(spark, online_project,
