@@ -265,6 +265,10 @@ def test_online_predictions_equal_batch_scoring_as_of_each_requests_time(spark, 
                 ws.config.platform.online_store.url = store
             frame = pd.DataFrame(requests).assign(sched_dep_ts=lambda d: pd.to_datetime(d["sched_dep_ts"]))
             small = ws.score_batch(f"flight_delays/{version}", frame)
+            from sparkml_platform.core.errors import ConfigError
+
+            with pytest.raises(ConfigError, match="score_batch: row 0 lacks column origin .*; nothing scored"):
+                ws.score_batch(f"flight_delays/{version}", frame.drop(columns=["origin"]))
         assert list(small["flight_id"]) == [r["flight_id"] for r in requests]
         assert (small["tables_without_row"] == 0).all() and set(small["model_version"]) == {int(version)}
         assert max(abs(p - batch[f][0]) for f, p in zip(small["flight_id"], small["probability"])) < 1e-9, spec
