@@ -107,7 +107,7 @@ class ServedModel:
                 kinds.setdefault(column, kind_of(types.get(key)))
         self.columns = {**kinds, **{c: "any" for c in self.entity_keys if c not in kinds},
                         self.event_time: "time"}
-        self.required = self.key_columns + self.passthrough
+        self.required = list(dict.fromkeys(self.key_columns + self.passthrough))  # a key may pass through too
 
     def mismatch(self, table: str, marker: dict, raising: bool = False) -> str | None:
         """Why `marker` (what the store serves of `table`) must not be served to this model, or
