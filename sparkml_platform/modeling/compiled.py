@@ -5,7 +5,7 @@ stage's own metadata (its parameters) and data (indexer labels, imputer surrogat
 coefficients, tree nodes) through pyarrow, and returns a `Compiled` whose `outputs(frame)`
 gives, per stage, the columns Spark's `transform` adds, computed by the same rules. What
 Spark computes is the reference: training compares the two on the test split
-(serving/compiled_check.py) and only an exact match (1e-9) is served.
+(modeling/compiled_parity.py) and only an exact match (1e-9) is served.
 
 Compiled: the stages `estimators.MllibEstimator.pipeline` builds (the platform's own
 `SQLTransformer` cast, `StringIndexerModel`, `OneHotEncoderModel`, `ImputerModel`,
@@ -22,25 +22,6 @@ import re
 
 import numpy as np
 
-# Spark's class -> what it is called in messages; the keys are what `load` compiles.
-FEATURE_STAGES = {
-    "org.apache.spark.ml.feature.SQLTransformer": "SQLTransformer (the platform's numeric cast)",
-    "org.apache.spark.ml.feature.StringIndexerModel": "StringIndexer",
-    "org.apache.spark.ml.feature.OneHotEncoderModel": "OneHotEncoder",
-    "org.apache.spark.ml.feature.ImputerModel": "Imputer",
-    "org.apache.spark.ml.feature.VectorAssembler": "VectorAssembler",
-}
-MODELS = {
-    "org.apache.spark.ml.classification.LogisticRegressionModel": "LogisticRegression (binary)",
-    "org.apache.spark.ml.classification.DecisionTreeClassificationModel": "DecisionTreeClassifier",
-    "org.apache.spark.ml.classification.RandomForestClassificationModel": "RandomForestClassifier",
-    "org.apache.spark.ml.classification.GBTClassificationModel": "GBTClassifier",
-    "org.apache.spark.ml.regression.LinearRegressionModel": "LinearRegression",
-    "org.apache.spark.ml.regression.DecisionTreeRegressionModel": "DecisionTreeRegressor",
-    "org.apache.spark.ml.regression.RandomForestRegressionModel": "RandomForestRegressor",
-    "org.apache.spark.ml.regression.GBTRegressionModel": "GBTRegressor",
-}
-SUPPORTED = ", ".join([*FEATURE_STAGES.values(), *MODELS.values()])
 # The one SQL statement compiled: the cast estimators.py puts first.
 _CAST = re.compile(r"CAST\(`((?:[^`]|``)+)` AS DOUBLE\) AS `((?:[^`]|``)+)`")
 
@@ -95,10 +76,9 @@ def load(folder: str) -> Compiled:
         stage_meta = _metadata(path)
         cls = stage_meta["class"]
         name = f"stage {i} ({cls.rsplit('.', 1)[-1]}, {uid})"
-        build = _COMPILERS.get(cls)
-        if build is None:
+        if cls not in _COMPILERS:
             raise Unsupported(f"{name} is not supported online; supported stages: {SUPPORTED}")
-        stages.append(build(path, _params(stage_meta), name))
+        stages.append(_COMPILERS[cls][0](path, _params(stage_meta), name))
     return Compiled(stages)
 
 
@@ -381,9 +361,11 @@ def _trees(path: str) -> tuple[list[_Tree], np.ndarray]:
     return [_Tree(_data(path))], np.ones(1)
 
 
-class _TreeClassifier(_Model):
-    """A decision tree or random forest: each tree votes its leaf's class shares; the votes,
-    normalised, are the probability."""
+class _ForestClassifier(_Model):
+    """A random forest: each tree votes its leaf's class shares; the votes, normalised, are
+    the probability."""
+
+    counts = False  # a single decision tree's raw prediction is its leaf's class counts
 
     def load(self, path, params):
         self.trees, _ = _trees(path)
@@ -391,10 +373,9 @@ class _TreeClassifier(_Model):
     def apply(self, columns, n):
         x = columns[self.reads[0]]
         raw = np.zeros((n, 2))
-        single = len(self.trees) == 1 and "Decision" in self.name
         for tree in self.trees:
             stats = np.asarray([tree.stats[i] for i in tree.leaves(x)], dtype=float)
-            if single:
+            if self.counts:
                 raw += stats
             else:
                 total = stats.sum(axis=1, keepdims=True)
@@ -402,6 +383,10 @@ class _TreeClassifier(_Model):
         total = raw.sum(axis=1, keepdims=True)
         probability = np.divide(raw, total, out=np.zeros_like(raw), where=total != 0)
         return self.classes(raw, probability)
+
+
+class _TreeClassifier(_ForestClassifier):
+    counts = True
 
 
 class _GBTClassifier(_Model):
@@ -425,31 +410,40 @@ def _weighted(trees: list[_Tree], weights: np.ndarray, x: np.ndarray) -> np.ndar
 
 
 class _TreeRegressor(_Model):
+    """A decision tree or gradient-boosted trees: the weighted sum of the trees' leaves."""
+
     task = "regression"
 
     def load(self, path, params):
         self.trees, self.weights = _trees(path)
-        self.mean = "RandomForest" in self.name
+
+    def apply(self, columns, n):
+        return {"prediction": _weighted(self.trees, self.weights, columns[self.reads[0]])}
+
+
+class _ForestRegressor(_TreeRegressor):
+    """A random forest: the mean of its trees' leaves."""
 
     def apply(self, columns, n):
         x = columns[self.reads[0]]
-        if self.mean:
-            return {"prediction": sum(t.prediction[t.leaves(x)] for t in self.trees) / len(self.trees)}
-        return {"prediction": _weighted(self.trees, self.weights, x)}
+        return {"prediction": sum(t.prediction[t.leaves(x)] for t in self.trees) / len(self.trees)}
 
 
+# Spark's class -> (what evaluates it, what messages call it): what `load` compiles.
 _COMPILERS = {
-    "org.apache.spark.ml.feature.SQLTransformer": _Cast,
-    "org.apache.spark.ml.feature.StringIndexerModel": _Indexer,
-    "org.apache.spark.ml.feature.OneHotEncoderModel": _OneHot,
-    "org.apache.spark.ml.feature.ImputerModel": _Imputer,
-    "org.apache.spark.ml.feature.VectorAssembler": _Assembler,
-    "org.apache.spark.ml.classification.LogisticRegressionModel": _Logistic,
-    "org.apache.spark.ml.classification.DecisionTreeClassificationModel": _TreeClassifier,
-    "org.apache.spark.ml.classification.RandomForestClassificationModel": _TreeClassifier,
-    "org.apache.spark.ml.classification.GBTClassificationModel": _GBTClassifier,
-    "org.apache.spark.ml.regression.LinearRegressionModel": _Linear,
-    "org.apache.spark.ml.regression.DecisionTreeRegressionModel": _TreeRegressor,
-    "org.apache.spark.ml.regression.RandomForestRegressionModel": _TreeRegressor,
-    "org.apache.spark.ml.regression.GBTRegressionModel": _TreeRegressor,
+    "org.apache.spark.ml.feature.SQLTransformer": (_Cast, "SQLTransformer (the platform's numeric cast)"),
+    "org.apache.spark.ml.feature.StringIndexerModel": (_Indexer, "StringIndexer"),
+    "org.apache.spark.ml.feature.OneHotEncoderModel": (_OneHot, "OneHotEncoder"),
+    "org.apache.spark.ml.feature.ImputerModel": (_Imputer, "Imputer"),
+    "org.apache.spark.ml.feature.VectorAssembler": (_Assembler, "VectorAssembler"),
+    "org.apache.spark.ml.classification.LogisticRegressionModel": (_Logistic, "LogisticRegression (binary)"),
+    "org.apache.spark.ml.classification.DecisionTreeClassificationModel": (_TreeClassifier, "DecisionTreeClassifier"),
+    "org.apache.spark.ml.classification.RandomForestClassificationModel": (_ForestClassifier,
+                                                                           "RandomForestClassifier"),
+    "org.apache.spark.ml.classification.GBTClassificationModel": (_GBTClassifier, "GBTClassifier"),
+    "org.apache.spark.ml.regression.LinearRegressionModel": (_Linear, "LinearRegression"),
+    "org.apache.spark.ml.regression.DecisionTreeRegressionModel": (_TreeRegressor, "DecisionTreeRegressor"),
+    "org.apache.spark.ml.regression.RandomForestRegressionModel": (_ForestRegressor, "RandomForestRegressor"),
+    "org.apache.spark.ml.regression.GBTRegressionModel": (_TreeRegressor, "GBTRegressor"),
 }
+SUPPORTED = ", ".join(label for _, label in _COMPILERS.values())

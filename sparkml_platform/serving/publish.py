@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import re
 
-from ..config.schema import parse_duration
 from ..core.errors import NotFoundError
 from ..storage import feature_definitions
 from ..storage import feature_tables
@@ -273,9 +272,11 @@ def _events_shape(definition, stored: dict | None) -> dict | None:
 
 
 def events_keep(definition) -> int:
-    """How far before a key's newest event requests are answered from its recent events: the
-    table's `online.keep` (a count of rows, `keep_rows`, means nothing for events: 0)."""
-    return parse_duration(definition.online.keep) if definition.online.keep else 0
+    """How far before a key's newest event requests are answered from its recent events: what
+    the table keeps online as a duration (`online_keep`; a count of rows means nothing for
+    events: 0)."""
+    seconds, _ = definition.online_keep()
+    return seconds or 0
 
 
 def publish_recent_events(spark, config, store: Store, name: str, version: int) -> dict:

@@ -12,7 +12,6 @@ online tests check); a row before what the store keeps gets null features and sa
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 from ..core.errors import ConfigError
 from .online_requests import BadRequest, check_row
@@ -51,6 +50,4 @@ def _plain(v):
         return None
     if isinstance(v, dt.datetime):  # pandas' Timestamp too
         return v.isoformat()
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars
-        v = v.item()
-    return None if isinstance(v, float) and math.isnan(v) else v
+    return v.item() if hasattr(v, "item") else v  # numpy scalars as Python's

@@ -82,8 +82,7 @@ class _Key:
     """One key's stored value, parsed: event times (sorted) and each field as an array."""
 
     def __init__(self, value: str):
-        self.cut, self.kept_from, events, self.lifetime = json.loads(value)
-        events.sort(key=lambda e: e[0])
+        self.cut, self.kept_from, events, self.lifetime = json.loads(value)  # events oldest first
         self.times = np.fromiter((at for at, _ in events), dtype=np.int64, count=len(events))
         names = {name for _, row in events for name in row}
         self.numbers = {n: np.array([np.nan if row.get(n) is None else float(row[n]) for _, row in events])
